@@ -1,0 +1,36 @@
+// The one table that names every filter: how to parse its configuration and how to
+// build its runtime objects. Adding a filter = one folder under filters/ + one line in
+// registry.cc.
+#pragma once
+
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "gateway/filter.h"
+
+namespace YAML {
+class Node;
+}
+
+namespace gw {
+
+class ConfigContext;  // gateway/config_context.h
+struct Config;
+
+struct FilterDescriptor {
+  std::string_view name;
+  // Parses and validates `node` (the value under the filter's name). Reports every
+  // problem through ctx with the node's position and returns null if there was one.
+  std::shared_ptr<const FilterConfig> (*parse)(const YAML::Node& node, ConfigContext& ctx);
+  // Builds the runtime filter objects for one route (a filter may occupy more than one
+  // chain position: rate_limit acts before and after authentication). Null while the
+  // filter has no runtime yet: it is then validated but not run.
+  void (*build)(const std::shared_ptr<const FilterConfig>& config, const Config& whole,
+                std::vector<std::shared_ptr<const Filter>>& chain);
+};
+
+const std::vector<FilterDescriptor>& filterRegistry();
+const FilterDescriptor* findFilter(std::string_view name);
+
+}  // namespace gw

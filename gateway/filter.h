@@ -1,0 +1,137 @@
+// The filter interface: the one header every filter includes.
+//
+// Contract:
+// - A Filter object is built once per route per configuration load and is immutable
+//   (all phases are const). It may be used by every worker thread at once, so it MUST
+//   NOT keep per-request state in itself; per-request state lives in RequestContext.
+//   Per-worker mutable state (caches, connections) is reached through
+//   RequestContext::worker_state().
+// - The chain runs in the fixed order of SPEC §2 (FilterOrder), whatever the order in
+//   the file. A filter that answers a request itself calls ctx.sendLocalReply() and
+//   returns StopReplied; the core then runs the response phase of every filter that
+//   had run its request phase, plus the filters that act on every response
+//   (runsOnEveryResponse(), e.g. security_headers), so the gateway's own answers are
+//   decorated too.
+// - StopWait: the filter started an asynchronous operation (Redis, JWKS fetch) and
+//   MUST later call exactly one of ctx.continueRequest() or ctx.sendLocalReply() on the
+//   same worker thread. Until then the request is parked; if the client goes away the
+//   core calls onAbandon() instead, and the filter MUST NOT touch the context after it.
+// - Phases MUST NOT throw and MUST NOT block.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "gateway/headers.h"
+
+namespace gw {
+
+struct RouteConfig;
+struct Config;
+
+// Base class of every filter's parsed configuration (filters/<name>/<name>_config.h).
+class FilterConfig {
+ public:
+  virtual ~FilterConfig() = default;
+};
+
+// Position in the chain: SPEC §2's numbered list.
+enum class FilterOrder : uint8_t {
+  RequestId = 1,
+  IpAccess = 2,
+  Cors = 3,
+  BodyLimit = 4,
+  RateLimitBeforeAuth = 5,
+  Auth = 6,
+  RateLimitAfterAuth = 7,
+  SecurityHeaders = 9,
+};
+
+enum class FilterStatus { Continue, StopReplied, StopWait };
+
+// What a filter sees of the response about to be sent: the upstream's, or the
+// gateway's own (local reply). Filters edit `headers` in place.
+struct ResponseHead {
+  int status = 0;
+  HeaderList headers;
+  bool local_reply = false;  // made by the gateway, not the upstream
+};
+
+class RequestContext;
+
+class Filter {
+ public:
+  virtual ~Filter() = default;
+  virtual FilterOrder order() const = 0;
+  virtual std::string_view name() const = 0;
+
+  virtual FilterStatus onRequestHeaders(RequestContext&, HeaderList& request_headers) const {
+    return FilterStatus::Continue;
+  }
+  virtual void onResponseHeaders(RequestContext&, ResponseHead&) const {}
+  virtual void onLog(const RequestContext&) const {}
+  virtual void onAbandon(RequestContext&) const {}
+  // True for filters whose response phase applies to every response, even one the
+  // gateway produced before reaching this filter's request phase.
+  virtual bool runsOnEveryResponse() const { return false; }
+};
+
+// The core's side of a request, as filters see it. Implemented by the proxy
+// (gateway/http_request.cc) and by tests' fakes.
+class RequestDriver {
+ public:
+  virtual ~RequestDriver() = default;
+  virtual void sendLocalReply(int status, std::string_view error_code,
+                              std::string_view message) = 0;
+  virtual void continueRequest() = 0;
+};
+
+// Small per-request scratch a filter may use to carry state from its request phase to
+// its response/log phases, indexed by FilterOrder.
+struct FilterScratch {
+  uint64_t value = 0;
+  std::string_view text;  // arena- or config-owned
+};
+
+// Everything a filter may read or set about the request in flight.
+class RequestContext {
+ public:
+  // --- set by the core before the chain runs ---
+  const Config* config = nullptr;
+  const RouteConfig* route = nullptr;
+  std::string_view method;
+  std::string_view path;    // normalised, without the query
+  std::string_view query;   // without '?'; empty if none
+  std::string_view host;    // Host header (or :authority), port included as sent
+  std::string_view client_ip;  // textual, the real client (trusted_proxies applied)
+  uint8_t client_ip16[16]{};   // same, IPv4-mapped form for CIDR checks
+  std::string_view peer_ip;    // the TCP peer
+  bool tls = false;            // the downstream connection is TLS
+  bool forwarded_https = false;  // a trusted proxy said X-Forwarded-Proto: https
+  uint64_t now_ms = 0;         // wall clock at request start, milliseconds since epoch
+  uint64_t monotonic_ns = 0;   // steady clock at request start
+
+  // --- set by filters ---
+  std::string_view request_id;  // arena-owned; the core generates one if still empty
+  std::string_view user;        // authenticated subject / API-key name, for logs and limits
+  uint64_t max_body_bytes = 0;  // body_limit sets it; initialised from limits.max_body_bytes
+  // Headers added to the response whatever it is (e.g. RateLimit-*, X-Request-ID).
+  HeaderList response_headers_to_add;
+
+  StringArena* arena = nullptr;
+  void* worker_state = nullptr;  // the worker's filter state (gateway/worker.h)
+  FilterScratch scratch[10];
+
+  RequestDriver* driver = nullptr;
+
+  void sendLocalReply(int status, std::string_view error_code, std::string_view message) {
+    driver->sendLocalReply(status, error_code, message);
+  }
+  void continueRequest() { driver->continueRequest(); }
+  FilterScratch& scratchFor(FilterOrder o) { return scratch[static_cast<int>(o)]; }
+  const FilterScratch& scratchFor(FilterOrder o) const { return scratch[static_cast<int>(o)]; }
+};
+
+}  // namespace gw
