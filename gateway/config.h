@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -183,13 +184,24 @@ struct JwtProviderConfig {
   std::vector<std::string> algorithms;  // validated names: RS256, ES256, EdDSA, ...
   Millis leeway{30000};
   std::vector<std::pair<std::string, std::string>> forward_claims;  // claim -> header, file order
+  // The jwks_file's text (checked to be JSON with a "keys" array) as read at load time.
+  std::string jwks_file_content;
   SourceLocation where;
+};
+
+// One line of an api_keys keys_file: NAME SHA256HEX.
+struct ApiKeyEntry {
+  std::string name;
+  std::array<uint8_t, 32> sha256{};
 };
 
 struct ApiKeySetConfig {
   std::string name;
   std::string header = "X-API-Key";
   std::string keys_file;
+  // The keys_file's entries, read and checked when the configuration was loaded, so a
+  // reload swaps keys atomically with the rest of the snapshot.
+  std::vector<ApiKeyEntry> keys;
   SourceLocation where;
 };
 

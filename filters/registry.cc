@@ -1,0 +1,36 @@
+#include "filters/registry.h"
+
+#include "filters/api_key/api_key_config.h"
+#include "filters/body_limit/body_limit_config.h"
+#include "filters/cors/cors_config.h"
+#include "filters/ip_access/ip_access_config.h"
+#include "filters/jwt/jwt_config.h"
+#include "filters/rate_limit/rate_limit_config.h"
+#include "filters/request_id/request_id_config.h"
+#include "filters/security_headers/security_headers_config.h"
+
+namespace gw {
+
+// In SPEC §2's order: the loader orders a route's filters by their place in this table.
+const std::vector<FilterDescriptor>& filterRegistry() {
+  static const std::vector<FilterDescriptor> kFilters = {
+      {"request_id", request_id::parseRequestIdConfig, nullptr},
+      {"ip_access", ip_access::parseIpAccessConfig, nullptr},
+      {"cors", cors::parseCorsConfig, nullptr},
+      {"body_limit", body_limit::parseBodyLimitConfig, nullptr},
+      {"rate_limit", rate_limit::parseRateLimitConfig, nullptr},
+      {"jwt", jwt::parseJwtConfig, nullptr},
+      {"api_key", api_key::parseApiKeyConfig, nullptr},
+      {"security_headers", security_headers::parseSecurityHeadersConfig, nullptr},
+  };
+  return kFilters;
+}
+
+const FilterDescriptor* findFilter(std::string_view name) {
+  for (const auto& filter : filterRegistry()) {
+    if (filter.name == name) return &filter;
+  }
+  return nullptr;
+}
+
+}  // namespace gw

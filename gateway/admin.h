@@ -1,0 +1,19 @@
+// The admin endpoints of SPEC §4, served on admin.address.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace gw {
+
+class Server;
+
+struct AdminResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+AdminResponse handleAdmin(Server& server, std::string_view method, std::string_view path);
+
+}  // namespace gw

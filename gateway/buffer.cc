@@ -1,0 +1,268 @@
+#include "gateway/buffer.h"
+
+#include <cassert>
+#include <cstdlib>
+#include <cstring>
+
+namespace gw {
+
+namespace {
+// Free slices a worker keeps for reuse; beyond this they go back to the allocator so
+// a burst does not pin memory forever (64 x 16 KiB = 1 MiB per worker).
+constexpr size_t kMaxFreeSlices = 64;
+}  // namespace
+
+SlicePool& SlicePool::local() {
+  thread_local SlicePool pool;
+  return pool;
+}
+
+SlicePool::~SlicePool() {
+  while (free_) {
+    Slice* s = free_;
+    free_ = s->next_free;
+    delete s;
+  }
+}
+
+Slice* SlicePool::acquire() {
+  Slice* s = free_;
+  if (s) {
+    free_ = s->next_free;
+    --free_count_;
+  } else {
+    s = new Slice;
+  }
+  s->refs = 0;
+  s->used = 0;
+  s->next_free = nullptr;
+  return s;
+}
+
+void SlicePool::release(Slice* s) {
+  if (free_count_ >= kMaxFreeSlices) {
+    delete s;
+    return;
+  }
+  s->next_free = free_;
+  free_ = s;
+  ++free_count_;
+}
+
+Slice* Buffer::tailSlice() {
+  if (head_ < segments_.size()) {
+    const Segment& last = segments_.back();
+    if (last.slice && last.slice->used < kSliceSize &&
+        last.data + last.len == last.slice->data + last.slice->used) {
+      return last.slice;
+    }
+  }
+  return nullptr;
+}
+
+void Buffer::pushOwned(Slice* s, char* p, size_t n) {
+  if (head_ < segments_.size()) {
+    Segment& last = segments_.back();
+    if (last.slice == s && last.data + last.len == p) {
+      last.len += uint32_t(n);
+      size_ += n;
+      return;
+    }
+  }
+  ++s->refs;
+  segments_.push_back({p, uint32_t(n), s});
+  size_ += n;
+}
+
+void Buffer::append(const void* data, size_t n) {
+  const char* src = static_cast<const char*>(data);
+  while (n > 0) {
+    Slice* s = tailSlice();
+    if (!s) s = SlicePool::local().acquire();
+    size_t room = kSliceSize - s->used;
+    size_t take = n < room ? n : room;
+    char* p = s->data + s->used;
+    std::memcpy(p, src, take);
+    s->used += uint32_t(take);
+    pushOwned(s, p, take);
+    src += take;
+    n -= take;
+  }
+}
+
+char* Buffer::reserve(size_t min, size_t* got) {
+  assert(min <= kSliceSize);
+  Slice* s = tailSlice();
+  if (!s || kSliceSize - s->used < min) {
+    s = SlicePool::local().acquire();
+    // Park the fresh slice as a zero-length segment so commit() finds it.
+    ++s->refs;
+    segments_.push_back({s->data, 0, s});
+  }
+  *got = kSliceSize - s->used;
+  return s->data + s->used;
+}
+
+void Buffer::commit(size_t n) {
+  Segment& last = segments_.back();
+  assert(last.slice && last.data + last.len == last.slice->data + last.slice->used);
+  last.len += uint32_t(n);
+  last.slice->used += uint32_t(n);
+  size_ += n;
+}
+
+void Buffer::appendExternal(const void* data, size_t n) {
+  if (n == 0) return;
+  segments_.push_back({const_cast<char*>(static_cast<const char*>(data)), uint32_t(n), nullptr});
+  size_ += n;
+  ++external_;
+}
+
+void Buffer::internalize() {
+  if (external_ == 0) return;
+  // Rebuild the queue in order, copying external segments; owned segments move as they
+  // are (their slices' reference counts carry over).
+  std::vector<Segment> old;
+  old.swap(segments_);
+  size_t first = head_;
+  head_ = 0;
+  size_ = 0;
+  external_ = 0;
+  segments_.reserve(old.size() - first);
+  for (size_t i = first; i < old.size(); ++i) {
+    Segment& seg = old[i];
+    if (seg.slice) {
+      segments_.push_back(seg);
+      size_ += seg.len;
+    } else {
+      append(seg.data, seg.len);
+    }
+  }
+}
+
+size_t Buffer::peek(iovec* iov, size_t max) const {
+  size_t n = 0;
+  for (size_t i = head_; i < segments_.size() && n < max; ++i) {
+    if (segments_[i].len == 0) continue;
+    iov[n].iov_base = segments_[i].data;
+    iov[n].iov_len = segments_[i].len;
+    ++n;
+  }
+  return n;
+}
+
+void Buffer::drain(size_t n) {
+  assert(n <= size_);
+  size_ -= n;
+  while (head_ < segments_.size()) {
+    Segment& seg = segments_[head_];
+    if (n < seg.len) {
+      seg.data += n;
+      seg.len -= uint32_t(n);
+      break;
+    }
+    n -= seg.len;
+    if (seg.slice) {
+      if (--seg.slice->refs == 0) SlicePool::local().release(seg.slice);
+    } else {
+      --external_;
+    }
+    ++head_;
+  }
+  if (head_ == segments_.size()) {
+    segments_.clear();
+    head_ = 0;
+  } else if (head_ > 32 && head_ * 2 > segments_.size()) {
+    segments_.erase(segments_.begin(), segments_.begin() + long(head_));
+    head_ = 0;
+  }
+  if (size_ == 0 && segments_.empty()) {
+    std::vector<Segment>().swap(segments_);  // an idle buffer holds no heap memory
+  }
+}
+
+void Buffer::clear() {
+  for (size_t i = head_; i < segments_.size(); ++i) {
+    if (segments_[i].slice && --segments_[i].slice->refs == 0) {
+      SlicePool::local().release(segments_[i].slice);
+    }
+  }
+  std::vector<Segment>().swap(segments_);
+  head_ = 0;
+  size_ = 0;
+  external_ = 0;
+}
+
+void Buffer::moveFrom(Buffer& other) {
+  for (size_t i = other.head_; i < other.segments_.size(); ++i) {
+    segments_.push_back(other.segments_[i]);
+  }
+  size_ += other.size_;
+  external_ += other.external_;
+  std::vector<Segment>().swap(other.segments_);
+  other.head_ = 0;
+  other.size_ = 0;
+  other.external_ = 0;
+}
+
+std::string Buffer::toString() const {
+  std::string out;
+  out.reserve(size_);
+  for (size_t i = head_; i < segments_.size(); ++i) out.append(segments_[i].data, segments_[i].len);
+  return out;
+}
+
+char* InputBlock::writable(size_t* n, size_t limit) {
+  if (!data_) {
+    slice_ = SlicePool::local().acquire();
+    data_ = slice_->data;
+    cap_ = kSliceSize;
+  }
+  if (len_ == cap_) {
+    if (consumed_ > 0) {
+      compact();
+      return writable(n, limit);
+    }
+    if (cap_ >= limit) return nullptr;
+    size_t bigger = cap_ * 2 < limit ? cap_ * 2 : limit;
+    char* grown = static_cast<char*>(std::malloc(bigger));
+    if (!grown) std::abort();  // out of memory is a broken invariant, not an input error
+    std::memcpy(grown, data_, len_);
+    if (slice_) {
+      SlicePool::local().release(slice_);
+      slice_ = nullptr;
+    } else {
+      std::free(data_);
+    }
+    data_ = grown;
+    cap_ = uint32_t(bigger);
+  }
+  *n = cap_ - len_;
+  return data_ + len_;
+}
+
+void InputBlock::compact() {
+  if (!data_) return;
+  if (consumed_ >= len_) {
+    release();
+    return;
+  }
+  if (consumed_ > 0) {
+    std::memmove(data_, data_ + consumed_, len_ - consumed_);
+    len_ -= consumed_;
+    consumed_ = 0;
+  }
+}
+
+void InputBlock::release() {
+  if (slice_) {
+    SlicePool::local().release(slice_);
+  } else if (data_) {
+    std::free(data_);
+  }
+  data_ = nullptr;
+  slice_ = nullptr;
+  len_ = consumed_ = cap_ = 0;
+}
+
+}  // namespace gw

@@ -1,0 +1,128 @@
+// The owning byte buffer of the data path, and the fixed-size slices behind it.
+//
+// Contract:
+// - Slices come from a per-thread pool (SlicePool::local()), so steady-state traffic does
+//   no malloc. Everything here is single-threaded: a Buffer, its slices and the pool it
+//   draws from belong to one worker thread and MUST NOT cross threads.
+// - A Buffer is a queue of segments. A segment either lives in a pooled slice (owned,
+//   reference-counted per slice) or is external: a view the caller promises stays valid
+//   until the next call to internalize() (used to hand bytes just read from one socket to
+//   another's writev without copying them; whatever the kernel did not take is copied
+//   before the source memory is reused).
+// - An empty Buffer holds no slice: memory is released as soon as data is drained, so idle
+//   connections cost nothing here.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gw {
+
+constexpr size_t kSliceSize = 16 * 1024;
+
+struct Slice {
+  uint32_t refs = 0;
+  uint32_t used = 0;  // bytes handed out by appends, from the start
+  Slice* next_free = nullptr;
+  char data[kSliceSize];
+};
+
+class SlicePool {
+ public:
+  static SlicePool& local();  // the calling thread's pool
+  Slice* acquire();
+  void release(Slice* s);
+  size_t freeCount() const { return free_count_; }
+  ~SlicePool();
+
+ private:
+  Slice* free_ = nullptr;
+  size_t free_count_ = 0;
+};
+
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { clear(); }
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+
+  void append(const void* data, size_t n);
+  void append(std::string_view s) { append(s.data(), s.size()); }
+  // Returns space for at most `max` contiguous bytes at the tail (at least 1); commit()
+  // what was written. Used to format numbers and headers in place.
+  char* reserve(size_t min, size_t* got);
+  void commit(size_t n);
+  void appendExternal(const void* data, size_t n);
+  // Copies every external segment into owned slices.
+  void internalize();
+  bool hasExternal() const { return external_ > 0; }
+
+  // Fills up to max iovecs from the front; returns how many.
+  size_t peek(iovec* iov, size_t max) const;
+  void drain(size_t n);
+  void clear();
+  // Moves all of `other` to the tail of this buffer.
+  void moveFrom(Buffer& other);
+  std::string toString() const;  // tests and small bodies only
+
+ private:
+  struct Segment {
+    char* data;
+    uint32_t len;
+    Slice* slice;  // null: external
+  };
+  Slice* tailSlice();
+  void pushOwned(Slice* s, char* p, size_t n);
+
+  std::vector<Segment> segments_;
+  size_t head_ = 0;  // first live segment
+  size_t size_ = 0;
+  size_t external_ = 0;
+};
+
+// A contiguous input area for one connection: reads are appended, parsing consumes from
+// the front. Small by default (one pooled slice); grown to a heap block only when a
+// request head larger than a slice must be kept contiguous.
+class InputBlock {
+ public:
+  InputBlock() = default;
+  InputBlock(const InputBlock&) = delete;
+  InputBlock& operator=(const InputBlock&) = delete;
+  ~InputBlock() { release(); }
+
+  char* data() { return data_; }
+  const char* data() const { return data_; }
+  size_t length() const { return len_; }
+  size_t capacity() const { return cap_; }
+  size_t consumed() const { return consumed_; }
+  size_t unconsumed() const { return len_ - consumed_; }
+  bool allocated() const { return data_ != nullptr; }
+
+  // Space for the next read; grows (keeping content) only if the block is full and
+  // capacity < limit. Returns nullptr if full at the limit.
+  char* writable(size_t* n, size_t limit);
+  void added(size_t n) { len_ += n; }
+  void consume(size_t n) { consumed_ += n; }
+  // Drops consumed bytes (moving the rest to the front), releasing the block when empty.
+  // Offsets into the block are invalid afterwards.
+  void compact();
+  void release();
+
+ private:
+  char* data_ = nullptr;
+  Slice* slice_ = nullptr;  // set when data_ is a pooled slice
+  uint32_t len_ = 0;
+  uint32_t consumed_ = 0;
+  uint32_t cap_ = 0;
+};
+
+}  // namespace gw

@@ -1,0 +1,440 @@
+#include "gateway/config_context.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace gw {
+namespace {
+
+const char* typeName(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null: return "nothing";
+    case YAML::NodeType::Scalar: return "a scalar";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a map";
+    default: return "an undefined value";
+  }
+}
+
+size_t editDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+bool isEnvNameChar(char c, bool first) {
+  return c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+         (!first && c >= '0' && c <= '9');
+}
+
+}  // namespace
+
+std::string_view closestMatch(std::string_view word, std::span<const std::string_view> candidates) {
+  std::string_view best;
+  size_t best_distance = std::max<size_t>(2, word.size() / 3) + 1;
+  for (std::string_view candidate : candidates) {
+    size_t d = editDistance(word, candidate);
+    if (d < best_distance) {
+      best_distance = d;
+      best = candidate;
+    }
+  }
+  return best;
+}
+
+std::string ConfigError::format() const {
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + message;
+}
+
+const YAML::Node* MapNode::find(std::string_view key) const {
+  for (const auto& e : entries_) {
+    if (e.key == key) return &e.value;
+  }
+  return nullptr;
+}
+
+// ---- reporting ----
+
+SourceLocation ConfigContext::location(const YAML::Node& node) const {
+  YAML::Mark mark = node.Mark();
+  if (node.IsNull()) {
+    for (const auto& [value, key_mark] : null_value_keys_) {
+      if (value.is(node)) {
+        mark = key_mark;
+        break;
+      }
+    }
+  }
+  if (mark.is_null()) return {file_, 0, 0};
+  return {file_, mark.line + 1, mark.column + 1};
+}
+
+void ConfigContext::error(const YAML::Node& at, std::string message) {
+  error(location(at), std::move(message));
+}
+
+void ConfigContext::error(const SourceLocation& at, std::string message) {
+  errors_.push_back({at.file.empty() ? file_ : at.file, at.line, at.column, std::move(message)});
+}
+
+void ConfigContext::errorAt(int line, int column, std::string message) {
+  errors_.push_back({file_, line, column, std::move(message)});
+}
+
+// ---- maps ----
+
+std::optional<MapNode> ConfigContext::mapEntries(const YAML::Node& node, std::string_view what) {
+  MapNode map;
+  map.node_ = node;
+  map.what_ = std::string(what);
+  if (node.IsNull()) return map;
+  if (!node.IsMap()) {
+    error(node, "expected a map for " + map.what_ + ", got " + typeName(node));
+    return std::nullopt;
+  }
+  for (const auto& pair : node) {
+    // Copies: yaml-cpp nodes are handles, and its iterators hand out temporaries.
+    YAML::Node key = pair.first;
+    YAML::Node value = pair.second;
+    if (!key.IsScalar()) {
+      error(key, "keys of " + map.what_ + " must be plain strings");
+      continue;
+    }
+    if (map.find(key.Scalar())) {
+      error(key, "duplicate key '" + key.Scalar() + "' in " + map.what_);
+      continue;
+    }
+    if (value.IsNull()) null_value_keys_.emplace_back(value, key.Mark());
+    map.entries_.push_back({key.Scalar(), key, value});
+  }
+  return map;
+}
+
+std::optional<MapNode> ConfigContext::expectMap(const YAML::Node& node, std::string_view what,
+                                                std::initializer_list<std::string_view> allowed) {
+  auto map = mapEntries(node, what);
+  if (!map) return std::nullopt;
+  auto& entries = map->entries_;
+  for (auto it = entries.begin(); it != entries.end();) {
+    if (std::find(allowed.begin(), allowed.end(), it->key) != allowed.end()) {
+      ++it;
+      continue;
+    }
+    std::string message = "unknown key '" + it->key + "' in " + map->what_;
+    std::string_view suggestion = closestMatch(it->key, {allowed.begin(), allowed.size()});
+    if (!suggestion.empty()) message += " (did you mean '" + std::string(suggestion) + "'?)";
+    error(it->key_node, std::move(message));
+    it = entries.erase(it);
+  }
+  return map;
+}
+
+std::optional<MapNode> ConfigContext::expectOpenMap(const YAML::Node& node, std::string_view what) {
+  return mapEntries(node, what);
+}
+
+bool ConfigContext::require(const MapNode& map, std::initializer_list<std::string_view> keys) {
+  bool ok = true;
+  for (std::string_view key : keys) {
+    if (map.has(key)) continue;
+    error(map.node(), "missing required key '" + std::string(key) + "' in " + map.what());
+    ok = false;
+  }
+  return ok;
+}
+
+// ---- scalars ----
+
+std::optional<std::string> ConfigContext::substituteEnv(const YAML::Node& node,
+                                                        const std::string& raw) {
+  std::string out;
+  out.reserve(raw.size());
+  size_t i = 0;
+  while (i < raw.size()) {
+    if (raw.compare(i, 3, "$${") == 0) {
+      out += "${";
+      i += 3;
+      continue;
+    }
+    if (raw.compare(i, 2, "${") != 0) {
+      out += raw[i++];
+      continue;
+    }
+    size_t close = raw.find('}', i + 2);
+    if (close == std::string::npos) {
+      error(node, "unterminated '${' in value");
+      return std::nullopt;
+    }
+    std::string_view body(raw.data() + i + 2, close - i - 2);
+    size_t name_end = 0;
+    while (name_end < body.size() && isEnvNameChar(body[name_end], name_end == 0)) ++name_end;
+    std::string name(body.substr(0, name_end));
+    std::string_view rest = body.substr(name_end);
+    bool has_default = rest.substr(0, 2) == ":-";
+    if (name.empty() || (!rest.empty() && !has_default)) {
+      error(node, "bad environment reference '${" + std::string(body) +
+                      "}' (expected ${NAME} or ${NAME:-default})");
+      return std::nullopt;
+    }
+    const char* value = std::getenv(name.c_str());
+    if (value) {
+      out += value;
+    } else if (has_default) {
+      out += rest.substr(2);
+    } else {
+      error(node, "environment variable '" + name + "' is not set (use ${" + name +
+                      ":-default} to give a default)");
+      return std::nullopt;
+    }
+    i = close + 1;
+  }
+  return out;
+}
+
+std::optional<std::string> ConfigContext::scalar(const YAML::Node& node, std::string_view what) {
+  if (!node.IsScalar()) {
+    error(node, "expected " + std::string(what) + ", got " + typeName(node));
+    return std::nullopt;
+  }
+  const std::string& raw = node.Scalar();
+  if (raw.find("${") == std::string::npos) return raw;
+  return substituteEnv(node, raw);
+}
+
+std::optional<std::string> ConfigContext::string(const YAML::Node& node) {
+  return scalar(node, "a string");
+}
+
+std::optional<std::string> ConfigContext::nonEmptyString(const YAML::Node& node) {
+  auto s = scalar(node, "a string");
+  if (s && s->empty()) {
+    error(node, "must not be empty");
+    return std::nullopt;
+  }
+  return s;
+}
+
+std::optional<bool> ConfigContext::boolean(const YAML::Node& node) {
+  auto s = scalar(node, "true or false");
+  if (!s) return std::nullopt;
+  if (*s == "true") return true;
+  if (*s == "false") return false;
+  error(node, "expected true or false, got '" + *s + "'");
+  return std::nullopt;
+}
+
+std::optional<uint64_t> ConfigContext::unsignedInt(const YAML::Node& node, uint64_t min,
+                                                   uint64_t max) {
+  auto s = scalar(node, "an integer");
+  if (!s) return std::nullopt;
+  uint64_t value = 0;
+  bool digits = !s->empty();
+  for (char c : *s) {
+    if (c < '0' || c > '9') {
+      digits = false;
+      break;
+    }
+    uint64_t d = static_cast<uint64_t>(c - '0');
+    if (value > (std::numeric_limits<uint64_t>::max() - d) / 10) {
+      error(node, "integer '" + *s + "' is too large");
+      return std::nullopt;
+    }
+    value = value * 10 + d;
+  }
+  if (!digits) {
+    error(node, "expected a non-negative integer, got '" + *s + "'");
+    return std::nullopt;
+  }
+  if (value < min || value > max) {
+    std::string bound = value < min ? "at least " + std::to_string(min)
+                                    : "at most " + std::to_string(max);
+    error(node, "must be " + bound + ", got " + *s);
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::optional<Millis> ConfigContext::duration(const YAML::Node& node, Millis min) {
+  auto s = scalar(node, "a duration");
+  if (!s) return std::nullopt;
+  auto d = parseDuration(*s);
+  if (!d) {
+    error(node, "bad duration '" + *s + "' (expected a whole number with a unit: 250ms, 10s, "
+                "5m, 1h)");
+    return std::nullopt;
+  }
+  if (*d < min) {
+    error(node, "duration must be at least " + std::to_string(min.count()) + "ms, got '" + *s +
+                    "'");
+    return std::nullopt;
+  }
+  return d;
+}
+
+std::optional<uint64_t> ConfigContext::size(const YAML::Node& node) {
+  auto s = scalar(node, "a size");
+  if (!s) return std::nullopt;
+  auto v = parseSize(*s);
+  if (!v) {
+    error(node, "bad size '" + *s + "' (expected bytes as an integer, or 16KiB, 10MiB, 1GiB)");
+    return std::nullopt;
+  }
+  return v;
+}
+
+std::optional<Cidr> ConfigContext::cidr(const YAML::Node& node) {
+  auto s = scalar(node, "a CIDR");
+  if (!s) return std::nullopt;
+  auto c = parseCidr(*s);
+  if (!c) error(node, "bad CIDR '" + *s + "' (expected e.g. 10.0.0.0/8, 2001:db8::/32 or an IP)");
+  return c;
+}
+
+std::optional<std::string> ConfigContext::token(const YAML::Node& node, std::string_view what) {
+  auto s = scalar(node, what);
+  if (!s) return std::nullopt;
+  if (!isHttpToken(*s)) {
+    error(node, "'" + *s + "' is not a valid " + std::string(what));
+    return std::nullopt;
+  }
+  return s;
+}
+
+std::optional<std::string> ConfigContext::readableFile(const YAML::Node& node) {
+  auto path = nonEmptyString(node);
+  if (!path) return std::nullopt;
+  struct stat st {};
+  if (stat(path->c_str(), &st) != 0 || access(path->c_str(), R_OK) != 0) {
+    error(node, "cannot read file '" + *path + "': " + std::strerror(errno));
+    return std::nullopt;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    error(node, "'" + *path + "' is not a regular file");
+    return std::nullopt;
+  }
+  return path;
+}
+
+bool ConfigContext::isOff(const YAML::Node& node) {
+  if (!node.IsScalar()) return false;
+  // A bad ${...} is reported by whichever parser reads the value next, not twice.
+  size_t reported = errors_.size();
+  auto text = scalar(node, "a string");
+  errors_.resize(reported);
+  return text && *text == "off";
+}
+
+// ---- sequences ----
+
+std::optional<std::vector<std::string>> ConfigContext::stringList(const YAML::Node& node) {
+  return list(node, "strings", [&](const YAML::Node& n) { return string(n); });
+}
+
+std::optional<std::vector<Cidr>> ConfigContext::cidrList(const YAML::Node& node) {
+  return list(node, "CIDRs", [&](const YAML::Node& n) { return cidr(n); });
+}
+
+// ---- fields ----
+
+bool ConfigContext::readString(const MapNode& map, std::string_view key, std::string& out) {
+  return read(map, key, out, [&](const YAML::Node& n) { return string(n); });
+}
+
+bool ConfigContext::readBool(const MapNode& map, std::string_view key, bool& out) {
+  return read(map, key, out, [&](const YAML::Node& n) { return boolean(n); });
+}
+
+bool ConfigContext::readDuration(const MapNode& map, std::string_view key, Millis& out,
+                                 Millis min) {
+  return read(map, key, out, [&](const YAML::Node& n) { return duration(n, min); });
+}
+
+bool ConfigContext::readSize(const MapNode& map, std::string_view key, uint64_t& out) {
+  return read(map, key, out, [&](const YAML::Node& n) { return size(n); });
+}
+
+bool ConfigContext::readStringList(const MapNode& map, std::string_view key,
+                                   std::vector<std::string>& out) {
+  return read(map, key, out, [&](const YAML::Node& n) { return stringList(n); });
+}
+
+// ---- text helpers ----
+
+bool readWholeFile(const std::string& path, std::string& out, std::string& error) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    error = std::strerror(errno);
+    return false;
+  }
+  out.clear();
+  char buffer[16384];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n == 0) break;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      error = std::strerror(errno);  // e.g. EISDIR: open() succeeds on a directory
+      close(fd);
+      return false;
+    }
+    out.append(buffer, static_cast<size_t>(n));
+  }
+  close(fd);
+  return true;
+}
+
+bool isHttpToken(std::string_view s) {
+  static constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
+  if (s.empty()) return false;
+  for (char c : s) {
+    bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    if (!alnum && kSpecials.find(c) == std::string_view::npos) return false;
+  }
+  return true;
+}
+
+bool isSafeHeaderValue(std::string_view s) {
+  return s.find_first_of(std::string_view("\r\n\0", 3)) == std::string_view::npos;
+}
+
+std::string toLowerAscii(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+std::string toUpperAscii(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  }
+  return out;
+}
+
+std::string joinStrings(const std::vector<std::string>& items, std::string_view separator) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i) out += separator;
+    out += items[i];
+  }
+  return out;
+}
+
+}  // namespace gw

@@ -1,0 +1,216 @@
+#include "gateway/config_loader.h"
+
+#include <algorithm>
+#include <set>
+#include <thread>
+#include <tuple>
+
+#include "filters/api_key/api_key_config.h"
+#include "filters/jwt/jwt_config.h"
+#include "filters/rate_limit/rate_limit_config.h"
+#include "filters/registry.h"
+#include "gateway/config_sections.h"
+
+namespace gw {
+namespace {
+
+using config_detail::FilterSettings;
+
+constexpr uint64_t kMaxWorkers = 1024;
+
+std::optional<uint32_t> parseWorkers(const YAML::Node& node, ConfigContext& ctx) {
+  if (node.IsScalar() && node.Scalar() == "auto") {
+    return std::max(1u, std::thread::hardware_concurrency());
+  }
+  auto n = ctx.unsignedInt(node, 1, kMaxWorkers);
+  return n ? std::optional(static_cast<uint32_t>(*n)) : std::nullopt;
+}
+
+// Every distinct filter configuration in the file, defaults first: a default config is
+// shared by the routes that inherit it and must be checked (and reported) once.
+std::vector<const RouteFilter*> distinctFilters(const Config& config) {
+  std::vector<const RouteFilter*> out;
+  std::set<const FilterConfig*> seen;
+  auto add = [&](const std::vector<RouteFilter>& filters) {
+    for (const auto& f : filters) {
+      if (seen.insert(f.config.get()).second) out.push_back(&f);
+    }
+  };
+  add(config.default_filters);
+  for (const auto& route : config.routes) add(route.filters);
+  return out;
+}
+
+template <class T>
+bool hasNamed(const std::vector<T>& items, const std::string& name) {
+  return std::any_of(items.begin(), items.end(), [&](const T& i) { return i.name == name; });
+}
+
+// The references from filters into top-level sections, and shared rate limits that must
+// agree on what they count.
+void checkFilterReferences(ConfigContext& ctx, const Config& config) {
+  std::map<std::string, const rate_limit::Limit*> shared;
+  for (const RouteFilter* filter : distinctFilters(config)) {
+    if (filter->name == "jwt") {
+      const auto& jwt = static_cast<const jwt::JwtConfig&>(*filter->config);
+      if (!hasNamed(config.jwt_providers, jwt.provider())) {
+        ctx.error(jwt.providerLocation(), "unknown jwt provider '" + jwt.provider() + "'");
+      }
+    } else if (filter->name == "api_key") {
+      const auto& api_key = static_cast<const api_key::ApiKeyConfig&>(*filter->config);
+      if (!hasNamed(config.api_keys, api_key.set())) {
+        ctx.error(api_key.setLocation(), "unknown api key set '" + api_key.set() + "'");
+      }
+    } else if (filter->name == "rate_limit") {
+      const auto& limits = static_cast<const rate_limit::RateLimitConfig&>(*filter->config);
+      for (const auto& limit : limits.limits()) {
+        if (limit.shared.empty()) continue;
+        auto [it, inserted] = shared.emplace(limit.shared, &limit);
+        if (!inserted && !limit.sameBucketAs(*it->second)) {
+          ctx.error(limit.where, "shared limit '" + limit.shared +
+                                     "' must have the same key, requests, per and burst "
+                                     "everywhere (first defined at line " +
+                                     std::to_string(it->second->where.line) + ")");
+        }
+      }
+    }
+  }
+}
+
+// Per route: authentication that the other filters depend on.
+void checkRouteFilters(ConfigContext& ctx, const RouteConfig& route) {
+  auto find = [&](std::string_view name) -> const RouteFilter* {
+    for (const auto& f : route.filters) {
+      if (f.name == name) return &f;
+    }
+    return nullptr;
+  };
+  const RouteFilter* jwt = find("jwt");
+  const RouteFilter* api_key = find("api_key");
+  if (jwt && api_key) {
+    ctx.error(route.where, "route '" + route.name + "' has both jwt and api_key; set one of "
+                           "them to off");
+  }
+  const RouteFilter* limits = find("rate_limit");
+  if (!limits) return;
+  for (const auto& limit : static_cast<const rate_limit::RateLimitConfig&>(*limits->config).limits()) {
+    bool claim = limit.key_type == rate_limit::KeyType::Claim;
+    bool key = limit.key_type == rate_limit::KeyType::ApiKey;
+    if ((claim && !jwt) || (key && !api_key)) {
+      ctx.error(limit.where, "rate limit keyed by '" + limit.key + "' on route '" + route.name +
+                                 "' needs the " + (claim ? "jwt" : "api_key") + " filter there");
+    }
+  }
+}
+
+void buildChain(const std::vector<RouteFilter>& filters, const Config& whole,
+                std::vector<std::shared_ptr<const Filter>>& chain) {
+  for (const auto& filter : filters) {
+    const FilterDescriptor* descriptor = findFilter(filter.name);
+    if (descriptor && descriptor->build) descriptor->build(filter.config, whole, chain);
+  }
+  std::stable_sort(chain.begin(), chain.end(), [](const auto& a, const auto& b) {
+    return a->order() < b->order();
+  });
+}
+
+void parseRoot(const YAML::Node& root, ConfigContext& ctx, Config& config) {
+  if (root.IsNull()) {
+    ctx.errorAt(0, 0, "the configuration is empty");
+    return;
+  }
+  auto map = ctx.expectMap(root, "the configuration",
+                           {"workers", "listeners", "admin", "logging", "limits", "timeouts",
+                            "trusted_proxies", "upstreams", "rate_limit_store",
+                            "jwt_providers", "api_keys", "default_filters", "routes"});
+  if (!map) return;
+  ctx.require(*map, {"listeners"});
+  config.workers = std::max(1u, std::thread::hardware_concurrency());
+  ctx.read(*map, "workers", config.workers,
+           [&](const YAML::Node& n) { return parseWorkers(n, ctx); });
+  // Sections are parsed in dependency order, whatever their order in the file.
+  const YAML::Node absent;
+  auto section = [&](std::string_view key) -> const YAML::Node& {
+    const YAML::Node* node = map->find(key);
+    return node ? *node : absent;
+  };
+  using namespace config_detail;
+  if (map->has("listeners")) parseListeners(section("listeners"), ctx, config);
+  parseAdmin(section("admin"), ctx, config);
+  parseLogging(section("logging"), ctx, config);
+  parseLimits(section("limits"), ctx, config);
+  parseTimeouts(section("timeouts"), ctx, config);
+  ctx.read(*map, "trusted_proxies", config.trusted_proxies,
+           [&](const YAML::Node& n) { return ctx.cidrList(n); });
+  parseUpstreams(section("upstreams"), ctx, config);
+  if (map->has("rate_limit_store")) parseRateLimitStore(section("rate_limit_store"), ctx, config);
+  parseJwtProviders(section("jwt_providers"), ctx, config);
+  parseApiKeySets(section("api_keys"), ctx, config);
+
+  FilterSettings defaults;
+  if (map->has("default_filters")) {
+    defaults = parseFilterMap(section("default_filters"), ctx, /*route_level=*/false);
+  }
+  config.default_filters = mergeFilters(defaults, {});
+  std::vector<FilterSettings> overrides;
+  parseRoutes(section("routes"), ctx, config, overrides);
+  for (size_t i = 0; i < config.routes.size(); ++i) {
+    config.routes[i].filters = mergeFilters(defaults, overrides[i]);
+    checkRouteFilters(ctx, config.routes[i]);
+  }
+  checkFilterReferences(ctx, config);
+}
+
+LoadResult finish(ConfigContext& ctx, std::shared_ptr<Config> config) {
+  LoadResult result;
+  result.errors = ctx.takeErrors();
+  std::stable_sort(result.errors.begin(), result.errors.end(),
+                   [](const ConfigError& a, const ConfigError& b) {
+                     return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+                   });
+  if (result.errors.empty()) result.config = std::move(config);
+  return result;
+}
+
+}  // namespace
+
+LoadResult loadConfigString(const std::string& yaml_text, const std::string& display_name) {
+  ConfigContext ctx(display_name);
+  auto config = std::make_shared<Config>();
+  config->source_file = display_name;
+  try {
+    std::vector<YAML::Node> documents = YAML::LoadAll(yaml_text);
+    if (documents.size() > 1) {
+      ctx.error(documents[1], "only one YAML document is allowed");
+    } else {
+      parseRoot(documents.empty() ? YAML::Node() : documents[0], ctx, *config);
+    }
+    // Filters are built only from a configuration known to be valid.
+    if (ctx.errorCount() == 0) {
+      buildChain(config->default_filters, *config, config->default_chain);
+      for (auto& route : config->routes) buildChain(route.filters, *config, route.chain);
+    }
+  } catch (const YAML::Exception& e) {
+    // Syntax errors, and anything yaml-cpp refuses while we walk the tree.
+    bool syntax = dynamic_cast<const YAML::ParserException*>(&e) != nullptr;
+    int line = e.mark.is_null() ? 0 : e.mark.line + 1;
+    int column = e.mark.is_null() ? 0 : e.mark.column + 1;
+    ctx.errorAt(line, column, (syntax ? "YAML syntax error: " : "") + e.msg);
+  } catch (const std::exception& e) {
+    ctx.errorAt(0, 0, std::string("cannot load the configuration: ") + e.what());
+  }
+  return finish(ctx, std::move(config));
+}
+
+LoadResult loadConfigFile(const std::string& path) {
+  std::string text;
+  std::string problem;
+  if (!readWholeFile(path, text, problem)) {
+    LoadResult result;
+    result.errors.push_back({path, 0, 0, "cannot read configuration file: " + problem});
+    return result;
+  }
+  return loadConfigString(text, path);
+}
+
+}  // namespace gw

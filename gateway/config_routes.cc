@@ -1,0 +1,191 @@
+// Routes, their match rules, and the filter maps of routes and default_filters.
+#include <re2/re2.h>
+
+#include <algorithm>
+
+#include "filters/registry.h"
+#include "gateway/config_sections.h"
+
+namespace gw::config_detail {
+namespace {
+
+size_t registryRank(const std::string& name) {
+  const auto& registry = filterRegistry();
+  for (size_t i = 0; i < registry.size(); ++i) {
+    if (registry[i].name == name) return i;
+  }
+  return registry.size();
+}
+
+std::vector<std::string_view> filterNames() {
+  std::vector<std::string_view> names;
+  for (const auto& filter : filterRegistry()) names.push_back(filter.name);
+  return names;
+}
+
+// "api.example.com", "*.example.com": lower-cased, one leading wildcard label at most.
+std::optional<std::string> parseHost(const YAML::Node& node, ConfigContext& ctx) {
+  auto host = ctx.nonEmptyString(node);
+  if (!host) return std::nullopt;
+  std::string lower = toLowerAscii(*host);
+  std::string_view rest = lower;
+  if (rest.substr(0, 2) == "*.") rest.remove_prefix(2);
+  bool ok = !rest.empty() && rest.find_first_of("*/ \t") == std::string_view::npos;
+  if (!ok) {
+    ctx.error(node, "bad host '" + *host + "' (expected a name, or *.example.com)");
+    return std::nullopt;
+  }
+  return lower;
+}
+
+std::optional<std::string> parsePath(const YAML::Node& node, ConfigContext& ctx) {
+  auto path = ctx.string(node);
+  if (!path) return std::nullopt;
+  if (path->empty() || (*path)[0] != '/' || path->find_first_of(" ?#") != std::string::npos) {
+    ctx.error(node, "a path must start with '/' and contain no spaces, '?' or '#'");
+    return std::nullopt;
+  }
+  return path;
+}
+
+void parseMatchHeaders(const YAML::Node& node, ConfigContext& ctx, RouteMatch& match) {
+  auto map = ctx.expectOpenMap(node, "match headers");
+  if (!map) return;
+  for (const auto& entry : map->entries()) {
+    if (!isHttpToken(entry.key)) {
+      ctx.error(entry.key_node, "'" + entry.key + "' is not a valid header name");
+      continue;
+    }
+    auto value = ctx.string(entry.value);
+    if (value) match.headers.emplace_back(toLowerAscii(entry.key), *value);
+  }
+}
+
+void parseMatch(const YAML::Node& node, ConfigContext& ctx, RouteMatch& match) {
+  auto map = ctx.expectMap(node, "match",
+                           {"host", "path", "path_prefix", "path_regex", "methods", "headers"});
+  if (!map) return;
+  int path_rules = map->has("path") + map->has("path_prefix") + map->has("path_regex");
+  if (path_rules > 1) ctx.error(node, "use only one of path, path_prefix, path_regex");
+  ctx.read(*map, "host", match.host, [&](const YAML::Node& n) { return parseHost(n, ctx); });
+  ctx.read(*map, "path", match.path, [&](const YAML::Node& n) { return parsePath(n, ctx); });
+  ctx.read(*map, "path_prefix", match.path_prefix,
+           [&](const YAML::Node& n) { return parsePath(n, ctx); });
+  if (const YAML::Node* regex = map->find("path_regex")) {
+    auto text = ctx.nonEmptyString(*regex);
+    RE2::Options options;
+    options.set_log_errors(false);
+    auto compiled = text ? std::make_shared<const RE2>(*text, options) : nullptr;
+    if (compiled && !compiled->ok()) {
+      ctx.error(*regex, "bad path_regex '" + *text + "': " + compiled->error());
+    } else if (compiled) {
+      match.path_regex = *text;
+      match.regex = std::move(compiled);
+    }
+  }
+  ctx.read(*map, "methods", match.methods, [&](const YAML::Node& n) {
+    auto methods = ctx.list(n, "methods", [&](const YAML::Node& m) -> std::optional<std::string> {
+      auto method = ctx.token(m, "method");
+      return method ? std::optional(toUpperAscii(*method)) : std::nullopt;
+    });
+    if (methods && methods->empty()) ctx.error(n, "methods must not be empty (omit it for any)");
+    return methods;
+  });
+  if (const YAML::Node* headers = map->find("headers")) parseMatchHeaders(*headers, ctx, match);
+}
+
+// A strip_prefix that is not a prefix of what the route matches would never apply.
+void checkStripPrefix(const MapNode& map, ConfigContext& ctx, const RouteConfig& route) {
+  const YAML::Node* node = map.find("strip_prefix");
+  if (!node || route.strip_prefix.empty()) return;
+  const std::string& matched =
+      route.match.path_prefix.empty() ? route.match.path : route.match.path_prefix;
+  if (!matched.empty() && matched.compare(0, route.strip_prefix.size(), route.strip_prefix) != 0) {
+    ctx.error(*node, "strip_prefix '" + route.strip_prefix + "' is not a prefix of the matched "
+                     "path '" + matched + "'");
+  }
+}
+
+void parseRoute(const YAML::Node& node, ConfigContext& ctx, Config& config,
+                std::vector<FilterSettings>& filter_overrides) {
+  auto map = ctx.expectMap(node, "route", {"name", "match", "upstream", "strip_prefix",
+                                           "timeout", "websocket", "filters"});
+  if (!map) return;
+  ctx.require(*map, {"name", "match", "upstream"});
+  RouteConfig route;
+  readName(ctx, *map, route);
+  if (const YAML::Node* match = map->find("match")) parseMatch(*match, ctx, route.match);
+  if (const YAML::Node* upstream = map->find("upstream")) {
+    route.upstream = ctx.nonEmptyString(*upstream).value_or("");
+    auto it = std::find_if(config.upstreams.begin(), config.upstreams.end(),
+                           [&](const UpstreamConfig& u) { return u.name == route.upstream; });
+    if (it != config.upstreams.end()) {
+      route.upstream_index = static_cast<size_t>(it - config.upstreams.begin());
+    } else if (!route.upstream.empty()) {
+      ctx.error(*upstream, "unknown upstream '" + route.upstream + "'");
+    }
+  }
+  ctx.read(*map, "strip_prefix", route.strip_prefix,
+           [&](const YAML::Node& n) { return parsePath(n, ctx); });
+  checkStripPrefix(*map, ctx, route);
+  if (const YAML::Node* timeout = map->find("timeout")) {
+    route.timeout = ctx.duration(*timeout, Millis(1));
+  }
+  ctx.readBool(*map, "websocket", route.websocket);
+  const YAML::Node* filters = map->find("filters");
+  filter_overrides.push_back(filters ? parseFilterMap(*filters, ctx, true) : FilterSettings{});
+  config.routes.push_back(std::move(route));
+}
+
+}  // namespace
+
+FilterSettings parseFilterMap(const YAML::Node& node, ConfigContext& ctx, bool route_level) {
+  FilterSettings settings;
+  auto map = ctx.expectOpenMap(node, route_level ? "route filters" : "default_filters");
+  if (!map) return settings;
+  static const std::vector<std::string_view> kNames = filterNames();
+  for (const auto& entry : map->entries()) {
+    const FilterDescriptor* filter = findFilter(entry.key);
+    if (!filter) {
+      std::string message = "unknown filter '" + entry.key + "'";
+      std::string_view suggestion = closestMatch(entry.key, kNames);
+      if (!suggestion.empty()) message += " (did you mean '" + std::string(suggestion) + "'?)";
+      ctx.error(entry.key_node, message);
+      continue;
+    }
+    settings.where[entry.key] = ctx.location(entry.key_node);
+    if (ctx.isOff(entry.value)) {
+      settings.by_name[entry.key] = nullptr;
+      continue;
+    }
+    auto parsed = filter->parse(entry.value, ctx);
+    if (parsed) settings.by_name[entry.key] = std::move(parsed);
+  }
+  return settings;
+}
+
+std::vector<RouteFilter> mergeFilters(const FilterSettings& defaults,
+                                      const FilterSettings& overrides) {
+  auto effective = defaults.by_name;
+  // A route's entry replaces the default one whole (no deep merge): what the route says
+  // about a filter is all there is.
+  for (const auto& [name, config] : overrides.by_name) effective[name] = config;
+  std::vector<RouteFilter> filters;
+  for (const auto& [name, config] : effective) {
+    if (config) filters.push_back({name, config});
+  }
+  std::stable_sort(filters.begin(), filters.end(), [](const RouteFilter& a, const RouteFilter& b) {
+    return registryRank(a.name) < registryRank(b.name);
+  });
+  return filters;
+}
+
+void parseRoutes(const YAML::Node& node, ConfigContext& ctx, Config& config,
+                 std::vector<FilterSettings>& filter_overrides) {
+  forEachItem(node, ctx, "routes", [&](const YAML::Node& item) {
+    parseRoute(item, ctx, config, filter_overrides);
+  });
+  checkUniqueNames(ctx, config.routes, "route");
+}
+
+}  // namespace gw::config_detail

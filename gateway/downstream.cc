@@ -1,0 +1,956 @@
+#include "gateway/downstream.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+
+#include "gateway/access_log.h"
+#include "gateway/admin.h"
+#include "gateway/client_ip.h"
+#include "gateway/http_util.h"
+#include "gateway/path.h"
+#include "gateway/server.h"
+#include "gateway/stream_write.h"
+#include "gateway/worker.h"
+
+namespace gw {
+
+namespace {
+
+// Backpressure: stop reading the sending side when the receiving side has this much
+// queued, resume below the low mark. Bounds memory per proxied stream to about
+// 2 x kHighWatermark whatever the body size.
+constexpr size_t kHighWatermark = 256 * 1024;
+constexpr size_t kLowWatermark = 64 * 1024;
+constexpr size_t kMaxRequestHeaders = 128;
+
+DownstreamConnection* fromParser(llhttp_t* p) { return static_cast<DownstreamConnection*>(p->data); }
+
+void appendNumber(Buffer& out, uint64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, size_t(r.ptr - buf));
+}
+
+void appendHex(Buffer& out, uint64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v, 16);
+  out.append(buf, size_t(r.ptr - buf));
+}
+
+void appendHeader(Buffer& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ", 2);
+  out.append(value);
+  out.append("\r\n", 2);
+}
+
+uint64_t monotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+bool isIdempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
+         method == "DELETE" || method == "TRACE";
+}
+
+// Removes the hop-by-hop headers and those the Connection header names.
+void removeHopByHop(HeaderList& headers) {
+  for (size_t i = 0; i < headers.size(); ++i) {
+    if (equalsIgnoreCase(headers[i].name, "connection")) {
+      std::string_view v = headers[i].value;
+      forEachToken(v, [&](std::string_view tok) {
+        if (!equalsIgnoreCase(tok, "close") && !equalsIgnoreCase(tok, "keep-alive")) {
+          headers.remove(tok);
+        }
+      });
+    }
+  }
+  auto& f = headers.fields();
+  f.erase(std::remove_if(f.begin(), f.end(), [](const Header& h) { return isHopByHopHeader(h.name); }),
+          f.end());
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Request
+
+Request::Request() {
+  response.headers.setArena(&arena);
+  ctx.arena = &arena;
+  ctx.response_headers_to_add.setArena(&arena);
+}
+
+void Request::reset() {
+  head.reset();
+  headers.clear();
+  response.headers.clear();
+  response.status = 0;
+  response.local_reply = false;
+  ctx.response_headers_to_add.clear();
+  RequestDriver* driver = ctx.driver;
+  HeaderList keep = std::move(ctx.response_headers_to_add);
+  ctx = RequestContext();
+  ctx.response_headers_to_add = std::move(keep);
+  ctx.arena = &arena;
+  ctx.driver = driver;
+  arena.reset();
+  out.clear();
+  writing_bytes = 0;
+  generation = nullptr;
+  upstream = nullptr;
+  upstream_name = upstream_endpoint = {};
+  filters_run = 0;
+  head_complete = message_complete = response_started = response_complete = false;
+  keep_alive = true;
+  http10 = head_method = expect_continue = chunked_request = chunked_response = false;
+  waiting_filter = retried = false;
+  request_framing = BodyFraming::None;
+  content_length = body_bytes = 0;
+  status = 0;
+  error_code = {};
+  start_ns = upstream_start_ns = upstream_end_ns = 0;
+  bytes_in = bytes_out = 0;
+  reject_status = 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// Connection life
+
+DownstreamConnection::DownstreamConnection(Worker& worker, size_t listener_index, bool admin)
+    : worker_(worker), listener_index_(uint32_t(listener_index)), admin_(admin) {}
+
+void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t listener_index,
+                                  bool admin) {
+  auto* c = new DownstreamConnection(worker, listener_index, admin);
+  uv_tcp_init(worker.loop(), &c->tcp_);
+  c->tcp_.data = c;
+  if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&c->tcp_)) != 0) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), [](uv_handle_t* h) {
+      delete static_cast<DownstreamConnection*>(h->data);
+    });
+    return;
+  }
+  if (!admin && !worker.server().admitConnection()) {
+    c->closing_ = true;
+    worker.server().connectionRejected();
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), [](uv_handle_t* h) {
+      delete static_cast<DownstreamConnection*>(h->data);
+    });
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp_, 1);
+  sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&c->tcp_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    toIp16(reinterpret_cast<sockaddr*>(&ss), c->peer_ip16_);
+    const void* addr = ss.ss_family == AF_INET6
+                           ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr)
+                           : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&ss)->sin_addr);
+    if (inet_ntop(ss.ss_family, addr, c->peer_text_, sizeof c->peer_text_)) {
+      c->peer_text_len_ = uint8_t(std::strlen(c->peer_text_));
+    }
+  }
+  worker.addConnection(c);
+  c->armDeadline(DeadlineKind::HeaderRead);
+  c->startReading();
+}
+
+void DownstreamConnection::startReading() {
+  read_paused_ = false;
+  if (reading_ || closing_) return;
+  reading_ = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAllocCb, onReadCb) == 0;
+}
+
+void DownstreamConnection::stopReading() {
+  read_paused_ = true;
+  if (!reading_) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  reading_ = false;
+}
+
+void DownstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noexcept {
+  auto* c = static_cast<DownstreamConnection*>(h->data);
+  size_t n = 0;
+  // Room for the largest head we accept plus one slice; beyond that the head is 431.
+  size_t limit = c->worker_.limits().max_head_bytes + kSliceSize;
+  char* p = c->in_.writable(&n, limit);
+  buf->base = p;
+  buf->len = p ? n : 0;
+}
+
+void DownstreamConnection::onReadCb(uv_stream_t* s, ssize_t nread, const uv_buf_t*) noexcept {
+  static_cast<DownstreamConnection*>(s->data)->onRead(nread);
+}
+
+void DownstreamConnection::onRead(ssize_t nread) {
+  EventScope scope(this);
+  if (closing_) return;
+  if (nread == 0) {
+    if (in_.length() == 0) in_.release();
+    return;
+  }
+  if (nread < 0) {
+    if (nread == UV_ENOBUFS && req_ && !req_->head_complete) {
+      sendLocalReply(431, "HEADERS_TOO_LARGE", "Request header fields too large");
+      return;
+    }
+    // The client is gone (or half-closed). A complete request still gets its answer.
+    if (req_ && req_->message_complete && nread == UV_EOF) {
+      close_after_response_ = true;
+      stopReading();
+      return;
+    }
+    if (req_) abortRequest();
+    closeConnection();
+    return;
+  }
+  in_.added(size_t(nread));
+  // Bytes arrived on an idle keep-alive connection: the head must now complete within
+  // header_read. (A fresh connection has had that deadline since accept.)
+  if (!req_ && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
+  processInput();
+}
+
+void DownstreamConnection::beginRequest() {
+  req_ = worker_.acquireRequest();
+  req_->ctx.driver = this;
+  req_->start_ns = monotonicNs();
+  req_->ctx.monotonic_ns = req_->start_ns;
+  req_->ctx.now_ms = wallClockMs();
+  req_->generation = worker_.pinGeneration();
+  llhttp_init(&req_->parser, HTTP_REQUEST, &parserSettings());
+  req_->parser.data = this;
+  worker_.stats().requests_in_flight.add(1);
+  if (deadline_kind_ != DeadlineKind::HeaderRead) armDeadline(DeadlineKind::HeaderRead);
+}
+
+void DownstreamConnection::processInput() {
+  while (!closing_ && in_.unconsumed() > 0 && !read_paused_) {
+    if (!req_) beginRequest();
+    Request& r = *req_;
+    if (r.message_complete || r.waiting_filter || r.response_complete) return;
+    const char* data = in_.data() + in_.consumed();
+    size_t len = in_.unconsumed();
+    llhttp_errno_t err = llhttp_execute(&r.parser, data, len);
+    size_t used = err == HPE_OK ? len : size_t(llhttp_get_error_pos(&r.parser) - data);
+    in_.consume(used);
+    r.bytes_in += used;
+    if (closing_) return;
+    if (r.upstream) {
+      r.upstream->flush();  // sends body bytes, copying what the kernel did not take
+      if (closing_) return;
+      if (r.upstream && r.upstream->pendingBytes() > kHighWatermark) stopReading();
+    }
+    if (err == HPE_OK) {
+      if (!r.head_complete && in_.consumed() > worker_.limits().max_head_bytes) {
+        sendLocalReply(431, "HEADERS_TOO_LARGE", "Request header fields too large");
+        return;
+      }
+      if (r.head_complete) in_.compact();  // body bytes are forwarded: reuse the block
+      return;
+    }
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+      if (r.message_complete) in_.compact();
+      return;  // a filter is waiting, a reply was sent, or the request is complete
+    }
+    if (err == HPE_USER && r.reject_status) {
+      int status = r.reject_status;
+      sendLocalReply(status, errorCodeFor(status),
+                     status == 414   ? "Request URI too long"
+                     : status == 413 ? "Request body too large"
+                     : status == 431 ? "Request header fields too large"
+                                     : "Bad request");
+      return;
+    }
+    protocolError(err);
+    return;
+  }
+}
+
+void DownstreamConnection::protocolError(llhttp_errno_t) {
+  // Nothing more can be trusted on this connection: answer 400 and close.
+  close_after_response_ = true;
+  sendLocalReply(400, "BAD_REQUEST", "Malformed HTTP request");
+}
+
+// ---------------------------------------------------------------------------------------
+// Request head
+
+int DownstreamConnection::onUrl(llhttp_t* p, const char* at, size_t len) {
+  auto* c = fromParser(p);
+  size_t total = c->req_->head.onFirstLine(c->in_.data(), at, len);
+  if (total > c->worker_.limits().max_uri_bytes) {
+    c->req_->reject_status = 414;
+    return HPE_USER;
+  }
+  return 0;
+}
+
+int DownstreamConnection::onHeaderField(llhttp_t* p, const char* at, size_t len) {
+  auto* c = fromParser(p);
+  c->req_->head.onField(c->in_.data(), at, len);
+  if (c->req_->head.fieldCount() > kMaxRequestHeaders) {
+    c->req_->reject_status = 431;
+    return HPE_USER;
+  }
+  return 0;
+}
+
+int DownstreamConnection::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
+  auto* c = fromParser(p);
+  c->req_->head.onValue(c->in_.data(), at, len);
+  return 0;
+}
+
+int DownstreamConnection::onHeadersCompleteCb(llhttp_t* p) { return fromParser(p)->onHeadersComplete(); }
+
+int DownstreamConnection::onHeadersComplete() {
+  Request& r = *req_;
+  r.head_complete = true;
+  disarmDeadline();
+  llhttp_t& p = r.parser;
+  const char* base = in_.data();
+  r.head.toHeaders(base, r.headers);
+  r.http10 = p.http_major == 1 && p.http_minor == 0;
+  r.keep_alive = llhttp_should_keep_alive(&p) && !close_after_response_ && !draining_;
+  r.ctx.method = llhttp_method_name(static_cast<llhttp_method_t>(p.method));
+  r.head_method = p.method == HTTP_HEAD;
+  r.chunked_request = (p.flags & F_CHUNKED) != 0;
+  r.request_framing = r.chunked_request ? BodyFraming::Chunked
+                      : (p.flags & F_CONTENT_LENGTH) && p.content_length > 0
+                          ? BodyFraming::ContentLength
+                          : BodyFraming::None;
+  r.content_length = r.request_framing == BodyFraming::ContentLength ? p.content_length : 0;
+  r.ctx.peer_ip = {peer_text_, peer_text_len_};
+  r.ctx.tls = false;
+
+  const Runtime& rt = *r.generation->runtime;
+  const Config& cfg = *rt.config;
+  r.ctx.config = &cfg;
+  r.ctx.max_body_bytes = cfg.limits.max_body_bytes;
+  r.ctx.client_ip = resolveClientIp(cfg.trusted_proxies, r.ctx.peer_ip, peer_ip16_,
+                                    r.headers.get("x-forwarded-for"), r.ctx.client_ip16);
+  // Keep what the log and the upstream request need past this callback in the arena:
+  // the head's bytes stay in the input block only until the body starts flowing.
+  r.ctx.client_ip = r.arena.copy(r.ctx.client_ip);
+
+  if (p.method == HTTP_CONNECT) {
+    sendLocalReply(400, "BAD_REQUEST", "CONNECT is not supported");
+    return headDone();
+  }
+  if (p.upgrade) {
+    std::string_view upgrade = r.headers.get("upgrade");
+    bool websocket = false;
+    forEachToken(upgrade, [&](std::string_view t) { websocket |= equalsIgnoreCase(t, "websocket"); });
+    if (websocket) {
+      sendLocalReply(400, "BAD_REQUEST", "WebSocket upgrade is not enabled on this route");
+      return headDone();
+    }
+    p.upgrade = 0;  // h2c and friends: answer in HTTP/1.1, as nginx does
+  }
+
+  RequestTarget target;
+  std::string_view raw_target = r.head.firstLine(base);
+  // "OPTIONS *" is refused too (as nginx does): routed as "/" it would change meaning.
+  if (!parseRequestTarget(raw_target, r.ctx.method, target) || target.asterisk ||
+      normalizePath(target.path, r.path_buf) != PathResult::Ok) {
+    close_after_response_ = true;
+    sendLocalReply(400, "BAD_REQUEST", "Invalid request target");
+    return headDone();
+  }
+  r.ctx.path = r.path_buf;
+  r.ctx.query = r.arena.copy(target.query);
+  bool has_host = false;
+  std::string_view host = r.headers.get("host", &has_host);
+  if (!target.authority.empty()) host = target.authority;
+  if (!r.http10 && !has_host) {
+    close_after_response_ = true;
+    sendLocalReply(400, "BAD_REQUEST", "Missing Host header");
+    return headDone();
+  }
+  if (r.headers.count("host") > 1) {
+    close_after_response_ = true;
+    sendLocalReply(400, "BAD_REQUEST", "Multiple Host headers");
+    return headDone();
+  }
+  if ((has_host || !target.authority.empty()) && !isValidAuthority(host)) {
+    close_after_response_ = true;
+    sendLocalReply(400, "BAD_REQUEST", "Invalid Host header");
+    return headDone();
+  }
+  r.ctx.host = host;
+  r.expect_continue = equalsIgnoreCase(r.headers.get("expect"), "100-continue");
+
+  if (admin_) {
+    answerAdmin();
+    return headDone();
+  }
+  worker_.stats().requests_total.add();
+  removeHopByHop(r.headers);
+  r.ctx.route = rt.router->match(r.ctx.host, r.ctx.path, r.ctx.method, r.headers);
+  if (!r.ctx.route) {
+    sendLocalReply(404, "NOT_FOUND", "No route for this request");
+    return headDone();
+  }
+  r.upstream_name = r.ctx.route->upstream;
+  runRequestFilters();
+  return headDone();
+}
+
+int DownstreamConnection::headDone() {
+  Request& r = *req_;
+  if (r.waiting_filter) return HPE_PAUSED;  // resumed by continueRequest()
+  // Answered locally: a request without a body still completes in the parser (so the
+  // connection can carry the next one); with a body, parsing stops and the connection
+  // closes after the answer.
+  if (r.response_started && r.request_framing != BodyFraming::None) return HPE_PAUSED;
+  return 0;
+}
+
+void DownstreamConnection::runRequestFilters() {
+  Request& r = *req_;
+  const auto& chain = r.ctx.route->chain;
+  bool body_checked = false;
+  for (size_t i = r.filters_run; i < chain.size(); ++i) {
+    if (!body_checked && chain[i]->order() > FilterOrder::BodyLimit) {
+      body_checked = true;
+      if (r.content_length > r.ctx.max_body_bytes) {
+        close_after_response_ = true;
+        sendLocalReply(413, "PAYLOAD_TOO_LARGE", "Request body too large");
+        return;
+      }
+    }
+    r.filters_run = i + 1;
+    FilterStatus s = chain[i]->onRequestHeaders(r.ctx, r.headers);
+    if (s == FilterStatus::StopReplied) return;
+    if (s == FilterStatus::StopWait) {
+      r.waiting_filter = true;
+      return;
+    }
+  }
+  if (!body_checked && r.content_length > r.ctx.max_body_bytes) {
+    close_after_response_ = true;
+    sendLocalReply(413, "PAYLOAD_TOO_LARGE", "Request body too large");
+    return;
+  }
+  proxyRequest();
+}
+
+void DownstreamConnection::continueRequest() {
+  EventScope scope(this);
+  if (!req_ || !req_->waiting_filter || closing_) return;
+  req_->waiting_filter = false;
+  runRequestFilters();
+  if (closing_ || req_->response_started || req_->waiting_filter) return;
+  llhttp_resume(&req_->parser);
+  processInput();
+}
+
+void DownstreamConnection::proxyRequest() {
+  Request& r = *req_;
+  if (r.ctx.request_id.empty()) r.ctx.request_id = worker_.newRequestId(r.arena);
+  const RouteConfig& route = *r.ctx.route;
+  if (!route.strip_prefix.empty() && applyStripPrefix(r.ctx.path, route.strip_prefix, r.upstream_path)) {
+  } else {
+    r.upstream_path.assign(r.ctx.path);
+  }
+  if (r.expect_continue && r.request_framing != BodyFraming::None) {
+    r.out.append("HTTP/1.1 100 Continue\r\n\r\n");
+    flushClient();
+    if (closing_) return;
+  }
+  r.upstream_start_ns = monotonicNs();
+  worker_.stats().upstream_requests.add();
+  startUpstream();
+}
+
+void DownstreamConnection::startUpstream() {
+  Request& r = *req_;
+  UpstreamPool& pool = worker_.pool(r.generation, r.ctx.route->upstream_index);
+  r.upstream = pool.acquire(this);
+  r.upstream_endpoint = r.upstream->endpoint().text;
+  serializeUpstreamHead();
+  const RouteConfig& route = *r.ctx.route;
+  uint64_t timeout = uint64_t((route.timeout ? *route.timeout : r.ctx.config->timeouts.upstream_response).count());
+  r.upstream->expectResponse(timeout, r.head_method);
+  r.upstream->flush();
+}
+
+void DownstreamConnection::serializeUpstreamHead() {
+  Request& r = *req_;
+  Buffer& o = r.upstream->out();
+  o.append(r.ctx.method);
+  o.append(" ", 1);
+  o.append(r.upstream_path);
+  if (!r.ctx.query.empty()) {
+    o.append("?", 1);
+    o.append(r.ctx.query);
+  }
+  o.append(" HTTP/1.1\r\n", 11);
+  bool has_host = false;
+  std::string_view xff, xfp, xfh;
+  bool trusted_peer = isTrusted(r.ctx.config->trusted_proxies, peer_ip16_);
+  for (const Header& h : r.headers) {
+    std::string_view n = h.name;
+    if (equalsIgnoreCase(n, "content-length") || equalsIgnoreCase(n, "expect")) continue;
+    if (equalsIgnoreCase(n, "x-forwarded-for")) {
+      xff = h.value;
+      continue;
+    }
+    if (equalsIgnoreCase(n, "x-forwarded-proto")) {
+      if (trusted_peer) xfp = h.value;
+      continue;
+    }
+    if (equalsIgnoreCase(n, "x-forwarded-host")) {
+      if (trusted_peer) xfh = h.value;
+      continue;
+    }
+    if (equalsIgnoreCase(n, "host")) {
+      has_host = true;
+      // absolute-form: the authority wins over the Host header (RFC 9112 §3.2.2)
+      appendHeader(o, n, r.ctx.host);
+      continue;
+    }
+    appendHeader(o, n, h.value);
+  }
+  if (!has_host) appendHeader(o, "Host", r.ctx.host.empty() ? r.upstream_endpoint : r.ctx.host);
+  o.append("X-Forwarded-For: ");
+  if (!xff.empty()) {
+    o.append(xff);
+    o.append(", ", 2);
+  }
+  o.append(r.ctx.peer_ip);
+  o.append("\r\n", 2);
+  appendHeader(o, "X-Forwarded-Proto", !xfp.empty() ? xfp : (r.ctx.tls ? "https" : "http"));
+  if (!xfh.empty() || !r.ctx.host.empty()) appendHeader(o, "X-Forwarded-Host", !xfh.empty() ? xfh : r.ctx.host);
+  if (r.request_framing == BodyFraming::ContentLength) {
+    o.append("Content-Length: ");
+    appendNumber(o, r.content_length);
+    o.append("\r\n", 2);
+  } else if (r.request_framing == BodyFraming::Chunked) {
+    o.append("Transfer-Encoding: chunked\r\n");
+  }
+  o.append("\r\n", 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Request body
+
+int DownstreamConnection::onBody(llhttp_t* p, const char* at, size_t len) {
+  auto* c = fromParser(p);
+  Request& r = *c->req_;
+  r.body_bytes += len;
+  if (r.body_bytes > r.ctx.max_body_bytes) {
+    r.reject_status = 413;
+    c->close_after_response_ = true;
+    return HPE_USER;
+  }
+  if (!r.upstream) return 0;  // answered already: the body is dropped
+  Buffer& o = r.upstream->out();
+  if (r.chunked_request) {
+    appendHex(o, len);
+    o.append("\r\n", 2);
+    o.appendExternal(at, len);
+    o.append("\r\n", 2);
+  } else {
+    o.appendExternal(at, len);
+  }
+  return 0;
+}
+
+int DownstreamConnection::onMessageComplete(llhttp_t* p) {
+  auto* c = fromParser(p);
+  Request& r = *c->req_;
+  r.message_complete = true;
+  if (r.upstream && r.chunked_request) r.upstream->out().append("0\r\n\r\n", 5);
+  return HPE_PAUSED;  // one request at a time: pipelined ones wait in the input block
+}
+
+const llhttp_settings_t& DownstreamConnection::parserSettings() {
+  static const llhttp_settings_t settings = [] {
+    llhttp_settings_t s;
+    llhttp_settings_init(&s);
+    s.on_url = onUrl;
+    s.on_header_field = onHeaderField;
+    s.on_header_value = onHeaderValue;
+    s.on_headers_complete = onHeadersCompleteCb;
+    s.on_body = onBody;
+    s.on_message_complete = onMessageComplete;
+    return s;
+  }();
+  return settings;
+}
+
+// ---------------------------------------------------------------------------------------
+// Response
+
+void DownstreamConnection::runResponseFilters() {
+  Request& r = *req_;
+  const std::vector<std::shared_ptr<const Filter>>* chain = nullptr;
+  if (r.ctx.route) {
+    chain = &r.ctx.route->chain;
+  } else if (r.ctx.config) {
+    chain = &r.ctx.config->default_chain;
+  }
+  if (chain) {
+    for (size_t i = chain->size(); i-- > 0;) {
+      const Filter& f = *(*chain)[i];
+      if (i < r.filters_run || f.runsOnEveryResponse()) f.onResponseHeaders(r.ctx, r.response);
+    }
+  }
+  for (const Header& h : r.ctx.response_headers_to_add) r.response.headers.addRef(h.name, h.value);
+}
+
+void DownstreamConnection::writeResponseHead(int status, bool body_allowed) {
+  Request& r = *req_;
+  Buffer& o = r.out;
+  o.append("HTTP/1.1 ", 9);
+  appendNumber(o, uint64_t(status));
+  o.append(" ", 1);
+  o.append(reasonPhrase(status));
+  o.append("\r\n", 2);
+  for (const Header& h : r.response.headers) appendHeader(o, h.name, h.value);
+  if (r.chunked_response) o.append("Transfer-Encoding: chunked\r\n");
+  if (!r.keep_alive || close_after_response_ || draining_) {
+    r.keep_alive = false;
+    o.append("Connection: close\r\n");
+  } else if (r.http10) {
+    o.append("Connection: keep-alive\r\n");
+  }
+  o.append("\r\n", 2);
+  (void)body_allowed;
+  r.response_started = true;
+  r.status = status;
+}
+
+void DownstreamConnection::sendResponse(int status, std::string_view content_type,
+                                        std::string_view body, std::string_view error_code) {
+  Request& r = *req_;
+  r.response.status = status;
+  r.response.local_reply = true;
+  r.response.headers.clear();
+  r.response.headers.addRef("Content-Type", content_type);
+  char len[24];
+  auto res = std::to_chars(len, len + sizeof len, body.size());
+  r.response.headers.add("Content-Length", std::string_view(len, size_t(res.ptr - len)));
+  r.error_code = error_code;
+  runResponseFilters();
+  if (!r.message_complete && r.request_framing != BodyFraming::None) {
+    r.keep_alive = false;  // the unread body makes the connection unusable
+  }
+  r.chunked_response = false;
+  writeResponseHead(status, true);
+  if (!r.head_method) r.out.append(body);
+  r.response_complete = true;
+  flushClient();
+}
+
+void DownstreamConnection::sendLocalReply(int status, std::string_view error_code,
+                                          std::string_view message) {
+  EventScope scope(this);
+  if (!req_ || closing_) return;
+  Request& r = *req_;
+  if (r.response_started) {
+    // Part of a response is already on the wire: the only honest signal left is a reset.
+    abortRequest();
+    closeConnection();
+    return;
+  }
+  if (r.upstream) {
+    r.upstream->abort();
+    r.upstream = nullptr;
+  }
+  r.waiting_filter = false;
+  if (r.ctx.request_id.empty()) r.ctx.request_id = worker_.newRequestId(r.arena);
+  if (!r.ctx.config) r.ctx.config = r.generation->runtime->config.get();
+  worker_.stats().local_replies.add();
+  std::string body = errorBody(error_code, message, r.ctx.request_id, wallClockMs());
+  std::string_view body_view = r.arena.copy(body);
+  sendResponse(status, "application/json", body_view, error_code);
+}
+
+void DownstreamConnection::answerAdmin() {
+  Request& r = *req_;
+  AdminResponse res = handleAdmin(worker_.server(), r.ctx.method, r.ctx.path);
+  std::string_view body = r.arena.copy(res.body);
+  std::string_view type = r.arena.copy(res.content_type);
+  if (r.ctx.request_id.empty()) r.ctx.request_id = worker_.newRequestId(r.arena);
+  sendResponse(res.status, type, body, res.status >= 400 ? errorCodeFor(res.status) : "");
+}
+
+void DownstreamConnection::onUpstreamHead(UpstreamResponseHead& head) {
+  EventScope scope(this);
+  Request& r = *req_;
+  r.upstream_end_ns = monotonicNs();
+  r.response.status = head.status;
+  r.response.local_reply = false;
+  r.response.headers.clear();
+  for (const Header& h : *head.headers) r.response.headers.addRef(h.name, h.value);
+  removeHopByHop(r.response.headers);
+  switch (head.framing) {
+    case BodyFraming::None:
+    case BodyFraming::ContentLength:
+      r.chunked_response = false;
+      break;
+    case BodyFraming::Chunked:
+    case BodyFraming::UntilClose:
+      // Re-frame for the client: chunked for HTTP/1.1, close-delimited for 1.0.
+      r.chunked_response = !r.http10;
+      if (r.http10) r.keep_alive = false;
+      break;
+  }
+  runResponseFilters();
+  writeResponseHead(head.status, head.framing != BodyFraming::None);
+  // The head is copied out: views into the upstream's block die with this callback.
+  // Everything still referenced (names/values from filters) lives in the arena.
+}
+
+void DownstreamConnection::onUpstreamBody(const char* data, size_t len) {
+  Request& r = *req_;
+  if (r.chunked_response) {
+    appendHex(r.out, len);
+    r.out.append("\r\n", 2);
+    r.out.appendExternal(data, len);
+    r.out.append("\r\n", 2);
+  } else {
+    r.out.appendExternal(data, len);
+  }
+}
+
+void DownstreamConnection::onUpstreamReadDone() {
+  EventScope scope(this);
+  Request& r = *req_;
+  flushClient();
+  if (!closing_ && r.upstream && r.out.size() > kHighWatermark) r.upstream->pauseReading();
+}
+
+void DownstreamConnection::onUpstreamComplete() {
+  EventScope scope(this);
+  Request& r = *req_;
+  if (r.chunked_response) r.out.append("0\r\n\r\n", 5);
+  r.response_complete = true;
+  UpstreamConnection* up = r.upstream;
+  r.upstream = nullptr;
+  if (!r.message_complete) {
+    // The upstream answered before the whole body arrived: that connection may still
+    // expect body bytes, and so does this one.
+    up->abort();
+    r.keep_alive = false;
+  } else {
+    worker_.pool(r.generation, r.ctx.route->upstream_index).release(up);
+  }
+  flushClient();
+}
+
+void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_started, bool reused) {
+  EventScope scope(this);
+  if (!req_ || closing_) return;
+  Request& r = *req_;
+  r.upstream = nullptr;
+  r.upstream_end_ns = monotonicNs();
+  if (!response_started && reused && !r.retried && e == UpstreamError::Reset &&
+      r.request_framing == BodyFraming::None && isIdempotent(r.ctx.method)) {
+    // A pooled connection the upstream had closed: try once more on a fresh one.
+    r.retried = true;
+    startUpstream();
+    return;
+  }
+  switch (e) {
+    case UpstreamError::ConnectFailed:
+      sendLocalReply(502, "BAD_GATEWAY", "Upstream unreachable");
+      break;
+    case UpstreamError::ConnectTimeout:
+      sendLocalReply(503, "SERVICE_UNAVAILABLE", "Upstream connect timeout");
+      break;
+    case UpstreamError::ResponseTimeout:
+      sendLocalReply(504, "GATEWAY_TIMEOUT", "Upstream response timeout");
+      break;
+    case UpstreamError::Reset:
+    case UpstreamError::BadResponse:
+      sendLocalReply(502, "BAD_GATEWAY", "Invalid or interrupted upstream response");
+      break;
+  }
+}
+
+void DownstreamConnection::onUpstreamDrained() {
+  EventScope scope(this);
+  if (read_paused_ && req_ && !req_->message_complete && !req_->waiting_filter) {
+    if (req_->upstream && req_->upstream->pendingBytes() < kLowWatermark) {
+      startReading();
+      processInput();
+    }
+  }
+}
+
+void DownstreamConnection::flushClient() {
+  Request& r = *req_;
+  r.write_req.data = this;
+  size_t before = r.out.size();
+  WriteResult result = writeBuffer(reinterpret_cast<uv_stream_t*>(&tcp_), &r.write_req, r.out, &r.writing_bytes,
+                      onWriteCb);
+  r.bytes_out += before - r.out.size();  // what left at once; uv_write's part counts on completion
+  if (result == WriteResult::Failed) {
+    abortRequest();
+    closeConnection();
+    return;
+  }
+  if (r.writing_bytes > 0 && deadline_kind_ == DeadlineKind::None) armDeadline(DeadlineKind::WriteStall);
+}
+
+void DownstreamConnection::onWriteCb(uv_write_t* req, int status) noexcept {
+  auto* c = static_cast<DownstreamConnection*>(req->data);
+  c->onWritten(status);
+}
+
+void DownstreamConnection::onWritten(int status) {
+  EventScope scope(this);
+  if (!req_) return;
+  Request& r = *req_;
+  size_t done = r.writing_bytes;
+  r.writing_bytes = 0;
+  if (deadline_kind_ == DeadlineKind::WriteStall) disarmDeadline();
+  if (closing_) return;
+  if (status != 0) {
+    abortRequest();
+    closeConnection();
+    return;
+  }
+  r.out.drain(done);
+  r.bytes_out += done;
+  if (!r.out.empty()) flushClient();
+  if (!closing_ && r.upstream && r.out.size() < kLowWatermark) r.upstream->resumeReading();
+}
+
+void DownstreamConnection::afterEvent() {
+  // Requests finish here, at the outermost level, never inside a parser callback or a
+  // nested handler; pipelined requests are then taken one by one, iteratively.
+  while (!closing_) {
+    if (req_) {
+      Request& r = *req_;
+      if (!r.response_complete || r.writing_bytes > 0 || !r.out.empty()) return;
+      finishRequest();
+      continue;
+    }
+    if (in_.unconsumed() == 0 || read_paused_) return;
+    ++depth_;
+    processInput();
+    --depth_;
+    if (!req_) return;
+  }
+}
+
+void DownstreamConnection::finishRequest() {
+  Request& r = *req_;
+  bool keep = r.keep_alive && r.message_complete && !close_after_response_ && !draining_;
+  releaseRequest();
+  if (!keep) {
+    closeConnection();
+    return;
+  }
+  in_.compact();  // pipelined bytes may already wait in the block
+  startReading();
+  if (in_.unconsumed() == 0) {
+    in_.release();
+    armDeadline(DeadlineKind::Idle);
+  }
+}
+
+void DownstreamConnection::releaseRequest() {
+  Request& r = *req_;
+  worker_.stats().requests_in_flight.add(-1);
+  if (!admin_ && r.head_complete) writeAccessLog(worker_, r, {peer_text_, peer_text_len_});
+  worker_.unpinGeneration(r.generation);
+  r.generation = nullptr;
+  worker_.releaseRequest(&r);
+  req_ = nullptr;
+}
+
+void DownstreamConnection::armDeadline(DeadlineKind kind) {
+  DeadlineList* list = nullptr;
+  uint64_t ms = 0;
+  const Worker::ConnectionLimits& l = worker_.limits();
+  switch (kind) {
+    case DeadlineKind::None:
+      disarmDeadline();
+      return;
+    case DeadlineKind::HeaderRead:
+      list = &worker_.headerDeadlines();
+      ms = l.header_read_ms;
+      break;
+    case DeadlineKind::Idle:
+      list = &worker_.idleDeadlines();
+      ms = l.idle_ms;
+      break;
+    case DeadlineKind::WriteStall:
+      list = &worker_.writeDeadlines();
+      ms = l.write_ms;
+      break;
+  }
+  deadline_kind_ = kind;
+  list->push(&deadline, worker_.nowMs() + ms);
+  worker_.scheduleDeadline(deadline.deadline_ms);
+}
+
+void DownstreamConnection::disarmDeadline() {
+  DeadlineList::unlink(&deadline);
+  deadline_kind_ = DeadlineKind::None;
+}
+
+void DownstreamConnection::abortRequest() {
+  if (!req_) return;
+  Request& r = *req_;
+  if (r.upstream) {
+    r.upstream->abort();
+    r.upstream = nullptr;
+  }
+  if (r.status == 0) r.status = 499;  // nginx's "client closed request", for the log
+  // With a write in flight libuv still owns write_req: the close callback frees it.
+  if (r.writing_bytes == 0) releaseRequest();
+}
+
+void DownstreamConnection::onDeadline() {
+  EventScope scope(this);
+  DeadlineKind kind = deadline_kind_;
+  deadline_kind_ = DeadlineKind::None;
+  if (closing_) return;
+  if (kind == DeadlineKind::HeaderRead && req_ && in_.length() > 0 && !req_->head_complete) {
+    close_after_response_ = true;
+    sendLocalReply(408, "REQUEST_TIMEOUT", "Request header timeout");
+    return;
+  }
+  if (req_) abortRequest();
+  closeConnection();
+}
+
+void DownstreamConnection::drain() {
+  draining_ = true;
+  if (!req_) closeConnection();
+}
+
+void DownstreamConnection::forceClose() {
+  if (req_) abortRequest();
+  closeConnection();
+}
+
+void DownstreamConnection::closeConnection() {
+  if (closing_) return;
+  closing_ = true;
+  disarmDeadline();
+  worker_.removeConnection(this);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onCloseCb);
+}
+
+void DownstreamConnection::onCloseCb(uv_handle_t* h) noexcept {
+  auto* c = static_cast<DownstreamConnection*>(h->data);
+  if (c->req_) c->releaseRequest();  // one whose write was cancelled by the close
+  c->in_.release();
+  delete c;
+}
+
+}  // namespace gw

@@ -1,0 +1,181 @@
+// A client connection and the request in flight on it.
+//
+// Contract:
+// - A DownstreamConnection lives on one worker's loop and is freed only in its uv_close
+//   callback. It holds no request object and no buffer while idle: those come from the
+//   worker's pools when bytes arrive and go back when the response has been written.
+// - Requests on a connection are handled strictly one at a time: the parser pauses after
+//   each complete request, so pipelined requests are answered in order.
+// - The connection is the UpstreamHandler of its request's upstream connection and the
+//   RequestDriver its filters talk to.
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "gateway/buffer.h"
+#include "gateway/deadline_list.h"
+#include "gateway/filter.h"
+#include "gateway/headers.h"
+#include "gateway/http_head.h"
+#include "gateway/upstream.h"
+
+namespace gw {
+
+class Worker;
+struct Generation;
+
+// Per-request state; pooled per worker and reused, so that steady traffic allocates
+// nothing once the pool is warm.
+struct Request {
+  Request();
+  void reset();
+
+  llhttp_t parser{};
+  HeadCollector head;
+  StringArena arena;
+  HeaderList headers{&arena};
+  RequestContext ctx;
+  ResponseHead response;
+  Buffer out;  // to the client
+  uv_write_t write_req{};
+  size_t writing_bytes = 0;
+  std::string path_buf;      // normalised path
+  std::string upstream_path;  // after strip_prefix
+
+  Generation* generation = nullptr;
+  UpstreamConnection* upstream = nullptr;
+  std::string_view upstream_name;
+  std::string_view upstream_endpoint;
+
+  size_t filters_run = 0;    // request phases that ran (for the response phase)
+  bool head_complete = false;
+  bool message_complete = false;  // the whole request was received
+  bool response_started = false;  // a response head was queued for the client
+  bool response_complete = false;
+  bool keep_alive = true;     // the client's connection can carry another request
+  bool http10 = false;
+  bool head_method = false;
+  bool expect_continue = false;
+  bool chunked_request = false;
+  bool chunked_response = false;
+  bool waiting_filter = false;  // a filter returned StopWait
+  bool retried = false;
+  BodyFraming request_framing = BodyFraming::None;
+  uint64_t content_length = 0;
+  uint64_t body_bytes = 0;
+  int status = 0;
+  std::string_view error_code;
+  uint64_t start_ns = 0;
+  uint64_t upstream_start_ns = 0;
+  uint64_t upstream_end_ns = 0;
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  int reject_status = 0;  // set by parser callbacks that refuse the request
+};
+
+// Which of the worker's deadline lists the connection is in.
+enum class DeadlineKind : uint8_t { None, HeaderRead, Idle, WriteStall };
+
+class DownstreamConnection final : public UpstreamHandler, public RequestDriver {
+ public:
+  static void accept(Worker& worker, uv_stream_t* listener, size_t listener_index, bool admin);
+
+  // Worker-driven events.
+  void onDeadline();  // the deadline of deadline_kind_ passed
+  void drain();                // close when idle, or after the current response
+  void forceClose();
+
+  // UpstreamHandler
+  void onUpstreamHead(UpstreamResponseHead& head) override;
+  void onUpstreamBody(const char* data, size_t len) override;
+  void onUpstreamComplete() override;
+  void onUpstreamReadDone() override;
+  void onUpstreamError(UpstreamError e, bool response_started, bool reused) override;
+  void onUpstreamDrained() override;
+
+  // RequestDriver
+  void sendLocalReply(int status, std::string_view error_code, std::string_view message) override;
+  void continueRequest() override;
+
+  DownstreamConnection* next = nullptr;  // worker's list
+  DownstreamConnection* prev = nullptr;
+  DeadlineNode deadline;
+
+ private:
+  DownstreamConnection(Worker& worker, size_t listener_index, bool admin);
+  ~DownstreamConnection() = default;
+
+  void startReading();
+  void stopReading();
+  void onRead(ssize_t nread);
+  void processInput();
+  void beginRequest();
+  int onHeadersComplete();
+  int headDone();
+  void runRequestFilters();
+  void proxyRequest();
+  void startUpstream();
+  void serializeUpstreamHead();
+  void answerAdmin();
+  void sendResponse(int status, std::string_view content_type, std::string_view body,
+                    std::string_view error_code);
+  void writeResponseHead(int status, bool body_allowed);
+  void runResponseFilters();
+  void flushClient();
+  void onWritten(int status);
+  void afterEvent();
+  void finishRequest();
+  void releaseRequest();
+  void abortRequest();
+  void closeConnection();
+  void protocolError(llhttp_errno_t err);
+  void armDeadline(DeadlineKind kind);
+  void disarmDeadline();
+
+  // Every entry point (libuv callback, upstream event, filter resumption) opens a scope;
+  // the outermost one runs afterEvent(), so a request is never finished and recycled
+  // while a parser callback or a nested handler still uses it.
+  struct EventScope {
+    explicit EventScope(DownstreamConnection* c) : c_(c) { ++c_->depth_; }
+    ~EventScope() {
+      if (--c_->depth_ == 0) c_->afterEvent();
+    }
+    DownstreamConnection* c_;
+  };
+
+  static void onAllocCb(uv_handle_t* h, size_t hint, uv_buf_t* buf) noexcept;
+  static void onReadCb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) noexcept;
+  static void onWriteCb(uv_write_t* req, int status) noexcept;
+  static void onCloseCb(uv_handle_t* h) noexcept;
+
+  static int onUrl(llhttp_t* p, const char* at, size_t len);
+  static int onHeaderField(llhttp_t* p, const char* at, size_t len);
+  static int onHeaderValue(llhttp_t* p, const char* at, size_t len);
+  static int onHeadersCompleteCb(llhttp_t* p);
+  static int onBody(llhttp_t* p, const char* at, size_t len);
+  static int onMessageComplete(llhttp_t* p);
+  static const llhttp_settings_t& parserSettings();
+
+  uv_tcp_t tcp_{};
+  Worker& worker_;
+  Request* req_ = nullptr;
+  InputBlock in_;
+  uint32_t listener_index_;
+  bool admin_;
+  bool reading_ = false;
+  bool read_paused_ = false;  // backpressure or a request being answered
+  bool closing_ = false;
+  bool close_after_response_ = false;
+  bool draining_ = false;
+  DeadlineKind deadline_kind_ = DeadlineKind::None;
+  uint16_t depth_ = 0;
+  uint8_t peer_ip16_[16]{};
+  char peer_text_[46]{};  // INET6_ADDRSTRLEN
+  uint8_t peer_text_len_ = 0;
+};
+
+}  // namespace gw

@@ -1,0 +1,69 @@
+// Collects an HTTP message head from llhttp's span callbacks as offsets into the
+// connection's InputBlock, so the block may grow (and move) while a long head arrives;
+// views are made once the head is complete and the block no longer moves.
+#pragma once
+
+#include <llhttp.h>
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "gateway/buffer.h"
+#include "gateway/headers.h"
+
+namespace gw {
+
+class HeadCollector {
+ public:
+  struct Span {
+    uint32_t off = 0;
+    uint32_t len = 0;
+  };
+
+  void reset() {
+    first_line_ = {};
+    fields_.clear();
+    in_value_ = false;
+  }
+  // Returns the accumulated length of the first-line span (URL or status text).
+  size_t onFirstLine(const char* base, const char* at, size_t len) { return extend(first_line_, base, at, len); }
+  size_t onField(const char* base, const char* at, size_t len) {
+    if (fields_.empty() || in_value_) {
+      fields_.push_back({});
+      in_value_ = false;
+    }
+    return extend(fields_.back().first, base, at, len);
+  }
+  size_t onValue(const char* base, const char* at, size_t len) {
+    in_value_ = true;
+    return extend(fields_.back().second, base, at, len);
+  }
+  size_t fieldCount() const { return fields_.size(); }
+  std::string_view firstLine(const char* base) const { return view(base, first_line_); }
+  // Appends the fields, as views into `base`, to `out`. Values are trimmed of trailing
+  // whitespace (llhttp leaves it in; RFC 9110 says it is not part of the value).
+  void toHeaders(const char* base, HeaderList& out) const;
+
+ private:
+  static size_t extend(Span& s, const char* base, const char* at, size_t len) {
+    if (s.len == 0) s.off = uint32_t(at - base);
+    s.len += uint32_t(len);
+    return s.len;
+  }
+  static std::string_view view(const char* base, Span s) { return {base + s.off, s.len}; }
+
+  Span first_line_;
+  std::vector<std::pair<Span, Span>> fields_;
+  bool in_value_ = false;
+};
+
+inline void HeadCollector::toHeaders(const char* base, HeaderList& out) const {
+  for (const auto& [name, value] : fields_) {
+    std::string_view v = view(base, value);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    out.addRef(view(base, name), v);
+  }
+}
+
+}  // namespace gw

@@ -1,0 +1,158 @@
+#include "gateway/http_util.h"
+
+#include <time.h>
+
+#include <cstdio>
+
+#include "gateway/headers.h"
+
+namespace gw {
+
+std::string_view reasonPhrase(int status) {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: break;
+  }
+  if (status < 200) return "Informational";
+  if (status < 300) return "Success";
+  if (status < 400) return "Redirection";
+  if (status < 500) return "Client Error";
+  return "Server Error";
+}
+
+std::string_view errorCodeFor(int status) {
+  switch (status) {
+    case 400: return "BAD_REQUEST";
+    case 401: return "UNAUTHORIZED";
+    case 403: return "FORBIDDEN";
+    case 404: return "NOT_FOUND";
+    case 408: return "REQUEST_TIMEOUT";
+    case 413: return "PAYLOAD_TOO_LARGE";
+    case 414: return "URI_TOO_LONG";
+    case 429: return "RATE_LIMITED";
+    case 431: return "HEADERS_TOO_LARGE";
+    case 502: return "BAD_GATEWAY";
+    case 503: return "SERVICE_UNAVAILABLE";
+    case 504: return "GATEWAY_TIMEOUT";
+    default: return status >= 500 ? "INTERNAL_ERROR" : "BAD_REQUEST";
+  }
+}
+
+void appendJsonEscaped(std::string& out, std::string_view s) {
+  static const char kHex[] = "0123456789abcdef";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 15];
+        } else if (c >= 0x80) {
+          // Request data is not guaranteed UTF-8; escape raw bytes so every line stays
+          // valid JSON (U+0080..U+00FF stand for the bytes).
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 15];
+        } else {
+          out += char(c);
+        }
+    }
+  }
+}
+
+uint64_t wallClockMs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+
+void formatTimestamp(uint64_t unix_ms, char out[24]) {
+  // Cache the date-time part per second per thread: gmtime_r is the costly bit.
+  thread_local uint64_t cached_sec = UINT64_MAX;
+  thread_local char cached[20];
+  uint64_t sec = unix_ms / 1000;
+  if (sec != cached_sec) {
+    time_t t = time_t(sec);
+    tm tmv;
+    gmtime_r(&t, &tmv);
+    std::snprintf(cached, sizeof cached, "%04d-%02d-%02dT%02d:%02d:%02d", tmv.tm_year + 1900,
+                  tmv.tm_mon + 1, tmv.tm_mday, tmv.tm_hour, tmv.tm_min, tmv.tm_sec);
+    cached_sec = sec;
+  }
+  std::memcpy(out, cached, 19);
+  unsigned ms = unsigned(unix_ms % 1000);
+  out[19] = '.';
+  out[20] = char('0' + ms / 100);
+  out[21] = char('0' + ms / 10 % 10);
+  out[22] = char('0' + ms % 10);
+  out[23] = 'Z';
+}
+
+std::string errorBody(std::string_view error_code, std::string_view message,
+                      std::string_view request_id, uint64_t unix_ms) {
+  std::string body;
+  body.reserve(160);
+  body += "{\"error_code\":\"";
+  appendJsonEscaped(body, error_code);
+  body += "\",\"message\":\"";
+  appendJsonEscaped(body, message);
+  body += "\",\"request_id\":\"";
+  appendJsonEscaped(body, request_id);
+  body += "\",\"timestamp\":\"";
+  char ts[24];
+  formatTimestamp(unix_ms, ts);
+  body.append(ts, 24);
+  body += "\"}";
+  return body;
+}
+
+bool isHopByHopHeader(std::string_view name) {
+  static constexpr std::string_view kHopByHop[] = {
+      "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+      "upgrade", "proxy-authenticate", "proxy-authorization"};
+  for (auto h : kHopByHop) {
+    if (equalsIgnoreCase(name, h)) return true;
+  }
+  return false;
+}
+
+}  // namespace gw

@@ -1,0 +1,37 @@
+// Small HTTP and JSON helpers shared by the proxy, the admin endpoints and the logs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace gw {
+
+std::string_view reasonPhrase(int status);
+// SPEC §3's error_code for a status the gateway answers with ("BAD_REQUEST", ...).
+std::string_view errorCodeFor(int status);
+// Appends `s` with JSON string escaping (no surrounding quotes).
+void appendJsonEscaped(std::string& out, std::string_view s);
+// "2026-11-21T10:30:00.123Z"; writes exactly 24 characters.
+void formatTimestamp(uint64_t unix_ms, char out[24]);
+uint64_t wallClockMs();
+// SPEC §3 error body.
+std::string errorBody(std::string_view error_code, std::string_view message,
+                      std::string_view request_id, uint64_t unix_ms);
+// True for headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
+bool isHopByHopHeader(std::string_view name);
+// Calls f(token) for each comma-separated token of a header value, trimmed.
+template <typename F>
+void forEachToken(std::string_view value, F&& f) {
+  while (!value.empty()) {
+    size_t comma = value.find(',');
+    std::string_view tok = value.substr(0, comma);
+    while (!tok.empty() && (tok.front() == ' ' || tok.front() == '\t')) tok.remove_prefix(1);
+    while (!tok.empty() && (tok.back() == ' ' || tok.back() == '\t')) tok.remove_suffix(1);
+    if (!tok.empty()) f(tok);
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+}
+
+}  // namespace gw

@@ -1,0 +1,35 @@
+// The application log: one JSON object per line on stderr, written by spdlog's async
+// logger so the event loop never waits on the terminal or the disk.
+#pragma once
+
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "gateway/config.h"
+
+namespace gw::log {
+
+using Field = std::pair<std::string_view, std::string_view>;
+
+// Sets up the async thread pool and the application logger. Safe to call again (level).
+void init(LogLevel level);
+void setLevel(LogLevel level);
+// Flushes and stops the background thread (at exit).
+void shutdown();
+
+void write(LogLevel level, std::string_view message, std::initializer_list<Field> fields = {});
+inline void debug(std::string_view m, std::initializer_list<Field> f = {}) { write(LogLevel::Debug, m, f); }
+inline void info(std::string_view m, std::initializer_list<Field> f = {}) { write(LogLevel::Info, m, f); }
+inline void warn(std::string_view m, std::initializer_list<Field> f = {}) { write(LogLevel::Warn, m, f); }
+inline void error(std::string_view m, std::initializer_list<Field> f = {}) { write(LogLevel::Error, m, f); }
+bool enabled(LogLevel level);
+
+// Lines for the access log (SPEC §6): "stdout", "off" or a file path. Returns false and
+// sets `error` when the file cannot be opened.
+bool openAccessLog(const std::string& target, std::string* error);
+bool accessLogEnabled();
+void writeAccessLine(std::string_view line);
+
+}  // namespace gw::log

@@ -1,0 +1,444 @@
+#include "gateway/upstream.h"
+
+#include <cassert>
+
+#include "gateway/stream_write.h"
+#include "gateway/worker.h"
+
+namespace gw {
+
+namespace {
+// Read size for responses; one pooled slice.
+constexpr size_t kMaxResponseHead = 64 * 1024;
+constexpr size_t kMaxResponseHeaders = 256;
+
+UpstreamConnection* fromParser(llhttp_t* p) { return static_cast<UpstreamConnection*>(p->data); }
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// UpstreamPool
+
+UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config,
+                           uint64_t connect_timeout_ms)
+    : worker_(worker),
+      config_(config),
+      connect_timeout_ms_(connect_timeout_ms),
+      endpoints_(config.endpoints.size()) {
+  // Spread workers over endpoints so that N workers do not all start on endpoint 0.
+  next_endpoint_ = endpoints_.empty() ? 0 : worker.index() % endpoints_.size();
+}
+
+UpstreamPool::~UpstreamPool() { assert(live_ == 0); }
+
+UpstreamConnection* UpstreamPool::acquire(UpstreamHandler* handler) {
+  size_t e = next_endpoint_;
+  next_endpoint_ = (next_endpoint_ + 1) % endpoints_.size();
+  UpstreamConnection* c = endpoints_[e].idle;
+  if (c) {
+    removeIdle(c);
+    c->reused_ = true;
+    c->state_ = UpstreamConnection::State::Active;
+    uv_timer_stop(&c->timer_);
+    worker_.stats().upstream_connections_reused.add();
+  } else {
+    c = new UpstreamConnection(*this, e);
+    ++live_;
+    worker_.stats().upstream_connections_opened.add();
+    c->connect();
+  }
+  c->handler_ = handler;
+  c->response_started_ = false;
+  c->response_complete_ = false;
+  c->keep_alive_ = true;
+  c->head_.reset();
+  c->headers_.clear();
+  llhttp_init(&c->parser_, HTTP_RESPONSE, &UpstreamConnection::parserSettings());
+  c->parser_.data = c;
+  return c;
+}
+
+void UpstreamPool::release(UpstreamConnection* c) {
+  c->handler_ = nullptr;
+  bool reusable = c->keep_alive_ && c->response_complete_ && c->out_.empty() &&
+                  c->writing_bytes_ == 0 && c->in_.unconsumed() == 0 && !retired_ &&
+                  c->state_ == UpstreamConnection::State::Active;
+  if (!reusable || endpoints_[c->endpoint_index_].idle_count >= config_.keepalive.max_idle) {
+    c->close();
+    return;
+  }
+  c->becomeIdle();
+}
+
+void UpstreamPool::retire() {
+  retired_ = true;
+  for (auto& ep : endpoints_) {
+    while (ep.idle) {
+      UpstreamConnection* c = ep.idle;
+      removeIdle(c);
+      c->close();
+    }
+  }
+}
+
+void UpstreamPool::pushIdle(UpstreamConnection* c) {
+  Endpoint& ep = endpoints_[c->endpoint_index_];
+  c->idle_prev_ = nullptr;
+  c->idle_next_ = ep.idle;
+  if (ep.idle) ep.idle->idle_prev_ = c;
+  ep.idle = c;
+  ++ep.idle_count;
+}
+
+void UpstreamPool::removeIdle(UpstreamConnection* c) {
+  Endpoint& ep = endpoints_[c->endpoint_index_];
+  if (c->idle_prev_) {
+    c->idle_prev_->idle_next_ = c->idle_next_;
+  } else {
+    ep.idle = c->idle_next_;
+  }
+  if (c->idle_next_) c->idle_next_->idle_prev_ = c->idle_prev_;
+  c->idle_next_ = c->idle_prev_ = nullptr;
+  --ep.idle_count;
+}
+
+void UpstreamPool::connectionClosed() {
+  --live_;
+  if (live_ == 0 && retired_) worker_.poolDrained(this);
+}
+
+// ---------------------------------------------------------------------------------------
+// UpstreamConnection
+
+UpstreamConnection::UpstreamConnection(UpstreamPool& pool, size_t endpoint_index)
+    : pool_(pool), endpoint_index_(endpoint_index) {
+  uv_tcp_init(pool.worker().loop(), &tcp_);
+  uv_timer_init(pool.worker().loop(), &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+  connect_req_.data = this;
+  write_req_.data = this;
+  headers_.setArena(nullptr);
+}
+
+const SocketAddress& UpstreamConnection::endpoint() const {
+  return pool_.config().endpoints[endpoint_index_];
+}
+
+void UpstreamConnection::connect() {
+  state_ = State::Connecting;
+  uv_tcp_nodelay(&tcp_, 1);
+  int rc = uv_tcp_connect(&connect_req_, &tcp_, endpoint().sa(), onConnectCb);
+  if (rc != 0) {
+    // Report asynchronously: the caller has not attached its handler yet.
+    uv_timer_start(&timer_, onTimerCb, 0, 0);
+    connect_failed_ = true;
+    return;
+  }
+  uv_timer_start(&timer_, onTimerCb, pool_.connect_timeout_ms_, 0);
+}
+
+void UpstreamConnection::onConnectCb(uv_connect_t* req, int status) noexcept {
+  static_cast<UpstreamConnection*>(req->data)->onConnected(status);
+}
+
+void UpstreamConnection::onConnected(int status) {
+  if (state_ == State::Closing) return;
+  uv_timer_stop(&timer_);
+  if (status != 0) {
+    pool_.worker().stats().upstream_connect_failures.add();
+    fail(status == UV_ETIMEDOUT ? UpstreamError::ConnectTimeout : UpstreamError::ConnectFailed);
+    return;
+  }
+  state_ = State::Active;
+  startRead();
+  if (response_timeout_pending_) armResponseTimer();
+  flush();
+}
+
+void UpstreamConnection::expectResponse(uint64_t timeout_ms, bool head_request) {
+  head_request_ = head_request;
+  response_timeout_ms_ = timeout_ms;
+  response_timeout_pending_ = true;
+  if (state_ != State::Connecting) armResponseTimer();
+}
+
+void UpstreamConnection::armResponseTimer() {
+  response_timeout_pending_ = false;
+  if (response_timeout_ms_ > 0) uv_timer_start(&timer_, onTimerCb, response_timeout_ms_, 0);
+}
+
+void UpstreamConnection::flush() {
+  if (state_ == State::Closing) return;
+  if (state_ == State::Connecting) {
+    out_.internalize();  // the caller's input block is about to be reused
+    return;
+  }
+  switch (writeBuffer(reinterpret_cast<uv_stream_t*>(&tcp_), &write_req_, out_, &writing_bytes_,
+                      onWriteCb)) {
+    case WriteResult::Done:
+      if (handler_) handler_->onUpstreamDrained();
+      break;
+    case WriteResult::Pending:
+      break;
+    case WriteResult::Failed:
+      fail(UpstreamError::Reset);
+      break;
+  }
+}
+
+void UpstreamConnection::onWriteCb(uv_write_t* req, int status) noexcept {
+  static_cast<UpstreamConnection*>(req->data)->onWritten(status);
+}
+
+void UpstreamConnection::onWritten(int status) {
+  size_t done = writing_bytes_;
+  writing_bytes_ = 0;
+  if (state_ == State::Closing) return;
+  if (status != 0) {
+    fail(UpstreamError::Reset);
+    return;
+  }
+  out_.drain(done);
+  flush();
+}
+
+void UpstreamConnection::startRead() {
+  if (reading_ || read_paused_) return;
+  reading_ = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAllocCb, onReadCb) == 0;
+}
+
+void UpstreamConnection::pauseReading() {
+  read_paused_ = true;
+  if (reading_) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+    reading_ = false;
+  }
+}
+
+void UpstreamConnection::resumeReading() {
+  if (!read_paused_) return;
+  read_paused_ = false;
+  if (state_ == State::Active) {
+    startRead();
+    // Bytes parsed-but-unprocessed never remain (we parse whole reads), so nothing to replay.
+  }
+}
+
+void UpstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noexcept {
+  auto* c = static_cast<UpstreamConnection*>(h->data);
+  size_t n = 0;
+  char* p = c->in_.writable(&n, kMaxResponseHead + kSliceSize);
+  buf->base = p;
+  buf->len = p ? n : 0;
+}
+
+void UpstreamConnection::onReadCb(uv_stream_t* s, ssize_t nread, const uv_buf_t*) noexcept {
+  static_cast<UpstreamConnection*>(s->data)->onRead(nread);
+}
+
+void UpstreamConnection::onRead(ssize_t nread) {
+  if (state_ == State::Closing) return;
+  if (nread == 0) {
+    if (in_.length() == 0) in_.release();
+    return;
+  }
+  if (nread < 0) {
+    if (state_ == State::Idle) {  // the upstream closed a pooled connection: forget it
+      pool_.removeIdle(this);
+      close();
+      return;
+    }
+    if (response_started_ && parser_.type == HTTP_RESPONSE && nread == UV_EOF) {
+      // A close-delimited body ends here.
+      llhttp_errno_t err = llhttp_finish(&parser_);
+      if ((err == HPE_OK || err == HPE_PAUSED) && response_complete_) {
+        keep_alive_ = false;
+        if (handler_) handler_->onUpstreamReadDone();
+        UpstreamHandler* h = handler_;
+        if (h) h->onUpstreamComplete();
+        return;
+      }
+    }
+    fail(UpstreamError::Reset);
+    return;
+  }
+  if (state_ == State::Idle || !handler_) {
+    // Bytes nobody asked for: the connection is out of step; drop it.
+    if (state_ == State::Idle) pool_.removeIdle(this);
+    close();
+    return;
+  }
+  in_.added(size_t(nread));
+  const char* start = in_.data() + in_.consumed();
+  size_t len = in_.unconsumed();
+  llhttp_errno_t err = llhttp_execute(&parser_, start, len);
+  if (err == HPE_PAUSED) {
+    // Paused after a complete response: anything after it is a protocol violation.
+    size_t used = size_t(llhttp_get_error_pos(&parser_) - start);
+    in_.consume(used);
+    if (in_.unconsumed() > 0) keep_alive_ = false;
+    in_.consume(in_.unconsumed());
+  } else if (err != HPE_OK) {
+    fail(UpstreamError::BadResponse);
+    return;
+  } else {
+    in_.consume(len);
+  }
+  if (!handler_) return;
+  if (response_started_) {
+    // The head has been handed over: the block can be reused from the start.
+    handler_->onUpstreamReadDone();
+    if (!handler_) return;
+    in_.compact();
+  } else if (in_.length() >= kMaxResponseHead) {
+    fail(UpstreamError::BadResponse);
+    return;
+  }
+  if (response_complete_) {
+    UpstreamHandler* h = handler_;
+    h->onUpstreamComplete();
+  }
+}
+
+int UpstreamConnection::onStatus(llhttp_t*, const char*, size_t) { return 0; }
+
+int UpstreamConnection::onHeaderField(llhttp_t* p, const char* at, size_t len) {
+  auto* c = fromParser(p);
+  c->head_.onField(c->in_.data(), at, len);
+  return c->head_.fieldCount() > kMaxResponseHeaders ? -1 : 0;
+}
+
+int UpstreamConnection::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
+  auto* c = fromParser(p);
+  c->head_.onValue(c->in_.data(), at, len);
+  return 0;
+}
+
+int UpstreamConnection::onHeadersComplete(llhttp_t* p) {
+  auto* c = fromParser(p);
+  int status = p->status_code;
+  if (status >= 100 && status < 200 && status != 101) {
+    // Interim responses (100 Continue, 103) end here; the final response follows on the
+    // same connection. The gateway answers 100-continue to clients itself.
+    c->head_.reset();
+    return 0;
+  }
+  uv_timer_stop(&c->timer_);
+  c->response_started_ = true;
+  c->keep_alive_ = llhttp_should_keep_alive(p);
+  UpstreamResponseHead head;
+  head.status = status;
+  head.http_minor = p->http_minor;
+  c->headers_.clear();
+  c->head_.toHeaders(c->in_.data(), c->headers_);
+  head.headers = &c->headers_;
+  head.keep_alive = c->keep_alive_;
+  bool no_body = c->head_request_ || status == 204 || status == 304;
+  if (no_body) {
+    head.framing = BodyFraming::None;
+  } else if (p->flags & F_CHUNKED) {
+    head.framing = BodyFraming::Chunked;
+  } else if (p->flags & F_CONTENT_LENGTH) {
+    head.framing = BodyFraming::ContentLength;
+    head.content_length = p->content_length;
+  } else {
+    head.framing = BodyFraming::UntilClose;
+  }
+  if (c->handler_) c->handler_->onUpstreamHead(head);
+  return no_body ? 1 : 0;
+}
+
+int UpstreamConnection::onBody(llhttp_t* p, const char* at, size_t len) {
+  auto* c = fromParser(p);
+  if (c->handler_) c->handler_->onUpstreamBody(at, len);
+  return 0;
+}
+
+int UpstreamConnection::onMessageComplete(llhttp_t* p) {
+  auto* c = fromParser(p);
+  if (!c->response_started_) return 0;  // an interim response
+  c->response_complete_ = true;
+  return HPE_PAUSED;
+}
+
+const llhttp_settings_t& UpstreamConnection::parserSettings() {
+  static const llhttp_settings_t settings = [] {
+    llhttp_settings_t s;
+    llhttp_settings_init(&s);
+    s.on_status = onStatus;
+    s.on_header_field = onHeaderField;
+    s.on_header_value = onHeaderValue;
+    s.on_headers_complete = onHeadersComplete;
+    s.on_body = onBody;
+    s.on_message_complete = onMessageComplete;
+    return s;
+  }();
+  return settings;
+}
+
+void UpstreamConnection::onTimerCb(uv_timer_t* t) noexcept {
+  static_cast<UpstreamConnection*>(t->data)->onTimer();
+}
+
+void UpstreamConnection::onTimer() {
+  switch (state_) {
+    case State::Connecting:
+      pool_.worker().stats().upstream_connect_failures.add();
+      fail(connect_failed_ ? UpstreamError::ConnectFailed : UpstreamError::ConnectTimeout);
+      break;
+    case State::Active:
+      fail(response_started_ ? UpstreamError::Reset : UpstreamError::ResponseTimeout);
+      break;
+    case State::Idle:
+      pool_.removeIdle(this);
+      close();
+      break;
+    case State::Closing:
+      break;
+  }
+}
+
+void UpstreamConnection::becomeIdle() {
+  state_ = State::Idle;
+  head_request_ = false;
+  response_timeout_pending_ = false;
+  in_.release();
+  pool_.pushIdle(this);
+  read_paused_ = false;
+  startRead();  // notice the upstream closing it
+  uv_timer_start(&timer_, onTimerCb, uint64_t(pool_.config().keepalive.idle_timeout.count()), 0);
+}
+
+void UpstreamConnection::fail(UpstreamError e) {
+  UpstreamHandler* h = handler_;
+  bool started = response_started_;
+  handler_ = nullptr;
+  close();
+  if (h) h->onUpstreamError(e, started, reused_);
+}
+
+void UpstreamConnection::abort() {
+  handler_ = nullptr;
+  if (state_ == State::Idle) pool_.removeIdle(this);
+  close();
+}
+
+void UpstreamConnection::close() {
+  if (state_ == State::Closing) return;
+  state_ = State::Closing;
+  handler_ = nullptr;
+  uv_timer_stop(&timer_);
+  pending_closes_ = 2;
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onCloseCb);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onCloseCb);
+}
+
+void UpstreamConnection::onCloseCb(uv_handle_t* h) noexcept {
+  auto* c = static_cast<UpstreamConnection*>(h->data);
+  if (--c->pending_closes_ > 0) return;
+  UpstreamPool& pool = c->pool_;
+  delete c;
+  pool.connectionClosed();
+}
+
+}  // namespace gw

@@ -1,0 +1,181 @@
+// Connections to upstream endpoints and the per-worker keep-alive pool.
+//
+// Contract:
+// - An UpstreamPool belongs to one worker and one configuration Generation; all its
+//   connections live on that worker's loop.
+// - acquire() hands out a connection that is either idle-and-connected (reused) or
+//   connecting; the caller writes its request into out() at once (it is sent when the
+//   connection is up) and gets the response through its UpstreamHandler.
+// - A connection with a handler calls exactly one terminal callback: onUpstreamComplete()
+//   or onUpstreamError(). After either, the handler MUST call release() (complete) or
+//   nothing (error: the connection closes itself) and MUST NOT touch it again.
+#pragma once
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "gateway/buffer.h"
+#include "gateway/config.h"
+#include "gateway/http_head.h"
+
+namespace gw {
+
+class Worker;
+class UpstreamPool;
+
+enum class UpstreamError {
+  ConnectFailed,    // refused, unreachable
+  ConnectTimeout,
+  ResponseTimeout,  // no response head within the timeout
+  Reset,            // closed or reset before a complete response
+  BadResponse,      // unparsable response
+};
+
+enum class BodyFraming { None, ContentLength, Chunked, UntilClose };
+
+struct UpstreamResponseHead {
+  int status = 0;
+  int http_minor = 1;
+  BodyFraming framing = BodyFraming::None;
+  uint64_t content_length = 0;
+  bool keep_alive = true;
+  HeaderList* headers = nullptr;  // views valid during onUpstreamHead only
+};
+
+class UpstreamHandler {
+ public:
+  virtual ~UpstreamHandler() = default;
+  virtual void onUpstreamHead(UpstreamResponseHead& head) = 0;
+  virtual void onUpstreamBody(const char* data, size_t len) = 0;
+  // The response is complete. The connection can be released now.
+  virtual void onUpstreamComplete() = 0;
+  // After each read was parsed: bytes handed to onUpstreamBody() are valid until return.
+  virtual void onUpstreamReadDone() = 0;
+  // Terminal. `reused`: the connection came from the pool (the request may be retried
+  // if nothing of the response arrived).
+  virtual void onUpstreamError(UpstreamError e, bool response_started, bool reused) = 0;
+  // The request bytes queued in out() fell below the low watermark.
+  virtual void onUpstreamDrained() = 0;
+};
+
+class UpstreamConnection {
+ public:
+  Buffer& out() { return out_; }
+  // Sends what is in out(); safe to call while connecting (sent once connected).
+  void flush();
+  // Arms the response timeout (called once the request head is queued).
+  void expectResponse(uint64_t timeout_ms, bool head_request);
+  void pauseReading();
+  void resumeReading();
+  bool reused() const { return reused_; }
+  size_t pendingBytes() const { return out_.size(); }
+  const SocketAddress& endpoint() const;
+  size_t endpointIndex() const { return endpoint_index_; }
+  // Detaches the handler and closes (the downstream went away or gave up).
+  void abort();
+
+ private:
+  friend class UpstreamPool;
+  enum class State { Connecting, Idle, Active, Closing };
+
+  UpstreamConnection(UpstreamPool& pool, size_t endpoint_index);
+  void connect();
+  void close();
+  void startRead();
+  void onConnected(int status);
+  void onRead(ssize_t nread);
+  void onWritten(int status);
+  void onTimer();
+  void fail(UpstreamError e);
+  void becomeIdle();
+
+  static void onConnectCb(uv_connect_t* req, int status) noexcept;
+  static void onAllocCb(uv_handle_t* h, size_t hint, uv_buf_t* buf) noexcept;
+  static void onReadCb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) noexcept;
+  static void onWriteCb(uv_write_t* req, int status) noexcept;
+  static void onTimerCb(uv_timer_t* t) noexcept;
+  static void onCloseCb(uv_handle_t* h) noexcept;
+  void armResponseTimer();
+
+  // llhttp callbacks
+  static int onStatus(llhttp_t* p, const char* at, size_t len);
+  static int onHeaderField(llhttp_t* p, const char* at, size_t len);
+  static int onHeaderValue(llhttp_t* p, const char* at, size_t len);
+  static int onHeadersComplete(llhttp_t* p);
+  static int onBody(llhttp_t* p, const char* at, size_t len);
+  static int onMessageComplete(llhttp_t* p);
+  static const llhttp_settings_t& parserSettings();
+
+  uv_tcp_t tcp_{};
+  uv_timer_t timer_{};
+  uv_connect_t connect_req_{};
+  uv_write_t write_req_{};
+  UpstreamPool& pool_;
+  size_t endpoint_index_;
+  UpstreamHandler* handler_ = nullptr;
+  State state_ = State::Connecting;
+  llhttp_t parser_{};
+  HeadCollector head_;
+  HeaderList headers_;
+  InputBlock in_;
+  Buffer out_;
+  size_t writing_bytes_ = 0;  // in the write in flight
+  int pending_closes_ = 0;
+  bool reading_ = false;
+  bool read_paused_ = false;
+  bool reused_ = false;
+  bool response_started_ = false;
+  bool response_complete_ = false;
+  bool head_request_ = false;
+  bool keep_alive_ = true;
+  bool connect_failed_ = false;  // uv_tcp_connect refused at once; reported from the timer
+  bool response_timeout_pending_ = false;  // armed once connected
+  uint64_t response_timeout_ms_ = 0;
+  UpstreamConnection* idle_next_ = nullptr;  // pool's idle stack
+  UpstreamConnection* idle_prev_ = nullptr;
+  uint64_t idle_since_ms_ = 0;
+};
+
+class UpstreamPool {
+ public:
+  UpstreamPool(Worker& worker, const UpstreamConfig& config, uint64_t connect_timeout_ms);
+  ~UpstreamPool();
+  UpstreamPool(const UpstreamPool&) = delete;
+  UpstreamPool& operator=(const UpstreamPool&) = delete;
+
+  // Picks an endpoint (round robin) and returns a connection for it, pooled when one is
+  // idle. Never null: a failed connect is reported through the handler.
+  UpstreamConnection* acquire(UpstreamHandler* handler);
+  // Gives a connection whose response is complete back to the pool (or closes it when it
+  // cannot be reused or the pool is full).
+  void release(UpstreamConnection* c);
+  // Closes idle connections and makes later releases close theirs.
+  void retire();
+  const UpstreamConfig& config() const { return config_; }
+  Worker& worker() { return worker_; }
+  size_t liveConnections() const { return live_; }
+
+ private:
+  friend class UpstreamConnection;
+  void pushIdle(UpstreamConnection* c);
+  void removeIdle(UpstreamConnection* c);
+  void connectionClosed();
+
+  Worker& worker_;
+  const UpstreamConfig& config_;
+  uint64_t connect_timeout_ms_;
+  struct Endpoint {
+    UpstreamConnection* idle = nullptr;  // most recently used first
+    uint32_t idle_count = 0;
+  };
+  std::vector<Endpoint> endpoints_;
+  size_t next_endpoint_ = 0;
+  size_t live_ = 0;
+  bool retired_ = false;
+};
+
+}  // namespace gw

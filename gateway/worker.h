@@ -1,0 +1,166 @@
+// A worker: one thread, one libuv loop, its own listening sockets (SO_REUSEPORT), its own
+// connections, upstream pools and request objects.
+//
+// Contract:
+// - Everything in a Worker is touched only by its own thread, except post*() which other
+//   threads call to hand it a new configuration or tell it to drain.
+// - Configuration generations: a request pins the Generation it started with (a plain
+//   counter, no atomics: the Generation is per worker). A retired generation is freed
+//   when its last request ends, so a reload never changes a request mid-flight and never
+//   puts shared reference counting on the request path.
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gateway/config.h"
+#include "gateway/headers.h"
+#include "gateway/deadline_list.h"
+#include "gateway/router.h"
+#include "gateway/stats.h"
+
+namespace gw {
+
+class Server;
+class UpstreamPool;
+class DownstreamConnection;
+struct Request;
+
+// One configuration generation, shared read-only by all workers.
+struct Runtime {
+  std::shared_ptr<const Config> config;
+  std::unique_ptr<Router> router;
+  uint64_t generation = 0;
+};
+
+// A worker's view of one Runtime: its upstream pools and how many requests use it.
+struct Generation {
+  std::shared_ptr<const Runtime> runtime;
+  std::vector<std::unique_ptr<UpstreamPool>> pools;  // by Config::upstreams index
+  uint32_t active_requests = 0;
+  bool retired = false;
+};
+
+// A bound listening socket, created by the Server before workers start.
+struct ListenSocket {
+  int fd = -1;
+  size_t listener_index = 0;  // into Config::listeners; SIZE_MAX for the admin listener
+  bool admin = false;
+};
+
+class Worker {
+ public:
+  Worker(Server& server, uint32_t index);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Set up the loop and listeners on the calling thread; run() then blocks until stopped.
+  void init(std::shared_ptr<const Runtime> runtime, const std::vector<ListenSocket>& sockets);
+  void run();
+  void startThread(std::shared_ptr<const Runtime> runtime, std::vector<ListenSocket> sockets);
+  void join();
+
+  // Any thread.
+  void postRuntime(std::shared_ptr<const Runtime> runtime);
+  void postDrain();
+  void postStop();
+
+  // Worker thread only.
+  uv_loop_t* loop() { return &loop_; }
+  Server& server() { return server_; }
+  uint32_t index() const { return index_; }
+  Generation* currentGeneration() { return current_; }
+  Generation* pinGeneration();
+  void unpinGeneration(Generation* g);
+  UpstreamPool& pool(Generation* g, size_t upstream_index) { return *g->pools[upstream_index]; }
+  Request* acquireRequest();
+  void releaseRequest(Request* r);
+  bool draining() const { return draining_; }
+  uint64_t nowMs() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
+
+  // Connection bookkeeping and the shared timeouts (see deadline_list.h).
+  void addConnection(DownstreamConnection* c);
+  void removeConnection(DownstreamConnection* c);
+  DeadlineList& headerDeadlines() { return header_deadlines_; }
+  DeadlineList& idleDeadlines() { return idle_deadlines_; }
+  DeadlineList& writeDeadlines() { return write_deadlines_; }
+  void scheduleDeadline(uint64_t deadline_ms);
+
+  // Connection-level limits of the current configuration, cached per generation.
+  struct ConnectionLimits {
+    uint64_t header_read_ms = 10000;
+    uint64_t idle_ms = 60000;
+    uint64_t write_ms = 60000;
+    uint64_t max_head_bytes = 16 * 1024;
+    uint64_t max_uri_bytes = 8 * 1024;
+  };
+  const ConnectionLimits& limits() const { return limits_; }
+  // A UUIDv7 (time-ordered, 74 random bits) in the arena.
+  std::string_view newRequestId(StringArena& arena);
+  // A retired pool has closed its last connection.
+  void poolDrained(UpstreamPool* pool);
+
+  WorkerStats& stats() { return stats_; }
+  const WorkerStats& stats() const { return stats_; }
+  // 128 random bits for request ids; per worker, seeded from the kernel.
+  void random128(uint64_t out[2]);
+
+ private:
+  static void onAsync(uv_async_t* h);
+  static void onTimer(uv_timer_t* h);
+  static void onConnection(uv_stream_t* server, int status);
+  void applyMailbox();
+  void adoptRuntime(std::shared_ptr<const Runtime> runtime);
+  void beginDrain();
+  void maybeFinishDrain();
+  void expireDeadlines();
+  void closeAll();
+  void collectGenerations();
+
+  Server& server_;
+  uint32_t index_;
+  uv_loop_t loop_{};
+  uv_async_t async_{};
+  uv_timer_t timer_{};
+  uint64_t timer_due_ = UINT64_MAX;
+  struct Listener {
+    uv_tcp_t handle;
+    Worker* worker;
+    size_t listener_index;
+    bool admin;
+  };
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<Generation>> generations_;  // current is the last
+  Generation* current_ = nullptr;
+  std::vector<Request*> free_requests_;
+  DownstreamConnection* connections_ = nullptr;  // intrusive list of live connections
+  size_t connection_count_ = 0;
+  DeadlineList header_deadlines_;
+  DeadlineList idle_deadlines_;
+  DeadlineList write_deadlines_;
+  bool draining_ = false;
+  bool stopping_ = false;
+  bool collect_pending_ = false;
+  bool has_admin_listener_ = false;
+  WorkerStats stats_;
+  ConnectionLimits limits_;
+  uint64_t rng_[4]{};
+  std::thread thread_;
+
+  std::mutex mailbox_mutex_;
+  std::shared_ptr<const Runtime> mailbox_runtime_;
+  bool mailbox_drain_ = false;
+  bool mailbox_stop_ = false;
+
+  friend class DownstreamConnection;
+};
+
+}  // namespace gw

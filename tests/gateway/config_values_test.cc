@@ -1,0 +1,135 @@
+// The value parsers of config.h and the ConfigContext helpers every parser builds on.
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "gateway/config.h"
+#include "gateway/config_context.h"
+
+namespace gw {
+namespace {
+
+using ::testing::ElementsAre;
+
+TEST(ParseDurationTest, AcceptsUnitsOnly) {
+  EXPECT_EQ(parseDuration("250ms"), Millis(250));
+  EXPECT_EQ(parseDuration("10s"), Millis(10000));
+  EXPECT_EQ(parseDuration("5m"), Millis(300000));
+  EXPECT_EQ(parseDuration("1h"), Millis(3600000));
+  EXPECT_EQ(parseDuration("0s"), Millis(0));
+  for (const char* bad : {"", "10", "-1s", "1.5s", "s", "10 s", "10sec", "1d", "+1s",
+                          "99999999999999999999ms", "9999999999999999h"}) {
+    EXPECT_FALSE(parseDuration(bad).has_value()) << bad;
+  }
+}
+
+TEST(ParseSizeTest, BytesAndUnits) {
+  EXPECT_EQ(parseSize("1024"), 1024u);
+  EXPECT_EQ(parseSize("16KiB"), 16u * 1024);
+  EXPECT_EQ(parseSize("10MiB"), 10u * 1024 * 1024);
+  EXPECT_EQ(parseSize("1GiB"), 1ull << 30);
+  EXPECT_EQ(parseSize("2KB"), 2000u);
+  EXPECT_EQ(parseSize("0"), 0u);
+  for (const char* bad : {"", "KiB", "-1", "1.5MiB", "10kib", "10 MiB", "20000000000TiB"}) {
+    EXPECT_FALSE(parseSize(bad).has_value()) << bad;
+  }
+}
+
+std::array<uint8_t, 16> ip16(const char* text) {
+  sockaddr_storage storage{};
+  if (inet_pton(AF_INET, text, &reinterpret_cast<sockaddr_in*>(&storage)->sin_addr) == 1) {
+    storage.ss_family = AF_INET;
+  } else {
+    inet_pton(AF_INET6, text, &reinterpret_cast<sockaddr_in6*>(&storage)->sin6_addr);
+    storage.ss_family = AF_INET6;
+  }
+  uint8_t out[16];
+  toIp16(reinterpret_cast<const sockaddr*>(&storage), out);
+  std::array<uint8_t, 16> a;
+  std::copy(out, out + 16, a.begin());
+  return a;
+}
+
+bool contains(const char* cidr, const char* ip) {
+  auto c = parseCidr(cidr);
+  EXPECT_TRUE(c.has_value()) << cidr;
+  auto a = ip16(ip);
+  uint8_t raw[16];
+  std::copy(a.begin(), a.end(), raw);
+  return c && c->contains(raw);
+}
+
+TEST(CidrTest, ContainsBothFamilies) {
+  EXPECT_TRUE(contains("10.0.0.0/8", "10.255.1.2"));
+  EXPECT_FALSE(contains("10.0.0.0/8", "11.0.0.1"));
+  EXPECT_TRUE(contains("192.168.1.7", "192.168.1.7"));
+  EXPECT_FALSE(contains("192.168.1.7", "192.168.1.8"));
+  EXPECT_TRUE(contains("10.1.2.3/8", "10.9.9.9"));  // host bits are cleared
+  EXPECT_TRUE(contains("0.0.0.0/0", "1.2.3.4"));
+  EXPECT_FALSE(contains("0.0.0.0/0", "::1"));  // IPv4 /0 is the IPv4-mapped space only
+  EXPECT_TRUE(contains("::/0", "1.2.3.4"));
+  EXPECT_TRUE(contains("2001:db8::/32", "2001:db8:1::5"));
+  EXPECT_FALSE(contains("2001:db8::/33", "2001:db8:8000::1"));
+  EXPECT_TRUE(contains("172.16.0.0/12", "172.31.255.255"));
+  EXPECT_FALSE(contains("172.16.0.0/12", "172.32.0.0"));
+  EXPECT_EQ(parseCidr("10.0.0.0/8")->prefix_length, 104);
+  for (const char* bad : {"", "10.0.0.0/33", "::/129", "10.0.0/8", "10.0.0.0/", "10.0.0.0/a",
+                          "fe80::1%eth0", "host"}) {
+    EXPECT_FALSE(parseCidr(bad).has_value()) << bad;
+  }
+}
+
+std::vector<std::string> formatted(const ConfigContext& ctx) {
+  std::vector<std::string> out;
+  for (const auto& e : ctx.errors()) out.push_back(e.format());
+  return out;
+}
+
+TEST(ConfigContextTest, ScalarsAreStrictStrings) {
+  ConfigContext ctx("f.yaml");
+  YAML::Node n = YAML::Load("{a: off, b: yes, c: true, d: 007, e: -3, f: [1], g: '${GW_CTX_X:-d}'}");
+  EXPECT_TRUE(ctx.isOff(n["a"]));
+  EXPECT_EQ(ctx.string(n["b"]), "yes");
+  EXPECT_EQ(ctx.boolean(n["c"]), true);
+  EXPECT_FALSE(ctx.boolean(n["b"]).has_value());
+  EXPECT_EQ(ctx.unsignedInt(n["d"]), 7u);
+  EXPECT_FALSE(ctx.unsignedInt(n["e"]).has_value());
+  EXPECT_FALSE(ctx.string(n["f"]).has_value());
+  unsetenv("GW_CTX_X");
+  EXPECT_EQ(ctx.string(n["g"]), "d");
+  EXPECT_THAT(formatted(ctx), ElementsAre("f.yaml:1:12: expected true or false, got 'yes'",
+                                          "f.yaml:1:38: expected a non-negative integer, got '-3'",
+                                          "f.yaml:1:44: expected a string, got a list"));
+}
+
+TEST(ConfigContextTest, EnvironmentReferences) {
+  setenv("GW_CTX_A", "alpha", 1);
+  unsetenv("GW_CTX_B");
+  ConfigContext ctx("f.yaml");
+  EXPECT_EQ(ctx.string(YAML::Load("'x${GW_CTX_A}y${GW_CTX_B:-}z'")), "xalphayz");
+  EXPECT_EQ(ctx.string(YAML::Load("'${GW_CTX_B:-a:-b}'")), "a:-b");
+  EXPECT_EQ(ctx.string(YAML::Load("'cost: $5'")), "cost: $5");
+  EXPECT_FALSE(ctx.string(YAML::Load("'${1X}'")).has_value());
+  EXPECT_FALSE(ctx.string(YAML::Load("'${GW_CTX_A-x}'")).has_value());
+  EXPECT_EQ(ctx.errorCount(), 2u);
+}
+
+TEST(ConfigContextTest, ListsReportEveryBadElement) {
+  ConfigContext ctx("f.yaml");
+  auto list = ctx.cidrList(YAML::Load("[10.0.0.0/8, bad, ::1, worse]"));
+  EXPECT_FALSE(list.has_value());
+  EXPECT_EQ(ctx.errorCount(), 2u);
+  EXPECT_EQ(ctx.stringList(YAML::Load("~"))->size(), 0u);
+}
+
+TEST(ConfigContextTest, ClosestMatchSuggestsOnlyNearMisses) {
+  std::vector<std::string_view> keys = {"address", "name", "tls"};
+  EXPECT_EQ(closestMatch("adress", keys), "address");
+  EXPECT_EQ(closestMatch("nmae", keys), "name");
+  EXPECT_EQ(closestMatch("certificate", keys), "");
+}
+
+}  // namespace
+}  // namespace gw
