@@ -8,20 +8,29 @@
 #include "filters/rate_limit/rate_limit_config.h"
 #include "filters/request_id/request_id_config.h"
 #include "filters/security_headers/security_headers_config.h"
+#include "filters/body_limit/body_limit_filter.h"
+#include "filters/cors/cors_filter.h"
+#include "filters/ip_access/ip_access_filter.h"
+#include "filters/request_id/request_id_filter.h"
+#include "filters/security_headers/security_headers_filter.h"
 
 namespace gw {
 
 // In SPEC §2's order: the loader orders a route's filters by their place in this table.
 const std::vector<FilterDescriptor>& filterRegistry() {
   static const std::vector<FilterDescriptor> kFilters = {
-      {"request_id", request_id::parseRequestIdConfig, nullptr},
-      {"ip_access", ip_access::parseIpAccessConfig, nullptr},
-      {"cors", cors::parseCorsConfig, nullptr},
-      {"body_limit", body_limit::parseBodyLimitConfig, nullptr},
+      {"request_id", request_id::parseRequestIdConfig,
+       buildSingle<request_id::RequestIdFilter, request_id::RequestIdConfig>},
+      {"ip_access", ip_access::parseIpAccessConfig,
+       buildSingle<ip_access::IpAccessFilter, ip_access::IpAccessConfig>},
+      {"cors", cors::parseCorsConfig, buildSingle<cors::CorsFilter, cors::CorsConfig>},
+      {"body_limit", body_limit::parseBodyLimitConfig,
+       buildSingle<body_limit::BodyLimitFilter, body_limit::BodyLimitConfig>},
       {"rate_limit", rate_limit::parseRateLimitConfig, nullptr},
       {"jwt", jwt::parseJwtConfig, nullptr},
       {"api_key", api_key::parseApiKeyConfig, nullptr},
-      {"security_headers", security_headers::parseSecurityHeadersConfig, nullptr},
+      {"security_headers", security_headers::parseSecurityHeadersConfig,
+       buildSingle<security_headers::SecurityHeadersFilter, security_headers::SecurityHeadersConfig>},
   };
   return kFilters;
 }

@@ -34,3 +34,15 @@ const std::vector<FilterDescriptor>& filterRegistry();
 const FilterDescriptor* findFilter(std::string_view name);
 
 }  // namespace gw
+
+namespace gw {
+
+// The `build` of a filter that occupies one chain position with one immutable object
+// constructed from its typed configuration.
+template <typename FilterT, typename ConfigT>
+void buildSingle(const std::shared_ptr<const FilterConfig>& config, const Config&,
+                 std::vector<std::shared_ptr<const Filter>>& chain) {
+  chain.push_back(std::make_shared<FilterT>(std::static_pointer_cast<const ConfigT>(config)));
+}
+
+}  // namespace gw

@@ -59,9 +59,15 @@ std::optional<uint64_t> parseSize(const std::string& text) {
     uint64_t bytes;
   };
   static constexpr Unit kUnits[] = {
-      {"", 1},          {"B", 1},
-      {"KiB", 1ULL << 10}, {"MiB", 1ULL << 20}, {"GiB", 1ULL << 30}, {"TiB", 1ULL << 40},
-      {"KB", 1000ULL},  {"MB", 1000ULL * 1000}, {"GB", 1000ULL * 1000 * 1000},
+      {"", 1},
+      {"B", 1},
+      {"KiB", 1ULL << 10},
+      {"MiB", 1ULL << 20},
+      {"GiB", 1ULL << 30},
+      {"TiB", 1ULL << 40},
+      {"KB", 1000ULL},
+      {"MB", 1000ULL * 1000},
+      {"GB", 1000ULL * 1000 * 1000},
       {"TB", 1000ULL * 1000 * 1000 * 1000},
   };
   uint64_t number = 0;
@@ -69,7 +75,8 @@ std::optional<uint64_t> parseSize(const std::string& text) {
   if (!splitNumber(text, number, unit)) return std::nullopt;
   for (const Unit& u : kUnits) {
     uint64_t bytes = 0;
-    if (unit == u.name) return multiply(number, u.bytes, bytes) ? std::optional(bytes) : std::nullopt;
+    if (unit == u.name)
+      return multiply(number, u.bytes, bytes) ? std::optional(bytes) : std::nullopt;
   }
   return std::nullopt;
 }

@@ -9,9 +9,8 @@ constexpr std::string_view kAlgorithms[] = {"RS256", "RS384", "RS512", "PS256", 
                                             "PS512", "ES256", "ES384", "ES512", "EdDSA",
                                             "HS256", "HS384", "HS512"};
 // Without an explicit list, only public-key algorithms: an HMAC secret must be asked for.
-constexpr std::string_view kDefaultAlgorithms[] = {"RS256", "RS384", "RS512", "PS256",
-                                                   "PS384", "PS512", "ES256", "ES384",
-                                                   "ES512", "EdDSA"};
+constexpr std::string_view kDefaultAlgorithms[] = {"RS256", "RS384", "RS512", "PS256", "PS384",
+                                                   "PS512", "ES256", "ES384", "ES512", "EdDSA"};
 
 std::optional<std::string> parseAlgorithm(const YAML::Node& node, ConfigContext& ctx) {
   auto name = ctx.string(node);
@@ -50,8 +49,8 @@ void parseForwardClaims(const YAML::Node& node, ConfigContext& ctx, JwtProviderC
 
 void parseJwtProvider(const YAML::Node& node, ConfigContext& ctx, Config& config) {
   auto map = ctx.expectMap(node, "jwt provider",
-                           {"name", "issuer", "audiences", "jwks_file", "jwks_uri",
-                            "jwks_refresh", "algorithms", "leeway", "forward_claims"});
+                           {"name", "issuer", "audiences", "jwks_file", "jwks_uri", "jwks_refresh",
+                            "algorithms", "leeway", "forward_claims"});
   if (!map) return;
   ctx.require(*map, {"name"});
   JwtProviderConfig provider;
@@ -73,7 +72,8 @@ void parseJwtProvider(const YAML::Node& node, ConfigContext& ctx, Config& config
   ctx.readDuration(*map, "jwks_refresh", provider.jwks_refresh, Millis(1000));
   provider.algorithms.assign(std::begin(kDefaultAlgorithms), std::end(kDefaultAlgorithms));
   ctx.read(*map, "algorithms", provider.algorithms, [&](const YAML::Node& n) {
-    auto list = ctx.list(n, "algorithms", [&](const YAML::Node& a) { return parseAlgorithm(a, ctx); });
+    auto list =
+        ctx.list(n, "algorithms", [&](const YAML::Node& a) { return parseAlgorithm(a, ctx); });
     if (list && list->empty()) {
       ctx.error(n, "algorithms must not be empty");
       return decltype(list)();
@@ -120,13 +120,13 @@ void parseApiKeySet(const YAML::Node& node, ConfigContext& ctx, Config& config) 
 
 void parseJwtProviders(const YAML::Node& node, ConfigContext& ctx, Config& config) {
   forEachItem(node, ctx, "jwt providers",
-                 [&](const YAML::Node& item) { parseJwtProvider(item, ctx, config); });
+              [&](const YAML::Node& item) { parseJwtProvider(item, ctx, config); });
   checkUniqueNames(ctx, config.jwt_providers, "jwt provider");
 }
 
 void parseApiKeySets(const YAML::Node& node, ConfigContext& ctx, Config& config) {
   forEachItem(node, ctx, "api key sets",
-                 [&](const YAML::Node& item) { parseApiKeySet(item, ctx, config); });
+              [&](const YAML::Node& item) { parseApiKeySet(item, ctx, config); });
   checkUniqueNames(ctx, config.api_keys, "api key set");
 }
 

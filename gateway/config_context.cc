@@ -14,11 +14,16 @@ namespace {
 
 const char* typeName(const YAML::Node& node) {
   switch (node.Type()) {
-    case YAML::NodeType::Null: return "nothing";
-    case YAML::NodeType::Scalar: return "a scalar";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a map";
-    default: return "an undefined value";
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+    default:
+      return "an undefined value";
   }
 }
 
@@ -261,8 +266,8 @@ std::optional<uint64_t> ConfigContext::unsignedInt(const YAML::Node& node, uint6
     return std::nullopt;
   }
   if (value < min || value > max) {
-    std::string bound = value < min ? "at least " + std::to_string(min)
-                                    : "at most " + std::to_string(max);
+    std::string bound =
+        value < min ? "at least " + std::to_string(min) : "at most " + std::to_string(max);
     error(node, "must be " + bound + ", got " + *s);
     return std::nullopt;
   }
@@ -274,13 +279,13 @@ std::optional<Millis> ConfigContext::duration(const YAML::Node& node, Millis min
   if (!s) return std::nullopt;
   auto d = parseDuration(*s);
   if (!d) {
-    error(node, "bad duration '" + *s + "' (expected a whole number with a unit: 250ms, 10s, "
-                "5m, 1h)");
+    error(node,
+          "bad duration '" + *s + "' (expected a whole number with a unit: 250ms, 10s, 5m, 1h)");
     return std::nullopt;
   }
   if (*d < min) {
-    error(node, "duration must be at least " + std::to_string(min.count()) + "ms, got '" + *s +
-                    "'");
+    error(node,
+          "duration must be at least " + std::to_string(min.count()) + "ms, got '" + *s + "'");
     return std::nullopt;
   }
   return d;

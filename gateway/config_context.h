@@ -12,6 +12,8 @@
 // - Not thread-safe: one context per load.
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstdint>
 #include <initializer_list>
 #include <limits>
@@ -21,8 +23,6 @@
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "gateway/config.h"
 
@@ -123,8 +123,7 @@ class ConfigContext {
   bool read(const MapNode& map, std::string_view key, T& out, Parse&& parse);
   bool readString(const MapNode& map, std::string_view key, std::string& out);
   bool readBool(const MapNode& map, std::string_view key, bool& out);
-  bool readDuration(const MapNode& map, std::string_view key, Millis& out,
-                    Millis min = Millis(0));
+  bool readDuration(const MapNode& map, std::string_view key, Millis& out, Millis min = Millis(0));
   bool readSize(const MapNode& map, std::string_view key, uint64_t& out);
   bool readStringList(const MapNode& map, std::string_view key, std::vector<std::string>& out);
   template <class Int>

@@ -5,7 +5,6 @@
 #include <openssl/x509.h>
 
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "gateway/config_sections.h"

@@ -19,9 +19,9 @@ using config_detail::FilterSettings;
 constexpr uint64_t kMaxWorkers = 1024;
 
 std::optional<uint32_t> parseWorkers(const YAML::Node& node, ConfigContext& ctx) {
-  if (node.IsScalar() && node.Scalar() == "auto") {
-    return std::max(1u, std::thread::hardware_concurrency());
-  }
+  auto text = ctx.string(node);
+  if (!text) return std::nullopt;
+  if (*text == "auto") return std::max(1u, std::thread::hardware_concurrency());
   auto n = ctx.unsignedInt(node, 1, kMaxWorkers);
   return n ? std::optional(static_cast<uint32_t>(*n)) : std::nullopt;
 }
@@ -88,12 +88,13 @@ void checkRouteFilters(ConfigContext& ctx, const RouteConfig& route) {
   const RouteFilter* jwt = find("jwt");
   const RouteFilter* api_key = find("api_key");
   if (jwt && api_key) {
-    ctx.error(route.where, "route '" + route.name + "' has both jwt and api_key; set one of "
-                           "them to off");
+    ctx.error(route.where,
+              "route '" + route.name + "' has both jwt and api_key; set one of them to off");
   }
   const RouteFilter* limits = find("rate_limit");
   if (!limits) return;
-  for (const auto& limit : static_cast<const rate_limit::RateLimitConfig&>(*limits->config).limits()) {
+  for (const auto& limit :
+       static_cast<const rate_limit::RateLimitConfig&>(*limits->config).limits()) {
     bool claim = limit.key_type == rate_limit::KeyType::Claim;
     bool key = limit.key_type == rate_limit::KeyType::ApiKey;
     if ((claim && !jwt) || (key && !api_key)) {
@@ -109,9 +110,8 @@ void buildChain(const std::vector<RouteFilter>& filters, const Config& whole,
     const FilterDescriptor* descriptor = findFilter(filter.name);
     if (descriptor && descriptor->build) descriptor->build(filter.config, whole, chain);
   }
-  std::stable_sort(chain.begin(), chain.end(), [](const auto& a, const auto& b) {
-    return a->order() < b->order();
-  });
+  std::stable_sort(chain.begin(), chain.end(),
+                   [](const auto& a, const auto& b) { return a->order() < b->order(); });
 }
 
 void parseRoot(const YAML::Node& root, ConfigContext& ctx, Config& config) {
@@ -119,10 +119,10 @@ void parseRoot(const YAML::Node& root, ConfigContext& ctx, Config& config) {
     ctx.errorAt(0, 0, "the configuration is empty");
     return;
   }
-  auto map = ctx.expectMap(root, "the configuration",
-                           {"workers", "listeners", "admin", "logging", "limits", "timeouts",
-                            "trusted_proxies", "upstreams", "rate_limit_store",
-                            "jwt_providers", "api_keys", "default_filters", "routes"});
+  auto map = ctx.expectMap(
+      root, "the configuration",
+      {"workers", "listeners", "admin", "logging", "limits", "timeouts", "trusted_proxies",
+       "upstreams", "rate_limit_store", "jwt_providers", "api_keys", "default_filters", "routes"});
   if (!map) return;
   ctx.require(*map, {"listeners"});
   config.workers = std::max(1u, std::thread::hardware_concurrency());

@@ -101,15 +101,16 @@ void checkStripPrefix(const MapNode& map, ConfigContext& ctx, const RouteConfig&
   const std::string& matched =
       route.match.path_prefix.empty() ? route.match.path : route.match.path_prefix;
   if (!matched.empty() && matched.compare(0, route.strip_prefix.size(), route.strip_prefix) != 0) {
-    ctx.error(*node, "strip_prefix '" + route.strip_prefix + "' is not a prefix of the matched "
-                     "path '" + matched + "'");
+    ctx.error(*node, "strip_prefix '" + route.strip_prefix +
+                         "' is not a prefix of the matched path '" + matched + "'");
   }
 }
 
 void parseRoute(const YAML::Node& node, ConfigContext& ctx, Config& config,
                 std::vector<FilterSettings>& filter_overrides) {
-  auto map = ctx.expectMap(node, "route", {"name", "match", "upstream", "strip_prefix",
-                                           "timeout", "websocket", "filters"});
+  auto map = ctx.expectMap(
+      node, "route",
+      {"name", "match", "upstream", "strip_prefix", "timeout", "websocket", "filters"});
   if (!map) return;
   ctx.require(*map, {"name", "match", "upstream"});
   RouteConfig route;
@@ -182,9 +183,8 @@ std::vector<RouteFilter> mergeFilters(const FilterSettings& defaults,
 
 void parseRoutes(const YAML::Node& node, ConfigContext& ctx, Config& config,
                  std::vector<FilterSettings>& filter_overrides) {
-  forEachItem(node, ctx, "routes", [&](const YAML::Node& item) {
-    parseRoute(item, ctx, config, filter_overrides);
-  });
+  forEachItem(node, ctx, "routes",
+              [&](const YAML::Node& item) { parseRoute(item, ctx, config, filter_overrides); });
   checkUniqueNames(ctx, config.routes, "route");
 }
 

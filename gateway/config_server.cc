@@ -102,8 +102,8 @@ std::string resolveAddress(const std::string& text, bool allow_port_zero, Socket
   addrinfo* result = nullptr;
   int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &result);
   if (rc != 0 || !result) {
-    return "cannot resolve '" + host + "': " + (rc == EAI_SYSTEM ? std::strerror(errno)
-                                                                   : gai_strerror(rc));
+    return "cannot resolve '" + host +
+           "': " + (rc == EAI_SYSTEM ? std::strerror(errno) : gai_strerror(rc));
   }
   // The first answer, as connect() would try it: the runtime resolves names again.
   std::memcpy(&out.storage, result->ai_addr, result->ai_addrlen);
@@ -146,8 +146,8 @@ void parseListeners(const YAML::Node& node, ConfigContext& ctx, Config& config) 
   }
   for (const auto& listener : config.listeners) {
     if (listener.redirect_https && !any_tls) {
-      ctx.error(listener.where, "listener '" + listener.name +
-                                    "' has redirect_https but no listener has tls");
+      ctx.error(listener.where,
+                "listener '" + listener.name + "' has redirect_https but no listener has tls");
     }
   }
 }
@@ -223,8 +223,8 @@ void parseLimits(const YAML::Node& node, ConfigContext& ctx, Config& config) {
 }
 
 void parseTimeouts(const YAML::Node& node, ConfigContext& ctx, Config& config) {
-  auto map = ctx.expectMap(node, "timeouts", {"header_read", "idle", "upstream_connect",
-                                              "upstream_response", "drain"});
+  auto map = ctx.expectMap(
+      node, "timeouts", {"header_read", "idle", "upstream_connect", "upstream_response", "drain"});
   if (!map) return;
   TimeoutsConfig& t = config.timeouts;
   ctx.readDuration(*map, "header_read", t.header_read, kAtLeastOneMs);

@@ -16,8 +16,9 @@ std::optional<KeepaliveConfig> parseKeepalive(const YAML::Node& node, ConfigCont
 }
 
 std::optional<HealthCheckConfig> parseHealthCheck(const YAML::Node& node, ConfigContext& ctx) {
-  auto map = ctx.expectMap(node, "health_check", {"path", "interval", "timeout",
-                                                  "unhealthy_threshold", "healthy_threshold"});
+  auto map =
+      ctx.expectMap(node, "health_check",
+                    {"path", "interval", "timeout", "unhealthy_threshold", "healthy_threshold"});
   if (!map) return std::nullopt;
   HealthCheckConfig check;
   ctx.read(*map, "path", check.path, [&](const YAML::Node& n) -> std::optional<std::string> {
@@ -61,8 +62,8 @@ void parseRetryOn(const YAML::Node& node, ConfigContext& ctx, RetryConfig& retri
   bool digits = text->size() == 3 && text->find_first_not_of("0123456789") == std::string::npos;
   int status = digits ? std::stoi(*text) : 0;
   if (status < 400 || status > 599) {
-    ctx.error(node, "retries.on takes connect_failure or HTTP statuses 400-599, got '" + *text +
-                        "'");
+    ctx.error(node,
+              "retries.on takes connect_failure or HTTP statuses 400-599, got '" + *text + "'");
     return;
   }
   retries.on_statuses.push_back(status);
@@ -117,9 +118,8 @@ std::optional<UpstreamTls> parseUpstreamTls(const YAML::Node& node, ConfigContex
 
 void parseUpstream(const YAML::Node& node, ConfigContext& ctx, Config& config) {
   auto map = ctx.expectMap(node, "upstream",
-                           {"name", "endpoints", "load_balancing", "max_connections",
-                            "max_pending", "keepalive", "health_check", "circuit_breaker",
-                            "retries", "tls"});
+                           {"name", "endpoints", "load_balancing", "max_connections", "max_pending",
+                            "keepalive", "health_check", "circuit_breaker", "retries", "tls"});
   if (!map) return;
   ctx.require(*map, {"name", "endpoints"});
   UpstreamConfig upstream;
@@ -167,8 +167,9 @@ std::optional<std::string> parseRedisAddress(const YAML::Node& node, ConfigConte
 }
 
 void parseRedis(const YAML::Node& node, ConfigContext& ctx, RedisConfig& redis, bool in_use) {
-  auto map = ctx.expectMap(node, "redis", {"address", "timeout", "on_error", "replicas",
-                                           "key_prefix", "username", "password", "db"});
+  auto map = ctx.expectMap(
+      node, "redis",
+      {"address", "timeout", "on_error", "replicas", "key_prefix", "username", "password", "db"});
   if (!map) return;
   ctx.read(*map, "address", redis.address,
            [&](const YAML::Node& n) { return parseRedisAddress(n, ctx, in_use); });
@@ -199,8 +200,8 @@ void parseRateLimitStore(const YAML::Node& node, ConfigContext& ctx, Config& con
   config.rate_limit_store_configured = true;
   RateLimitStoreConfig& store = config.rate_limit_store;
   ctx.read(*map, "type", store.type, [&](const YAML::Node& n) {
-    return ctx.oneOf<RateLimitStoreType>(n, {{"memory", RateLimitStoreType::Memory},
-                                             {"redis", RateLimitStoreType::Redis}});
+    return ctx.oneOf<RateLimitStoreType>(
+        n, {{"memory", RateLimitStoreType::Memory}, {"redis", RateLimitStoreType::Redis}});
   });
   bool in_use = store.type == RateLimitStoreType::Redis;
   if (const YAML::Node* redis = map->find("redis")) {

@@ -339,6 +339,9 @@ int DownstreamConnection::onHeadersComplete() {
   // Keep what the log and the upstream request need past this callback in the arena:
   // the head's bytes stay in the input block only until the body starts flowing.
   r.ctx.client_ip = r.arena.copy(r.ctx.client_ip);
+  if (!cfg.trusted_proxies.empty() && isTrusted(cfg.trusted_proxies, peer_ip16_)) {
+    r.ctx.forwarded_https = equalsIgnoreCase(r.headers.get("x-forwarded-proto"), "https");
+  }
 
   if (p.method == HTTP_CONNECT) {
     sendLocalReply(400, "BAD_REQUEST", "CONNECT is not supported");
@@ -395,6 +398,12 @@ int DownstreamConnection::onHeadersComplete() {
   removeHopByHop(r.headers);
   r.ctx.route = rt.router->match(r.ctx.host, r.ctx.path, r.ctx.method, r.headers);
   if (!r.ctx.route) {
+    // The default request_id still takes the client's id, so the 404 body carries it.
+    for (const auto& f : cfg.default_chain) {
+      if (f->order() != FilterOrder::RequestId) break;
+      f->onRequestHeaders(r.ctx, r.headers);
+      ++r.filters_run;
+    }
     sendLocalReply(404, "NOT_FOUND", "No route for this request");
     return headDone();
   }
@@ -629,16 +638,34 @@ void DownstreamConnection::writeResponseHead(int status, bool body_allowed) {
   r.status = status;
 }
 
+std::string_view DownstreamConnection::generateRequestId() {
+  return worker_.newRequestId(req_->arena);
+}
+
 void DownstreamConnection::sendResponse(int status, std::string_view content_type,
-                                        std::string_view body, std::string_view error_code) {
+                                        std::string_view body) {
+  EventScope scope(this);
+  if (!req_ || closing_ || req_->response_started) return;
+  if (req_->upstream) {
+    req_->upstream->abort();
+    req_->upstream = nullptr;
+  }
+  req_->waiting_filter = false;
+  respond(status, content_type, body, {});
+}
+
+void DownstreamConnection::respond(int status, std::string_view content_type,
+                                   std::string_view body, std::string_view error_code) {
   Request& r = *req_;
   r.response.status = status;
   r.response.local_reply = true;
   r.response.headers.clear();
-  r.response.headers.addRef("Content-Type", content_type);
-  char len[24];
-  auto res = std::to_chars(len, len + sizeof len, body.size());
-  r.response.headers.add("Content-Length", std::string_view(len, size_t(res.ptr - len)));
+  if (!content_type.empty()) r.response.headers.addRef("Content-Type", content_type);
+  if (status != 204 && status != 304 && status >= 200) {
+    char len[24];
+    auto res = std::to_chars(len, len + sizeof len, body.size());
+    r.response.headers.add("Content-Length", std::string_view(len, size_t(res.ptr - len)));
+  }
   r.error_code = error_code;
   runResponseFilters();
   if (!r.message_complete && r.request_framing != BodyFraming::None) {
@@ -672,7 +699,7 @@ void DownstreamConnection::sendLocalReply(int status, std::string_view error_cod
   worker_.stats().local_replies.add();
   std::string body = errorBody(error_code, message, r.ctx.request_id, wallClockMs());
   std::string_view body_view = r.arena.copy(body);
-  sendResponse(status, "application/json", body_view, error_code);
+  respond(status, "application/json", body_view, error_code);
 }
 
 void DownstreamConnection::answerAdmin() {
@@ -681,7 +708,7 @@ void DownstreamConnection::answerAdmin() {
   std::string_view body = r.arena.copy(res.body);
   std::string_view type = r.arena.copy(res.content_type);
   if (r.ctx.request_id.empty()) r.ctx.request_id = worker_.newRequestId(r.arena);
-  sendResponse(res.status, type, body, res.status >= 400 ? errorCodeFor(res.status) : "");
+  respond(res.status, type, body, res.status >= 400 ? errorCodeFor(res.status) : "");
 }
 
 void DownstreamConnection::onUpstreamHead(UpstreamResponseHead& head) {
@@ -864,7 +891,7 @@ void DownstreamConnection::finishRequest() {
 void DownstreamConnection::releaseRequest() {
   Request& r = *req_;
   worker_.stats().requests_in_flight.add(-1);
-  if (!admin_ && r.head_complete) writeAccessLog(worker_, r, {peer_text_, peer_text_len_});
+  if (!admin_ && (r.head_complete || r.status != 0)) writeAccessLog(worker_, r, {peer_text_, peer_text_len_});
   worker_.unpinGeneration(r.generation);
   r.generation = nullptr;
   worker_.releaseRequest(&r);

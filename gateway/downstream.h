@@ -99,7 +99,9 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
 
   // RequestDriver
   void sendLocalReply(int status, std::string_view error_code, std::string_view message) override;
+  void sendResponse(int status, std::string_view content_type, std::string_view body) override;
   void continueRequest() override;
+  std::string_view generateRequestId() override;
 
   DownstreamConnection* next = nullptr;  // worker's list
   DownstreamConnection* prev = nullptr;
@@ -121,8 +123,8 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   void startUpstream();
   void serializeUpstreamHead();
   void answerAdmin();
-  void sendResponse(int status, std::string_view content_type, std::string_view body,
-                    std::string_view error_code);
+  void respond(int status, std::string_view content_type, std::string_view body,
+               std::string_view error_code);
   void writeResponseHead(int status, bool body_allowed);
   void runResponseFilters();
   void flushClient();

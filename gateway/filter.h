@@ -83,9 +83,16 @@ class Filter {
 class RequestDriver {
  public:
   virtual ~RequestDriver() = default;
+  // The SPEC §3 JSON error.
   virtual void sendLocalReply(int status, std::string_view error_code,
                               std::string_view message) = 0;
+  // Any other answer of the gateway's own (a CORS preflight's 204, a redirect). `body`
+  // MUST outlive the request (config- or arena-owned); headers come from the filters'
+  // response phase and RequestContext::response_headers_to_add.
+  virtual void sendResponse(int status, std::string_view content_type, std::string_view body) = 0;
   virtual void continueRequest() = 0;
+  // A fresh request id (UUIDv7), arena-owned.
+  virtual std::string_view generateRequestId() = 0;
 };
 
 // Small per-request scratch a filter may use to carry state from its request phase to
@@ -128,6 +135,9 @@ class RequestContext {
 
   void sendLocalReply(int status, std::string_view error_code, std::string_view message) {
     driver->sendLocalReply(status, error_code, message);
+  }
+  void sendResponse(int status, std::string_view content_type = {}, std::string_view body = {}) {
+    driver->sendResponse(status, content_type, body);
   }
   void continueRequest() { driver->continueRequest(); }
   FilterScratch& scratchFor(FilterOrder o) { return scratch[static_cast<int>(o)]; }

@@ -1,10 +1,10 @@
 // api_key: {set}: the request must carry a key of the named api_keys entry.
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <memory>
 #include <string>
-
-#include <yaml-cpp/yaml.h>
 
 #include "gateway/config.h"
 #include "gateway/config_context.h"

@@ -30,8 +30,8 @@ std::string parseLine(std::string_view line, ApiKeyEntry& entry) {
   // The name is forwarded as the X-Consumer header and logged: keep it a plain token.
   if (!isHttpToken(name)) return "name '" + std::string(name) + "' has characters not allowed";
   if (hex.size() != 64) {
-    return "expected 64 hex digits (a SHA-256) after the name, got " +
-           std::to_string(hex.size()) + " characters";
+    return "expected 64 hex digits (a SHA-256) after the name, got " + std::to_string(hex.size()) +
+           " characters";
   }
   for (size_t i = 0; i < 32; ++i) {
     int high = hexValue(hex[2 * i]);

@@ -1,10 +1,10 @@
 // body_limit: {max_bytes: SIZE}: the route's request body limit (413 beyond it).
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstdint>
 #include <memory>
-
-#include <yaml-cpp/yaml.h>
 
 #include "gateway/config_context.h"
 #include "gateway/filter.h"

@@ -35,8 +35,9 @@ bool parseOrigin(const YAML::Node& node, ConfigContext& ctx, CorsConfig& config)
     return true;
   }
   if (!isOrigin(*origin)) {
-    ctx.error(node, "'" + *origin + "' is not an origin (expected scheme://host[:port] with no "
-                    "path, `*`, or ~pattern)");
+    ctx.error(node, "'" + *origin +
+                        "' is not an origin (expected scheme://host[:port] with no path, "
+                        "`*`, or ~pattern)");
     return false;
   }
   config.exact_origins.push_back(toLowerAscii(*origin));

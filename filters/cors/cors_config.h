@@ -6,13 +6,13 @@
 // the preflight's requested method and headers instead of sending "*".
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "gateway/config.h"
 #include "gateway/config_context.h"
@@ -21,13 +21,13 @@
 namespace gw::cors {
 
 struct CorsConfig : FilterConfig {
-  bool allow_any_origin = false;                    // `*` was listed
-  std::vector<std::string> exact_origins;           // lower-case scheme and host
+  bool allow_any_origin = false;                                 // `*` was listed
+  std::vector<std::string> exact_origins;                        // lower-case scheme and host
   std::vector<std::shared_ptr<const re2::RE2>> origin_patterns;  // full match
-  std::vector<std::string> allow_methods;           // upper case
-  bool allow_any_method = false;                    // `*` was listed
-  std::vector<std::string> allow_headers;           // lower case
-  bool allow_any_header = false;                    // `*` was listed
+  std::vector<std::string> allow_methods;                        // upper case
+  bool allow_any_method = false;                                 // `*` was listed
+  std::vector<std::string> allow_headers;                        // lower case
+  bool allow_any_header = false;                                 // `*` was listed
   std::vector<std::string> expose_headers;
   bool allow_credentials = false;
   std::optional<Millis> max_age;

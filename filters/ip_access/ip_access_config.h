@@ -2,11 +2,11 @@
 // allow list admits only what it lists.
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstdint>
 #include <memory>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "gateway/config.h"
 #include "gateway/config_context.h"
@@ -22,7 +22,6 @@ struct IpAccessConfig : FilterConfig {
   bool admits(const uint8_t (&ip16)[16]) const;
 };
 
-std::shared_ptr<const FilterConfig> parseIpAccessConfig(const YAML::Node& node,
-                                                        ConfigContext& ctx);
+std::shared_ptr<const FilterConfig> parseIpAccessConfig(const YAML::Node& node, ConfigContext& ctx);
 
 }  // namespace gw::ip_access

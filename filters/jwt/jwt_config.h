@@ -3,12 +3,12 @@
 // (any element of an array claim) and every scope granted.
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "gateway/config.h"
 #include "gateway/config_context.h"

@@ -34,8 +34,8 @@ bool parseKey(const YAML::Node& node, ConfigContext& ctx, Limit& limit) {
 
 std::optional<Limit> parseLimit(const YAML::Node& node, ConfigContext& ctx) {
   size_t errors = ctx.errorCount();
-  auto map = ctx.expectMap(node, "rate limit",
-                           {"key", "requests", "per", "burst", "shared", "dry_run"});
+  auto map =
+      ctx.expectMap(node, "rate limit", {"key", "requests", "per", "burst", "shared", "dry_run"});
   if (!map || !ctx.require(*map, {"key", "requests", "per"})) return std::nullopt;
   Limit limit;
   limit.where = ctx.location(node);
@@ -55,8 +55,8 @@ std::optional<Limit> parseLimit(const YAML::Node& node, ConfigContext& ctx) {
 }  // namespace
 
 bool Limit::sameBucketAs(const Limit& other) const {
-  return key_type == other.key_type && key_name == other.key_name &&
-         requests == other.requests && per == other.per && burst == other.burst;
+  return key_type == other.key_type && key_name == other.key_name && requests == other.requests &&
+         per == other.per && burst == other.burst;
 }
 
 RateLimitConfig::RateLimitConfig(std::vector<Limit> limits) : limits_(std::move(limits)) {

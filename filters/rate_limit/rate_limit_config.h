@@ -3,12 +3,12 @@
 // (claim:NAME, api_key) run after authentication, the others before (SPEC §2).
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "gateway/config.h"
 #include "gateway/config_context.h"

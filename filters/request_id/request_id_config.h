@@ -1,10 +1,10 @@
 // request_id: {header}: which request header carries the id (default X-Request-ID).
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <memory>
 #include <string>
-
-#include <yaml-cpp/yaml.h>
 
 #include "gateway/config_context.h"
 #include "gateway/filter.h"

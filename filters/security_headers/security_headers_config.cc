@@ -70,7 +70,8 @@ std::shared_ptr<const FilterConfig> parseSecurityHeadersConfig(const YAML::Node&
   }
   config->hide_headers = {"Server", "X-Powered-By"};
   ctx.read(*map, "hide_headers", config->hide_headers, [&](const YAML::Node& n) {
-    return ctx.list(n, "header names", [&](const YAML::Node& h) { return ctx.token(h, "header name"); });
+    return ctx.list(n, "header names",
+                    [&](const YAML::Node& h) { return ctx.token(h, "header name"); });
   });
   return ctx.errorCount() == errors ? config : nullptr;
 }

@@ -3,11 +3,11 @@
 // the filter applies; `headers` changes, adds or (with `off`) removes single entries.
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <yaml-cpp/yaml.h>
 
 #include "gateway/config_context.h"
 #include "gateway/filter.h"

@@ -8,9 +8,9 @@
 namespace gw::cors {
 namespace {
 
+using test_util::parseFilter;
 using ::testing::ElementsAre;
 using ::testing::StartsWith;
-using test_util::parseFilter;
 
 TEST(CorsConfigTest, OriginsMethodsAndPrecomputedValues) {
   auto p = parseFilter<CorsConfig>(parseCorsConfig, R"(
@@ -52,11 +52,10 @@ TEST(CorsConfigTest, WildcardsAndDefaults) {
 TEST(CorsConfigTest, Errors) {
   auto p = parseFilter<CorsConfig>(parseCorsConfig,
                                    "{allow_origins: ['https://a.com/', '~(x'], max_age: 5}");
-  EXPECT_THAT(p.errors,
-              ElementsAre("f.yaml:1:18: 'https://a.com/' is not an origin (expected "
-                          "scheme://host[:port] with no path, `*`, or ~pattern)",
-                          "f.yaml:1:36: bad origin pattern '(x': missing ): (x",
-                          StartsWith("f.yaml:1:53: bad duration '5'")));
+  EXPECT_THAT(p.errors, ElementsAre("f.yaml:1:18: 'https://a.com/' is not an origin (expected "
+                                    "scheme://host[:port] with no path, `*`, or ~pattern)",
+                                    "f.yaml:1:36: bad origin pattern '(x': missing ): (x",
+                                    StartsWith("f.yaml:1:53: bad duration '5'")));
   EXPECT_THAT(parseFilter<CorsConfig>(parseCorsConfig, "{allow_origins: []}").errors,
               ElementsAre("f.yaml:1:17: allow_origins must be a non-empty list"));
   EXPECT_THAT(parseFilter<CorsConfig>(parseCorsConfig, "{}").errors,

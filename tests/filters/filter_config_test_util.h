@@ -2,12 +2,12 @@
 // formatted errors.
 #pragma once
 
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
-#include <yaml-cpp/yaml.h>
 
 #include "gateway/config_context.h"
 #include "gateway/filter.h"

@@ -15,9 +15,9 @@
 namespace gw {
 namespace {
 
+using test_util::parseFilter;
 using ::testing::ElementsAre;
 using ::testing::StartsWith;
-using test_util::parseFilter;
 
 TEST(FilterRegistryTest, AllEightInSpecOrder) {
   std::vector<std::string_view> names;
@@ -34,16 +34,17 @@ TEST(RequestIdConfigTest, HeaderDefaultAndOverride) {
             "X-Request-ID");
   EXPECT_EQ(parseFilter<RequestIdConfig>(request_id::parseRequestIdConfig, "~").config->header,
             "X-Request-ID");
-  EXPECT_EQ(
-      parseFilter<RequestIdConfig>(request_id::parseRequestIdConfig, "{header: X-Trace}").config->header,
-      "X-Trace");
-  EXPECT_THAT(parseFilter<RequestIdConfig>(request_id::parseRequestIdConfig, "{header: 'a b'}").errors,
-              ElementsAre("f.yaml:1:10: 'a b' is not a valid header name"));
+  EXPECT_EQ(parseFilter<RequestIdConfig>(request_id::parseRequestIdConfig, "{header: X-Trace}")
+                .config->header,
+            "X-Trace");
+  EXPECT_THAT(
+      parseFilter<RequestIdConfig>(request_id::parseRequestIdConfig, "{header: 'a b'}").errors,
+      ElementsAre("f.yaml:1:10: 'a b' is not a valid header name"));
 }
 
 TEST(IpAccessConfigTest, DenyWinsAndAllowRestricts) {
-  auto p = parseFilter<ip_access::IpAccessConfig>(
-      ip_access::parseIpAccessConfig, "{allow: [10.0.0.0/8], deny: [10.0.0.66]}");
+  auto p = parseFilter<ip_access::IpAccessConfig>(ip_access::parseIpAccessConfig,
+                                                  "{allow: [10.0.0.0/8], deny: [10.0.0.66]}");
   ASSERT_TRUE(p.config);
   uint8_t inside[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3};
   uint8_t denied[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 66};
@@ -51,9 +52,10 @@ TEST(IpAccessConfigTest, DenyWinsAndAllowRestricts) {
   EXPECT_TRUE(p.config->admits(inside));
   EXPECT_FALSE(p.config->admits(denied));
   EXPECT_FALSE(p.config->admits(outside));
-  EXPECT_THAT(parseFilter<ip_access::IpAccessConfig>(ip_access::parseIpAccessConfig,
-                                                     "{allow: [300.0.0.1]}").errors,
-              ElementsAre(StartsWith("f.yaml:1:10: bad CIDR '300.0.0.1'")));
+  EXPECT_THAT(
+      parseFilter<ip_access::IpAccessConfig>(ip_access::parseIpAccessConfig, "{allow: [300.0.0.1]}")
+          .errors,
+      ElementsAre(StartsWith("f.yaml:1:10: bad CIDR '300.0.0.1'")));
 }
 
 TEST(BodyLimitConfigTest, MaxBytes) {
@@ -66,8 +68,9 @@ TEST(BodyLimitConfigTest, MaxBytes) {
 
 TEST(JwtConfigTest, ClaimsAndScopes) {
   auto p = parseFilter<jwt::JwtConfig>(
-      jwt::parseJwtConfig, "{provider: main, require_claims: {role: [admin, ops], tier: gold}, "
-                           "scopes: [profile, email]}");
+      jwt::parseJwtConfig,
+      "{provider: main, require_claims: {role: [admin, ops], tier: gold}, "
+      "scopes: [profile, email]}");
   ASSERT_TRUE(p.config);
   EXPECT_EQ(p.config->provider(), "main");
   EXPECT_EQ(p.config->providerLocation().column, 12);
@@ -93,9 +96,8 @@ TEST(ApiKeyConfigTest, Set) {
 TEST(ApiKeyFileTest, ParsesLinesAndReportsBadOnes) {
   std::string hash(64, 'a');
   auto file = api_key::parseApiKeyFile("# comment\r\n\nalice " + hash + "\r\n  bob\t" +
-                                       std::string(64, 'B') + "  \nbad" + hash +
-                                       "\ncarol " + hash + "\ndave " + std::string(63, 'a') +
-                                       "g\n");
+                                       std::string(64, 'B') + "  \nbad" + hash + "\ncarol " + hash +
+                                       "\ndave " + std::string(63, 'a') + "g\n");
   ASSERT_EQ(file.entries.size(), 2u);
   EXPECT_EQ(file.entries[0].name, "alice");
   EXPECT_EQ(file.entries[0].sha256[0], 0xaa);

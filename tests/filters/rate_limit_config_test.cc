@@ -8,9 +8,9 @@
 namespace gw::rate_limit {
 namespace {
 
+using test_util::parseFilter;
 using ::testing::ElementsAre;
 using ::testing::StartsWith;
-using test_util::parseFilter;
 
 TEST(RateLimitConfigTest, KeysAndPhases) {
   auto p = parseFilter<RateLimitConfig>(parseRateLimitConfig, R"(
@@ -47,13 +47,12 @@ TEST(RateLimitConfigTest, Errors) {
       parseRateLimitConfig,
       "limits: [{key: 'header:', requests: 0, per: 1s}, {key: ip, requests: 1, per: 0ms}, "
       "{key: route}]");
-  EXPECT_THAT(p.errors,
-              ElementsAre(StartsWith("f.yaml:1:16: bad rate limit key 'header:'"),
-                          "f.yaml:1:37: must be at least 1, got 0",
-                          StartsWith("f.yaml:1:56: bad rate limit key 'ip'"),
-                          "f.yaml:1:78: duration must be at least 1ms, got '0ms'",
-                          "f.yaml:1:84: missing required key 'requests' in rate limit",
-                          "f.yaml:1:84: missing required key 'per' in rate limit"));
+  EXPECT_THAT(p.errors, ElementsAre(StartsWith("f.yaml:1:16: bad rate limit key 'header:'"),
+                                    "f.yaml:1:37: must be at least 1, got 0",
+                                    StartsWith("f.yaml:1:56: bad rate limit key 'ip'"),
+                                    "f.yaml:1:78: duration must be at least 1ms, got '0ms'",
+                                    "f.yaml:1:84: missing required key 'requests' in rate limit",
+                                    "f.yaml:1:84: missing required key 'per' in rate limit"));
   EXPECT_THAT(parseFilter<RateLimitConfig>(parseRateLimitConfig, "limits: []").errors,
               ElementsAre("f.yaml:1:9: limits must not be empty"));
 }

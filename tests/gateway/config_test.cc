@@ -15,13 +15,13 @@
 namespace gw {
 namespace {
 
+using test_util::errorsOf;
+using test_util::kMinimal;
+using test_util::ScratchDir;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-using test_util::errorsOf;
-using test_util::kMinimal;
-using test_util::ScratchDir;
 
 std::vector<std::string> filterNames(const std::vector<RouteFilter>& filters) {
   std::vector<std::string> names;
@@ -180,12 +180,11 @@ TEST(ConfigLoaderTest, BadDurationAndSize) {
 }
 
 TEST(ConfigLoaderTest, UnknownUpstreamAndDuplicateNames) {
-  EXPECT_THAT(errorsOf(std::string(kMinimal) +
-                       "  - name: api\n"
-                       "    endpoints: [127.0.0.1:9001]\n"
-                       "routes:\n"
-                       "  - {name: a, match: {path: /}, upstream: web}\n"
-                       "  - {name: a, match: {path: /x}, upstream: api}\n"),
+  EXPECT_THAT(errorsOf(std::string(kMinimal) + "  - name: api\n"
+                                               "    endpoints: [127.0.0.1:9001]\n"
+                                               "routes:\n"
+                                               "  - {name: a, match: {path: /}, upstream: web}\n"
+                                               "  - {name: a, match: {path: /x}, upstream: api}\n"),
               ElementsAre("test.yaml:7:11: duplicate upstream name 'api' (first defined at "
                           "line 5)",
                           "test.yaml:10:43: unknown upstream 'web'",
@@ -248,10 +247,11 @@ TEST(ConfigLoaderTest, UnresolvableAddress) {
 TEST(ConfigLoaderTest, EnvironmentSubstitution) {
   setenv("GW_TEST_PORT", "8181", 1);
   unsetenv("GW_TEST_UNSET");
-  auto c = loadOk("listeners:\n"
-                  "  - name: http\n"
-                  "    address: 127.0.0.1:${GW_TEST_PORT}\n"
-                  "logging: {level: \"${GW_TEST_UNSET:-debug}\", access_log: 'x$${y}'}\n");
+  auto c = loadOk(
+      "listeners:\n"
+      "  - name: http\n"
+      "    address: 127.0.0.1:${GW_TEST_PORT}\n"
+      "logging: {level: \"${GW_TEST_UNSET:-debug}\", access_log: 'x$${y}'}\n");
   ASSERT_TRUE(c);
   EXPECT_EQ(c->listeners[0].address.text, "127.0.0.1:8181");
   EXPECT_EQ(c->logging.level, LogLevel::Debug);
@@ -326,8 +326,8 @@ TEST(ConfigLoaderTest, RouteMatchIsNormalised) {
   const RouteConfig& r = c->routes[0];
   EXPECT_EQ(r.match.host, "api.example.com");
   EXPECT_THAT(r.match.methods, ElementsAre("GET", "POST"));
-  EXPECT_THAT(r.match.headers, ElementsAre(std::pair<std::string, std::string>("x-tenant",
-                                                                               "Acme")));
+  EXPECT_THAT(r.match.headers,
+              ElementsAre(std::pair<std::string, std::string>("x-tenant", "Acme")));
   EXPECT_EQ(r.timeout, Millis(3000));
   EXPECT_TRUE(r.websocket);
   EXPECT_THAT(errorsOf(std::string(kMinimal) +
@@ -344,8 +344,9 @@ TEST(ConfigLoaderTest, RouteMatchIsNormalised) {
 }
 
 TEST(ConfigLoaderTest, FilterReferencesAreChecked) {
-  std::string head = std::string(kMinimal) + "routes:\n  - name: r\n    match: {path: /}\n"
-                                             "    upstream: api\n    filters:\n";
+  std::string head = std::string(kMinimal) +
+                     "routes:\n  - name: r\n    match: {path: /}\n"
+                     "    upstream: api\n    filters:\n";
   EXPECT_THAT(errorsOf(head + "      jwt: {provider: main}\n"
                               "      api_key: {set: partners}\n"
                               "      rate_limit: {limits: [{key: 'claim:sub', requests: 1, "
@@ -392,8 +393,9 @@ TEST(ConfigLoaderTest, JwtProviderChecks) {
   dir.write("jwks.json", test_util::kJwks);
   dir.write("bad.json", "{\"keys\": 1}");
   std::string head = std::string(kMinimal) + "jwt_providers:\n";
-  auto c = loadOk(head + "  - {name: a, jwks_uri: 'https://idp/jwks', jwks_refresh: 1m}\n"
-                         "  - {name: b, jwks_file: jwks.json, algorithms: [HS256]}\n");
+  auto c = loadOk(head +
+                  "  - {name: a, jwks_uri: 'https://idp/jwks', jwks_refresh: 1m}\n"
+                  "  - {name: b, jwks_file: jwks.json, algorithms: [HS256]}\n");
   ASSERT_TRUE(c);
   EXPECT_EQ(c->jwt_providers[0].algorithms.size(), 10u);  // public-key algorithms only
   EXPECT_EQ(c->jwt_providers[0].jwks_refresh, Millis(60000));

@@ -62,8 +62,8 @@ inline std::pair<std::string, std::string> makeSelfSigned(const std::string& com
   X509_set_pubkey(cert, key);
   X509_NAME* name = X509_get_subject_name(cert);
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1,
-                             -1, 0);
+                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1,
+                             0);
   X509_set_issuer_name(cert, name);
   X509_sign(cert, key, EVP_sha256());
   auto pem = [](auto write) {
@@ -76,8 +76,8 @@ inline std::pair<std::string, std::string> makeSelfSigned(const std::string& com
     return out;
   };
   std::string cert_pem = pem([&](BIO* b) { PEM_write_bio_X509(b, cert); });
-  std::string key_pem = pem(
-      [&](BIO* b) { PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr); });
+  std::string key_pem =
+      pem([&](BIO* b) { PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr); });
   X509_free(cert);
   EVP_PKEY_free(key);
   return {cert_pem, key_pem};

@@ -89,7 +89,8 @@ std::vector<std::string> formatted(const ConfigContext& ctx) {
 
 TEST(ConfigContextTest, ScalarsAreStrictStrings) {
   ConfigContext ctx("f.yaml");
-  YAML::Node n = YAML::Load("{a: off, b: yes, c: true, d: 007, e: -3, f: [1], g: '${GW_CTX_X:-d}'}");
+  YAML::Node n =
+      YAML::Load("{a: off, b: yes, c: true, d: 007, e: -3, f: [1], g: '${GW_CTX_X:-d}'}");
   EXPECT_TRUE(ctx.isOff(n["a"]));
   EXPECT_EQ(ctx.string(n["b"]), "yes");
   EXPECT_EQ(ctx.boolean(n["c"]), true);
@@ -99,9 +100,9 @@ TEST(ConfigContextTest, ScalarsAreStrictStrings) {
   EXPECT_FALSE(ctx.string(n["f"]).has_value());
   unsetenv("GW_CTX_X");
   EXPECT_EQ(ctx.string(n["g"]), "d");
-  EXPECT_THAT(formatted(ctx), ElementsAre("f.yaml:1:12: expected true or false, got 'yes'",
+  EXPECT_THAT(formatted(ctx), ElementsAre("f.yaml:1:13: expected true or false, got 'yes'",
                                           "f.yaml:1:38: expected a non-negative integer, got '-3'",
-                                          "f.yaml:1:44: expected a string, got a list"));
+                                          "f.yaml:1:45: expected a string, got a list"));
 }
 
 TEST(ConfigContextTest, EnvironmentReferences) {

@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Helpers for bench/compare.sh (standard library only).
+
+  free-ports N                     print N free TCP ports on 127.0.0.1
+  parse-wrk FILE                   wrk --latency output -> one tab-separated line:
+                                   requests seconds rps p50_us p99_us socket_errors non2xx
+  idle-conns --pid P --port N ...  RSS growth of process P (and its children) for
+                                   N idle keep-alive client connections
+  table RESULTS.tsv                the throughput table
+  mem-table MEMORY.tsv             the idle-connection memory table
+"""
+import argparse
+import os
+import re
+import selectors
+import socket
+import statistics
+import struct
+import sys
+import time
+
+# ---------------------------------------------------------------- utilities
+
+
+def free_ports(count):
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def process_tree(pid):
+    """pid and its descendants (an nginx master and its workers)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def rss_bytes(pid):
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+# ---------------------------------------------------------------- wrk output
+
+UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+
+
+def to_us(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ValueError(f"bad latency {text!r}")
+    return float(m.group(1)) * UNITS_US[m.group(2)]
+
+
+def parse_wrk(path):
+    with open(path) as f:
+        out = f.read()
+    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
+    if not m:
+        raise SystemExit(f"parse-wrk: no request count in {path}")
+    requests = int(m.group(1))
+    seconds = to_us(m.group(2) + m.group(3)) / 1e6
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return [requests, f"{seconds:.3f}", f"{rps:.1f}", f"{to_us(pct['50']):.1f}",
+            f"{to_us(pct['99']):.1f}", errors, int(non2xx.group(1)) if non2xx else 0]
+
+
+# ---------------------------------------------------------------- idle connections
+
+
+class Conn:
+    __slots__ = ("sock", "buf", "status", "done")
+
+    def __init__(self, sock):
+        self.sock, self.buf, self.status, self.done = sock, b"", None, False
+
+    def response_complete(self):
+        head_end = self.buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            return False
+        head = self.buf[:head_end].decode("latin-1")
+        self.status = int(head.split(" ", 2)[1])
+        body = len(self.buf) - head_end - 4
+        length = re.search(r"^content-length:\s*(\d+)", head, re.I | re.M)
+        if length:
+            return body >= int(length.group(1))
+        if re.search(r"^transfer-encoding:.*chunked", head, re.I | re.M):
+            return self.buf.endswith(b"\r\n0\r\n\r\n") or self.buf.endswith(b"\r\n\r\n0\r\n\r\n")
+        return True
+
+
+def exchange(conns, request, deadline):
+    """Connects each socket, sends one request and reads its response (concurrently)."""
+    sel = selectors.DefaultSelector()
+    for c in conns:
+        sel.register(c.sock, selectors.EVENT_WRITE, c)
+    pending = len(conns)
+    while pending and time.monotonic() < deadline:
+        for key, events in sel.select(timeout=1.0):
+            c = key.data
+            try:
+                if events & selectors.EVENT_WRITE:
+                    err = c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                    c.sock.sendall(request)
+                    sel.modify(c.sock, selectors.EVENT_READ, c)
+                    continue
+                chunk = c.sock.recv(65536)
+                if not chunk:
+                    raise OSError("closed by peer")
+                c.buf += chunk
+                if not c.response_complete():
+                    continue
+                c.done = True
+            except (OSError, ValueError, IndexError):
+                c.status = c.status or 0
+            sel.unregister(c.sock)
+            pending -= 1
+    sel.close()
+
+
+def idle_conns(args):
+    request = f"GET {args.path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+    deadline = time.monotonic() + args.timeout
+
+    def open_batch(n):
+        batch = []
+        for _ in range(n):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", args.port))
+            batch.append(Conn(s))
+        exchange(batch, request, deadline)
+        return batch
+
+    def close_all(conns):
+        for c in conns:  # RST instead of FIN: no TIME_WAIT pile-up between proxies
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.sock.close()
+
+    close_all(open_batch(50))  # warm-up: upstream pool, lazy allocations
+    time.sleep(args.settle)
+    before = rss_bytes(args.pid)
+    conns = []
+    while len(conns) < args.n and time.monotonic() < deadline:
+        conns += open_batch(min(args.batch, args.n - len(conns)))
+    time.sleep(args.settle)
+    after = rss_bytes(args.pid)
+    ok = sum(1 for c in conns if c.done and 200 <= (c.status or 0) < 300)
+    close_all(conns)
+    print(f"{before}\t{after}\t{ok}\t{args.n - ok}")
+
+
+# ---------------------------------------------------------------- tables
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt_us(us):
+    return f"{us / 1000:.2f}ms" if us >= 1000 else f"{us:.0f}us"
+
+
+def print_table(header, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) if i < 2 else str(x).rjust(w)
+                               for i, (x, w) in enumerate(zip(r, widths)))
+    print(line(header))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(line(r))
+
+
+def table(path, clk_tck):
+    runs = {}  # (case, proxy) -> list of dicts, in file order
+    with open(path) as f:
+        cols = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            r = dict(zip(cols, line.rstrip("\n").split("\t")))
+            runs.setdefault((r["case"], r["proxy"]), []).append(r)
+
+    summary = {}
+    for (case, proxy), rs in runs.items():
+        s = {
+            "rps": median([float(r["rps"]) for r in rs]),
+            "p50": median([float(r["p50_us"]) for r in rs]),
+            "p99": median([float(r["p99_us"]) for r in rs]),
+            "errors": sum(int(r["socket_errors"]) + int(r["non2xx"]) for r in rs),
+            "runs": len(rs),
+            "path": rs[0]["path"], "workers": rs[0]["workers"],
+        }
+        if rs[0]["cpu_ticks"] != "-":
+            per_run = [(int(r["cpu_ticks"]) / clk_tck, int(r["requests"]), float(r["seconds"]))
+                       for r in rs]
+            s["cpu_us"] = median([cpu * 1e6 / n for cpu, n, _ in per_run if n])
+            s["cpu_pct"] = median([100 * cpu / secs for cpu, _, secs in per_run])
+            s["per_cpu_s"] = 1e6 / s["cpu_us"] if s["cpu_us"] else float("nan")
+        summary[(case, proxy)] = s
+
+    header = ["case", "proxy", "req/s", "p50", "p99", "errors", "proxy CPU",
+              "CPU us/req", "req/s per CPU-s", "x nginx"]
+    rows = []
+    for (case, proxy), s in summary.items():
+        nginx = summary.get((case, "nginx"), {}).get("per_cpu_s")
+        if "cpu_us" in s:
+            ratio = f"{s['per_cpu_s'] / nginx:.2f}" if nginx else "-"
+            cpu = [f"{s['cpu_pct']:.0f}%", f"{s['cpu_us']:.1f}", f"{s['per_cpu_s']:.0f}", ratio]
+        else:
+            cpu = ["-", "-", "-", "-"]
+        rows.append([case, proxy, f"{s['rps']:.0f}", fmt_us(s["p50"]), fmt_us(s["p99"]),
+                     s["errors"]] + cpu)
+    print_table(header, rows)
+
+    notes = []
+    for (case, proxy), s in summary.items():
+        if proxy == "direct" and (case, "gateway") in summary:
+            g = summary[(case, "gateway")]
+            notes.append(f"gateway / direct upstream, {case}: req/s {g['rps'] / s['rps']:.2f}x")
+    # workers 2 vs 1: the same path and proxy, different worker counts
+    for (case, proxy), s in summary.items():
+        if s["workers"] == "1" or proxy == "direct":
+            continue
+        for (case1, proxy1), s1 in summary.items():
+            if proxy1 == proxy and s1["path"] == s["path"] and s1["workers"] == "1":
+                extra = ""
+                if "cpu_us" in s and "cpu_us" in s1:
+                    extra = f", CPU us/req {s['cpu_us']:.1f} vs {s1['cpu_us']:.1f}"
+                notes.append(f"{proxy} workers {s['workers']} / 1 ({case} / {case1}): "
+                             f"req/s {s['rps'] / s1['rps']:.2f}x{extra}")
+                break
+    if notes:
+        print()
+        print("\n".join(notes))
+
+
+def mem_table(path):
+    rows, results = [], []
+    with open(path) as f:
+        f.readline()
+        for line in f:
+            proxy, n, before, after, ok, failed = line.split()
+            results.append((proxy, int(n), int(before), int(after), int(ok), int(failed)))
+    per_conn = {p: (a - b) / n for p, n, b, a, _, _ in results}
+    for proxy, n, before, after, ok, failed in results:
+        nginx = per_conn.get("nginx")
+        ratio = f"{per_conn[proxy] / nginx:.2f}" if nginx and nginx > 0 else "-"
+        rows.append([proxy, n, ok, failed, f"{before / 2**20:.1f}", f"{after / 2**20:.1f}",
+                     f"{(after - before) / 2**20:.1f}", f"{per_conn[proxy]:.0f}", ratio])
+    print_table(["proxy", "conns", "answered 2xx", "failed", "RSS before MiB",
+                 "RSS after MiB", "growth MiB", "bytes/conn", "x nginx"], rows)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("free-ports").add_argument("count", type=int)
+    sub.add_parser("parse-wrk").add_argument("file")
+    t = sub.add_parser("table")
+    t.add_argument("file")
+    t.add_argument("--clk-tck", type=int, default=os.sysconf("SC_CLK_TCK"))
+    sub.add_parser("mem-table").add_argument("file")
+    ic = sub.add_parser("idle-conns")
+    ic.add_argument("--pid", type=int, required=True)
+    ic.add_argument("--port", type=int, required=True)
+    ic.add_argument("--path", default="/small")
+    ic.add_argument("--n", type=int, default=10000)
+    ic.add_argument("--batch", type=int, default=200, help="connections opened concurrently")
+    ic.add_argument("--settle", type=float, default=1.0, help="seconds before reading RSS")
+    ic.add_argument("--timeout", type=float, default=120.0)
+    args = ap.parse_args()
+
+    if args.cmd == "free-ports":
+        print(" ".join(map(str, free_ports(args.count))))
+    elif args.cmd == "parse-wrk":
+        print("\t".join(map(str, parse_wrk(args.file))))
+    elif args.cmd == "idle-conns":
+        idle_conns(args)
+    elif args.cmd == "table":
+        table(args.file, args.clk_tck)
+    elif args.cmd == "mem-table":
+        mem_table(args.file)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+#include "filters/cors/cors_filter.h"
+
+#include <algorithm>
+
+#include "gateway/http_util.h"
+
+namespace gw::cors {
+
+namespace {
+
+// Per-request state in the filter's scratch slot.
+constexpr uint64_t kOriginAllowed = 1;
+constexpr uint64_t kPreflight = 2;
+
+void addVaryOrigin(HeaderList& headers, StringArena& arena) {
+  bool found = false;
+  std::string_view vary = headers.get("vary", &found);
+  if (!found) {
+    headers.addRef("Vary", "Origin");
+    return;
+  }
+  bool has = false;
+  forEachToken(vary, [&](std::string_view t) { has |= t == "*" || equalsIgnoreCase(t, "origin"); });
+  if (has) return;
+  std::string joined(vary);
+  joined += ", Origin";
+  headers.setRef("Vary", arena.copy(joined));
+}
+
+void removeAccessControlHeaders(HeaderList& headers) {
+  auto& f = headers.fields();
+  f.erase(std::remove_if(f.begin(), f.end(),
+                         [](const Header& h) {
+                           return h.name.size() > 15 &&
+                                  equalsIgnoreCase(h.name.substr(0, 15), "access-control-");
+                         }),
+          f.end());
+}
+
+}  // namespace
+
+bool CorsFilter::requestedHeadersAllowed(std::string_view requested) const {
+  bool ok = true;
+  forEachToken(requested, [&](std::string_view h) { ok &= config_->headerAllowed(h); });
+  return ok;
+}
+
+FilterStatus CorsFilter::onRequestHeaders(RequestContext& ctx, HeaderList& headers) const {
+  FilterScratch& s = ctx.scratchFor(FilterOrder::Cors);
+  bool has_origin = false;
+  std::string_view origin = headers.get("origin", &has_origin);
+  if (!has_origin) return FilterStatus::Continue;
+  bool allowed = config_->originAllowed(origin);
+  s.value = allowed ? kOriginAllowed : 0;
+  s.text = ctx.arena->copy(origin);
+  bool has_method = false;
+  std::string_view method = headers.get("access-control-request-method", &has_method);
+  if (ctx.method != "OPTIONS" || !has_method) return FilterStatus::Continue;
+
+  s.value |= kPreflight;
+  if (!allowed || !config_->methodAllowed(method) ||
+      !requestedHeadersAllowed(headers.get("access-control-request-headers"))) {
+    s.value &= ~kOriginAllowed;  // a refused preflight carries no CORS grant
+    ctx.sendLocalReply(403, "FORBIDDEN", "CORS preflight not allowed");
+    return FilterStatus::StopReplied;
+  }
+  // With credentials a browser takes "*" literally, so echo what was asked instead.
+  if (config_->allow_credentials && config_->allow_any_method) {
+    ctx.response_headers_to_add.add("Access-Control-Allow-Methods", method);
+  } else if (!config_->allow_methods_value.empty()) {
+    ctx.response_headers_to_add.addRef("Access-Control-Allow-Methods", config_->allow_methods_value);
+  }
+  std::string_view requested = headers.get("access-control-request-headers");
+  if (config_->allow_credentials && config_->allow_any_header) {
+    if (!requested.empty()) ctx.response_headers_to_add.add("Access-Control-Allow-Headers", requested);
+  } else if (!config_->allow_headers_value.empty()) {
+    ctx.response_headers_to_add.addRef("Access-Control-Allow-Headers", config_->allow_headers_value);
+  }
+  if (!config_->max_age_value.empty()) {
+    ctx.response_headers_to_add.addRef("Access-Control-Max-Age", config_->max_age_value);
+  }
+  ctx.sendResponse(204);
+  return FilterStatus::StopReplied;
+}
+
+void CorsFilter::onResponseHeaders(RequestContext& ctx, ResponseHead& response) const {
+  const FilterScratch& s = ctx.scratchFor(FilterOrder::Cors);
+  if (!response.local_reply) removeAccessControlHeaders(response.headers);
+  addVaryOrigin(response.headers, *ctx.arena);
+  if (!(s.value & kOriginAllowed)) return;
+  if (config_->allow_any_origin && !config_->allow_credentials) {
+    response.headers.addRef("Access-Control-Allow-Origin", "*");
+  } else {
+    response.headers.addRef("Access-Control-Allow-Origin", s.text);
+  }
+  if (config_->allow_credentials) response.headers.addRef("Access-Control-Allow-Credentials", "true");
+  if (!(s.value & kPreflight) && !config_->expose_headers_value.empty()) {
+    response.headers.addRef("Access-Control-Expose-Headers", config_->expose_headers_value);
+  }
+}
+
+}  // namespace gw::cors
