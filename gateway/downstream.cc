@@ -99,7 +99,7 @@ void Request::reset() {
   ctx.response_headers_to_add = std::move(keep);
   ctx.arena = &arena;
   ctx.driver = driver;
-  arena.reset();
+  arena.reset();  // ctx.worker is set again by the connection that takes the request
   out.clear();
   writing_bytes = 0;
   generation = nullptr;
@@ -220,6 +220,7 @@ void DownstreamConnection::onRead(ssize_t nread) {
 void DownstreamConnection::beginRequest() {
   req_ = worker_.acquireRequest();
   req_->ctx.driver = this;
+  req_->ctx.worker = &worker_;
   req_->start_ns = monotonicNs();
   req_->ctx.monotonic_ns = req_->start_ns;
   req_->ctx.now_ms = wallClockMs();

@@ -61,6 +61,31 @@ struct ResponseHead {
 
 class RequestContext;
 
+// Per-worker state a filter keeps across requests (a token cache, a Redis connection).
+// When the worker stops, shutdown() MUST close every libuv handle the state owns (the
+// loop ends only when none is left); the handles' memory MUST stay valid until their
+// close callbacks ran, which may be after the state object is destroyed.
+class WorkerState {
+ public:
+  virtual ~WorkerState() = default;
+  virtual void shutdown() {}
+};
+
+// What a filter may use of the worker that runs its request. Worker thread only.
+class WorkerServices {
+ public:
+  virtual ~WorkerServices() = default;
+  virtual struct uv_loop_s* loop() = 0;
+  virtual uint32_t workerIndex() const = 0;
+  // The state registered under `key` (created by `make` on first use). It lives as long as
+  // the worker, across configuration reloads, so key it by what identifies it in the
+  // configuration (e.g. "jwt-cache:main"), not by a pointer into one snapshot.
+  virtual WorkerState& state(std::string_view key,
+                             std::unique_ptr<WorkerState> (*make)(WorkerServices&)) = 0;
+  // 128 random bits from the worker's generator (seeded from the kernel).
+  virtual void random128(uint64_t out[2]) = 0;
+};
+
 class Filter {
  public:
   virtual ~Filter() = default;
@@ -128,7 +153,7 @@ class RequestContext {
   HeaderList response_headers_to_add;
 
   StringArena* arena = nullptr;
-  void* worker_state = nullptr;  // the worker's filter state (gateway/worker.h)
+  WorkerServices* worker = nullptr;
   FilterScratch scratch[10];
 
   RequestDriver* driver = nullptr;

@@ -101,6 +101,7 @@ void Worker::init(std::shared_ptr<const Runtime> runtime, const std::vector<List
 void Worker::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   generations_.clear();
+  filter_states_.clear();
   uv_loop_close(&loop_);
 }
 
@@ -214,6 +215,13 @@ void Worker::poolDrained(UpstreamPool*) {
   if (stopping_) return;
   collect_pending_ = true;
   scheduleDeadline(nowMs());
+}
+
+WorkerState& Worker::state(std::string_view key,
+                           std::unique_ptr<WorkerState> (*make)(WorkerServices&)) {
+  auto it = filter_states_.find(key);
+  if (it == filter_states_.end()) it = filter_states_.emplace(std::string(key), make(*this)).first;
+  return *it->second;
 }
 
 Request* Worker::acquireRequest() {
@@ -335,6 +343,7 @@ void Worker::closeAll() {
       uv_close(reinterpret_cast<uv_handle_t*>(&l->handle), nullptr);
     }
   }
+  for (auto& [key, state] : filter_states_) state->shutdown();
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
   // The loop ends by itself once the closes above have run their callbacks.

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include <atomic>
+#include <map>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -23,6 +24,7 @@
 #include "gateway/config.h"
 #include "gateway/headers.h"
 #include "gateway/deadline_list.h"
+#include "gateway/filter.h"
 #include "gateway/router.h"
 #include "gateway/stats.h"
 
@@ -55,7 +57,7 @@ struct ListenSocket {
   bool admin = false;
 };
 
-class Worker {
+class Worker final : public WorkerServices {
  public:
   Worker(Server& server, uint32_t index);
   ~Worker();
@@ -74,7 +76,10 @@ class Worker {
   void postStop();
 
   // Worker thread only.
-  uv_loop_t* loop() { return &loop_; }
+  uv_loop_t* loop() override { return &loop_; }
+  uint32_t workerIndex() const override { return index_; }
+  WorkerState& state(std::string_view key,
+                     std::unique_ptr<WorkerState> (*make)(WorkerServices&)) override;
   Server& server() { return server_; }
   uint32_t index() const { return index_; }
   Generation* currentGeneration() { return current_; }
@@ -111,7 +116,7 @@ class Worker {
   WorkerStats& stats() { return stats_; }
   const WorkerStats& stats() const { return stats_; }
   // 128 random bits for request ids; per worker, seeded from the kernel.
-  void random128(uint64_t out[2]);
+  void random128(uint64_t out[2]) override;
 
  private:
   static void onAsync(uv_async_t* h);
@@ -154,6 +159,7 @@ class Worker {
   ConnectionLimits limits_;
   uint64_t rng_[4]{};
   std::thread thread_;
+  std::map<std::string, std::unique_ptr<WorkerState>, std::less<>> filter_states_;
 
   std::mutex mailbox_mutex_;
   std::shared_ptr<const Runtime> mailbox_runtime_;
