@@ -933,6 +933,11 @@ void DownstreamConnection::disarmDeadline() {
 void DownstreamConnection::abortRequest() {
   if (!req_) return;
   Request& r = *req_;
+  if (r.waiting_filter && r.ctx.route && r.filters_run > 0) {
+    // The filter's asynchronous call must not resume a request that is gone.
+    r.waiting_filter = false;
+    r.ctx.route->chain[r.filters_run - 1]->onAbandon(r.ctx);
+  }
   if (r.upstream) {
     r.upstream->abort();
     r.upstream = nullptr;

@@ -120,6 +120,16 @@ class RequestDriver {
   virtual std::string_view generateRequestId() = 0;
 };
 
+// What authentication established about the caller, for the filters after it (rate
+// limits keyed by claim) and the log.
+class Identity {
+ public:
+  virtual ~Identity() = default;
+  // A claim as text: a string claim as it is, a number or boolean in its JSON form,
+  // empty when absent. The view lives as long as the Identity.
+  virtual std::string_view claim(std::string_view name) const = 0;
+};
+
 // Small per-request scratch a filter may use to carry state from its request phase to
 // its response/log phases, indexed by FilterOrder.
 struct FilterScratch {
@@ -148,6 +158,7 @@ class RequestContext {
   // --- set by filters ---
   std::string_view request_id;  // arena-owned; the core generates one if still empty
   std::string_view user;        // authenticated subject / API-key name, for logs and limits
+  std::shared_ptr<const Identity> identity;  // set by jwt (claims) or api_key
   uint64_t max_body_bytes = 0;  // body_limit sets it; initialised from limits.max_body_bytes
   // Headers added to the response whatever it is (e.g. RateLimit-*, X-Request-ID).
   HeaderList response_headers_to_add;

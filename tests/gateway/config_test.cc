@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 #include <re2/re2.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <thread>
 
 #include "filters/jwt/jwt_config.h"
 #include "filters/rate_limit/rate_limit_config.h"
 #include "gateway/config_loader.h"
+#include "gateway/filter.h"
 #include "tests/gateway/config_test_util.h"
 
 namespace gw {
@@ -140,8 +142,20 @@ TEST(ConfigLoaderTest, ReferenceConfigurationLoads) {
   EXPECT_EQ(me.limits().at(0).key_name, "sub");
   // A route that does not mention a filter shares the default's parsed object.
   EXPECT_EQ(routeNamed(c, "default").filters.at(1).config, c.default_filters.at(1).config);
-  // No filter has a runtime yet (registry build = nullptr): the chains stay empty.
-  EXPECT_TRUE(c.default_chain.empty());
+  // Chains hold the runtime filters (of those that have one), in FilterOrder.
+  auto inOrder = [](const std::vector<std::shared_ptr<const Filter>>& chain) {
+    return std::is_sorted(chain.begin(), chain.end(),
+                          [](const auto& a, const auto& b) { return a->order() < b->order(); });
+  };
+  auto chainHas = [](const RouteConfig& route, std::string_view name) {
+    return std::any_of(route.chain.begin(), route.chain.end(),
+                       [&](const auto& f) { return f->name() == name; });
+  };
+  EXPECT_FALSE(c.default_chain.empty());
+  EXPECT_TRUE(inOrder(c.default_chain));
+  for (const auto& route : c.routes) EXPECT_TRUE(inOrder(route.chain)) << route.name;
+  EXPECT_TRUE(chainHas(admin, "cors"));
+  EXPECT_FALSE(chainHas(partners, "cors"));
 }
 
 TEST(ConfigLoaderTest, MinimalConfigGetsDefaults) {
