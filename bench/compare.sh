@@ -36,7 +36,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 MEMORY=${MEMORY:-1}
-CASES=${CASES:-"plain_small plain_16k workers2_small"}
+CASES=${CASES-"plain_small plain_16k workers2_small"}   # CASES="" MEMORY=1: memory only
 PROXIES=${PROXIES:-"gateway nginx haproxy"}
 LOAD_CPUS=${LOAD_CPUS:-0}
 PROXY_CPUS=${PROXY_CPUS:-1}
@@ -438,6 +438,7 @@ memory_case() {
 }
 
 cp "$GATEWAY" "$work/gateway"   # others may rebuild build/gateway meanwhile
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 log "compare.sh: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, $REPEATS runs per proxy;" \
   "proxy on CPU $PROXY_CPUS, wrk + upstream on CPU $LOAD_CPUS; temp dir $work"
 for case in $CASES; do run_case "$case"; done
@@ -449,6 +450,7 @@ echo
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), gateway $("$work/gateway" --version 2>&1 | head -1)"
 echo "# wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, median of $REPEATS runs;" \
   "proxy pinned to CPU $PROXY_CPUS (2-worker cases: $WIDE_CPUS), wrk + upstream to CPU $LOAD_CPUS"
+echo "# load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine adds noise)"
 echo
 python3 "$helper" table --clk-tck "$CLK_TCK" "$results"
 if [[ -f $work/memory.tsv ]]; then

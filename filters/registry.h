@@ -17,6 +17,7 @@ namespace gw {
 
 class ConfigContext;  // gateway/config_context.h
 struct Config;
+struct RouteConfig;
 
 struct FilterDescriptor {
   std::string_view name;
@@ -24,10 +25,11 @@ struct FilterDescriptor {
   // problem through ctx with the node's position and returns null if there was one.
   std::shared_ptr<const FilterConfig> (*parse)(const YAML::Node& node, ConfigContext& ctx);
   // Builds the runtime filter objects for one route (a filter may occupy more than one
-  // chain position: rate_limit acts before and after authentication). Null while the
-  // filter has no runtime yet: it is then validated but not run.
-  void (*build)(const std::shared_ptr<const FilterConfig>& config, const Config& whole,
-                std::vector<std::shared_ptr<const Filter>>& chain);
+  // chain position: rate_limit acts before and after authentication). `route` is null for
+  // default_filters' own chain (used for answers given before a route is known). Null
+  // while the filter has no runtime yet: it is then validated but not run.
+  void (*build)(const std::shared_ptr<const FilterConfig>& config, const RouteConfig* route,
+                const Config& whole, std::vector<std::shared_ptr<const Filter>>& chain);
 };
 
 const std::vector<FilterDescriptor>& filterRegistry();
@@ -40,8 +42,8 @@ namespace gw {
 // The `build` of a filter that occupies one chain position with one immutable object
 // constructed from its typed configuration.
 template <typename FilterT, typename ConfigT>
-void buildSingle(const std::shared_ptr<const FilterConfig>& config, const Config&,
-                 std::vector<std::shared_ptr<const Filter>>& chain) {
+void buildSingle(const std::shared_ptr<const FilterConfig>& config, const RouteConfig*,
+                 const Config&, std::vector<std::shared_ptr<const Filter>>& chain) {
   chain.push_back(std::make_shared<FilterT>(std::static_pointer_cast<const ConfigT>(config)));
 }
 

@@ -1,6 +1,10 @@
 #include "gateway/admin.h"
 
+#include <nlohmann/json.hpp>
+
+#include "gateway/health.h"
 #include "gateway/http_util.h"
+#include "gateway/metrics.h"
 #include "gateway/server.h"
 
 namespace gw {
@@ -18,6 +22,20 @@ AdminResponse error(int status, std::string_view message) {
   return json(status, errorBody(errorCodeFor(status), message, "", wallClockMs()));
 }
 
+AdminResponse fullHealth(Server& server) {
+  health::Report report = health::collect();
+  if (server.draining() && report.status == health::Status::Healthy) {
+    report.status = health::Status::Degraded;
+  }
+  nlohmann::json body = {
+      {"status", health::statusName(report.status)},
+      {"version", GATEWAY_VERSION},
+      {"uptime_seconds", (wallClockMs() - server.startTimeMs()) / 1000},
+      {"checks", report.checks},
+  };
+  return json(report.status == health::Status::Unhealthy ? 503 : 200, body.dump());
+}
+
 }  // namespace
 
 AdminResponse handleAdmin(Server& server, std::string_view method, std::string_view path) {
@@ -30,7 +48,15 @@ AdminResponse handleAdmin(Server& server, std::string_view method, std::string_v
   if (path == "/health/ready") {
     if (server.draining()) return json(503, R"({"status":"draining"})");
     if (!server.started()) return json(503, R"({"status":"starting"})");
+    if (!health::collect().ready) return json(503, R"({"status":"not_ready"})");
     return json(200, R"({"status":"ready"})");
+  }
+  if (path == "/health") return fullHealth(server);
+  if (path == "/metrics") {
+    AdminResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics::renderPrometheus(GATEWAY_VERSION, server.startTimeMs());
+    return r;
   }
   return error(404, "No such admin endpoint");
 }

@@ -72,6 +72,7 @@ struct ListenerTls {
 
 struct ListenerConfig {
   std::string name;
+  uint16_t metrics_label = 0;  // metrics::labelId(name), set by the loader
   SocketAddress address;
   bool redirect_https = false;
   std::optional<ListenerTls> tls;
@@ -142,6 +143,7 @@ struct UpstreamTls {
 
 struct UpstreamConfig {
   std::string name;
+  uint16_t metrics_label = 0;  // metrics::labelId(name), set by the loader
   std::vector<SocketAddress> endpoints;
   LoadBalancing load_balancing = LoadBalancing::RoundRobin;
   uint32_t max_connections = 1024;
@@ -224,6 +226,7 @@ struct RouteMatch {
 
 struct RouteConfig {
   std::string name;
+  uint16_t metrics_label = 0;  // metrics::labelId(name), set by the loader
   RouteMatch match;
   std::string upstream;     // name of an UpstreamConfig
   size_t upstream_index = 0;  // index into Config::upstreams

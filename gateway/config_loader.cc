@@ -1,5 +1,7 @@
 #include "gateway/config_loader.h"
 
+#include "gateway/metrics.h"
+
 #include <algorithm>
 #include <set>
 #include <thread>
@@ -104,11 +106,11 @@ void checkRouteFilters(ConfigContext& ctx, const RouteConfig& route) {
   }
 }
 
-void buildChain(const std::vector<RouteFilter>& filters, const Config& whole,
-                std::vector<std::shared_ptr<const Filter>>& chain) {
+void buildChain(const std::vector<RouteFilter>& filters, const RouteConfig* route,
+                const Config& whole, std::vector<std::shared_ptr<const Filter>>& chain) {
   for (const auto& filter : filters) {
     const FilterDescriptor* descriptor = findFilter(filter.name);
-    if (descriptor && descriptor->build) descriptor->build(filter.config, whole, chain);
+    if (descriptor && descriptor->build) descriptor->build(filter.config, route, whole, chain);
   }
   std::stable_sort(chain.begin(), chain.end(),
                    [](const auto& a, const auto& b) { return a->order() < b->order(); });
@@ -187,8 +189,11 @@ LoadResult loadConfigString(const std::string& yaml_text, const std::string& dis
     }
     // Filters are built only from a configuration known to be valid.
     if (ctx.errorCount() == 0) {
-      buildChain(config->default_filters, *config, config->default_chain);
-      for (auto& route : config->routes) buildChain(route.filters, *config, route.chain);
+      for (auto& l : config->listeners) l.metrics_label = metrics::labelId(l.name);
+      for (auto& u : config->upstreams) u.metrics_label = metrics::labelId(u.name);
+      for (auto& r : config->routes) r.metrics_label = metrics::labelId(r.name);
+      buildChain(config->default_filters, nullptr, *config, config->default_chain);
+      for (auto& route : config->routes) buildChain(route.filters, &route, *config, route.chain);
     }
   } catch (const YAML::Exception& e) {
     // Syntax errors, and anything yaml-cpp refuses while we walk the tree.

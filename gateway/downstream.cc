@@ -10,6 +10,7 @@
 #include "gateway/admin.h"
 #include "gateway/client_ip.h"
 #include "gateway/http_util.h"
+#include "gateway/metrics.h"
 #include "gateway/path.h"
 #include "gateway/server.h"
 #include "gateway/stream_write.h"
@@ -136,8 +137,12 @@ void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t 
     });
     return;
   }
+  const Config& cfg = *worker.currentGeneration()->runtime->config;
+  c->listener_label_ = admin ? 0 : cfg.listeners[listener_index].metrics_label;
   if (!admin && !worker.server().admitConnection()) {
     c->closing_ = true;
+    static const uint16_t kMaxConnections = metrics::labelId("max_connections");
+    metrics::local().add(metrics::Id::ConnectionsRejected, {c->listener_label_, kMaxConnections, 0});
     worker.server().connectionRejected();
     uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), [](uv_handle_t* h) {
       delete static_cast<DownstreamConnection*>(h->data);
@@ -157,6 +162,10 @@ void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t 
     }
   }
   worker.addConnection(c);
+  if (!admin) {
+    metrics::local().add(metrics::Id::ConnectionsTotal, {c->listener_label_, 0, 0});
+    metrics::local().add(metrics::Id::ConnectionsActive, {c->listener_label_, 0, 0}, 1);
+  }
   c->armDeadline(DeadlineKind::HeaderRead);
   c->startReading();
 }
@@ -197,7 +206,7 @@ void DownstreamConnection::onRead(ssize_t nread) {
   }
   if (nread < 0) {
     if (nread == UV_ENOBUFS && req_ && !req_->head_complete) {
-      sendLocalReply(431, "HEADERS_TOO_LARGE", "Request header fields too large");
+      reject(431, "Request header fields too large");
       return;
     }
     // The client is gone (or half-closed). A complete request still gets its answer.
@@ -227,7 +236,7 @@ void DownstreamConnection::beginRequest() {
   req_->generation = worker_.pinGeneration();
   llhttp_init(&req_->parser, HTTP_REQUEST, &parserSettings());
   req_->parser.data = this;
-  worker_.stats().requests_in_flight.add(1);
+  if (!admin_) metrics::local().add(metrics::Id::RequestsInFlight, {}, 1);
   if (deadline_kind_ != DeadlineKind::HeaderRead) armDeadline(DeadlineKind::HeaderRead);
 }
 
@@ -250,7 +259,7 @@ void DownstreamConnection::processInput() {
     }
     if (err == HPE_OK) {
       if (!r.head_complete && in_.consumed() > worker_.limits().max_head_bytes) {
-        sendLocalReply(431, "HEADERS_TOO_LARGE", "Request header fields too large");
+        reject(431, "Request header fields too large");
         return;
       }
       if (r.head_complete) in_.compact();  // body bytes are forwarded: reuse the block
@@ -262,8 +271,7 @@ void DownstreamConnection::processInput() {
     }
     if (err == HPE_USER && r.reject_status) {
       int status = r.reject_status;
-      sendLocalReply(status, errorCodeFor(status),
-                     status == 414   ? "Request URI too long"
+      reject(status, status == 414   ? "Request URI too long"
                      : status == 413 ? "Request body too large"
                      : status == 431 ? "Request header fields too large"
                                      : "Bad request");
@@ -277,7 +285,7 @@ void DownstreamConnection::processInput() {
 void DownstreamConnection::protocolError(llhttp_errno_t) {
   // Nothing more can be trusted on this connection: answer 400 and close.
   close_after_response_ = true;
-  sendLocalReply(400, "BAD_REQUEST", "Malformed HTTP request");
+  reject(400, "Malformed HTTP request");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -345,7 +353,7 @@ int DownstreamConnection::onHeadersComplete() {
   }
 
   if (p.method == HTTP_CONNECT) {
-    sendLocalReply(400, "BAD_REQUEST", "CONNECT is not supported");
+    reject(400, "CONNECT is not supported");
     return headDone();
   }
   if (p.upgrade) {
@@ -353,7 +361,7 @@ int DownstreamConnection::onHeadersComplete() {
     bool websocket = false;
     forEachToken(upgrade, [&](std::string_view t) { websocket |= equalsIgnoreCase(t, "websocket"); });
     if (websocket) {
-      sendLocalReply(400, "BAD_REQUEST", "WebSocket upgrade is not enabled on this route");
+      reject(400, "WebSocket upgrade is not enabled on this route");
       return headDone();
     }
     p.upgrade = 0;  // h2c and friends: answer in HTTP/1.1, as nginx does
@@ -365,7 +373,7 @@ int DownstreamConnection::onHeadersComplete() {
   if (!parseRequestTarget(raw_target, r.ctx.method, target) || target.asterisk ||
       normalizePath(target.path, r.path_buf) != PathResult::Ok) {
     close_after_response_ = true;
-    sendLocalReply(400, "BAD_REQUEST", "Invalid request target");
+    reject(400, "Invalid request target");
     return headDone();
   }
   r.ctx.path = r.path_buf;
@@ -375,17 +383,17 @@ int DownstreamConnection::onHeadersComplete() {
   if (!target.authority.empty()) host = target.authority;
   if (!r.http10 && !has_host) {
     close_after_response_ = true;
-    sendLocalReply(400, "BAD_REQUEST", "Missing Host header");
+    reject(400, "Missing Host header");
     return headDone();
   }
   if (r.headers.count("host") > 1) {
     close_after_response_ = true;
-    sendLocalReply(400, "BAD_REQUEST", "Multiple Host headers");
+    reject(400, "Multiple Host headers");
     return headDone();
   }
   if ((has_host || !target.authority.empty()) && !isValidAuthority(host)) {
     close_after_response_ = true;
-    sendLocalReply(400, "BAD_REQUEST", "Invalid Host header");
+    reject(400, "Invalid Host header");
     return headDone();
   }
   r.ctx.host = host;
@@ -395,7 +403,6 @@ int DownstreamConnection::onHeadersComplete() {
     answerAdmin();
     return headDone();
   }
-  worker_.stats().requests_total.add();
   removeHopByHop(r.headers);
   r.ctx.route = rt.router->match(r.ctx.host, r.ctx.path, r.ctx.method, r.headers);
   if (!r.ctx.route) {
@@ -405,7 +412,7 @@ int DownstreamConnection::onHeadersComplete() {
       f->onRequestHeaders(r.ctx, r.headers);
       ++r.filters_run;
     }
-    sendLocalReply(404, "NOT_FOUND", "No route for this request");
+    reject(404, "No route for this request");
     return headDone();
   }
   r.upstream_name = r.ctx.route->upstream;
@@ -432,7 +439,7 @@ void DownstreamConnection::runRequestFilters() {
       body_checked = true;
       if (r.content_length > r.ctx.max_body_bytes) {
         close_after_response_ = true;
-        sendLocalReply(413, "PAYLOAD_TOO_LARGE", "Request body too large");
+        reject(413, "Request body too large");
         return;
       }
     }
@@ -446,7 +453,7 @@ void DownstreamConnection::runRequestFilters() {
   }
   if (!body_checked && r.content_length > r.ctx.max_body_bytes) {
     close_after_response_ = true;
-    sendLocalReply(413, "PAYLOAD_TOO_LARGE", "Request body too large");
+    reject(413, "Request body too large");
     return;
   }
   proxyRequest();
@@ -476,7 +483,6 @@ void DownstreamConnection::proxyRequest() {
     if (closing_) return;
   }
   r.upstream_start_ns = monotonicNs();
-  worker_.stats().upstream_requests.add();
   startUpstream();
 }
 
@@ -679,6 +685,32 @@ void DownstreamConnection::respond(int status, std::string_view content_type,
   flushClient();
 }
 
+void DownstreamConnection::reject(int status, std::string_view message) {
+  static const uint16_t kReasons[] = {
+      metrics::labelId("bad_request"),      metrics::labelId("no_route"),
+      metrics::labelId("timeout"),          metrics::labelId("body_too_large"),
+      metrics::labelId("uri_too_long"),     metrics::labelId("headers_too_large"),
+      metrics::labelId("upstream_error"),   metrics::labelId("upstream_unavailable"),
+      metrics::labelId("upstream_timeout")};
+  size_t reason = 0;
+  switch (status) {
+    case 404: reason = 1; break;
+    case 408: reason = 2; break;
+    case 413: reason = 3; break;
+    case 414: reason = 4; break;
+    case 431: reason = 5; break;
+    case 502: reason = 6; break;
+    case 503: reason = 7; break;
+    case 504: reason = 8; break;
+    default: break;
+  }
+  if (!admin_ && req_) {
+    uint16_t route = req_->ctx.route ? req_->ctx.route->metrics_label : 0;
+    metrics::local().add(metrics::Id::RequestRejected, {route, kReasons[reason], 0});
+  }
+  sendLocalReply(status, errorCodeFor(status), message);
+}
+
 void DownstreamConnection::sendLocalReply(int status, std::string_view error_code,
                                           std::string_view message) {
   EventScope scope(this);
@@ -697,7 +729,6 @@ void DownstreamConnection::sendLocalReply(int status, std::string_view error_cod
   r.waiting_filter = false;
   if (r.ctx.request_id.empty()) r.ctx.request_id = worker_.newRequestId(r.arena);
   if (!r.ctx.config) r.ctx.config = r.generation->runtime->config.get();
-  worker_.stats().local_replies.add();
   std::string body = errorBody(error_code, message, r.ctx.request_id, wallClockMs());
   std::string_view body_view = r.arena.copy(body);
   respond(status, "application/json", body_view, error_code);
@@ -716,6 +747,10 @@ void DownstreamConnection::onUpstreamHead(UpstreamResponseHead& head) {
   EventScope scope(this);
   Request& r = *req_;
   r.upstream_end_ns = monotonicNs();
+  uint16_t upstream = r.generation->runtime->config->upstreams[r.ctx.route->upstream_index].metrics_label;
+  metrics::local().add(metrics::Id::UpstreamRequestsTotal, {upstream, metrics::statusLabel(head.status), 0});
+  metrics::local().observe(metrics::Id::UpstreamRequestDuration, {upstream, 0, 0},
+                           r.upstream_end_ns - r.upstream_start_ns);
   r.response.status = head.status;
   r.response.local_reply = false;
   r.response.headers.clear();
@@ -791,17 +826,17 @@ void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_starte
   }
   switch (e) {
     case UpstreamError::ConnectFailed:
-      sendLocalReply(502, "BAD_GATEWAY", "Upstream unreachable");
+      reject(502, "Upstream unreachable");
       break;
     case UpstreamError::ConnectTimeout:
-      sendLocalReply(503, "SERVICE_UNAVAILABLE", "Upstream connect timeout");
+      reject(503, "Upstream connect timeout");
       break;
     case UpstreamError::ResponseTimeout:
-      sendLocalReply(504, "GATEWAY_TIMEOUT", "Upstream response timeout");
+      reject(504, "Upstream response timeout");
       break;
     case UpstreamError::Reset:
     case UpstreamError::BadResponse:
-      sendLocalReply(502, "BAD_GATEWAY", "Invalid or interrupted upstream response");
+      reject(502, "Invalid or interrupted upstream response");
       break;
   }
 }
@@ -891,12 +926,23 @@ void DownstreamConnection::finishRequest() {
 
 void DownstreamConnection::releaseRequest() {
   Request& r = *req_;
-  worker_.stats().requests_in_flight.add(-1);
+  recordMetrics(r);
   if (!admin_ && (r.head_complete || r.status != 0)) writeAccessLog(worker_, r, {peer_text_, peer_text_len_});
   worker_.unpinGeneration(r.generation);
   r.generation = nullptr;
   worker_.releaseRequest(&r);
   req_ = nullptr;
+}
+
+void DownstreamConnection::recordMetrics(const Request& r) {
+  if (admin_) return;
+  metrics::MetricStore& m = metrics::local();
+  m.add(metrics::Id::RequestsInFlight, {}, -1);
+  if (r.status == 0) return;
+  uint16_t route = r.ctx.route ? r.ctx.route->metrics_label : 0;
+  m.add(metrics::Id::RequestsTotal,
+        {route, metrics::methodLabel(r.ctx.method), metrics::statusLabel(r.status)});
+  m.observe(metrics::Id::RequestDuration, {route, 0, 0}, monotonicNs() - r.start_ns);
 }
 
 void DownstreamConnection::armDeadline(DeadlineKind kind) {
@@ -954,7 +1000,7 @@ void DownstreamConnection::onDeadline() {
   if (closing_) return;
   if (kind == DeadlineKind::HeaderRead && req_ && in_.length() > 0 && !req_->head_complete) {
     close_after_response_ = true;
-    sendLocalReply(408, "REQUEST_TIMEOUT", "Request header timeout");
+    reject(408, "Request header timeout");
     return;
   }
   if (req_) abortRequest();
@@ -976,6 +1022,7 @@ void DownstreamConnection::closeConnection() {
   closing_ = true;
   disarmDeadline();
   worker_.removeConnection(this);
+  if (!admin_) metrics::local().add(metrics::Id::ConnectionsActive, {listener_label_, 0, 0}, -1);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onCloseCb);
 }
 

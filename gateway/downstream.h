@@ -132,9 +132,12 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   void afterEvent();
   void finishRequest();
   void releaseRequest();
+  void recordMetrics(const Request& r);
   void abortRequest();
   void closeConnection();
   void protocolError(llhttp_errno_t err);
+  // The gateway's own refusal (not a filter's): counted by reason, then a local reply.
+  void reject(int status, std::string_view message);
   void armDeadline(DeadlineKind kind);
   void disarmDeadline();
 
@@ -167,6 +170,7 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   Request* req_ = nullptr;
   InputBlock in_;
   uint32_t listener_index_;
+  uint16_t listener_label_ = 0;
   bool admin_;
   bool reading_ = false;
   bool read_paused_ = false;  // backpressure or a request being answered

@@ -28,7 +28,7 @@ void ensurePool() {
   std::call_once(g_pool_once, [] {
     // One background thread writes both logs; a full queue drops the oldest lines rather
     // than block a worker (logging never blocks the event loop).
-    spdlog::init_thread_pool(65536, 1);
+    spdlog::init_thread_pool(8192, 1);
   });
 }
 

@@ -10,8 +10,10 @@
 #include <cstring>
 
 #include "gateway/config_loader.h"
+#include "gateway/health.h"
 #include "gateway/http_util.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 
 namespace gw {
 
@@ -100,6 +102,31 @@ std::shared_ptr<const Runtime> Server::buildRuntime(std::shared_ptr<const Config
   return rt;
 }
 
+void Server::publishHealthChecks(const Config& config) {
+  health::removeChecks("upstream:");
+  for (const UpstreamConfig& u : config.upstreams) {
+    nlohmann::json endpoints = nlohmann::json::array();
+    for (const SocketAddress& e : u.endpoints) {
+      // Without active health checks an endpoint is presumed up; failures show in
+      // gateway_upstream_connect_failures_total.
+      endpoints.push_back({{"address", e.text}, {"status", "unchecked"}, {"latency_ms", nullptr},
+                           {"last_checked", nullptr}});
+    }
+    health::setCheck("upstream:" + u.name, [endpoints] {
+      health::Check c;
+      c.detail["endpoints"] = endpoints;
+      return c;
+    });
+  }
+}
+
+void Server::countReload(bool ok) {
+  static const uint16_t kSuccess = metrics::labelId("success");
+  static const uint16_t kFailure = metrics::labelId("failure");
+  (ok ? reloads_ok_ : reloads_failed_).fetch_add(1);
+  metrics::process().add(metrics::Id::ConfigReloads, {ok ? kSuccess : kFailure, 0, 0});
+}
+
 bool Server::bindAll(const Config& config) {
   worker_sockets_.assign(config.workers, {});
   for (size_t li = 0; li < config.listeners.size(); ++li) {
@@ -152,6 +179,7 @@ int Server::run() {
     log::shutdown();
     return 1;
   }
+  publishHealthChecks(config);
   max_connections_.store(config.limits.max_connections);
 
   admin_ = std::make_unique<Worker>(*this, config.workers);
@@ -195,13 +223,13 @@ void Server::onSignal(uv_signal_t* h, int signum) {
 void Server::reload() {
   LoadResult loaded = loadConfigFile(config_path_);
   if (!loaded.ok()) {
-    reloads_failed_.fetch_add(1);
+    countReload(false);
     for (const auto& e : loaded.errors) log::error("configuration reload refused", {{"error", e.format()}});
     return;
   }
   auto rt = buildRuntime(loaded.config);
   if (!rt) {
-    reloads_failed_.fetch_add(1);
+    countReload(false);
     return;
   }
   const Config& old = *runtime()->config;
@@ -217,7 +245,7 @@ void Server::reload() {
   if (old.logging.access_log != now.logging.access_log) {
     std::string error;
     if (!log::openAccessLog(now.logging.access_log, &error)) {
-      reloads_failed_.fetch_add(1);
+      countReload(false);
       log::error("configuration reload refused", {{"error", "cannot open access log: " + error}});
       return;
     }
@@ -230,7 +258,8 @@ void Server::reload() {
   }
   for (auto& w : workers_) w->postRuntime(rt);
   admin_->postRuntime(rt);
-  reloads_ok_.fetch_add(1);
+  publishHealthChecks(now);
+  countReload(true);
   log::info("configuration reloaded", {{"generation", std::to_string(rt->generation)}});
 }
 

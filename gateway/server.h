@@ -44,6 +44,8 @@ class Server {
   std::shared_ptr<const Runtime> buildRuntime(std::shared_ptr<const Config> config);
   bool bindAll(const Config& config);
   void reload();
+  void publishHealthChecks(const Config& config);
+  void countReload(bool ok);
   void beginDrain();
   void stopWorkers();
   static void onSignal(uv_signal_t* h, int signum);

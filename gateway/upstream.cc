@@ -2,6 +2,7 @@
 
 #include <cassert>
 
+#include "gateway/metrics.h"
 #include "gateway/stream_write.h"
 #include "gateway/worker.h"
 
@@ -39,11 +40,9 @@ UpstreamConnection* UpstreamPool::acquire(UpstreamHandler* handler) {
     c->reused_ = true;
     c->state_ = UpstreamConnection::State::Active;
     uv_timer_stop(&c->timer_);
-    worker_.stats().upstream_connections_reused.add();
   } else {
     c = new UpstreamConnection(*this, e);
     ++live_;
-    worker_.stats().upstream_connections_opened.add();
     c->connect();
   }
   c->handler_ = handler;
@@ -145,7 +144,7 @@ void UpstreamConnection::onConnected(int status) {
   if (state_ == State::Closing) return;
   uv_timer_stop(&timer_);
   if (status != 0) {
-    pool_.worker().stats().upstream_connect_failures.add();
+    metrics::local().add(metrics::Id::UpstreamConnectFailures, {pool_.config().metrics_label, 0, 0});
     fail(status == UV_ETIMEDOUT ? UpstreamError::ConnectTimeout : UpstreamError::ConnectFailed);
     return;
   }
@@ -383,7 +382,7 @@ void UpstreamConnection::onTimerCb(uv_timer_t* t) noexcept {
 void UpstreamConnection::onTimer() {
   switch (state_) {
     case State::Connecting:
-      pool_.worker().stats().upstream_connect_failures.add();
+      metrics::local().add(metrics::Id::UpstreamConnectFailures, {pool_.config().metrics_label, 0, 0});
       fail(connect_failed_ ? UpstreamError::ConnectFailed : UpstreamError::ConnectTimeout);
       break;
     case State::Active:

@@ -33,6 +33,7 @@ Worker::Worker(Server& server, uint32_t index) : server_(server), index_(index) 
 }
 
 Worker::~Worker() {
+  metrics::unregisterStore(&metrics_);
   for (Request* r : free_requests_) delete r;
 }
 
@@ -76,6 +77,8 @@ std::string_view Worker::newRequestId(StringArena& arena) {
 }
 
 void Worker::init(std::shared_ptr<const Runtime> runtime, const std::vector<ListenSocket>& sockets) {
+  metrics::bindThread(&metrics_);
+  metrics::registerStore(&metrics_);
   uv_loop_init(&loop_);
   uv_async_init(&loop_, &async_, onAsync);
   async_.data = this;
@@ -246,7 +249,6 @@ void Worker::onConnection(uv_stream_t* server, int status) {
   auto* l = static_cast<Listener*>(server->data);
   if (status != 0) return;
   DownstreamConnection::accept(*l->worker, server, l->listener_index, l->admin);
-  l->worker->stats_.connections_total.add();
 }
 
 void Worker::addConnection(DownstreamConnection* c) {
@@ -255,7 +257,6 @@ void Worker::addConnection(DownstreamConnection* c) {
   if (connections_) connections_->prev = c;
   connections_ = c;
   ++connection_count_;
-  stats_.connections_active.add(1);
 }
 
 void Worker::removeConnection(DownstreamConnection* c) {
@@ -264,7 +265,6 @@ void Worker::removeConnection(DownstreamConnection* c) {
   if (c->next) c->next->prev = c->prev;
   c->next = c->prev = nullptr;
   --connection_count_;
-  stats_.connections_active.add(-1);
   if (!has_admin_listener_) server_.connectionClosed();  // admin connections are not counted
   if (draining_) maybeFinishDrain();
 }

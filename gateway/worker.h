@@ -26,7 +26,7 @@
 #include "gateway/deadline_list.h"
 #include "gateway/filter.h"
 #include "gateway/router.h"
-#include "gateway/stats.h"
+#include "gateway/metrics.h"
 
 namespace gw {
 
@@ -113,8 +113,6 @@ class Worker final : public WorkerServices {
   // A retired pool has closed its last connection.
   void poolDrained(UpstreamPool* pool);
 
-  WorkerStats& stats() { return stats_; }
-  const WorkerStats& stats() const { return stats_; }
   // 128 random bits for request ids; per worker, seeded from the kernel.
   void random128(uint64_t out[2]) override;
 
@@ -155,7 +153,7 @@ class Worker final : public WorkerServices {
   bool stopping_ = false;
   bool collect_pending_ = false;
   bool has_admin_listener_ = false;
-  WorkerStats stats_;
+  metrics::MetricStore metrics_{false};
   ConnectionLimits limits_;
   uint64_t rng_[4]{};
   std::thread thread_;

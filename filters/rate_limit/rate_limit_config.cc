@@ -74,6 +74,9 @@ std::shared_ptr<const FilterConfig> parseRateLimitConfig(const YAML::Node& node,
   const YAML::Node& list = *map->find("limits");
   auto limits = ctx.list(list, "limits", [&](const YAML::Node& n) { return parseLimit(n, ctx); });
   if (limits && limits->empty()) ctx.error(list, "limits must not be empty");
+  if (limits && limits->size() > kMaxLimits) {
+    ctx.error(list, "at most " + std::to_string(kMaxLimits) + " limits per rate_limit");
+  }
   if (!limits || ctx.errorCount() != errors) return nullptr;
   return std::make_shared<RateLimitConfig>(std::move(*limits));
 }

@@ -16,6 +16,9 @@
 
 namespace gw::rate_limit {
 
+// Per rate_limit filter: the request path keeps per-limit state in fixed arrays.
+constexpr size_t kMaxLimits = 32;
+
 enum class KeyType { ClientIp, Route, Header, Claim, ApiKey };
 
 struct Limit {

@@ -326,11 +326,14 @@ class Gateway:
             return False
 
 
-def run_gateway_cli(args, cwd=None, timeout: float = 30.0, env=None) -> subprocess.CompletedProcess:
+def run_gateway_cli(args, cwd=None, timeout: float = 30.0, env=None,
+                    unset=()) -> subprocess.CompletedProcess:
     """Runs the binary to completion (--check, --version, bad command lines)."""
     e = dict(os.environ)
     if env:
         e.update(env)
+    for name in unset:
+        e.pop(name, None)
     return subprocess.run([GATEWAY_BIN, *args], cwd=cwd, env=e, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 

@@ -1,0 +1,84 @@
+#include "filters/rate_limit/rate_limit_stats.h"
+
+#include <map>
+#include <memory>
+#include <mutex>
+
+namespace gw::rate_limit {
+
+namespace {
+
+constexpr uint32_t kMaxWorkers = 1024;  // config allows 1 to 1024 workers
+
+struct Registry {
+  std::mutex mutex;
+  std::map<std::string, std::unique_ptr<RouteCounters>, std::less<>> routes;
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+std::atomic<uint64_t> g_redis_errors{0};
+std::atomic<uint8_t> g_link_states[kMaxWorkers];
+
+}  // namespace
+
+RouteCounters& routeCounters(std::string_view route) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto it = r.routes.find(route);
+  if (it == r.routes.end()) {
+    it = r.routes.emplace(std::string(route), std::make_unique<RouteCounters>(std::string(route)))
+             .first;
+  }
+  return *it->second;
+}
+
+void forEachRouteCounters(const std::function<void(const RouteCounters&)>& f) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  for (const auto& [name, counters] : r.routes) f(*counters);
+}
+
+uint64_t redisErrorsTotal() { return g_redis_errors.load(std::memory_order_relaxed); }
+
+void countRedisError() { g_redis_errors.fetch_add(1, std::memory_order_relaxed); }
+
+void setRedisLinkState(uint32_t worker_index, RedisLinkState state) {
+  if (worker_index < kMaxWorkers) {
+    g_link_states[worker_index].store(uint8_t(state), std::memory_order_relaxed);
+  }
+}
+
+std::string_view RedisHealth::status() const {
+  if (!used) return "unused";
+  if (up == workers) return "up";
+  return up == 0 ? "down" : "degraded";
+}
+
+RedisHealth redisHealth() {
+  RedisHealth h;
+  for (const auto& s : g_link_states) {
+    auto state = RedisLinkState(s.load(std::memory_order_relaxed));
+    if (state == RedisLinkState::Unused) continue;
+    h.used = true;
+    ++h.workers;
+    if (state == RedisLinkState::Up) ++h.up;
+  }
+  return h;
+}
+
+bool LogThrottle::allow(int64_t now_ns, uint64_t* suppressed) {
+  int64_t next = next_ns_.load(std::memory_order_relaxed);
+  if (now_ns < next ||
+      !next_ns_.compare_exchange_strong(next, now_ns + interval_ns_, std::memory_order_relaxed)) {
+    suppressed_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  *suppressed = suppressed_.exchange(0, std::memory_order_relaxed);
+  return true;
+}
+
+}  // namespace gw::rate_limit

@@ -1,0 +1,66 @@
+// What the rate limiter counts, and Redis health, for /metrics and /health.
+//
+// - gateway_rate_limited_total{route}: forEachRouteCounters() → RouteCounters::rate_limited.
+//   (An extension: gateway_rate_limit_dry_run_total{route} → RouteCounters::dry_run.)
+// - gateway_redis_errors_total: redisErrorsTotal().
+// - /health "redis": redisHealth().
+// Every accessor is thread-safe and cheap (relaxed atomic loads); counters only grow, also
+// across configuration reloads (they are keyed by route name, not by snapshot).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace gw::rate_limit {
+
+struct RouteCounters {
+  explicit RouteCounters(std::string name) : route(std::move(name)) {}
+  const std::string route;
+  // Written only on rejections, so a shared atomic costs the admitted path nothing.
+  std::atomic<uint64_t> rate_limited{0};  // answered 429
+  std::atomic<uint64_t> dry_run{0};       // a dry_run limit would have answered 429
+};
+
+// The counters of `route`, created on first use and never freed (bounded by the route
+// names ever configured). Takes a lock: call it at configuration load, not per request.
+RouteCounters& routeCounters(std::string_view route);
+void forEachRouteCounters(const std::function<void(const RouteCounters&)>& f);
+
+// Rate-limit checks Redis did not answer (error reply, timeout, connection down): each
+// was decided by `on_error`.
+uint64_t redisErrorsTotal();
+void countRedisError();
+
+enum class RedisLinkState : uint8_t { Unused = 0, Up, Connecting, Down };
+
+// Each worker publishes the state of its Redis connection here.
+void setRedisLinkState(uint32_t worker_index, RedisLinkState state);
+
+struct RedisHealth {
+  bool used = false;      // some worker has a Redis connection (type: redis is in use)
+  uint32_t workers = 0;   // workers with a connection
+  uint32_t up = 0;        // of which answering
+  // "up" when every worker's connection answers, "degraded" when some do, "down" when
+  // none does (requests are then decided by on_error).
+  std::string_view status() const;
+};
+RedisHealth redisHealth();
+
+// Lets one message through per interval across all threads, and counts the others, so a
+// failing Redis or a flood of dry-run hits cannot flood the log.
+class LogThrottle {
+ public:
+  explicit LogThrottle(int64_t interval_ns) : interval_ns_(interval_ns) {}
+  // True when this message should be written; *suppressed is how many were skipped since.
+  bool allow(int64_t now_ns, uint64_t* suppressed);
+
+ private:
+  const int64_t interval_ns_;
+  std::atomic<int64_t> next_ns_{0};
+  std::atomic<uint64_t> suppressed_{0};
+};
+
+}  // namespace gw::rate_limit

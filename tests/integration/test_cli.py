@@ -1,0 +1,196 @@
+"""The command line (SPEC §1): --version, --check (configuration OK / FILE:LINE:COL:
+message, exit 1), bad command lines (exit 2), bad configuration or an unbindable
+listener at start (exit 1), ${NAME} substitution."""
+
+import re
+import socket
+
+import pytest
+
+from harness import free_port, run_gateway_cli
+
+MINIMAL = """\
+workers: 2
+listeners: [{name: http, address: 127.0.0.1:@PORT@}]
+admin: {address: 127.0.0.1:@ADMIN_PORT@}
+timeouts: {upstream_connect: 1s, upstream_response: 5s}
+upstreams:
+  - {name: up, endpoints: [127.0.0.1:9], keepalive: {max_idle: 8, idle_timeout: 30s}}
+routes:
+  - {name: api, match: {path_prefix: /api}, upstream: up, strip_prefix: /api}
+  - {name: default, match: {path_prefix: /}, upstream: up}
+"""
+
+BROKEN = """\
+workers: 2
+listeners: [{name: http, address: 127.0.0.1:8080}]
+admin: {address: 127.0.0.1:9901}
+timeouts: {upstream_connect: 1s, upstream_response: 5 seconds}
+upstreams:
+  - name: up
+    endpoints: [127.0.0.1:9000]
+    keepalivee: {max_idle: 8}
+routes:
+  - {name: api, match: {path_prefix: /api}, upstream: nope}
+  - name: default
+    match: {path_prefix: /}
+    upstream: up
+"""
+
+ERROR_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): (?P<msg>.+)$")
+
+
+def position_of(text, token, occurrence=0):
+    """1-based (line, column) of the n-th occurrence of token in text."""
+    idx = -1
+    for _ in range(occurrence + 1):
+        idx = text.index(token, idx + 1)
+    line = text.count("\n", 0, idx) + 1
+    col = idx - (text.rfind("\n", 0, idx) + 1) + 1
+    return line, col
+
+
+def errors_of(out, path):
+    lines = [l for l in out.splitlines() if l.strip()]
+    parsed = []
+    for l in lines:
+        m = ERROR_LINE.match(l)
+        assert m, f"not FILE:LINE:COL: message: {l!r}"
+        assert m["file"] == str(path), l
+        parsed.append((int(m["line"]), int(m["col"]), m["msg"]))
+    return parsed
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_version():
+    r = run_gateway_cli(["--version"])
+    assert r.returncode == 0
+    assert re.match(r"^gateway \S*\d+\.\d+", r.stdout.strip()), r.stdout
+
+
+def test_check_ok(tmp_path):
+    p = write(tmp_path, "ok.yaml", MINIMAL.replace("@PORT@", "8080").replace("@ADMIN_PORT@", "9901"))
+    r = run_gateway_cli(["--check", "-c", str(p)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == "configuration OK"
+
+
+def test_check_ok_with_long_option(tmp_path):
+    p = write(tmp_path, "ok.yaml", MINIMAL.replace("@PORT@", "8080").replace("@ADMIN_PORT@", "9901"))
+    r = run_gateway_cli(["--check", "--config", str(p)])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "configuration OK" in r.stdout
+
+
+def test_check_reports_every_error_with_its_position(tmp_path):
+    p = write(tmp_path, "broken.yaml", BROKEN)
+    r = run_gateway_cli(["--check", "-c", str(p)])
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "configuration OK" not in r.stdout
+    errs = errors_of(r.stdout, p)
+    positions = {(l, c) for l, c, _ in errs}
+    assert position_of(BROKEN, "5 seconds") in positions, errs     # bad duration
+    assert position_of(BROKEN, "keepalivee") in positions, errs    # unknown key
+    assert position_of(BROKEN, "nope") in positions, errs          # unknown upstream
+    assert len(errs) == 3, errs
+    msgs = " ".join(m for _, _, m in errs)
+    assert "keepalivee" in msgs and "nope" in msgs
+
+
+@pytest.mark.parametrize("text,token", [
+    ("workerz: 2\n", "workerz"),
+    ("workers: two\n", "two"),
+    ("workers: 2\nlimits: {max_body_bytes: 10 MiBs}\n", "10 MiBs"),
+    ("workers: 2\nroutes:\n  - {name: a, match: {path_regex: '(unclosed'}, upstream: up}\n"
+     "upstreams: [{name: up, endpoints: ['127.0.0.1:1']}]\n", "'(unclosed'"),
+    ("upstreams:\n  - {name: up, endpoints: ['127.0.0.1:1']}\n  - {name: up, endpoints: ['127.0.0.1:2']}\n",
+     "name: up", ),
+    ("upstreams:\n  - {name: up, endpoints: ['not an address']}\n", "'not an address'"),
+])
+def test_check_single_error(tmp_path, text, token):
+    p = write(tmp_path, "e.yaml", text)
+    r = run_gateway_cli(["--check", "-c", str(p)])
+    assert r.returncode == 1, r.stdout + r.stderr
+    errs = errors_of(r.stdout, p)
+    assert errs, r.stdout
+    lines = {l for l, _, _ in errs}
+    want_line = position_of(text, token, occurrence=1 if token == "name: up" else 0)[0]
+    assert want_line in lines, (errs, want_line)
+
+
+def test_check_yaml_syntax_error(tmp_path):
+    p = write(tmp_path, "syn.yaml", "workers: 2\nlisteners: [\n")
+    r = run_gateway_cli(["--check", "-c", str(p)])
+    assert r.returncode == 1
+    assert errors_of(r.stdout, p)
+
+
+def test_check_missing_file(tmp_path):
+    p = tmp_path / "absent.yaml"
+    r = run_gateway_cli(["--check", "-c", str(p)])
+    assert r.returncode == 1
+    out = (r.stdout + r.stderr).strip()
+    assert out.startswith(f"{p}:"), out
+
+
+def test_environment_substitution(tmp_path):
+    # quoted: '{' and '}' are flow indicators in YAML
+    text = MINIMAL.replace("127.0.0.1:@PORT@", '"${GW_TEST_LISTEN}"').replace(
+        "127.0.0.1:@ADMIN_PORT@", '"127.0.0.1:${GW_TEST_ADMIN_PORT:-9901}"')
+    p = write(tmp_path, "env.yaml", text)
+    ok = run_gateway_cli(["--check", "-c", str(p)], env={"GW_TEST_LISTEN": "127.0.0.1:8080"},
+                         unset=["GW_TEST_ADMIN_PORT"])
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    r = run_gateway_cli(["--check", "-c", str(p)], unset=["GW_TEST_LISTEN", "GW_TEST_ADMIN_PORT"])
+    assert r.returncode == 1
+    errs = errors_of(r.stdout, p)
+    assert position_of(text, "${GW_TEST_LISTEN}")[0] in {l for l, _, _ in errs}, errs
+    assert "GW_TEST_LISTEN" in r.stdout
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["-c"], ["--check", "-c"], ["--config"]])
+def test_bad_command_line_exits_2(args):
+    r = run_gateway_cli(args)
+    assert r.returncode == 2, (args, r.stdout, r.stderr)
+    assert r.stderr.strip(), "a bad command line says why"
+
+
+def test_start_with_bad_config_exits_1(tmp_path):
+    p = write(tmp_path, "broken.yaml", BROKEN)
+    r = run_gateway_cli(["-c", str(p)], timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "keepalivee" in r.stdout + r.stderr
+
+
+def test_default_config_path(tmp_path):
+    # without -c the gateway reads conf/gateway.yaml relative to the working directory
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "gateway.yaml").write_text(BROKEN)
+    r = run_gateway_cli(["--check"], cwd=tmp_path)
+    assert r.returncode == 1
+    assert "conf/gateway.yaml" in r.stdout, r.stdout
+    (conf / "gateway.yaml").write_text(MINIMAL.replace("@PORT@", "8080").replace("@ADMIN_PORT@", "9901"))
+    r = run_gateway_cli(["--check"], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_listener_that_cannot_bind_exits_1(tmp_path):
+    # A plain listener (no SO_REUSEPORT) holds the port.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    try:
+        port = holder.getsockname()[1]
+        p = write(tmp_path, "taken.yaml", MINIMAL.replace("@PORT@", str(port))
+                  .replace("@ADMIN_PORT@", str(free_port())))
+        r = run_gateway_cli(["-c", str(p)], timeout=30)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert str(port) in r.stdout + r.stderr
+    finally:
+        holder.close()

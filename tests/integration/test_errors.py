@@ -1,0 +1,269 @@
+"""The gateway's own answers (SPEC §3) and the access log (SPEC §6): 404, 502 (upstream
+down, closing without an answer, garbage), 503 (connect timeout), 504 (response
+timeout), responses cut short, and the fields of each access-log line."""
+
+import re
+import socket
+import time
+
+import pytest
+
+from client import Client, ProtocolError
+from harness import ACCESS_LOG_KEYS, free_port, gateway_config, simple_config
+
+TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
+def assert_error_body(r, status, code):
+    assert r.status == status, r
+    assert r.header("content-type") == "application/json", r
+    assert r.header("content-length") == str(len(r.body)), r
+    body = r.json()
+    assert set(body) == {"error_code", "message", "request_id", "timestamp"}, body
+    assert body["error_code"] == code
+    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["request_id"], str) and body["request_id"]
+    assert TIMESTAMP.match(body["timestamp"]), body["timestamp"]
+    # no internals: no file paths, no addresses, no stack traces
+    text = r.body.decode()
+    for leak in ("/work", ".cc", "127.0.0.1", "Traceback", "std::", "errno"):
+        assert leak not in text, text
+    return body
+
+
+@pytest.fixture
+def gw(gateway_factory, upstream):
+    return gateway_factory(gateway_config(
+        upstreams={"up": [upstream]},
+        routes=[{"name": "only", "match": {"path_prefix": "/app"}, "upstream": "up"}]))
+
+
+def test_404_json_and_access_log(gw):
+    with Client(gw.port) as c:
+        r = c.request("GET", "/nowhere?x=1")
+        body = assert_error_body(r, 404, "NOT_FOUND")
+        assert c.still_open(), "a 404 to a GET keeps the connection"
+    entry = gw.wait_access_log(1)[0]
+    for k in ACCESS_LOG_KEYS:
+        assert k in entry, f"access log lacks {k}: {entry}"
+    assert entry["status"] == 404
+    assert entry["error_code"] == "NOT_FOUND"
+    assert entry["request_id"] == body["request_id"]
+    assert entry["route"] == ""
+    assert entry["path"] == "/nowhere"
+    assert entry["method"] == "GET"
+
+
+def test_request_ids_are_unique(gw):
+    ids = set()
+    with Client(gw.port) as c:
+        for _ in range(20):
+            ids.add(c.request("GET", "/nowhere").json()["request_id"])
+    assert len(ids) == 20
+
+
+def test_access_log_fields_for_a_proxied_request(gw, upstream):
+    with Client(gw.port) as c:
+        r = c.request("POST", "/app/x?q=1", body=b"0123456789")
+        assert r.status == 200
+    e = gw.wait_access_log(1)[0]
+    for k in ACCESS_LOG_KEYS:
+        assert k in e, f"access log lacks {k}: {e}"
+    assert "error_code" not in e or e["error_code"] in ("", None)
+    assert TIMESTAMP.match(e["timestamp"]), e
+    assert e["request_id"]
+    assert e["client_ip"] == "127.0.0.1"
+    assert e["method"] == "POST"
+    assert e["path"] == "/app/x"
+    assert e["route"] == "only"
+    assert e["status"] == 200
+    assert isinstance(e["duration_ms"], (int, float)) and e["duration_ms"] >= 0
+    assert e["upstream"] == "up"
+    assert e["upstream_endpoint"] == upstream.address
+    assert isinstance(e["upstream_duration_ms"], (int, float))
+    assert 0 <= e["upstream_duration_ms"] <= e["duration_ms"] + 1
+    assert isinstance(e["bytes_in"], int) and e["bytes_in"] >= 10
+    assert isinstance(e["bytes_out"], int) and e["bytes_out"] >= len(r.body)
+    assert e["tls"] is False
+
+
+def test_access_log_counts_bytes(gw, upstream):
+    with Client(gw.port) as c:
+        r = c.request("GET", "/app/big?size=100000")
+        assert r.body_len == 100000
+    e = gw.wait_access_log(1)[0]
+    assert 100000 <= e["bytes_out"] < 100000 + 1000, e
+
+
+def test_502_when_upstream_is_down(gateway_factory):
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": [dead]},
+        routes=[{"name": "r", "match": {"path_prefix": "/"}, "upstream": "up"}]))
+    with Client(gw.port) as c:
+        body = assert_error_body(c.request("GET", "/x"), 502, "BAD_GATEWAY")
+        assert c.still_open()
+        assert_error_body(c.request("GET", "/y"), 502, "BAD_GATEWAY")
+    e = gw.find_access(lambda e: e["request_id"] == body["request_id"])
+    assert e["status"] == 502 and e["error_code"] == "BAD_GATEWAY"
+    assert e["upstream"] == "up"
+
+
+@pytest.mark.parametrize("how", ["drop=1", "reset=1", "garbage=1"])
+def test_502_when_upstream_fails_before_answering(gw, upstream, how):
+    with Client(gw.port) as c:
+        assert_error_body(c.request("GET", f"/app/x?{how}"), 502, "BAD_GATEWAY")
+        # the client connection is still good
+        assert c.request("GET", "/app/after").status == 200
+
+
+def test_502_when_upstream_closes_without_answering_a_post(gw, upstream):
+    with Client(gw.port) as c:
+        assert_error_body(c.request("POST", "/app/x?drop=1", body=b"data"), 502, "BAD_GATEWAY")
+
+
+def test_502_on_truncated_response_head(gw, upstream):
+    def half_head(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/pl")
+        return False
+    upstream.handler = half_head
+    with Client(gw.port) as c:
+        assert_error_body(c.request("GET", "/app/x"), 502, "BAD_GATEWAY")
+
+
+def test_502_on_invalid_status_line(gw, upstream):
+    def bad(req, conn):
+        conn.send(b"HTTP/1.1 abc Nope\r\nContent-Length: 0\r\n\r\n")
+        return False
+    upstream.handler = bad
+    with Client(gw.port) as c:
+        assert_error_body(c.request("GET", "/app/x"), 502, "BAD_GATEWAY")
+
+
+def test_502_on_conflicting_framing_from_upstream(gw, upstream):
+    def smuggle(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
+        return False
+    upstream.handler = smuggle
+    with Client(gw.port) as c:
+        assert_error_body(c.request("GET", "/app/x"), 502, "BAD_GATEWAY")
+
+
+@pytest.mark.parametrize("query", ["size=200000&truncate=50000",
+                                   "size=200000&chunked=1&truncate=50000"])
+def test_response_cut_short_is_not_completed(gw, upstream, query):
+    # Once the head has gone out, the only honest signal is to close the connection:
+    # the client must not see a complete message.
+    with Client(gw.port) as c:
+        c.send(b"GET /app/x?" + query.encode() + b" HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        with pytest.raises(ProtocolError):
+            c.read_response(keep_body=False)
+        assert c.eof
+
+
+def test_503_on_upstream_connect_timeout(gateway_factory):
+    # A listening socket whose accept queue is full: the kernel drops further SYNs, so a
+    # connect neither succeeds nor fails (only 127.0.0.0/8 is usable here).
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(0)
+    port = lsock.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", port))
+            except BlockingIOError:
+                pass
+            fillers.append(s)
+        probe = socket.socket()
+        probe.settimeout(0.5)
+        try:
+            probe.connect(("127.0.0.1", port))
+            pytest.skip("cannot simulate a connect timeout here: the backlog did not fill")
+        except socket.timeout:
+            pass
+        finally:
+            probe.close()
+        gw = gateway_factory(gateway_config(
+            upstreams={"up": [f"127.0.0.1:{port}"]},
+            routes=[{"name": "r", "match": {"path_prefix": "/"}, "upstream": "up"}],
+            timeouts={"upstream_connect": "300ms"}))
+        with Client(gw.port) as c:
+            t = time.monotonic()
+            r = c.request("GET", "/slow-connect")
+            elapsed = time.monotonic() - t
+            assert_error_body(r, 503, "SERVICE_UNAVAILABLE")
+            assert 0.25 <= elapsed < 3.0, elapsed
+    finally:
+        for s in fillers:
+            s.close()
+        lsock.close()
+
+
+def test_504_on_upstream_response_timeout(gateway_factory, upstream):
+    gw = gateway_factory(simple_config(upstream, timeouts={"upstream_response": "300ms"}))
+    with Client(gw.port) as c:
+        t = time.monotonic()
+        r = c.request("GET", "/slow?delay=3000")
+        elapsed = time.monotonic() - t
+        body = assert_error_body(r, 504, "GATEWAY_TIMEOUT")
+        assert 0.25 <= elapsed < 2.5, elapsed
+        # the connection is still usable, and fast answers still pass
+        assert c.request("GET", "/fast?delay=10").status == 200
+    e = gw.find_access(lambda e: e["request_id"] == body["request_id"])
+    assert e["status"] == 504 and e["error_code"] == "GATEWAY_TIMEOUT"
+
+
+def test_route_timeout_overrides_the_global_one(gateway_factory, upstream):
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": [upstream]},
+        routes=[{"name": "quick", "match": {"path_prefix": "/quick"}, "upstream": "up",
+                 "timeout": "300ms"},
+                {"name": "rest", "match": {"path_prefix": "/"}, "upstream": "up"}],
+        timeouts={"upstream_response": "10s"}))
+    with Client(gw.port) as c:
+        t = time.monotonic()
+        assert_error_body(c.request("GET", "/quick?delay=3000"), 504, "GATEWAY_TIMEOUT")
+        assert time.monotonic() - t < 2.5
+        assert c.request("GET", "/other?delay=600").status == 200
+
+
+def test_response_timeout_covers_the_head_only(gateway_factory, upstream):
+    # upstream_response bounds the time to the response head; a body that keeps flowing
+    # after it is not cut.
+    def slow_body(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+        for i in range(10):
+            time.sleep(0.08)
+            conn.send(b"x")
+        return True
+    upstream.handler = slow_body
+    gw = gateway_factory(simple_config(upstream, timeouts={"upstream_response": "300ms"}))
+    with Client(gw.port) as c:
+        r = c.request("GET", "/slow-body")
+        assert r.status == 200 and r.body == b"x" * 10
+
+
+def test_bad_request_is_400_json_and_closes(gw):
+    with Client(gw.port) as c:
+        c.send(b"GET /app/x HTTP/1.1\r\nHost: example.test\r\nContent-Length: 3\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        assert_error_body(c.read_response(), 400, "BAD_REQUEST")
+        assert c.closed_by_peer()
+
+
+def test_missing_host_in_http11_is_400(gw):
+    with Client(gw.port) as c:
+        c.send(b"GET /app/x HTTP/1.1\r\n\r\n")
+        assert_error_body(c.read_response(), 400, "BAD_REQUEST")
+
+
+def test_head_error_reply_has_no_body(gw):
+    with Client(gw.port) as c:
+        r = c.request("HEAD", "/nowhere")
+        assert r.status == 404 and r.body == b""
+        assert int(r.header("content-length")) > 0
+        assert c.request("GET", "/app/next").status == 200
