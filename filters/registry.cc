@@ -1,11 +1,14 @@
 #include "filters/registry.h"
 
 #include "filters/api_key/api_key_config.h"
+#include "filters/api_key/api_key_filter.h"
 #include "filters/body_limit/body_limit_config.h"
 #include "filters/cors/cors_config.h"
 #include "filters/ip_access/ip_access_config.h"
 #include "filters/jwt/jwt_config.h"
+#include "filters/jwt/jwt_filter.h"
 #include "filters/rate_limit/rate_limit_config.h"
+#include "filters/rate_limit/rate_limit_filter.h"
 #include "filters/request_id/request_id_config.h"
 #include "filters/security_headers/security_headers_config.h"
 #include "filters/body_limit/body_limit_filter.h"
@@ -26,9 +29,9 @@ const std::vector<FilterDescriptor>& filterRegistry() {
       {"cors", cors::parseCorsConfig, buildSingle<cors::CorsFilter, cors::CorsConfig>},
       {"body_limit", body_limit::parseBodyLimitConfig,
        buildSingle<body_limit::BodyLimitFilter, body_limit::BodyLimitConfig>},
-      {"rate_limit", rate_limit::parseRateLimitConfig, nullptr},
-      {"jwt", jwt::parseJwtConfig, nullptr},
-      {"api_key", api_key::parseApiKeyConfig, nullptr},
+      {"rate_limit", rate_limit::parseRateLimitConfig, rate_limit::buildRateLimit},
+      {"jwt", jwt::parseJwtConfig, jwt::buildJwtFilter},
+      {"api_key", api_key::parseApiKeyConfig, api_key::buildApiKeyFilter},
       {"security_headers", security_headers::parseSecurityHeadersConfig,
        buildSingle<security_headers::SecurityHeadersFilter, security_headers::SecurityHeadersConfig>},
   };

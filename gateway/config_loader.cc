@@ -158,7 +158,7 @@ void parseRoot(const YAML::Node& root, ConfigContext& ctx, Config& config) {
   parseRoutes(section("routes"), ctx, config, overrides);
   for (size_t i = 0; i < config.routes.size(); ++i) {
     config.routes[i].filters = mergeFilters(defaults, overrides[i]);
-    checkRouteFilters(ctx, config.routes[i]);
+    if (defaults.complete && overrides[i].complete) checkRouteFilters(ctx, config.routes[i]);
   }
   checkFilterReferences(ctx, config);
 }

@@ -152,15 +152,19 @@ FilterSettings parseFilterMap(const YAML::Node& node, ConfigContext& ctx, bool r
       std::string_view suggestion = closestMatch(entry.key, kNames);
       if (!suggestion.empty()) message += " (did you mean '" + std::string(suggestion) + "'?)";
       ctx.error(entry.key_node, message);
+      settings.complete = false;
       continue;
     }
-    settings.where[entry.key] = ctx.location(entry.key_node);
     if (ctx.isOff(entry.value)) {
       settings.by_name[entry.key] = nullptr;
       continue;
     }
     auto parsed = filter->parse(entry.value, ctx);
-    if (parsed) settings.by_name[entry.key] = std::move(parsed);
+    if (parsed) {
+      settings.by_name[entry.key] = std::move(parsed);
+    } else {
+      settings.complete = false;
+    }
   }
   return settings;
 }

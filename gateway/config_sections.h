@@ -37,7 +37,9 @@ void parseApiKeySets(const YAML::Node& node, ConfigContext& ctx, Config& config)
 // name -> config, with null for a filter switched `off`.
 struct FilterSettings {
   std::map<std::string, std::shared_ptr<const FilterConfig>> by_name;
-  std::map<std::string, SourceLocation> where;  // of each filter's key
+  // False when a filter's configuration was bad (and reported): checks across filters
+  // would then only add misleading errors.
+  bool complete = true;
 };
 FilterSettings parseFilterMap(const YAML::Node& node, ConfigContext& ctx, bool route_level);
 // `defaults` overridden by `overrides`, in the SPEC's fixed order.

@@ -110,7 +110,10 @@ void Request::reset() {
   head_complete = message_complete = response_started = response_complete = false;
   keep_alive = true;
   http10 = head_method = expect_continue = chunked_request = chunked_response = false;
-  waiting_filter = retried = false;
+  waiting_filter = waiting_upstream = retried = attempt_open = breaker_trial = false;
+  attempts = 0;
+  endpoint_index = SIZE_MAX;
+  retry_timer = nullptr;
   request_framing = BodyFraming::None;
   content_length = body_bytes = 0;
   status = 0;
@@ -473,9 +476,10 @@ void DownstreamConnection::proxyRequest() {
   Request& r = *req_;
   if (r.ctx.request_id.empty()) r.ctx.request_id = worker_.newRequestId(r.arena);
   const RouteConfig& route = *r.ctx.route;
-  if (!route.strip_prefix.empty() && applyStripPrefix(r.ctx.path, route.strip_prefix, r.upstream_path)) {
-  } else {
+  if (route.strip_prefix.empty()) {
     r.upstream_path.assign(r.ctx.path);
+  } else {
+    applyStripPrefix(r.ctx.path, route.strip_prefix, r.upstream_path);
   }
   if (r.expect_continue && r.request_framing != BodyFraming::None) {
     r.out.append("HTTP/1.1 100 Continue\r\n\r\n");
@@ -483,19 +487,104 @@ void DownstreamConnection::proxyRequest() {
     if (closing_) return;
   }
   r.upstream_start_ns = monotonicNs();
+  upstreamPool().countRequest();
   startUpstream();
+}
+
+UpstreamPool& DownstreamConnection::upstreamPool() {
+  return worker_.pool(req_->generation, req_->ctx.route->upstream_index);
 }
 
 void DownstreamConnection::startUpstream() {
   Request& r = *req_;
-  UpstreamPool& pool = worker_.pool(r.generation, r.ctx.route->upstream_index);
-  r.upstream = pool.acquire(this);
-  r.upstream_endpoint = r.upstream->endpoint().text;
+  UpstreamPool& pool = upstreamPool();
+  UpstreamConnection* up = nullptr;
+  bool trial = false;
+  switch (pool.acquire(this, r.endpoint_index, &up, &trial)) {
+    case AcquireResult::Connection:
+      break;
+    case AcquireResult::Queued:
+      r.waiting_upstream = true;
+      return;
+    case AcquireResult::NoEndpoint:
+      reject(503, "No healthy upstream endpoint");
+      return;
+    case AcquireResult::Overflow:
+      reject(503, "Upstream connection limit reached");
+      return;
+  }
+  r.upstream = up;
+  r.breaker_trial = trial;
+  r.endpoint_index = up->endpointIndex();
+  r.attempt_open = true;
+  ++r.attempts;
+  pool.requestStarted(r.endpoint_index);
+  r.upstream_endpoint = up->endpoint().text;
   serializeUpstreamHead();
   const RouteConfig& route = *r.ctx.route;
   uint64_t timeout = uint64_t((route.timeout ? *route.timeout : r.ctx.config->timeouts.upstream_response).count());
-  r.upstream->expectResponse(timeout, r.head_method);
-  r.upstream->flush();
+  up->expectResponse(timeout, r.head_method);
+  up->flush();
+}
+
+void DownstreamConnection::endAttempt(bool failed) {
+  Request& r = *req_;
+  if (!r.attempt_open) return;
+  r.attempt_open = false;
+  UpstreamPool& pool = upstreamPool();
+  pool.requestEnded(r.endpoint_index);
+  EndpointState& ep = pool.endpointState(r.endpoint_index);
+  const UpstreamConfig& uc = pool.config();
+  bool changed = failed ? ep.recordFailure(uc.circuit_breaker ? &*uc.circuit_breaker : nullptr, monotonicMs())
+                        : ep.recordSuccess();
+  if (changed) publishBreakerGauge(pool.state(), uc.metrics_label, monotonicMs());
+  r.breaker_trial = false;
+}
+
+bool DownstreamConnection::retryPossible(bool trigger) {
+  Request& r = *req_;
+  const RetryConfig& rc = upstreamPool().config().retries;
+  // Only requests that can be sent again as they were: idempotent, no body streamed.
+  return trigger && r.attempts <= rc.attempts && r.request_framing == BodyFraming::None &&
+         isIdempotent(r.ctx.method) && upstreamPool().takeRetry();
+}
+
+void DownstreamConnection::scheduleRetry() {
+  Request& r = *req_;
+  const RetryConfig& rc = upstreamPool().config().retries;
+  // Exponential backoff with full jitter: uniform in [0, base * 2^(attempt-1)].
+  uint64_t cap = uint64_t(rc.backoff.count()) << std::min<uint32_t>(r.attempts - 1, 10);
+  uint64_t rnd[2];
+  worker_.random128(rnd);
+  uint64_t delay = cap ? rnd[0] % (cap + 1) : 0;
+  r.retry_timer = new uv_timer_t;
+  uv_timer_init(worker_.loop(), r.retry_timer);
+  r.retry_timer->data = this;
+  uv_timer_start(r.retry_timer, [](uv_timer_t* t) {
+    auto* c = static_cast<DownstreamConnection*>(t->data);
+    EventScope scope(c);
+    c->cancelRetryTimer();
+    if (!c->req_ || c->closing_) return;
+    c->startUpstream();
+  }, delay, 0);
+}
+
+void DownstreamConnection::cancelRetryTimer() {
+  if (!req_ || !req_->retry_timer) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(req_->retry_timer),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  req_->retry_timer = nullptr;
+}
+
+void DownstreamConnection::onUpstreamAvailable(bool expired) {
+  EventScope scope(this);
+  if (!req_ || closing_ || !req_->waiting_upstream) return;
+  req_->waiting_upstream = false;
+  if (expired) {
+    reject(503, "Upstream connection limit reached");
+    return;
+  }
+  startUpstream();
 }
 
 void DownstreamConnection::serializeUpstreamHead() {
@@ -726,6 +815,11 @@ void DownstreamConnection::sendLocalReply(int status, std::string_view error_cod
     r.upstream->abort();
     r.upstream = nullptr;
   }
+  if (r.attempt_open) {
+    r.attempt_open = false;
+    upstreamPool().requestEnded(r.endpoint_index);
+    if (r.breaker_trial) upstreamPool().endpointState(r.endpoint_index).releaseTrial();
+  }
   r.waiting_filter = false;
   if (r.ctx.request_id.empty()) r.ctx.request_id = worker_.newRequestId(r.arena);
   if (!r.ctx.config) r.ctx.config = r.generation->runtime->config.get();
@@ -746,6 +840,17 @@ void DownstreamConnection::answerAdmin() {
 void DownstreamConnection::onUpstreamHead(UpstreamResponseHead& head) {
   EventScope scope(this);
   Request& r = *req_;
+  bool failed = head.status == 502 || head.status == 503 || head.status == 504;
+  endAttempt(failed);
+  const std::vector<int>& retry_on = upstreamPool().config().retries.on_statuses;
+  if (std::find(retry_on.begin(), retry_on.end(), head.status) != retry_on.end() &&
+      retryPossible(true)) {
+    // This answer is not forwarded: the connection is dropped with its body.
+    r.upstream->abort();
+    r.upstream = nullptr;
+    scheduleRetry();
+    return;
+  }
   r.upstream_end_ns = monotonicNs();
   uint16_t upstream = r.generation->runtime->config->upstreams[r.ctx.route->upstream_index].metrics_label;
   metrics::local().add(metrics::Id::UpstreamRequestsTotal, {upstream, metrics::statusLabel(head.status), 0});
@@ -819,9 +924,19 @@ void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_starte
   r.upstream_end_ns = monotonicNs();
   if (!response_started && reused && !r.retried && e == UpstreamError::Reset &&
       r.request_framing == BodyFraming::None && isIdempotent(r.ctx.method)) {
-    // A pooled connection the upstream had closed: try once more on a fresh one.
+    // A pooled connection the upstream had closed: try once more on a fresh one. Not the
+    // endpoint's fault, and not one of the configured retries.
     r.retried = true;
+    endAttempt(false);
+    --r.attempts;
     startUpstream();
+    return;
+  }
+  endAttempt(true);
+  bool connect_failure = e == UpstreamError::ConnectFailed || e == UpstreamError::ConnectTimeout;
+  if (!response_started &&
+      retryPossible(connect_failure && upstreamPool().config().retries.on_connect_failure)) {
+    scheduleRetry();
     return;
   }
   switch (e) {
@@ -979,6 +1094,17 @@ void DownstreamConnection::disarmDeadline() {
 void DownstreamConnection::abortRequest() {
   if (!req_) return;
   Request& r = *req_;
+  cancelRetryTimer();
+  if (r.waiting_upstream) {
+    r.waiting_upstream = false;
+    upstreamPool().cancelWait(this);
+  }
+  if (r.attempt_open) {
+    // The outcome is unknown: neither a failure nor a success of the endpoint.
+    r.attempt_open = false;
+    upstreamPool().requestEnded(r.endpoint_index);
+    if (r.breaker_trial) upstreamPool().endpointState(r.endpoint_index).releaseTrial();
+  }
   if (r.waiting_filter && r.ctx.route && r.filters_run > 0) {
     // The filter's asynchronous call must not resume a request that is gone.
     r.waiting_filter = false;

@@ -63,7 +63,13 @@ struct Request {
   bool chunked_request = false;
   bool chunked_response = false;
   bool waiting_filter = false;  // a filter returned StopWait
-  bool retried = false;
+  bool waiting_upstream = false;  // queued by the upstream bulkhead
+  bool retried = false;           // the stale-keep-alive retry was used
+  bool attempt_open = false;      // an upstream attempt whose outcome is not yet known
+  bool breaker_trial = false;     // that attempt is a half-open breaker's trial
+  uint32_t attempts = 0;
+  size_t endpoint_index = SIZE_MAX;
+  uv_timer_t* retry_timer = nullptr;  // backoff before the next attempt
   BodyFraming request_framing = BodyFraming::None;
   uint64_t content_length = 0;
   uint64_t body_bytes = 0;
@@ -96,6 +102,7 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   void onUpstreamReadDone() override;
   void onUpstreamError(UpstreamError e, bool response_started, bool reused) override;
   void onUpstreamDrained() override;
+  void onUpstreamAvailable(bool expired) override;
 
   // RequestDriver
   void sendLocalReply(int status, std::string_view error_code, std::string_view message) override;
@@ -121,6 +128,11 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   void runRequestFilters();
   void proxyRequest();
   void startUpstream();
+  UpstreamPool& upstreamPool();
+  void endAttempt(bool failed);
+  bool retryPossible(bool trigger);
+  void scheduleRetry();
+  void cancelRetryTimer();
   void serializeUpstreamHead();
   void answerAdmin();
   void respond(int status, std::string_view content_type, std::string_view body,

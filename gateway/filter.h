@@ -26,6 +26,8 @@
 
 #include "gateway/headers.h"
 
+struct uv_loop_s;  // uv.h's uv_loop_t, without pulling libuv into every filter
+
 namespace gw {
 
 struct RouteConfig;
@@ -75,7 +77,7 @@ class WorkerState {
 class WorkerServices {
  public:
   virtual ~WorkerServices() = default;
-  virtual struct uv_loop_s* loop() = 0;
+  virtual ::uv_loop_s* loop() = 0;
   virtual uint32_t workerIndex() const = 0;
   // The state registered under `key` (created by `make` on first use). It lives as long as
   // the worker, across configuration reloads, so key it by what identifies it in the

@@ -11,6 +11,7 @@
 
 #include "gateway/config_loader.h"
 #include "gateway/health.h"
+#include "gateway/health_checker.h"
 #include "gateway/http_util.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
@@ -102,24 +103,6 @@ std::shared_ptr<const Runtime> Server::buildRuntime(std::shared_ptr<const Config
   return rt;
 }
 
-void Server::publishHealthChecks(const Config& config) {
-  health::removeChecks("upstream:");
-  for (const UpstreamConfig& u : config.upstreams) {
-    nlohmann::json endpoints = nlohmann::json::array();
-    for (const SocketAddress& e : u.endpoints) {
-      // Without active health checks an endpoint is presumed up; failures show in
-      // gateway_upstream_connect_failures_total.
-      endpoints.push_back({{"address", e.text}, {"status", "unchecked"}, {"latency_ms", nullptr},
-                           {"last_checked", nullptr}});
-    }
-    health::setCheck("upstream:" + u.name, [endpoints] {
-      health::Check c;
-      c.detail["endpoints"] = endpoints;
-      return c;
-    });
-  }
-}
-
 void Server::countReload(bool ok) {
   static const uint16_t kSuccess = metrics::labelId("success");
   static const uint16_t kFailure = metrics::labelId("failure");
@@ -179,7 +162,6 @@ int Server::run() {
     log::shutdown();
     return 1;
   }
-  publishHealthChecks(config);
   max_connections_.store(config.limits.max_connections);
 
   admin_ = std::make_unique<Worker>(*this, config.workers);
@@ -194,6 +176,8 @@ int Server::run() {
   worker_exit_.data = this;
   uv_timer_init(loop, &drain_timer_);
   drain_timer_.data = this;
+  health_checker_ = std::make_unique<HealthChecker>(loop);
+  health_checker_->configure(config);
 
   for (uint32_t i = 0; i < config.workers; ++i) workers_.push_back(std::make_unique<Worker>(*this, i));
   for (uint32_t i = 0; i < config.workers; ++i) workers_[i]->startThread(runtime_, worker_sockets_[i]);
@@ -258,7 +242,7 @@ void Server::reload() {
   }
   for (auto& w : workers_) w->postRuntime(rt);
   admin_->postRuntime(rt);
-  publishHealthChecks(now);
+  health_checker_->configure(now);
   countReload(true);
   log::info("configuration reloaded", {{"generation", std::to_string(rt->generation)}});
 }
@@ -295,6 +279,7 @@ void Server::onWorkerExit(uv_async_t* h) {
                               reinterpret_cast<uv_handle_t*>(&s->drain_timer_)}) {
     uv_close(handle, nullptr);
   }
+  s->health_checker_->stop();
   s->admin_->postStop();
 }
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "gateway/health_checker.h"
 #include "gateway/worker.h"
 
 namespace gw {
@@ -44,7 +45,6 @@ class Server {
   std::shared_ptr<const Runtime> buildRuntime(std::shared_ptr<const Config> config);
   bool bindAll(const Config& config);
   void reload();
-  void publishHealthChecks(const Config& config);
   void countReload(bool ok);
   void beginDrain();
   void stopWorkers();
@@ -68,6 +68,7 @@ class Server {
 
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<Worker> admin_;
+  std::unique_ptr<HealthChecker> health_checker_;
   std::vector<std::vector<ListenSocket>> worker_sockets_;
   ListenSocket admin_socket_;
   uv_signal_t sighup_{}, sigterm_{}, sigint_{};

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <cstring>

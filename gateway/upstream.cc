@@ -24,16 +24,59 @@ UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config,
     : worker_(worker),
       config_(config),
       connect_timeout_ms_(connect_timeout_ms),
-      endpoints_(config.endpoints.size()) {
+      endpoints_(config.endpoints.size()),
+      state_(upstreamState(config)) {
   // Spread workers over endpoints so that N workers do not all start on endpoint 0.
   next_endpoint_ = endpoints_.empty() ? 0 : worker.index() % endpoints_.size();
 }
 
-UpstreamPool::~UpstreamPool() { assert(live_ == 0); }
+UpstreamPool::~UpstreamPool() {
+  assert(live_ == 0);
+  if (wait_timer_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(wait_timer_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  }
+}
 
-UpstreamConnection* UpstreamPool::acquire(UpstreamHandler* handler) {
-  size_t e = next_endpoint_;
-  next_endpoint_ = (next_endpoint_ + 1) % endpoints_.size();
+size_t UpstreamPool::pickEndpoint(size_t avoid, bool* trial) {
+  *trial = false;
+  size_t n = endpoints_.size();
+  int64_t now = monotonicMs();
+  if (config_.load_balancing == LoadBalancing::LeastRequest && n > 1) {
+    // Power of two choices: two random endpoints, the one with fewer requests in flight
+    // on this worker. Cheap, and it avoids the herd that "least of all" causes.
+    uint64_t r[2];
+    worker_.random128(r);
+    size_t a = r[0] % n, b = r[1] % (n - 1);
+    if (b >= a) ++b;
+    EndpointState& sa = endpointState(a);
+    EndpointState& sb = endpointState(b);
+    bool ea = sa.eligible(now) && a != avoid, eb = sb.eligible(now) && b != avoid;
+    size_t pick = SIZE_MAX;
+    if (ea && eb) pick = endpoints_[a].active <= endpoints_[b].active ? a : b;
+    else if (ea) pick = a;
+    else if (eb) pick = b;
+    if (pick != SIZE_MAX && endpointState(pick).admits(now, trial)) return pick;
+  }
+  // Round robin over the endpoints that admit a request; the avoided one only as a last
+  // resort (a retry prefers another endpoint, but one endpoint beats none).
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 0; i < n; ++i) {
+      size_t e = (next_endpoint_ + i) % n;
+      if (pass == 0 && e == avoid && n > 1) continue;
+      if (endpointState(e).admits(now, trial)) {
+        next_endpoint_ = (e + 1) % n;
+        return e;
+      }
+    }
+  }
+  return SIZE_MAX;
+}
+
+AcquireResult UpstreamPool::acquire(UpstreamHandler* handler, size_t avoid_endpoint,
+                                    UpstreamConnection** out, bool* trial) {
+  size_t e = pickEndpoint(avoid_endpoint, trial);
+  if (e == SIZE_MAX) return AcquireResult::NoEndpoint;
   UpstreamConnection* c = endpoints_[e].idle;
   if (c) {
     removeIdle(c);
@@ -41,6 +84,22 @@ UpstreamConnection* UpstreamPool::acquire(UpstreamHandler* handler) {
     c->state_ = UpstreamConnection::State::Active;
     uv_timer_stop(&c->timer_);
   } else {
+    // Bulkhead: connections are counted across workers; past max_connections a request
+    // waits for one (up to max_pending of them), past both it is refused.
+    uint32_t open = state_->connections.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (open > config_.max_connections) {
+      state_->connections.fetch_sub(1, std::memory_order_relaxed);
+      if (*trial) endpointState(e).releaseTrial();
+      *trial = false;
+      uint32_t pending = state_->pending.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (pending > config_.max_pending) {
+        state_->pending.fetch_sub(1, std::memory_order_relaxed);
+        return AcquireResult::Overflow;
+      }
+      waiters_.push_back({handler, worker_.nowMs()});
+      armWaitTimer(100);
+      return AcquireResult::Queued;
+    }
     c = new UpstreamConnection(*this, e);
     ++live_;
     c->connect();
@@ -53,7 +112,57 @@ UpstreamConnection* UpstreamPool::acquire(UpstreamHandler* handler) {
   c->headers_.clear();
   llhttp_init(&c->parser_, HTTP_RESPONSE, &UpstreamConnection::parserSettings());
   c->parser_.data = c;
-  return c;
+  *out = c;
+  return AcquireResult::Connection;
+}
+
+void UpstreamPool::cancelWait(UpstreamHandler* handler) {
+  for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {
+    if (it->handler == handler) {
+      waiters_.erase(it);
+      state_->pending.fetch_sub(1, std::memory_order_relaxed);
+      return;
+    }
+  }
+}
+
+void UpstreamPool::armWaitTimer(uint64_t ms) {
+  if (waiters_.empty()) return;
+  if (!wait_timer_) {
+    wait_timer_ = new uv_timer_t;
+    uv_timer_init(worker_.loop(), wait_timer_);
+    wait_timer_->data = this;
+  }
+  uv_timer_start(wait_timer_, onWaitTimer, ms, 0);
+}
+
+void UpstreamPool::wakeWaiter() {
+  // Deferred to the timer so a waiter never runs inside another request's callbacks.
+  if (!waiters_.empty()) armWaitTimer(0);
+}
+
+void UpstreamPool::onWaitTimer(uv_timer_t* t) noexcept {
+  auto* pool = static_cast<UpstreamPool*>(t->data);
+  uint64_t now = pool->worker_.nowMs();
+  // Expired waiters get their 503; the first waiter retries if a connection is free.
+  std::vector<Waiter> expired;
+  auto& w = pool->waiters_;
+  while (!w.empty() && now - w.front().since_ms >= pool->connect_timeout_ms_) {
+    expired.push_back(w.front());
+    w.erase(w.begin());
+    pool->state_->pending.fetch_sub(1, std::memory_order_relaxed);
+  }
+  bool capacity = pool->state_->connections.load(std::memory_order_relaxed) < pool->config_.max_connections;
+  for (auto& e : pool->endpoints_) capacity |= e.idle != nullptr;
+  UpstreamHandler* next = nullptr;
+  if (capacity && !w.empty()) {
+    next = w.front().handler;
+    w.erase(w.begin());
+    pool->state_->pending.fetch_sub(1, std::memory_order_relaxed);
+  }
+  pool->armWaitTimer(100);
+  for (auto& e : expired) e.handler->onUpstreamAvailable(true);
+  if (next) next->onUpstreamAvailable(false);
 }
 
 void UpstreamPool::release(UpstreamConnection* c) {
@@ -66,10 +175,16 @@ void UpstreamPool::release(UpstreamConnection* c) {
     return;
   }
   c->becomeIdle();
+  wakeWaiter();
 }
 
 void UpstreamPool::retire() {
   retired_ = true;
+  if (wait_timer_ && waiters_.empty()) {
+    uv_close(reinterpret_cast<uv_handle_t*>(wait_timer_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    wait_timer_ = nullptr;
+  }
   for (auto& ep : endpoints_) {
     while (ep.idle) {
       UpstreamConnection* c = ep.idle;
@@ -102,6 +217,8 @@ void UpstreamPool::removeIdle(UpstreamConnection* c) {
 
 void UpstreamPool::connectionClosed() {
   --live_;
+  state_->connections.fetch_sub(1, std::memory_order_relaxed);
+  wakeWaiter();
   if (live_ == 0 && retired_) worker_.poolDrained(this);
 }
 

@@ -20,6 +20,7 @@
 
 #include "gateway/buffer.h"
 #include "gateway/config.h"
+#include "gateway/endpoint_state.h"
 #include "gateway/http_head.h"
 
 namespace gw {
@@ -60,6 +61,16 @@ class UpstreamHandler {
   virtual void onUpstreamError(UpstreamError e, bool response_started, bool reused) = 0;
   // The request bytes queued in out() fell below the low watermark.
   virtual void onUpstreamDrained() = 0;
+  // A request queued by acquire() (bulkhead full) may try again; or, with `expired`, it
+  // waited longer than the connect timeout.
+  virtual void onUpstreamAvailable(bool expired) = 0;
+};
+
+enum class AcquireResult {
+  Connection,  // *out is set
+  Queued,      // onUpstreamAvailable() follows
+  NoEndpoint,  // every endpoint unhealthy or its breaker open: 503 at once
+  Overflow,    // max_connections and max_pending both reached: 503 at once
 };
 
 class UpstreamConnection {
@@ -147,9 +158,29 @@ class UpstreamPool {
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
-  // Picks an endpoint (round robin) and returns a connection for it, pooled when one is
-  // idle. Never null: a failed connect is reported through the handler.
-  UpstreamConnection* acquire(UpstreamHandler* handler);
+  // Picks an endpoint among those that are healthy and whose breaker admits a request
+  // (round robin, or least_request: the better of two random choices), avoiding
+  // `avoid_endpoint` when another qualifies (a retry goes elsewhere), and gives a pooled
+  // connection to it or opens one. A failed connect is reported through the handler.
+  // `*trial` tells the caller it carries a half-open breaker's trial request.
+  AcquireResult acquire(UpstreamHandler* handler, size_t avoid_endpoint, UpstreamConnection** out,
+                        bool* trial);
+  // Withdraws a handler queued by acquire().
+  void cancelWait(UpstreamHandler* handler);
+  EndpointState& endpointState(size_t index) { return *state_->endpoints[index]; }
+  UpstreamState& state() { return *state_; }
+  // Per-worker count of requests in flight per endpoint, for least_request.
+  void requestStarted(size_t endpoint) { ++endpoints_[endpoint].active; }
+  void requestEnded(size_t endpoint) { --endpoints_[endpoint].active; }
+  // Retry budget, per worker: retries may be at most a fifth of the requests (plus a
+  // floor of 3, so a quiet upstream can still retry its first failures), so that retries
+  // cannot multiply an outage.
+  void countRequest() { ++requests_; }
+  bool takeRetry() {
+    if (retries_ >= 3 && retries_ * 5 >= requests_) return false;
+    ++retries_;
+    return true;
+  }
   // Gives a connection whose response is complete back to the pool (or closes it when it
   // cannot be reused or the pool is full).
   void release(UpstreamConnection* c);
@@ -164,6 +195,10 @@ class UpstreamPool {
   void pushIdle(UpstreamConnection* c);
   void removeIdle(UpstreamConnection* c);
   void connectionClosed();
+  size_t pickEndpoint(size_t avoid, bool* trial);
+  void wakeWaiter();
+  void armWaitTimer(uint64_t ms);
+  static void onWaitTimer(uv_timer_t* t) noexcept;
 
   Worker& worker_;
   const UpstreamConfig& config_;
@@ -171,11 +206,21 @@ class UpstreamPool {
   struct Endpoint {
     UpstreamConnection* idle = nullptr;  // most recently used first
     uint32_t idle_count = 0;
+    uint32_t active = 0;
   };
   std::vector<Endpoint> endpoints_;
+  std::shared_ptr<UpstreamState> state_;
   size_t next_endpoint_ = 0;
   size_t live_ = 0;
   bool retired_ = false;
+  struct Waiter {
+    UpstreamHandler* handler;
+    uint64_t since_ms;
+  };
+  std::vector<Waiter> waiters_;  // FIFO; short
+  uv_timer_t* wait_timer_ = nullptr;
+  uint64_t requests_ = 0;
+  uint64_t retries_ = 0;
 };
 
 }  // namespace gw

@@ -6,7 +6,6 @@
 #include <memory>
 #include <mutex>
 
-#include "gateway/config.h"
 
 namespace gw::auth {
 namespace {
@@ -25,9 +24,13 @@ struct alignas(64) Shard {
   std::array<std::atomic<uint64_t>, kReasonCount> counts{};
 };
 
+}  // namespace
+
 struct RouteCounters {
   std::array<Shard, kShards> shards;
 };
+
+namespace {
 
 // Process-wide and never shrinking: one entry per route name ever configured.
 struct Registry {
@@ -47,23 +50,6 @@ struct Registry {
 Registry& registry() {
   static Registry* r = new Registry();  // never destroyed: workers may count during exit
   return *r;
-}
-
-// A worker's own index of the registry, so that counting takes no lock.
-class WorkerCounters final : public WorkerState {
- public:
-  RouteCounters* find(std::string_view route) {
-    auto it = routes_.find(route);
-    if (it == routes_.end()) it = routes_.emplace(std::string(route), registry().find(route)).first;
-    return it->second;
-  }
-
- private:
-  std::map<std::string, RouteCounters*, std::less<>> routes_;
-};
-
-std::unique_ptr<WorkerState> makeWorkerCounters(WorkerServices&) {
-  return std::make_unique<WorkerCounters>();
 }
 
 void appendLabelValue(std::string& out, std::string_view value) {
@@ -86,20 +72,14 @@ std::string_view reasonName(Reason reason) {
   return i < kReasonCount ? kReasonNames[i] : std::string_view("unknown");
 }
 
-void countAuthFailure(RequestContext& ctx, Reason reason) {
+AuthFailureCounter::AuthFailureCounter(std::string_view route)
+    : counters_(registry().find(route)) {}
+
+void AuthFailureCounter::count(const RequestContext& ctx, Reason reason) const {
   size_t index = static_cast<size_t>(reason);
   if (index >= kReasonCount) return;
-  std::string_view route = ctx.route ? std::string_view(ctx.route->name) : std::string_view();
-  RouteCounters* counters;
-  uint32_t worker = 0;
-  if (ctx.worker) {
-    auto& state = static_cast<WorkerCounters&>(ctx.worker->state("auth-failures", makeWorkerCounters));
-    counters = state.find(route);
-    worker = ctx.worker->workerIndex();
-  } else {
-    counters = registry().find(route);
-  }
-  counters->shards[worker % kShards].counts[index].fetch_add(1, std::memory_order_relaxed);
+  uint32_t worker = ctx.worker ? ctx.worker->workerIndex() : 0;
+  counters_->shards[worker % kShards].counts[index].fetch_add(1, std::memory_order_relaxed);
 }
 
 std::vector<AuthFailureCount> authFailureCounts() {

@@ -2,9 +2,9 @@
 // filters, counted per route and reason.
 //
 // Contract:
-// - countAuthFailure() is called on a worker thread from a filter's request phase (or its
-//   resumption). It takes no lock once the worker has seen the route: each route's counters
-//   are sharded by worker index, so workers do not share cache lines.
+// - AuthFailureCounter::count() is called on a worker thread from a filter's request phase
+//   (or its resumption). It takes no lock: each route's counters are sharded by worker
+//   index, so workers do not share cache lines.
 // - authFailureCounts() and appendAuthFailureMetrics() may be called from any thread (the
 //   /metrics scrape). Counters are never reset: a route that disappears on reload keeps its
 //   totals, one that comes back continues them (Prometheus counters must not go down).
@@ -40,8 +40,20 @@ inline constexpr size_t kReasonCount = static_cast<size_t>(Reason::kCount);
 // The metric's `reason` label: "missing", "bad_signature", ...
 std::string_view reasonName(Reason reason);
 
-// Counts one failure on ctx.route (an empty route name when there is none).
-void countAuthFailure(RequestContext& ctx, Reason reason);
+struct RouteCounters;
+
+// One route's counters, bound when its filter is built, so that counting needs neither a
+// lookup nor a lock.
+class AuthFailureCounter {
+ public:
+  // `route` is empty for a chain outside any route.
+  explicit AuthFailureCounter(std::string_view route);
+  // One failure, in the shard of the worker running `ctx` (or shard 0 without a worker).
+  void count(const RequestContext& ctx, Reason reason) const;
+
+ private:
+  RouteCounters* counters_;  // process-wide, never freed
+};
 
 struct AuthFailureCount {
   std::string route;

@@ -39,6 +39,7 @@ struct RedisSettings {
   int port = 0;
   std::string unix_path;
   uint64_t fingerprint = 0;  // address, credentials and db: a change means a new connection
+  uint64_t serial = 0;       // creation order: a worker only moves to newer settings
 
   // Resolves a host name here, at configuration load, never on an event loop. Snapshots
   // with the same settings share one object.
@@ -52,7 +53,7 @@ std::string_view tokenBucketSha();
 // One check: argv = EVALSHA sha numkeys key... arg..., owned by the request's arena.
 struct RedisCheck {
   const char** argv = nullptr;
-  const size_t* lens = nullptr;
+  size_t* lens = nullptr;
   int argc = 0;
   int numkeys = 0;
 };
@@ -86,6 +87,8 @@ class RedisLimiter final : public WorkerState {
   // changed with a reload) to the server `settings` names.
   static RedisLimiter& forWorker(WorkerServices& worker,
                                  const std::shared_ptr<const RedisSettings>& settings);
+  // The worker's limiter as it is (abandoning a check must not reconnect anything).
+  static RedisLimiter& of(WorkerServices& worker);
 
   // True when a check should be sent: the connection answers, or the first connection
   // after start or reconfiguration is being made (checks queue behind it).

@@ -29,6 +29,9 @@ from pathlib import Path
 SOURCE_DIR = Path(os.environ.get("SOURCE_DIR") or Path(__file__).resolve().parents[2])
 GATEWAY_BIN = os.environ.get("GATEWAY_BIN") or str(SOURCE_DIR / "build" / "gateway")
 
+PDEATHSIG_PREFIX = (["/usr/bin/setpriv", "--pdeathsig", "KILL"]
+                    if os.access("/usr/bin/setpriv", os.X_OK) else [])
+
 START_TIMEOUT = 20.0  # seconds; generous for a loaded 2-core machine
 STOP_TIMEOUT = 20.0
 
@@ -151,7 +154,9 @@ class Gateway:
         args = self.args if self.args is not None else ["-c", str(self.config_path)]
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen([GATEWAY_BIN, *args], stdin=subprocess.DEVNULL,
+        # setpriv execs the gateway in place (same PID) with a parent-death signal, so a
+        # gateway cannot outlive a test run that is killed outright.
+        self.proc = subprocess.Popen([*PDEATHSIG_PREFIX, GATEWAY_BIN, *args], stdin=subprocess.DEVNULL,
                                      stdout=self._out, stderr=self._err, cwd=self.workdir,
                                      env=env, start_new_session=True)
         try:

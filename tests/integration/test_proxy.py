@@ -397,6 +397,7 @@ def test_stale_pooled_connection_is_retried_once_for_get(gateway_factory, upstre
     reqs = upstream.snapshot()
     answered = [q for q in reqs if q.index == 0]
     assert [q.path for q in answered] == [f"/race/{i}" for i in range(5)]
+    assert any(q.index > 0 for q in reqs), "no request went out on a pooled connection"
     # every retry went out on a fresh connection, once
     assert all(sum(1 for q in reqs if q.path == f"/race/{i}") <= 2 for i in range(5))
 
