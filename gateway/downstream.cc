@@ -26,6 +26,7 @@ namespace {
 constexpr size_t kHighWatermark = 256 * 1024;
 constexpr size_t kLowWatermark = 64 * 1024;
 constexpr size_t kMaxRequestHeaders = 128;
+constexpr size_t kMaxChunkExtensionBytes = 4096;
 
 DownstreamConnection* fromParser(llhttp_t* p) { return static_cast<DownstreamConnection*>(p->data); }
 
@@ -57,6 +58,25 @@ uint64_t monotonicNs() {
 bool isIdempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
          method == "DELETE" || method == "TRACE";
+}
+
+// Refusals of SPEC §2 that llhttp's strict mode lets through: obs-fold (a value holding a
+// line break), whitespace between a field name and its colon, an empty field name, and a
+// Transfer-Encoding other than exactly "chunked" (re-chunking "gzip, chunked" would drop
+// the gzip coding on the way upstream). Names and values are views into the head's
+// contiguous bytes, so the byte after a name is the separator that followed it.
+bool headIsUnambiguous(const HeaderList& headers) {
+  for (const Header& h : headers) {
+    if (h.name.empty() || h.name.data()[h.name.size()] != ':' ||
+        h.name.find_first_of(" \t") != std::string_view::npos) {
+      return false;
+    }
+    if (h.value.find_first_of("\r\n") != std::string_view::npos) return false;
+    if (equalsIgnoreCase(h.name, "transfer-encoding") && !equalsIgnoreCase(h.value, "chunked")) {
+      return false;
+    }
+  }
+  return true;
 }
 
 // Removes the hop-by-hop headers and those the Connection header names.
@@ -115,7 +135,7 @@ void Request::reset() {
   endpoint_index = SIZE_MAX;
   retry_timer = nullptr;
   request_framing = BodyFraming::None;
-  content_length = body_bytes = 0;
+  content_length = body_bytes = chunk_extension_bytes = 0;
   status = 0;
   error_code = {};
   start_ns = upstream_start_ns = upstream_end_ns = 0;
@@ -330,6 +350,11 @@ int DownstreamConnection::onHeadersComplete() {
   const char* base = in_.data();
   r.head.toHeaders(base, r.headers);
   r.http10 = p.http_major == 1 && p.http_minor == 0;
+  if (p.http_major != 1 || p.http_minor > 1 || !headIsUnambiguous(r.headers)) {
+    close_after_response_ = true;
+    reject(400, "Malformed HTTP request");
+    return headDone();
+  }
   r.keep_alive = llhttp_should_keep_alive(&p) && !close_after_response_ && !draining_;
   r.ctx.method = llhttp_method_name(static_cast<llhttp_method_t>(p.method));
   r.head_method = p.method == HTTP_HEAD;
@@ -669,6 +694,18 @@ int DownstreamConnection::onBody(llhttp_t* p, const char* at, size_t len) {
   return 0;
 }
 
+int DownstreamConnection::onChunkExtension(llhttp_t* p, const char*, size_t len) {
+  // Extensions are dropped when the body is re-chunked; a flood of them is only work.
+  auto* c = fromParser(p);
+  c->req_->chunk_extension_bytes += len;
+  if (c->req_->chunk_extension_bytes > kMaxChunkExtensionBytes) {
+    c->close_after_response_ = true;
+    c->req_->reject_status = 400;
+    return HPE_USER;
+  }
+  return 0;
+}
+
 int DownstreamConnection::onMessageComplete(llhttp_t* p) {
   auto* c = fromParser(p);
   Request& r = *c->req_;
@@ -687,6 +724,8 @@ const llhttp_settings_t& DownstreamConnection::parserSettings() {
     s.on_headers_complete = onHeadersCompleteCb;
     s.on_body = onBody;
     s.on_message_complete = onMessageComplete;
+    s.on_chunk_extension_name = onChunkExtension;
+    s.on_chunk_extension_value = onChunkExtension;
     return s;
   }();
   return settings;

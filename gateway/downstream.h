@@ -73,6 +73,7 @@ struct Request {
   BodyFraming request_framing = BodyFraming::None;
   uint64_t content_length = 0;
   uint64_t body_bytes = 0;
+  uint64_t chunk_extension_bytes = 0;
   int status = 0;
   std::string_view error_code;
   uint64_t start_ns = 0;
@@ -175,6 +176,7 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   static int onHeadersCompleteCb(llhttp_t* p);
   static int onBody(llhttp_t* p, const char* at, size_t len);
   static int onMessageComplete(llhttp_t* p);
+  static int onChunkExtension(llhttp_t* p, const char* at, size_t len);
   static const llhttp_settings_t& parserSettings();
 
   uv_tcp_t tcp_{};
