@@ -1,5 +1,6 @@
 // The credential sections: jwt_providers and api_keys, with the files they name.
 #include "filters/api_key/api_key_file.h"
+#include "filters/jwt/jwk.h"
 #include "gateway/config_sections.h"
 
 namespace gw::config_detail {
@@ -83,6 +84,11 @@ void parseJwtProvider(const YAML::Node& node, ConfigContext& ctx, Config& config
   ctx.readDuration(*map, "leeway", provider.leeway);
   if (const YAML::Node* claims = map->find("forward_claims")) {
     parseForwardClaims(*claims, ctx, provider);
+  }
+  if (file && !provider.jwks_file_content.empty()) {
+    for (const auto& problem : jwt::checkJwks(provider.jwks_file_content, provider.algorithms)) {
+      ctx.error(*file, "JWKS file '" + provider.jwks_file + "': " + problem);
+    }
   }
   config.jwt_providers.push_back(std::move(provider));
 }

@@ -10,6 +10,7 @@
 #include "gateway/admin.h"
 #include "gateway/client_ip.h"
 #include "gateway/http_util.h"
+#include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/path.h"
 #include "gateway/server.h"
@@ -162,17 +163,6 @@ void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t 
   }
   const Config& cfg = *worker.currentGeneration()->runtime->config;
   c->listener_label_ = admin ? 0 : cfg.listeners[listener_index].metrics_label;
-  if (!admin && !worker.server().admitConnection()) {
-    c->closing_ = true;
-    static const uint16_t kMaxConnections = metrics::labelId("max_connections");
-    metrics::local().add(metrics::Id::ConnectionsRejected, {c->listener_label_, kMaxConnections, 0});
-    worker.server().connectionRejected();
-    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), [](uv_handle_t* h) {
-      delete static_cast<DownstreamConnection*>(h->data);
-    });
-    return;
-  }
-  uv_tcp_nodelay(&c->tcp_, 1);
   sockaddr_storage ss;
   int len = sizeof ss;
   if (uv_tcp_getpeername(&c->tcp_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
@@ -184,6 +174,29 @@ void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t 
       c->peer_text_len_ = uint8_t(std::strlen(c->peer_text_));
     }
   }
+  if (!admin) {
+    auto verdict = worker.server().connectionLimiter().admit(c->peer_ip16_, &c->counted_per_ip_);
+    if (verdict != ConnectionLimiter::Verdict::Admitted) {
+      // Refused at once (closed before any byte is read), counted, logged at most once a
+      // second: a flood must not turn into a flood of log lines.
+      bool per_ip = verdict == ConnectionLimiter::Verdict::TooManyFromAddress;
+      static const uint16_t kTotal = metrics::labelId("max_connections");
+      static const uint16_t kPerIp = metrics::labelId("max_connections_per_ip");
+      metrics::local().add(metrics::Id::ConnectionsRejected,
+                           {c->listener_label_, per_ip ? kPerIp : kTotal, 0});
+      if (worker.logThrottle()) {
+        log::warn("connection refused", {{"reason", per_ip ? "max_connections_per_ip" : "max_connections"},
+                                         {"client_ip", std::string_view(c->peer_text_, c->peer_text_len_)}});
+      }
+      c->closing_ = true;
+      uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), [](uv_handle_t* h) {
+        delete static_cast<DownstreamConnection*>(h->data);
+      });
+      return;
+    }
+    c->admitted_ = true;
+  }
+  uv_tcp_nodelay(&c->tcp_, 1);
   worker.addConnection(c);
   if (!admin) {
     metrics::local().add(metrics::Id::ConnectionsTotal, {c->listener_label_, 0, 0});
@@ -1187,6 +1200,7 @@ void DownstreamConnection::closeConnection() {
   closing_ = true;
   disarmDeadline();
   worker_.removeConnection(this);
+  if (admitted_) worker_.server().connectionLimiter().release(peer_ip16_, counted_per_ip_);
   if (!admin_) metrics::local().add(metrics::Id::ConnectionsActive, {listener_label_, 0, 0}, -1);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onCloseCb);
 }

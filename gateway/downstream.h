@@ -191,6 +191,8 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   bool closing_ = false;
   bool close_after_response_ = false;
   bool draining_ = false;
+  bool admitted_ = false;        // counted by the connection limiter
+  bool counted_per_ip_ = false;  // ... and per address
   DeadlineKind deadline_kind_ = DeadlineKind::None;
   uint16_t depth_ = 0;
   uint8_t peer_ip16_[16]{};

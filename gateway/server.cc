@@ -162,7 +162,7 @@ int Server::run() {
     log::shutdown();
     return 1;
   }
-  max_connections_.store(config.limits.max_connections);
+  limiter_.setLimits(config.limits.max_connections, config.limits.max_connections_per_ip);
 
   admin_ = std::make_unique<Worker>(*this, config.workers);
   admin_->init(runtime_, {admin_socket_});
@@ -235,7 +235,7 @@ void Server::reload() {
     }
   }
   log::setLevel(now.logging.level);
-  max_connections_.store(now.limits.max_connections);
+  limiter_.setLimits(now.limits.max_connections, now.limits.max_connections_per_ip);
   {
     std::lock_guard<std::mutex> lock(runtime_mutex_);
     runtime_ = rt;
@@ -282,18 +282,5 @@ void Server::onWorkerExit(uv_async_t* h) {
   s->health_checker_->stop();
   s->admin_->postStop();
 }
-
-bool Server::admitConnection() {
-  uint64_t n = connections_.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (n > max_connections_.load(std::memory_order_relaxed)) {
-    connections_.fetch_sub(1, std::memory_order_relaxed);
-    return false;
-  }
-  return true;
-}
-
-void Server::connectionClosed() { connections_.fetch_sub(1, std::memory_order_relaxed); }
-
-void Server::connectionRejected() { rejected_.fetch_add(1, std::memory_order_relaxed); }
 
 }  // namespace gw

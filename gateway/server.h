@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "gateway/connection_limiter.h"
 #include "gateway/health_checker.h"
 #include "gateway/worker.h"
 
@@ -28,9 +29,7 @@ class Server {
   int run();
 
   // Any thread.
-  bool admitConnection();
-  void connectionClosed();
-  void connectionRejected();
+  ConnectionLimiter& connectionLimiter() { return limiter_; }
   void workerExited();
   bool started() const { return started_.load(std::memory_order_acquire); }
   bool draining() const { return draining_.load(std::memory_order_acquire); }
@@ -56,9 +55,7 @@ class Server {
   uint64_t start_ms_ = 0;
   std::atomic<bool> started_{false};
   std::atomic<bool> draining_{false};
-  std::atomic<uint64_t> connections_{0};
-  std::atomic<uint64_t> max_connections_{0};
-  std::atomic<uint64_t> rejected_{0};
+  ConnectionLimiter limiter_;
   std::atomic<uint64_t> reloads_ok_{0};
   std::atomic<uint64_t> reloads_failed_{0};
   std::atomic<uint32_t> workers_exited_{0};

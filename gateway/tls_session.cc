@@ -225,7 +225,8 @@ bool TlsSession::start() {
   started_ = true;
   TlsFeedResult ignored;
   ERR_clear_error();
-  return driveHandshake(ignored);
+  driveHandshake(ignored);  // sends the ClientHello, then wants the server's answer
+  return state_ != TlsState::Error;
 }
 
 TlsFeedResult TlsSession::feed(const char* data, size_t len, InputBlock& plaintext,

@@ -265,7 +265,6 @@ void Worker::removeConnection(DownstreamConnection* c) {
   if (c->next) c->next->prev = c->prev;
   c->next = c->prev = nullptr;
   --connection_count_;
-  if (!has_admin_listener_) server_.connectionClosed();  // admin connections are not counted
   if (draining_) maybeFinishDrain();
 }
 

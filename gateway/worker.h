@@ -80,6 +80,13 @@ class Worker final : public WorkerServices {
   uint32_t workerIndex() const override { return index_; }
   WorkerState& state(std::string_view key,
                      std::unique_ptr<WorkerState> (*make)(WorkerServices&)) override;
+  // True at most once a second per worker: for warnings that a flood could repeat.
+  bool logThrottle() {
+    uint64_t now = nowMs();
+    if (now - last_throttled_log_ms_ < 1000) return false;
+    last_throttled_log_ms_ = now;
+    return true;
+  }
   Server& server() { return server_; }
   uint32_t index() const { return index_; }
   Generation* currentGeneration() { return current_; }
@@ -152,6 +159,7 @@ class Worker final : public WorkerServices {
   bool draining_ = false;
   bool stopping_ = false;
   bool collect_pending_ = false;
+  uint64_t last_throttled_log_ms_ = 0;
   bool has_admin_listener_ = false;
   metrics::MetricStore metrics_{false};
   ConnectionLimits limits_;
