@@ -61,25 +61,6 @@ bool isIdempotent(std::string_view method) {
          method == "DELETE" || method == "TRACE";
 }
 
-// Refusals of SPEC §2 that llhttp's strict mode lets through: obs-fold (a value holding a
-// line break), whitespace between a field name and its colon, an empty field name, and a
-// Transfer-Encoding other than exactly "chunked" (re-chunking "gzip, chunked" would drop
-// the gzip coding on the way upstream). Names and values are views into the head's
-// contiguous bytes, so the byte after a name is the separator that followed it.
-bool headIsUnambiguous(const HeaderList& headers) {
-  for (const Header& h : headers) {
-    if (h.name.empty() || h.name.data()[h.name.size()] != ':' ||
-        h.name.find_first_of(" \t") != std::string_view::npos) {
-      return false;
-    }
-    if (h.value.find_first_of("\r\n") != std::string_view::npos) return false;
-    if (equalsIgnoreCase(h.name, "transfer-encoding") && !equalsIgnoreCase(h.value, "chunked")) {
-      return false;
-    }
-  }
-  return true;
-}
-
 // Removes the hop-by-hop headers and those the Connection header names.
 void removeHopByHop(HeaderList& headers) {
   for (size_t i = 0; i < headers.size(); ++i) {
@@ -131,6 +112,8 @@ void Request::reset() {
   head_complete = message_complete = response_started = response_complete = false;
   keep_alive = true;
   http10 = head_method = expect_continue = chunked_request = chunked_response = false;
+  upgrade = tunnel = false;
+  upgrade_value = {};
   waiting_filter = waiting_upstream = retried = attempt_open = breaker_trial = false;
   attempts = 0;
   endpoint_index = SIZE_MAX;
@@ -246,7 +229,7 @@ void DownstreamConnection::onRead(ssize_t nread) {
       return;
     }
     // The client is gone (or half-closed). A complete request still gets its answer.
-    if (req_ && req_->message_complete && nread == UV_EOF) {
+    if (req_ && req_->message_complete && nread == UV_EOF && !req_->tunnel) {
       close_after_response_ = true;
       stopReading();
       return;
@@ -280,6 +263,18 @@ void DownstreamConnection::processInput() {
   while (!closing_ && in_.unconsumed() > 0 && !read_paused_) {
     if (!req_) beginRequest();
     Request& r = *req_;
+    if (r.tunnel) {
+      if (!r.upstream) return;
+      r.upstream->out().appendExternal(in_.data() + in_.consumed(), in_.unconsumed());
+      r.bytes_in += in_.unconsumed();
+      in_.consume(in_.unconsumed());
+      r.upstream->flush();
+      if (closing_) return;
+      if (r.upstream && r.upstream->pendingBytes() > kHighWatermark) stopReading();
+      in_.compact();
+      armDeadline(DeadlineKind::Idle);
+      return;
+    }
     if (r.message_complete || r.waiting_filter || r.response_complete) return;
     const char* data = in_.data() + in_.consumed();
     size_t len = in_.unconsumed();
@@ -397,15 +392,17 @@ int DownstreamConnection::onHeadersComplete() {
     reject(400, "CONNECT is not supported");
     return headDone();
   }
+  bool websocket = false;
   if (p.upgrade) {
     std::string_view upgrade = r.headers.get("upgrade");
-    bool websocket = false;
     forEachToken(upgrade, [&](std::string_view t) { websocket |= equalsIgnoreCase(t, "websocket"); });
-    if (websocket) {
-      reject(400, "WebSocket upgrade is not enabled on this route");
+    // h2c and friends: answer in HTTP/1.1, as nginx does.
+    if (!websocket) p.upgrade = 0;
+    if (websocket && r.request_framing != BodyFraming::None) {
+      reject(400, "An upgrade request cannot carry a body");
       return headDone();
     }
-    p.upgrade = 0;  // h2c and friends: answer in HTTP/1.1, as nginx does
+    if (websocket) r.upgrade_value = r.arena.copy(upgrade);
   }
 
   RequestTarget target;
@@ -457,6 +454,11 @@ int DownstreamConnection::onHeadersComplete() {
     return headDone();
   }
   r.upstream_name = r.ctx.route->upstream;
+  if (websocket && !r.ctx.route->websocket) {
+    reject(400, "WebSocket upgrade is not enabled on this route");
+    return headDone();
+  }
+  r.upgrade = websocket;
   runRequestFilters();
   return headDone();
 }
@@ -672,6 +674,10 @@ void DownstreamConnection::serializeUpstreamHead() {
   o.append("\r\n", 2);
   appendHeader(o, "X-Forwarded-Proto", !xfp.empty() ? xfp : (r.ctx.tls ? "https" : "http"));
   if (!xfh.empty() || !r.ctx.host.empty()) appendHeader(o, "X-Forwarded-Host", !xfh.empty() ? xfh : r.ctx.host);
+  if (r.upgrade) {
+    o.append("Connection: Upgrade\r\n");
+    appendHeader(o, "Upgrade", r.upgrade_value);
+  }
   if (r.request_framing == BodyFraming::ContentLength) {
     o.append("Content-Length: ");
     appendNumber(o, r.content_length);
@@ -925,6 +931,20 @@ void DownstreamConnection::onUpstreamHead(UpstreamResponseHead& head) {
       if (r.http10) r.keep_alive = false;
       break;
   }
+  if (head.status == 101) {
+    if (!r.upgrade) {
+      // A 101 nobody asked for would leave the client speaking HTTP into a tunnel.
+      r.upstream->abort();
+      r.upstream = nullptr;
+      reject(502, "Upstream switched protocols unasked");
+      return;
+    }
+    r.response.headers.remove("content-length");
+    r.response.headers.addRef("Connection", "Upgrade");
+    r.response.headers.addRef("Upgrade", r.upgrade_value);
+    r.tunnel = true;
+    armDeadline(DeadlineKind::Idle);
+  }
   runResponseFilters();
   writeResponseHead(head.status, head.framing != BodyFraming::None);
   // The head is copied out: views into the upstream's block die with this callback.
@@ -943,11 +963,19 @@ void DownstreamConnection::onUpstreamBody(const char* data, size_t len) {
   }
 }
 
+void DownstreamConnection::onUpstreamTunnelData(const char* data, size_t len) {
+  EventScope scope(this);
+  req_->out.appendExternal(data, len);
+  armDeadline(DeadlineKind::Idle);  // a tunnel lives while bytes move, either way
+}
+
 void DownstreamConnection::onUpstreamReadDone() {
   EventScope scope(this);
   Request& r = *req_;
   flushClient();
-  if (!closing_ && r.upstream && r.out.size() > kHighWatermark) r.upstream->pauseReading();
+  if (closing_) return;
+  if (r.upstream && r.out.size() > kHighWatermark) r.upstream->pauseReading();
+  if (r.tunnel && in_.unconsumed() > 0) processInput();  // client bytes sent before the 101
 }
 
 void DownstreamConnection::onUpstreamComplete() {
@@ -973,6 +1001,13 @@ void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_starte
   if (!req_ || closing_) return;
   Request& r = *req_;
   r.upstream = nullptr;
+  if (r.tunnel) {
+    // The upstream ended the tunnel: deliver what it sent, then close.
+    close_after_response_ = true;
+    r.response_complete = true;
+    flushClient();
+    return;
+  }
   r.upstream_end_ns = monotonicNs();
   if (!response_started && reused && !r.retried && e == UpstreamError::Reset &&
       r.request_framing == BodyFraming::None && isIdempotent(r.ctx.method)) {
@@ -1010,7 +1045,7 @@ void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_starte
 
 void DownstreamConnection::onUpstreamDrained() {
   EventScope scope(this);
-  if (read_paused_ && req_ && !req_->message_complete && !req_->waiting_filter) {
+  if (read_paused_ && req_ && (!req_->message_complete || req_->tunnel) && !req_->waiting_filter) {
     if (req_->upstream && req_->upstream->pendingBytes() < kLowWatermark) {
       startReading();
       processInput();

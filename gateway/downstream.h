@@ -62,6 +62,9 @@ struct Request {
   bool expect_continue = false;
   bool chunked_request = false;
   bool chunked_response = false;
+  bool upgrade = false;  // a WebSocket upgrade on a websocket route
+  bool tunnel = false;   // the upstream said 101: bytes now pass both ways
+  std::string_view upgrade_value;
   bool waiting_filter = false;  // a filter returned StopWait
   bool waiting_upstream = false;  // queued by the upstream bulkhead
   bool retried = false;           // the stale-keep-alive retry was used
@@ -104,6 +107,7 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   void onUpstreamError(UpstreamError e, bool response_started, bool reused) override;
   void onUpstreamDrained() override;
   void onUpstreamAvailable(bool expired) override;
+  void onUpstreamTunnelData(const char* data, size_t len) override;
 
   // RequestDriver
   void sendLocalReply(int status, std::string_view error_code, std::string_view message) override;

@@ -145,6 +145,25 @@ std::string errorBody(std::string_view error_code, std::string_view message,
   return body;
 }
 
+// Refusals of SPEC §2 that llhttp's strict mode lets through: obs-fold (a value holding a
+// line break), whitespace between a field name and its colon, an empty field name, and a
+// Transfer-Encoding other than exactly "chunked" (re-chunking "gzip, chunked" would drop
+// the gzip coding on the way upstream). Names and values are views into the head's
+// contiguous bytes, so the byte after a name is the separator that followed it.
+bool headIsUnambiguous(const HeaderList& headers) {
+  for (const Header& h : headers) {
+    if (h.name.empty() || h.name.data()[h.name.size()] != ':' ||
+        h.name.find_first_of(" \t") != std::string_view::npos) {
+      return false;
+    }
+    if (h.value.find_first_of("\r\n") != std::string_view::npos) return false;
+    if (equalsIgnoreCase(h.name, "transfer-encoding") && !equalsIgnoreCase(h.value, "chunked")) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool isHopByHopHeader(std::string_view name) {
   static constexpr std::string_view kHopByHop[] = {
       "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",

@@ -18,6 +18,11 @@ uint64_t wallClockMs();
 // SPEC §3 error body.
 std::string errorBody(std::string_view error_code, std::string_view message,
                       std::string_view request_id, uint64_t unix_ms);
+class HeaderList;
+// False for heads that HTTP/1.1 parsers may read differently and that llhttp's strict mode
+// still lets through (SPEC §2's refusals). The views MUST point into the contiguous head
+// bytes as parsed: the byte after each name is inspected.
+bool headIsUnambiguous(const HeaderList& headers);
 // True for headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
 bool isHopByHopHeader(std::string_view name);
 // Calls f(token) for each comma-separated token of a header value, trimmed.

@@ -298,7 +298,9 @@ struct TlsContextCallbacks {
       bool newest = false;
       if (!self->tickets_->find(name, &key, &newest)) return 0;
       if (EVP_DecryptInit_ex(cipher_ctx, aes, nullptr, key.aes, iv) != 1) result = -1;
-      if (!newest) result = 2;
+      // Renew a ticket sealed with an older key; and always in TLS 1.3, where OpenSSL
+      // sends no new ticket otherwise and clients use each ticket once (RFC 8446 C.4).
+      if (result > 0 && (!newest || SSL_version(ssl) == TLS1_3_VERSION)) result = 2;
     }
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key.hmac, sizeof key.hmac),

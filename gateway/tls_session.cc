@@ -196,6 +196,7 @@ TlsSession::TlsSession(std::shared_ptr<const TlsClientContext> context,
       SSL_SESSION_free(resumable);
     }
   }
+  client_ = context.get();
   context_ = std::move(context);
   attach();
 }
@@ -211,7 +212,15 @@ void TlsSession::attach() {
   SSL_set_bio(ssl_, bio, bio);  // one reference serves both directions
 }
 
-TlsSession::~TlsSession() { SSL_free(ssl_); }
+TlsSession::~TlsSession() {
+  // OpenSSL treats a session freed without close_notify as suspect and makes it
+  // unresumable, but most connections simply end (the peer closes, a keep-alive times
+  // out). Only a failed one deserves that; the others stay resumable.
+  if (ssl_ && state_ != TlsState::Error && SSL_is_init_finished(ssl_)) {
+    SSL_set_shutdown(ssl_, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+  }
+  SSL_free(ssl_);
+}
 
 char* TlsSession::scratchInput(size_t* len) {
   thread_local std::unique_ptr<char[]> area;
@@ -282,6 +291,11 @@ void TlsSession::completeHandshake() {
   info_.resumed = SSL_session_reused(ssl_) == 1;
   if (X509* peer = SSL_get0_peer_certificate(ssl_)) info_.peer_subject = subjectOf(peer);
   info_.verify_result = SSL_get_verify_result(ssl_);
+  // A TLS 1.2 server may renew the ticket of a resumed session; OpenSSL reports new
+  // sessions only after full handshakes there, so keep the renewed one here.
+  if (client_ && info_.resumed && SSL_version(ssl_) <= TLS1_2_VERSION) {
+    if (SSL_SESSION* renewed = SSL_get1_session(ssl_)) client_->storeSession(endpoint_, renewed);
+  }
   if (!pending_plain_.empty()) encrypt(pending_plain_);  // reports its own failure
 }
 

@@ -129,6 +129,7 @@ class TlsSession {
   bool canEncrypt() const;
 
   std::shared_ptr<const void> context_;  // keeps the SSL_CTXs alive
+  const TlsClientContext* client_ = nullptr;  // client sessions: context_, typed
   ssl_st* ssl_ = nullptr;
   bool server_ = false;
   bool started_ = false;

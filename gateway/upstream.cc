@@ -364,7 +364,7 @@ void UpstreamConnection::onRead(ssize_t nread) {
       close();
       return;
     }
-    if (response_started_ && parser_.type == HTTP_RESPONSE && nread == UV_EOF) {
+    if (response_started_ && !tunnel_ && nread == UV_EOF) {
       // A close-delimited body ends here.
       llhttp_errno_t err = llhttp_finish(&parser_);
       if ((err == HPE_OK || err == HPE_PAUSED) && response_complete_) {
@@ -387,7 +387,32 @@ void UpstreamConnection::onRead(ssize_t nread) {
   in_.added(size_t(nread));
   const char* start = in_.data() + in_.consumed();
   size_t len = in_.unconsumed();
+  if (tunnel_) {
+    handler_->onUpstreamTunnelData(start, len);
+    if (!handler_) return;
+    in_.consume(len);
+    handler_->onUpstreamReadDone();
+    if (handler_) in_.compact();
+    return;
+  }
   llhttp_errno_t err = llhttp_execute(&parser_, start, len);
+  if (err == HPE_PAUSED_UPGRADE && response_started_ && parser_.status_code == 101) {
+    // Switched protocols: what follows the head is the tunnel's first bytes.
+    tunnel_ = true;
+    keep_alive_ = false;
+    uv_timer_stop(&timer_);
+    size_t used = size_t(llhttp_get_error_pos(&parser_) - start);
+    in_.consume(used);
+    if (!handler_) return;
+    if (in_.unconsumed() > 0) {
+      handler_->onUpstreamTunnelData(in_.data() + in_.consumed(), in_.unconsumed());
+      if (!handler_) return;
+      in_.consume(in_.unconsumed());
+    }
+    handler_->onUpstreamReadDone();
+    if (handler_) in_.compact();
+    return;
+  }
   if (err == HPE_PAUSED) {
     // Paused after a complete response: anything after it is a protocol violation.
     size_t used = size_t(llhttp_get_error_pos(&parser_) - start);
@@ -449,7 +474,7 @@ int UpstreamConnection::onHeadersComplete(llhttp_t* p) {
   c->head_.toHeaders(c->in_.data(), c->headers_);
   head.headers = &c->headers_;
   head.keep_alive = c->keep_alive_;
-  bool no_body = c->head_request_ || status == 204 || status == 304;
+  bool no_body = c->head_request_ || status == 101 || status == 204 || status == 304;
   if (no_body) {
     head.framing = BodyFraming::None;
   } else if (p->flags & F_CHUNKED) {
@@ -473,6 +498,7 @@ int UpstreamConnection::onBody(llhttp_t* p, const char* at, size_t len) {
 int UpstreamConnection::onMessageComplete(llhttp_t* p) {
   auto* c = fromParser(p);
   if (!c->response_started_) return 0;  // an interim response
+  if (p->upgrade && p->status_code == 101) return 0;  // llhttp pauses for the upgrade next
   c->response_complete_ = true;
   return HPE_PAUSED;
 }

@@ -64,6 +64,9 @@ class UpstreamHandler {
   // A request queued by acquire() (bulkhead full) may try again; or, with `expired`, it
   // waited longer than the connect timeout.
   virtual void onUpstreamAvailable(bool expired) = 0;
+  // After a 101 the connection is a byte tunnel: raw bytes from the upstream, valid until
+  // onUpstreamReadDone() returns. Its end is reported as onUpstreamError(Reset, true, ..).
+  virtual void onUpstreamTunnelData(const char* data, size_t len) = 0;
 };
 
 enum class AcquireResult {
@@ -143,6 +146,7 @@ class UpstreamConnection {
   bool response_complete_ = false;
   bool head_request_ = false;
   bool keep_alive_ = true;
+  bool tunnel_ = false;  // switched protocols: bytes pass through unparsed
   bool connect_failed_ = false;  // uv_tcp_connect refused at once; reported from the timer
   bool response_timeout_pending_ = false;  // armed once connected
   uint64_t response_timeout_ms_ = 0;
