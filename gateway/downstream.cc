@@ -379,8 +379,19 @@ int DownstreamConnection::onHeadersComplete() {
   const Config& cfg = *rt.config;
   r.ctx.config = &cfg;
   r.ctx.max_body_bytes = cfg.limits.max_body_bytes;
-  r.ctx.client_ip = resolveClientIp(cfg.trusted_proxies, r.ctx.peer_ip, peer_ip16_,
-                                    r.headers.get("x-forwarded-for"), r.ctx.client_ip16);
+  std::string_view xff = r.headers.get("x-forwarded-for");
+  if (!cfg.trusted_proxies.empty() && r.headers.count("x-forwarded-for") > 1) {
+    // Several fields are one list (RFC 9110 §5.3): the right-most hop is in the last one.
+    std::string joined;
+    for (const Header& h : r.headers) {
+      if (!equalsIgnoreCase(h.name, "x-forwarded-for")) continue;
+      if (!joined.empty()) joined += ", ";
+      joined += h.value;
+    }
+    xff = r.arena.copy(joined);
+  }
+  r.ctx.client_ip = resolveClientIp(cfg.trusted_proxies, r.ctx.peer_ip, peer_ip16_, xff,
+                                    r.ctx.client_ip16);
   // Keep what the log and the upstream request need past this callback in the arena:
   // the head's bytes stay in the input block only until the body starts flowing.
   r.ctx.client_ip = r.arena.copy(r.ctx.client_ip);
@@ -639,13 +650,14 @@ void DownstreamConnection::serializeUpstreamHead() {
   }
   o.append(" HTTP/1.1\r\n", 11);
   bool has_host = false;
-  std::string_view xff, xfp, xfh;
+  std::string_view xfp, xfh;
+  bool has_xff = false;
   bool trusted_peer = isTrusted(r.ctx.config->trusted_proxies, peer_ip16_);
   for (const Header& h : r.headers) {
     std::string_view n = h.name;
     if (equalsIgnoreCase(n, "content-length") || equalsIgnoreCase(n, "expect")) continue;
     if (equalsIgnoreCase(n, "x-forwarded-for")) {
-      xff = h.value;
+      has_xff = true;  // every field is kept, in order (RFC 9110 §5.3: one list)
       continue;
     }
     if (equalsIgnoreCase(n, "x-forwarded-proto")) {
@@ -666,9 +678,12 @@ void DownstreamConnection::serializeUpstreamHead() {
   }
   if (!has_host) appendHeader(o, "Host", r.ctx.host.empty() ? r.upstream_endpoint : r.ctx.host);
   o.append("X-Forwarded-For: ");
-  if (!xff.empty()) {
-    o.append(xff);
-    o.append(", ", 2);
+  if (has_xff) {
+    for (const Header& h : r.headers) {
+      if (!equalsIgnoreCase(h.name, "x-forwarded-for") || h.value.empty()) continue;
+      o.append(h.value);
+      o.append(", ", 2);
+    }
   }
   o.append(r.ctx.peer_ip);
   o.append("\r\n", 2);

@@ -15,7 +15,12 @@ enum class WriteResult { Done, Pending, Failed };
 // bytes handed to uv_write; the callback must drain that many from `buf`.
 inline WriteResult writeBuffer(uv_stream_t* stream, uv_write_t* req, Buffer& buf,
                                size_t* in_flight, uv_write_cb cb) {
-  if (*in_flight > 0) return WriteResult::Pending;
+  if (*in_flight > 0) {
+    // Bytes appended behind a write in flight may still point into the sender's input
+    // block, which is reused as soon as this returns.
+    buf.internalize();
+    return WriteResult::Pending;
+  }
   if (buf.empty()) return WriteResult::Done;
   constexpr size_t kMaxIov = 64;
   iovec iov[kMaxIov];

@@ -326,6 +326,9 @@ void Worker::maybeFinishDrain() {
 }
 
 void Worker::closeAll() {
+  // Re-entered when closing the last connection of a drain: the first call does it all.
+  if (closed_) return;
+  closed_ = true;
   stopping_ = true;
   DownstreamConnection* c = connections_;
   while (c) {

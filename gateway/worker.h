@@ -159,6 +159,7 @@ class Worker final : public WorkerServices {
   bool draining_ = false;
   bool stopping_ = false;
   bool collect_pending_ = false;
+  bool closed_ = false;
   uint64_t last_throttled_log_ms_ = 0;
   bool has_admin_listener_ = false;
   metrics::MetricStore metrics_{false};

@@ -267,3 +267,24 @@ def test_head_error_reply_has_no_body(gw):
         assert r.status == 404 and r.body == b""
         assert int(r.header("content-length")) > 0
         assert c.request("GET", "/app/next").status == 200
+
+
+def test_408_when_the_head_is_too_slow(gateway_factory, upstream):
+    gw = gateway_factory(simple_config(upstream, timeouts={"header_read": "400ms"}))
+    with Client(gw.port) as c:
+        c.send(b"GET /slow-head HTTP/1.1\r\nHost: exa")
+        t = time.monotonic()
+        r = c.read_response()
+        assert 0.3 <= time.monotonic() - t < 3.0
+        assert_error_body(r, 408, "REQUEST_TIMEOUT")
+        assert c.closed_by_peer()
+    assert upstream.snapshot() == []
+
+
+def test_idle_keepalive_connection_is_closed_after_idle_timeout(gateway_factory, upstream):
+    gw = gateway_factory(simple_config(upstream, timeouts={"idle": "400ms"}))
+    with Client(gw.port) as c:
+        assert c.request("GET", "/x").status == 200
+        t = time.monotonic()
+        assert c.closed_by_peer(5)
+        assert time.monotonic() - t >= 0.3

@@ -2,12 +2,14 @@
 HTTP/1.0, Connection: close, bodies and framing, HEAD, 204/304, 100-continue,
 forwarded and hop-by-hop headers, round robin, stale pooled upstream connections."""
 
+import threading
 import time
 
 import pytest
 
-from client import Client, build_request, chunked_body
+from client import Client, build_request, chunked_body, parse_responses
 from harness import gateway_config, simple_config, wait_until
+from upstream import pattern_crc
 
 
 @pytest.fixture
@@ -82,6 +84,22 @@ def test_pipelined_requests_are_answered_in_order(gw, upstream):
     assert [q.path for q in upstream.snapshot()] == [f"/p/{i}" for i in range(1, 6)]
 
 
+def test_pipeline_stops_at_connection_close(gw, upstream):
+    data = b"".join([
+        build_request("GET", "/pc/1"),
+        build_request("POST", "/pc/2", body=b"abc"),
+        build_request("GET", "/pc/3", headers=[("Connection", "close")]),
+        build_request("GET", "/pc/4"),  # after the close: never processed
+    ])
+    with Client(gw.port) as c:
+        c.send(data)
+        rs = parse_responses(c.read_all(10))
+    assert [r.status for r in rs] == [200, 200, 200], rs
+    assert [r.json()["path"] for r in rs] == ["/pc/1", "/pc/2", "/pc/3"]
+    assert "close" in rs[-1].header("connection", "").lower()
+    assert [q.path for q in upstream.snapshot()] == ["/pc/1", "/pc/2", "/pc/3"]
+
+
 def test_pipelined_requests_split_across_writes(gw, upstream):
     data = b"".join(build_request("GET", f"/s/{i}") for i in range(6))
     with Client(gw.port) as c:
@@ -125,7 +143,6 @@ def test_http10_gets_close_delimited_body_for_chunked_upstream_response(gw, upst
         assert not r.chunked, "HTTP/1.0 clients cannot receive chunked"
         assert r.close_delimited or r.header("content-length") == "100000"
         assert r.body_len == 100000
-        from upstream import pattern_crc
         assert r.body_crc == pattern_crc(100000)
 
 
@@ -180,7 +197,6 @@ def test_chunked_request_with_trailers(gw, upstream):
 
 
 def test_chunked_response_is_reframed(gw, upstream):
-    from upstream import pattern_crc
     with Client(gw.port) as c:
         r = c.request("GET", "/chunky?size=300000&chunked=1&chunk=1000")
         assert r.status == 200
@@ -422,3 +438,47 @@ def test_stale_pooled_connection_is_not_retried_for_post(gateway_factory, upstre
     assert statuses[-1] == 502, statuses
     # not retried: each POST reached the upstream exactly once
     assert len({q.path for q in posts}) == len(posts)
+
+
+def test_pool_keeps_at_most_max_idle_connections(gateway_factory, upstream):
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": {"endpoints": [upstream],
+                          "keepalive": {"max_idle": 1, "idle_timeout": "30s"}}},
+        routes=[{"name": "r", "match": {"path_prefix": "/"}, "upstream": "up"}],
+        workers=1))
+    results = []
+
+    def one(i):
+        with Client(gw.port) as c:
+            results.append(c.request("GET", f"/conc/{i}?delay=400").status)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert results == [200] * 4
+    assert upstream.connections == 4, "concurrent requests need their own connections"
+    wait_until(lambda: upstream.open_connections <= 1, timeout=5,
+               what="idle upstream connections trimmed to max_idle")
+    # the one kept is reused
+    with Client(gw.port) as c:
+        assert c.request("GET", "/again").status == 200
+    assert upstream.connections == 4
+
+
+def test_pool_closes_connections_idle_for_idle_timeout(gateway_factory, upstream):
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": {"endpoints": [upstream],
+                          "keepalive": {"max_idle": 8, "idle_timeout": "300ms"}}},
+        routes=[{"name": "r", "match": {"path_prefix": "/"}, "upstream": "up"}]))
+    with Client(gw.port) as c:
+        assert c.request("GET", "/x").status == 200
+        assert upstream.open_connections == 1
+        t = time.monotonic()
+        wait_until(lambda: upstream.open_connections == 0, timeout=5,
+                   what="idle upstream connection closed after idle_timeout")
+        assert time.monotonic() - t >= 0.2
+        # a new request opens a new connection
+        assert c.request("GET", "/y").status == 200
+    assert upstream.connections == 2
