@@ -13,6 +13,7 @@
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/path.h"
+#include "gateway/router.h"
 #include "gateway/server.h"
 #include "gateway/stream_write.h"
 #include "gateway/worker.h"
@@ -180,6 +181,13 @@ void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t 
     c->admitted_ = true;
   }
   uv_tcp_nodelay(&c->tcp_, 1);
+  if (!admin) {
+    const auto& tls = worker.currentGeneration()->runtime->listener_tls;
+    if (listener_index < tls.size() && tls[listener_index]) {
+      c->tls_ = std::make_unique<TlsLink>(tls[listener_index]);
+      c->tls_->write_req.data = c;
+    }
+  }
   worker.addConnection(c);
   if (!admin) {
     metrics::local().add(metrics::Id::ConnectionsTotal, {c->listener_label_, 0, 0});
@@ -205,6 +213,12 @@ void DownstreamConnection::stopReading() {
 void DownstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noexcept {
   auto* c = static_cast<DownstreamConnection*>(h->data);
   size_t n = 0;
+  if (c->tls_) {
+    // Ciphertext goes to the worker's scratch area; feed() decrypts it into the block.
+    buf->base = TlsSession::scratchInput(&n);
+    buf->len = n;
+    return;
+  }
   // Room for the largest head we accept plus one slice; beyond that the head is 431.
   size_t limit = c->worker_.limits().max_head_bytes + kSliceSize;
   char* p = c->in_.writable(&n, limit);
@@ -238,11 +252,99 @@ void DownstreamConnection::onRead(ssize_t nread) {
     closeConnection();
     return;
   }
+  if (tls_) {
+    size_t scratch_len;
+    onTlsRead(TlsSession::scratchInput(&scratch_len), size_t(nread));  // where alloc put it
+    return;
+  }
   in_.added(size_t(nread));
   // Bytes arrived on an idle keep-alive connection: the head must now complete within
   // header_read. (A fresh connection has had that deadline since accept.)
   if (!req_ && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
   processInput();
+}
+
+void DownstreamConnection::onTlsRead(const char* data, size_t len) {
+  TlsSession& s = tls_->session;
+  size_t limit = worker_.limits().max_head_bytes + kSliceSize;
+  bool was_handshaking = s.state() == TlsState::Handshaking;
+  TlsFeedResult res = s.feed(data, len, in_, limit);
+  if (res.handshake_done) {
+    metrics::local().add(metrics::Id::TlsHandshakes, {listener_label_, 0, 0});
+  }
+  if (s.state() == TlsState::Error) {
+    if (was_handshaking) metrics::local().add(metrics::Id::TlsHandshakeErrors, {listener_label_, 0, 0});
+    if (req_) abortRequest();
+    closeConnection();  // sends the alert if the socket takes it
+    return;
+  }
+  flushTls();  // handshake messages, tickets
+  if (closing_) return;
+  if (s.peerClosed()) {
+    if (req_ && req_->message_complete && !req_->tunnel) {
+      close_after_response_ = true;
+    } else {
+      if (req_) abortRequest();
+      closeConnection();
+      return;
+    }
+  }
+  if (res.plaintext == 0 && !res.sink_full) return;
+  if (res.sink_full && req_ && !req_->head_complete) {
+    reject(431, "Request header fields too large");
+    return;
+  }
+  if (!req_ && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
+  processInput();
+  // The block had no room for everything: now that the parser took some, decrypt the rest.
+  if (!closing_ && s.pendingInput() > 0 && !read_paused_) onTlsRead(nullptr, 0);
+}
+
+void DownstreamConnection::flushTls() {
+  if (closing_) return;
+  TlsLink& t = *tls_;
+  switch (writeBuffer(reinterpret_cast<uv_stream_t*>(&tcp_), &t.write_req, t.session.output(),
+                      &t.writing, [](uv_write_t* w, int status) {
+                        static_cast<DownstreamConnection*>(w->data)->onTlsWritten(status);
+                      })) {
+    case WriteResult::Done:
+      break;
+    case WriteResult::Pending:
+      if (deadline_kind_ == DeadlineKind::None) armDeadline(DeadlineKind::WriteStall);
+      break;
+    case WriteResult::Failed:
+      if (req_) abortRequest();
+      closeConnection();
+      break;
+  }
+}
+
+void DownstreamConnection::onTlsWritten(int status) {
+  EventScope scope(this);
+  TlsLink& t = *tls_;
+  size_t done = t.writing;
+  t.writing = 0;
+  if (deadline_kind_ == DeadlineKind::WriteStall) disarmDeadline();
+  if (closing_) return;
+  if (status != 0) {
+    if (req_) abortRequest();
+    closeConnection();
+    return;
+  }
+  t.session.output().drain(done);
+  flushTls();
+  if (!closing_ && req_ && req_->upstream && pendingOutput().size() < kLowWatermark) {
+    req_->upstream->resumeReading();
+  }
+}
+
+bool DownstreamConnection::outputFlushed() const {
+  if (tls_) return tls_->writing == 0 && tls_->session.output().empty() && req_->out.empty();
+  return req_->writing_bytes == 0 && req_->out.empty();
+}
+
+Buffer& DownstreamConnection::pendingOutput() {
+  return tls_ ? tls_->session.output() : req_->out;
 }
 
 void DownstreamConnection::beginRequest() {
@@ -373,7 +475,7 @@ int DownstreamConnection::onHeadersComplete() {
                           : BodyFraming::None;
   r.content_length = r.request_framing == BodyFraming::ContentLength ? p.content_length : 0;
   r.ctx.peer_ip = {peer_text_, peer_text_len_};
-  r.ctx.tls = false;
+  r.ctx.tls = tls_ != nullptr;
 
   const Runtime& rt = *r.generation->runtime;
   const Config& cfg = *rt.config;
@@ -446,6 +548,15 @@ int DownstreamConnection::onHeadersComplete() {
     return headDone();
   }
   r.ctx.host = host;
+  if (!admin_ && listener_index_ < cfg.listeners.size() && cfg.listeners[listener_index_].redirect_https) {
+    redirectToHttps(target);
+    return headDone();
+  }
+  // The verified client certificate (mTLS) is the gateway's word, never the client's.
+  r.headers.remove("x-client-cert-subject");
+  if (tls_ && !tls_->session.info().peer_subject.empty()) {
+    r.headers.addRef("X-Client-Cert-Subject", tls_->session.info().peer_subject);
+  }
   r.expect_continue = equalsIgnoreCase(r.headers.get("expect"), "100-continue");
 
   if (admin_) {
@@ -484,6 +595,29 @@ int DownstreamConnection::headDone() {
   return 0;
 }
 
+void DownstreamConnection::redirectToHttps(const RequestTarget& target) {
+  Request& r = *req_;
+  const Config& cfg = *r.ctx.config;
+  uint16_t port = 443;
+  for (const ListenerConfig& l : cfg.listeners) {
+    if (!l.tls) continue;
+    const sockaddr* sa = l.address.sa();
+    port = sa->sa_family == AF_INET6 ? ntohs(reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port)
+                                     : ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
+    break;
+  }
+  std::string location = "https://";
+  location += stripPort(r.ctx.host);
+  if (port != 443) location += ":" + std::to_string(port);
+  location.append(target.path);  // as received: the https side normalises it again
+  if (target.has_query) {
+    location += '?';
+    location.append(target.query);
+  }
+  r.ctx.response_headers_to_add.add("Location", location);
+  respond(308, "", "", {});
+}
+
 void DownstreamConnection::runRequestFilters() {
   Request& r = *req_;
   const auto& chain = r.ctx.route->chain;
@@ -520,6 +654,9 @@ void DownstreamConnection::continueRequest() {
   runRequestFilters();
   if (closing_ || req_->response_started || req_->waiting_filter) return;
   llhttp_resume(&req_->parser);
+  // Paused at the end of a bodiless head with no bytes left, llhttp completes the message
+  // only on its next execute: feed it nothing, or the connection would not be kept alive.
+  if (!req_->message_complete && in_.unconsumed() == 0) llhttp_execute(&req_->parser, "", 0);
   processInput();
 }
 
@@ -893,6 +1030,12 @@ void DownstreamConnection::sendLocalReply(int status, std::string_view error_cod
     upstreamPool().requestEnded(r.endpoint_index);
     if (r.breaker_trial) upstreamPool().endpointState(r.endpoint_index).releaseTrial();
   }
+  if (r.waiting_filter && r.request_framing == BodyFraming::None && !r.message_complete) {
+    // An asynchronous filter answers a bodiless request: complete it (see continueRequest)
+    // so that the connection is kept alive.
+    llhttp_resume(&r.parser);
+    llhttp_execute(&r.parser, "", 0);
+  }
   r.waiting_filter = false;
   if (r.ctx.request_id.empty()) r.ctx.request_id = worker_.newRequestId(r.arena);
   if (!r.ctx.config) r.ctx.config = r.generation->runtime->config.get();
@@ -989,7 +1132,7 @@ void DownstreamConnection::onUpstreamReadDone() {
   Request& r = *req_;
   flushClient();
   if (closing_) return;
-  if (r.upstream && r.out.size() > kHighWatermark) r.upstream->pauseReading();
+  if (r.upstream && pendingOutput().size() > kHighWatermark) r.upstream->pauseReading();
   if (r.tunnel && in_.unconsumed() > 0) processInput();  // client bytes sent before the 101
 }
 
@@ -1064,12 +1207,23 @@ void DownstreamConnection::onUpstreamDrained() {
     if (req_->upstream && req_->upstream->pendingBytes() < kLowWatermark) {
       startReading();
       processInput();
+      if (!closing_ && tls_ && tls_->session.pendingInput() > 0 && !read_paused_) onTlsRead(nullptr, 0);
     }
   }
 }
 
 void DownstreamConnection::flushClient() {
   Request& r = *req_;
+  if (tls_) {
+    r.bytes_out += r.out.size();
+    if (!tls_->session.encrypt(r.out)) {
+      abortRequest();
+      closeConnection();
+      return;
+    }
+    flushTls();
+    return;
+  }
   r.write_req.data = this;
   size_t before = r.out.size();
   WriteResult result = writeBuffer(reinterpret_cast<uv_stream_t*>(&tcp_), &r.write_req, r.out, &r.writing_bytes,
@@ -1113,11 +1267,20 @@ void DownstreamConnection::afterEvent() {
   while (!closing_) {
     if (req_) {
       Request& r = *req_;
-      if (!r.response_complete || r.writing_bytes > 0 || !r.out.empty()) return;
+      if (!r.response_complete || !outputFlushed()) return;
       finishRequest();
       continue;
     }
-    if (in_.unconsumed() == 0 || read_paused_) return;
+    if (read_paused_) return;
+    if (in_.unconsumed() == 0) {
+      // Ciphertext that waited for room in the block (pipelined requests over TLS).
+      if (!tls_ || tls_->session.pendingInput() == 0) return;
+      ++depth_;
+      onTlsRead(nullptr, 0);
+      --depth_;
+      if (!req_) return;
+      continue;
+    }
     ++depth_;
     processInput();
     --depth_;
@@ -1247,6 +1410,15 @@ void DownstreamConnection::forceClose() {
 
 void DownstreamConnection::closeConnection() {
   if (closing_) return;
+  if (tls_ && tls_->writing == 0) {
+    // close_notify (or a pending alert), best effort: a request is never finished while
+    // its response is still queued, so nothing of value waits behind it.
+    if (tls_->session.state() == TlsState::Established) tls_->session.shutdown();
+    Buffer& out = tls_->session.output();
+    iovec iov[8];
+    size_t n = out.peek(iov, 8);
+    if (n > 0) uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), reinterpret_cast<uv_buf_t*>(iov), unsigned(n));
+  }
   closing_ = true;
   disarmDeadline();
   worker_.removeConnection(this);

@@ -21,11 +21,13 @@
 #include "gateway/filter.h"
 #include "gateway/headers.h"
 #include "gateway/http_head.h"
+#include "gateway/tls_session.h"
 #include "gateway/upstream.h"
 
 namespace gw {
 
 class Worker;
+struct RequestTarget;
 struct Generation;
 
 // Per-request state; pooled per worker and reused, so that steady traffic allocates
@@ -131,6 +133,7 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   int onHeadersComplete();
   int headDone();
   void runRequestFilters();
+  void redirectToHttps(const RequestTarget& target);
   void proxyRequest();
   void startUpstream();
   UpstreamPool& upstreamPool();
@@ -183,7 +186,22 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   static int onChunkExtension(llhttp_t* p, const char* at, size_t len);
   static const llhttp_settings_t& parserSettings();
 
+  // A TLS connection's session and its own write slot: handshake bytes flow before any
+  // request exists, so they cannot use the Request's.
+  struct TlsLink {
+    explicit TlsLink(std::shared_ptr<const TlsServerContext> ctx) : session(std::move(ctx)) {}
+    TlsSession session;
+    uv_write_t write_req{};
+    size_t writing = 0;
+  };
+  void onTlsRead(const char* data, size_t len);
+  void flushTls();
+  void onTlsWritten(int status);
+  Buffer& pendingOutput();  // what still waits to reach the socket, plain or encrypted
+  bool outputFlushed() const;  // the current response has fully reached the socket
+
   uv_tcp_t tcp_{};
+  std::unique_ptr<TlsLink> tls_;
   Worker& worker_;
   Request* req_ = nullptr;
   InputBlock in_;

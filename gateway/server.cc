@@ -98,6 +98,40 @@ std::shared_ptr<const Runtime> Server::buildRuntime(std::shared_ptr<const Config
     log::error("cannot build the router", {{"error", e.what()}});
     return nullptr;
   }
+  // TLS contexts are built per configuration; a listener keeps its ticket keys across
+  // reloads so clients go on resuming their sessions.
+  const Runtime* previous = runtime_.get();
+  for (size_t i = 0; i < config->listeners.size(); ++i) {
+    const ListenerConfig& l = config->listeners[i];
+    if (!l.tls) {
+      rt->listener_tls.push_back(nullptr);
+      continue;
+    }
+    const TlsServerContext* before = nullptr;
+    if (previous && i < previous->listener_tls.size()) before = previous->listener_tls[i].get();
+    std::string error;
+    auto ctx = TlsServerContext::build(*l.tls, &error, before);
+    if (!ctx) {
+      log::error("cannot set up TLS", {{"listener", l.name}, {"error", error}});
+      std::fprintf(stderr, "listener %s: %s\n", l.name.c_str(), error.c_str());
+      return nullptr;
+    }
+    rt->listener_tls.push_back(std::move(ctx));
+  }
+  for (const UpstreamConfig& u : config->upstreams) {
+    if (!u.tls) {
+      rt->upstream_tls.push_back(nullptr);
+      continue;
+    }
+    std::string error;
+    auto ctx = TlsClientContext::build(*u.tls, &error);
+    if (!ctx) {
+      log::error("cannot set up upstream TLS", {{"upstream", u.name}, {"error", error}});
+      std::fprintf(stderr, "upstream %s: %s\n", u.name.c_str(), error.c_str());
+      return nullptr;
+    }
+    rt->upstream_tls.push_back(std::move(ctx));
+  }
   rt->config = std::move(config);
   rt->generation = ++generation_;
   return rt;

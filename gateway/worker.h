@@ -26,6 +26,7 @@
 #include "gateway/deadline_list.h"
 #include "gateway/filter.h"
 #include "gateway/router.h"
+#include "gateway/tls_context.h"
 #include "gateway/metrics.h"
 
 namespace gw {
@@ -39,6 +40,10 @@ struct Request;
 struct Runtime {
   std::shared_ptr<const Config> config;
   std::unique_ptr<Router> router;
+  // By listener index: the TLS context of listeners with a `tls` block, else null.
+  std::vector<std::shared_ptr<const TlsServerContext>> listener_tls;
+  // By upstream index: the TLS context of upstreams with a `tls` block, else null.
+  std::vector<std::shared_ptr<const TlsClientContext>> upstream_tls;
   uint64_t generation = 0;
 };
 
