@@ -20,12 +20,13 @@ UpstreamConnection* fromParser(llhttp_t* p) { return static_cast<UpstreamConnect
 // UpstreamPool
 
 UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config,
-                           uint64_t connect_timeout_ms)
+                           uint64_t connect_timeout_ms, std::shared_ptr<const TlsClientContext> tls)
     : worker_(worker),
       config_(config),
       connect_timeout_ms_(connect_timeout_ms),
       endpoints_(config.endpoints.size()),
-      state_(upstreamState(config)) {
+      state_(upstreamState(config)),
+      tls_(std::move(tls)) {
   // Spread workers over endpoints so that N workers do not all start on endpoint 0.
   next_endpoint_ = endpoints_.empty() ? 0 : worker.index() % endpoints_.size();
 }
@@ -242,6 +243,7 @@ const SocketAddress& UpstreamConnection::endpoint() const {
 
 void UpstreamConnection::connect() {
   state_ = State::Connecting;
+  if (pool_.tls_) tls_ = std::make_unique<TlsSession>(pool_.tls_, endpoint().text);
   uv_tcp_nodelay(&tcp_, 1);
   int rc = uv_tcp_connect(&connect_req_, &tcp_, endpoint().sa(), onConnectCb);
   if (rc != 0) {
@@ -268,6 +270,10 @@ void UpstreamConnection::onConnected(int status) {
   state_ = State::Active;
   startRead();
   if (response_timeout_pending_) armResponseTimer();
+  if (tls_ && !tls_->start()) {
+    fail(UpstreamError::ConnectFailed);
+    return;
+  }
   flush();
 }
 
@@ -289,7 +295,12 @@ void UpstreamConnection::flush() {
     out_.internalize();  // the caller's input block is about to be reused
     return;
   }
-  switch (writeBuffer(reinterpret_cast<uv_stream_t*>(&tcp_), &write_req_, out_, &writing_bytes_,
+  // TLS: the session queues plaintext until its handshake is done, then encrypts it.
+  if (tls_ && !out_.empty() && !tls_->encrypt(out_)) {
+    fail(UpstreamError::Reset);
+    return;
+  }
+  switch (writeBuffer(reinterpret_cast<uv_stream_t*>(&tcp_), &write_req_, wire(), &writing_bytes_,
                       onWriteCb)) {
     case WriteResult::Done:
       if (handler_) handler_->onUpstreamDrained();
@@ -314,7 +325,7 @@ void UpstreamConnection::onWritten(int status) {
     fail(UpstreamError::Reset);
     return;
   }
-  out_.drain(done);
+  wire().drain(done);
   flush();
 }
 
@@ -343,6 +354,11 @@ void UpstreamConnection::resumeReading() {
 void UpstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noexcept {
   auto* c = static_cast<UpstreamConnection*>(h->data);
   size_t n = 0;
+  if (c->tls_) {
+    buf->base = TlsSession::scratchInput(&n);
+    buf->len = n;
+    return;
+  }
   char* p = c->in_.writable(&n, kMaxResponseHead + kSliceSize);
   buf->base = p;
   buf->len = p ? n : 0;
@@ -378,13 +394,59 @@ void UpstreamConnection::onRead(ssize_t nread) {
     fail(UpstreamError::Reset);
     return;
   }
+  if (tls_ && state_ == State::Idle) {
+    // TLS records may arrive on an idle connection (session tickets, key updates) without
+    // any plaintext; only application bytes mean the connection is out of step.
+    size_t scratch_len;
+    TlsFeedResult res = tls_->feed(TlsSession::scratchInput(&scratch_len), size_t(nread), in_,
+                                   kMaxResponseHead + kSliceSize);
+    if (tls_->wantsWrite()) flush();
+    if (state_ == State::Closing) return;
+    if (res.plaintext == 0 && tls_->state() == TlsState::Established && !tls_->peerClosed()) {
+      in_.release();
+      tls_->releaseIdleMemory();
+      return;
+    }
+  }
   if (state_ == State::Idle || !handler_) {
     // Bytes nobody asked for: the connection is out of step; drop it.
     if (state_ == State::Idle) pool_.removeIdle(this);
     close();
     return;
   }
+  if (tls_) {
+    size_t scratch_len;
+    const char* data = TlsSession::scratchInput(&scratch_len);
+    size_t len = size_t(nread);
+    // Decrypt everything the read brought, parsing as the block fills.
+    for (;;) {
+      TlsFeedResult res = tls_->feed(data, len, in_, kMaxResponseHead + kSliceSize);
+      data = nullptr;
+      len = 0;
+      if (tls_->state() == TlsState::Error) {
+        fail(response_started_ ? UpstreamError::Reset : UpstreamError::ConnectFailed);
+        return;
+      }
+      if (tls_->wantsWrite()) flush();  // handshake messages
+      if (state_ == State::Closing) return;
+      if (res.plaintext > 0) {
+        parseInput();
+        if (state_ == State::Closing || !handler_) return;
+      }
+      if (!res.sink_full) break;
+      if (in_.unconsumed() == in_.length() && in_.length() >= kMaxResponseHead) {
+        fail(UpstreamError::BadResponse);
+        return;
+      }
+    }
+    if (tls_->peerClosed() && !response_complete_) fail(UpstreamError::Reset);
+    return;
+  }
   in_.added(size_t(nread));
+  parseInput();
+}
+
+void UpstreamConnection::parseInput() {
   const char* start = in_.data() + in_.consumed();
   size_t len = in_.unconsumed();
   if (tunnel_) {
@@ -545,6 +607,7 @@ void UpstreamConnection::becomeIdle() {
   head_request_ = false;
   response_timeout_pending_ = false;
   in_.release();
+  if (tls_) tls_->releaseIdleMemory();
   pool_.pushIdle(this);
   read_paused_ = false;
   startRead();  // notice the upstream closing it

@@ -22,6 +22,7 @@
 #include "gateway/config.h"
 #include "gateway/endpoint_state.h"
 #include "gateway/http_head.h"
+#include "gateway/tls_session.h"
 
 namespace gw {
 
@@ -86,7 +87,8 @@ class UpstreamConnection {
   void pauseReading();
   void resumeReading();
   bool reused() const { return reused_; }
-  size_t pendingBytes() const { return out_.size(); }
+  // Request bytes not yet on the wire (encrypted ones included).
+  size_t pendingBytes() const { return out_.size() + (tls_ ? tls_->output().size() : 0); }
   const SocketAddress& endpoint() const;
   size_t endpointIndex() const { return endpoint_index_; }
   // Detaches the handler and closes (the downstream went away or gave up).
@@ -102,6 +104,8 @@ class UpstreamConnection {
   void startRead();
   void onConnected(int status);
   void onRead(ssize_t nread);
+  void parseInput();
+  Buffer& wire() { return tls_ ? tls_->output() : out_; }
   void onWritten(int status);
   void onTimer();
   void fail(UpstreamError e);
@@ -126,6 +130,7 @@ class UpstreamConnection {
 
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
+  std::unique_ptr<TlsSession> tls_;  // upstreams with `tls`
   uv_connect_t connect_req_{};
   uv_write_t write_req_{};
   UpstreamPool& pool_;
@@ -157,7 +162,8 @@ class UpstreamConnection {
 
 class UpstreamPool {
  public:
-  UpstreamPool(Worker& worker, const UpstreamConfig& config, uint64_t connect_timeout_ms);
+  UpstreamPool(Worker& worker, const UpstreamConfig& config, uint64_t connect_timeout_ms,
+               std::shared_ptr<const TlsClientContext> tls);
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -214,6 +220,7 @@ class UpstreamPool {
   };
   std::vector<Endpoint> endpoints_;
   std::shared_ptr<UpstreamState> state_;
+  std::shared_ptr<const TlsClientContext> tls_;
   size_t next_endpoint_ = 0;
   size_t live_ = 0;
   bool retired_ = false;

@@ -170,8 +170,10 @@ void Worker::adoptRuntime(std::shared_ptr<const Runtime> runtime) {
   g->runtime = std::move(runtime);
   const Config& cfg = *g->runtime->config;
   for (const UpstreamConfig& u : cfg.upstreams) {
-    g->pools.push_back(
-        std::make_unique<UpstreamPool>(*this, u, uint64_t(cfg.timeouts.upstream_connect.count())));
+    size_t i = g->pools.size();
+    g->pools.push_back(std::make_unique<UpstreamPool>(
+        *this, u, uint64_t(cfg.timeouts.upstream_connect.count()),
+        i < g->runtime->upstream_tls.size() ? g->runtime->upstream_tls[i] : nullptr));
   }
   limits_.header_read_ms = uint64_t(cfg.timeouts.header_read.count());
   limits_.idle_ms = uint64_t(cfg.timeouts.idle.count());
