@@ -126,6 +126,7 @@ void Request::reset() {
   start_ns = upstream_start_ns = upstream_end_ns = 0;
   bytes_in = bytes_out = 0;
   reject_status = 0;
+  parsed = 0;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -378,11 +379,20 @@ void DownstreamConnection::processInput() {
       return;
     }
     if (r.message_complete || r.waiting_filter || r.response_complete) return;
-    const char* data = in_.data() + in_.consumed();
-    size_t len = in_.unconsumed();
+    // Until the head is complete its bytes stay unconsumed at the front of the block
+    // (parsing resumes at r.parsed), so the block may move or grow under the head's
+    // offsets without invalidating them.
+    size_t offset = r.head_complete ? 0 : r.parsed;
+    const char* data = in_.data() + in_.consumed() + offset;
+    size_t len = in_.unconsumed() - offset;
+    if (len == 0) return;
     llhttp_errno_t err = llhttp_execute(&r.parser, data, len);
     size_t used = err == HPE_OK ? len : size_t(llhttp_get_error_pos(&r.parser) - data);
-    in_.consume(used);
+    if (r.head_complete) {
+      in_.consume(offset + used);
+    } else {
+      r.parsed = offset + used;
+    }
     r.bytes_in += used;
     if (closing_) return;
     if (r.upstream) {
@@ -391,7 +401,7 @@ void DownstreamConnection::processInput() {
       if (r.upstream && r.upstream->pendingBytes() > kHighWatermark) stopReading();
     }
     if (err == HPE_OK) {
-      if (!r.head_complete && in_.consumed() > worker_.limits().max_head_bytes) {
+      if (!r.head_complete && r.parsed > worker_.limits().max_head_bytes) {
         reject(431, "Request header fields too large");
         return;
       }
@@ -399,7 +409,6 @@ void DownstreamConnection::processInput() {
       return;
     }
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-      if (r.message_complete) in_.compact();
       return;  // a filter is waiting, a reply was sent, or the request is complete
     }
     if (err == HPE_USER && r.reject_status) {
@@ -426,7 +435,7 @@ void DownstreamConnection::protocolError(llhttp_errno_t) {
 
 int DownstreamConnection::onUrl(llhttp_t* p, const char* at, size_t len) {
   auto* c = fromParser(p);
-  size_t total = c->req_->head.onFirstLine(c->in_.data(), at, len);
+  size_t total = c->req_->head.onFirstLine(c->headBase(), at, len);
   if (total > c->worker_.limits().max_uri_bytes) {
     c->req_->reject_status = 414;
     return HPE_USER;
@@ -436,7 +445,7 @@ int DownstreamConnection::onUrl(llhttp_t* p, const char* at, size_t len) {
 
 int DownstreamConnection::onHeaderField(llhttp_t* p, const char* at, size_t len) {
   auto* c = fromParser(p);
-  c->req_->head.onField(c->in_.data(), at, len);
+  c->req_->head.onField(c->headBase(), at, len);
   if (c->req_->head.fieldCount() > kMaxRequestHeaders) {
     c->req_->reject_status = 431;
     return HPE_USER;
@@ -446,7 +455,7 @@ int DownstreamConnection::onHeaderField(llhttp_t* p, const char* at, size_t len)
 
 int DownstreamConnection::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
   auto* c = fromParser(p);
-  c->req_->head.onValue(c->in_.data(), at, len);
+  c->req_->head.onValue(c->headBase(), at, len);
   return 0;
 }
 
@@ -457,10 +466,11 @@ int DownstreamConnection::onHeadersComplete() {
   r.head_complete = true;
   disarmDeadline();
   llhttp_t& p = r.parser;
-  const char* base = in_.data();
+  const char* base = headBase();
   r.head.toHeaders(base, r.headers);
   r.http10 = p.http_major == 1 && p.http_minor == 0;
-  if (p.http_major != 1 || p.http_minor > 1 || !headIsUnambiguous(r.headers)) {
+  if (p.http_major != 1 || p.http_minor > 1 || !headIsUnambiguous(r.headers) ||
+      !rawHeadIsStrict(base, in_.data() + in_.length())) {
     close_after_response_ = true;
     reject(400, "Malformed HTTP request");
     return headDone();
@@ -635,7 +645,10 @@ void DownstreamConnection::runRequestFilters() {
     FilterStatus s = chain[i]->onRequestHeaders(r.ctx, r.headers);
     if (s == FilterStatus::StopReplied) return;
     if (s == FilterStatus::StopWait) {
+      // No reads while a filter waits: a read could make the block compact and move the
+      // head the filters' views point into.
       r.waiting_filter = true;
+      stopReading();
       return;
     }
   }
@@ -651,6 +664,7 @@ void DownstreamConnection::continueRequest() {
   EventScope scope(this);
   if (!req_ || !req_->waiting_filter || closing_) return;
   req_->waiting_filter = false;
+  startReading();
   runRequestFilters();
   if (closing_ || req_->response_started || req_->waiting_filter) return;
   llhttp_resume(&req_->parser);

@@ -87,6 +87,7 @@ struct Request {
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   int reject_status = 0;  // set by parser callbacks that refuse the request
+  size_t parsed = 0;      // head bytes parsed so far (they stay unconsumed in the block)
 };
 
 // Which of the worker's deadline lists the connection is in.
@@ -158,6 +159,9 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   void protocolError(llhttp_errno_t err);
   // The gateway's own refusal (not a filter's): counted by reason, then a local reply.
   void reject(int status, std::string_view message);
+  // Where the current request's head starts: its bytes are not consumed until it is
+  // complete, so this is the block's consumed position.
+  const char* headBase() const { return in_.data() + in_.consumed(); }
   void armDeadline(DeadlineKind kind);
   void disarmDeadline();
 

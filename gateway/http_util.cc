@@ -164,6 +164,24 @@ bool headIsUnambiguous(const HeaderList& headers) {
   return true;
 }
 
+bool rawHeadIsStrict(const char* p, const char* end) {
+  bool line_start = false;  // the request line comes first
+  for (; p < end; ++p) {
+    char c = *p;
+    if (c == '\0' || c == '\n') return false;  // NUL, or LF without its CR
+    if (c == '\r') {
+      if (p + 1 >= end || p[1] != '\n') return false;
+      ++p;
+      if (line_start) return true;  // the empty line: the head is over
+      line_start = true;
+      continue;
+    }
+    if (line_start && (c == ' ' || c == '\t')) return false;  // a folded line
+    line_start = false;
+  }
+  return false;
+}
+
 bool isHopByHopHeader(std::string_view name) {
   static constexpr std::string_view kHopByHop[] = {
       "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",

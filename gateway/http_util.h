@@ -23,6 +23,10 @@ class HeaderList;
 // still lets through (SPEC §2's refusals). The views MUST point into the contiguous head
 // bytes as parsed: the byte after each name is inspected.
 bool headIsUnambiguous(const HeaderList& headers);
+// False when the raw head bytes from `p` (the request line) to its empty line hold what
+// llhttp tolerates but other parsers read differently: a bare LF or CR, a NUL, or a line
+// that starts with whitespace (obs-fold, even after an empty value).
+bool rawHeadIsStrict(const char* p, const char* end);
 // True for headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
 bool isHopByHopHeader(std::string_view name);
 // Calls f(token) for each comma-separated token of a header value, trimmed.
