@@ -69,9 +69,9 @@ bool takeWildcard(std::vector<std::string>& items) {
 
 bool CorsConfig::originAllowed(std::string_view origin) const {
   if (allow_any_origin) return true;
-  std::string lower = toLowerAscii(origin);
-  if (std::find(exact_origins.begin(), exact_origins.end(), lower) != exact_origins.end()) {
-    return true;
+  // Case-insensitive against the lower-cased list: no copy per request.
+  for (const auto& allowed : exact_origins) {
+    if (equalsIgnoreCase(allowed, origin)) return true;
   }
   for (const auto& re : origin_patterns) {
     if (RE2::FullMatch(re2::StringPiece(origin.data(), origin.size()), *re)) return true;
@@ -86,8 +86,10 @@ bool CorsConfig::methodAllowed(std::string_view method) const {
 
 bool CorsConfig::headerAllowed(std::string_view name) const {
   if (allow_any_header) return true;
-  std::string lower = toLowerAscii(name);
-  return std::find(allow_headers.begin(), allow_headers.end(), lower) != allow_headers.end();
+  for (const auto& allowed : allow_headers) {
+    if (equalsIgnoreCase(allowed, name)) return true;
+  }
+  return false;
 }
 
 std::shared_ptr<const FilterConfig> parseCorsConfig(const YAML::Node& node, ConfigContext& ctx) {

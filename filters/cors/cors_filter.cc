@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
+#include "gateway/config.h"
 #include "gateway/http_util.h"
+#include "gateway/metrics.h"
 
 namespace gw::cors {
 
@@ -58,6 +60,7 @@ FilterStatus CorsFilter::onRequestHeaders(RequestContext& ctx, HeaderList& heade
   if (ctx.method != "OPTIONS" || !has_method) return FilterStatus::Continue;
 
   s.value |= kPreflight;
+  metrics::local().add(metrics::Id::CorsPreflights, {ctx.route ? ctx.route->metrics_label : uint16_t(0), 0, 0});
   if (!allowed || !config_->methodAllowed(method) ||
       !requestedHeadersAllowed(headers.get("access-control-request-headers"))) {
     s.value &= ~kOriginAllowed;  // a refused preflight carries no CORS grant
