@@ -74,7 +74,18 @@ void Buffer::pushOwned(Slice* s, char* p, size_t n) {
   size_ += n;
 }
 
-void Buffer::append(const void* data, size_t n) {
+void Buffer::setTail() {
+  tail_ptr_ = nullptr;
+  tail_room_ = 0;
+  if (head_ >= segments_.size()) return;
+  const Segment& last = segments_.back();
+  if (last.slice && last.data + last.len == last.slice->data + last.slice->used) {
+    tail_ptr_ = last.data + last.len;
+    tail_room_ = kSliceSize - last.slice->used;
+  }
+}
+
+void Buffer::appendSlow(const void* data, size_t n) {
   const char* src = static_cast<const char*>(data);
   while (n > 0) {
     Slice* s = tailSlice();
@@ -88,6 +99,7 @@ void Buffer::append(const void* data, size_t n) {
     src += take;
     n -= take;
   }
+  setTail();
 }
 
 char* Buffer::reserve(size_t min, size_t* got) {
@@ -100,6 +112,7 @@ char* Buffer::reserve(size_t min, size_t* got) {
     segments_.push_back({s->data, 0, s});
   }
   *got = kSliceSize - s->used;
+  tail_room_ = 0;  // the caller writes there now
   return s->data + s->used;
 }
 
@@ -109,6 +122,7 @@ void Buffer::commit(size_t n) {
   last.len += uint32_t(n);
   last.slice->used += uint32_t(n);
   size_ += n;
+  setTail();
 }
 
 void Buffer::appendExternal(const void* data, size_t n) {
@@ -116,6 +130,8 @@ void Buffer::appendExternal(const void* data, size_t n) {
   segments_.push_back({const_cast<char*>(static_cast<const char*>(data)), uint32_t(n), nullptr});
   size_ += n;
   ++external_;
+  tail_ptr_ = nullptr;
+  tail_room_ = 0;
 }
 
 void Buffer::internalize() {
@@ -129,11 +145,14 @@ void Buffer::internalize() {
   size_ = 0;
   external_ = 0;
   segments_.reserve(old.size() - first);
+  tail_ptr_ = nullptr;
+  tail_room_ = 0;
   for (size_t i = first; i < old.size(); ++i) {
     Segment& seg = old[i];
     if (seg.slice) {
       segments_.push_back(seg);
       size_ += seg.len;
+      setTail();
     } else {
       append(seg.data, seg.len);
     }
@@ -170,14 +189,18 @@ void Buffer::drain(size_t n) {
     ++head_;
   }
   if (head_ == segments_.size()) {
-    segments_.clear();
+    // Kept for the next message (no allocation per request) unless a burst grew it.
+    if (segments_.capacity() > 64) {
+      std::vector<Segment>().swap(segments_);
+    } else {
+      segments_.clear();
+    }
     head_ = 0;
+    tail_ptr_ = nullptr;
+    tail_room_ = 0;
   } else if (head_ > 32 && head_ * 2 > segments_.size()) {
     segments_.erase(segments_.begin(), segments_.begin() + long(head_));
     head_ = 0;
-  }
-  if (size_ == 0 && segments_.empty()) {
-    std::vector<Segment>().swap(segments_);  // an idle buffer holds no heap memory
   }
 }
 
@@ -191,6 +214,8 @@ void Buffer::clear() {
   head_ = 0;
   size_ = 0;
   external_ = 0;
+  tail_ptr_ = nullptr;
+  tail_room_ = 0;
 }
 
 void Buffer::moveFrom(Buffer& other) {
@@ -203,6 +228,9 @@ void Buffer::moveFrom(Buffer& other) {
   other.head_ = 0;
   other.size_ = 0;
   other.external_ = 0;
+  other.tail_ptr_ = nullptr;
+  other.tail_room_ = 0;
+  setTail();
 }
 
 std::string Buffer::toString() const {

@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,7 +56,20 @@ class Buffer {
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
 
-  void append(const void* data, size_t n);
+  void append(const void* data, size_t n) {
+    // Fast path: the bytes fit behind the last owned segment (most header lines).
+    if (n <= tail_room_) {
+      std::memcpy(tail_ptr_, data, n);
+      tail_ptr_ += n;
+      tail_room_ -= n;
+      Segment& last = segments_.back();
+      last.len += uint32_t(n);
+      last.slice->used += uint32_t(n);
+      size_ += n;
+      return;
+    }
+    appendSlow(data, n);
+  }
   void append(std::string_view s) { append(s.data(), s.size()); }
   // Returns space for at most `max` contiguous bytes at the tail (at least 1); commit()
   // what was written. Used to format numbers and headers in place.
@@ -82,11 +96,15 @@ class Buffer {
   };
   Slice* tailSlice();
   void pushOwned(Slice* s, char* p, size_t n);
+  void appendSlow(const void* data, size_t n);
+  void setTail();  // recomputes the fast-path window from the last segment
 
   std::vector<Segment> segments_;
   size_t head_ = 0;  // first live segment
   size_t size_ = 0;
   size_t external_ = 0;
+  char* tail_ptr_ = nullptr;  // end of the last segment when it is owned and extensible
+  size_t tail_room_ = 0;      // free bytes after it in its slice (0: take the slow path)
 };
 
 // A contiguous input area for one connection: reads are appended, parsing consumes from

@@ -6,17 +6,8 @@ namespace gw {
 
 namespace {
 constexpr size_t kFirstBlock = 1024;
-
-inline char lower(char c) { return (c >= 'A' && c <= 'Z') ? char(c + 32) : c; }
 }  // namespace
 
-bool equalsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (lower(a[i]) != lower(b[i])) return false;
-  }
-  return true;
-}
 
 char* StringArena::allocate(size_t n) {
   if (blocks_.empty() || blocks_.back().size - used_ < n) {

@@ -40,7 +40,17 @@ class StringArena {
   size_t used_ = 0;  // in blocks_.back()
 };
 
-bool equalsIgnoreCase(std::string_view a, std::string_view b);
+// ASCII case-insensitive equality; inline because the request path calls it for every
+// header against a handful of names, and most calls end at the length check.
+inline bool equalsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    unsigned char x = static_cast<unsigned char>(a[i]), y = static_cast<unsigned char>(b[i]);
+    if (x == y) continue;
+    if ((x | 0x20) != (y | 0x20) || (x | 0x20) < 'a' || (x | 0x20) > 'z') return false;
+  }
+  return true;
+}
 
 struct Header {
   std::string_view name;

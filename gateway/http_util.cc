@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "gateway/headers.h"
 
@@ -165,19 +166,15 @@ bool headIsUnambiguous(const HeaderList& headers) {
 }
 
 bool rawHeadIsStrict(const char* p, const char* end) {
-  bool line_start = false;  // the request line comes first
-  for (; p < end; ++p) {
-    char c = *p;
-    if (c == '\0' || c == '\n') return false;  // NUL, or LF without its CR
-    if (c == '\r') {
-      if (p + 1 >= end || p[1] != '\n') return false;
-      ++p;
-      if (line_start) return true;  // the empty line: the head is over
-      line_start = true;
-      continue;
-    }
-    if (line_start && (c == ' ' || c == '\t')) return false;  // a folded line
-    line_start = false;
+  // llhttp has already refused NUL and a CR without its LF; what it lets through is an LF
+  // without its CR and a line that starts with whitespace. Line by line, with memchr.
+  const char* line = p;
+  while (line < end) {
+    const char* lf = static_cast<const char*>(std::memchr(line, '\n', size_t(end - line)));
+    if (!lf || lf == p || lf[-1] != '\r') return false;
+    if (lf - line == 1 && line != p) return true;  // "\r\n" alone: the head is over
+    line = lf + 1;
+    if (line < end && (*line == ' ' || *line == '\t')) return false;  // a folded line
   }
   return false;
 }
