@@ -12,6 +12,8 @@
 #   CASES="plain_small plain_16k workers2_small"     see the case_* functions
 #   PROXIES="gateway nginx haproxy"                  which proxies to run
 #   LOAD_CPUS=0 PROXY_CPUS=1 WIDE_CPUS=0,1           pinning (taskset -c)
+#   NICE=0                                           e.g. -10: every process started runs at that
+#                                                    niceness, ahead of other work on the machine
 #   GATEWAY=build/gateway                            the binary (copied before use)
 #   KEEP=1                                           keep the temp dir (configs, logs, raw wrk output)
 #
@@ -43,6 +45,7 @@ PROXY_CPUS=${PROXY_CPUS:-1}
 WIDE_CPUS=${WIDE_CPUS:-$LOAD_CPUS,$PROXY_CPUS}
 GATEWAY=${GATEWAY:-$root/build/gateway}
 KEEP=${KEEP:-0}
+NICE=${NICE:-0}
 
 SMALL_BYTES=13      # /small answers "hello, world\n"
 LARGE_BYTES=16384   # /16k serves a 16 KiB file
@@ -59,6 +62,7 @@ done
 if [[ ${#missing[@]} -gt 0 ]]; then
   die "missing ${missing[*]}; install them with: scripts/install-deps.sh bench"
 fi
+nice -n "$NICE" true 2>/dev/null || die "NICE=$NICE: not permitted"
 [[ -x $GATEWAY ]] || die "no gateway binary at $GATEWAY; build it with: make build"
 
 # File descriptors: a proxy holds IDLE_CONNS client connections plus its upstream ones
@@ -100,11 +104,19 @@ alive() {
   [[ ${stat:0:1} != Z ]]
 }
 
+# Runs "$@" pinned to CPUS (taskset and nice exec: the PID stays the command's).
+pinned() {
+  local cpus=$1
+  shift
+  nice -n "$NICE" taskset -c "$cpus" "$@"
+}
+
 # Starts "$@" pinned to CPUS in the background; logs to logs/NAME.log; sets started_pid.
 start() {
   local name=$1 cpus=$2
   shift 2
-  taskset -c "$cpus" "$@" >"$work/logs/$name.log" 2>&1 &
+  # a simple command, not the pinned function: $! must be the process itself, not a subshell
+  nice -n "$NICE" taskset -c "$cpus" "$@" >"$work/logs/$name.log" 2>&1 &
   started_pid=$!
   started+=("$started_pid")
 }
@@ -217,7 +229,7 @@ listeners:
 admin:
   address: 127.0.0.1:$GW_ADMIN_PORT
 logging:
-  level: warn
+  level: info   # start, stop and errors only: no per-request lines
   access_log: off
 limits:
   max_connections: $NOFILE
@@ -337,7 +349,7 @@ printf 'case\tpath\tworkers\tproxy\trun\tcpu_ticks\trequests\tseconds\trps\tp50_
 
 run_wrk() {  # URL OUTPUT [SECONDS]
   local seconds=${3:-$DURATION}
-  taskset -c "$LOAD_CPUS" timeout $((seconds + 30)) \
+  pinned "$LOAD_CPUS" timeout $((seconds + 30)) \
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s --latency "$1" >"$2" 2>&1
 }
 
@@ -364,56 +376,80 @@ start_proxy() {
   fi
 }
 
+# Stops a proxy and reports an unclean exit or error lines in its log.
 stop_proxy() {
-  local name=$1 errors
-  stop "$proxy_pid"
+  local name=$1 pid=$2 errors
+  if ! alive "$pid"; then
+    echo "$name: exited before the script stopped it; last log lines: $(tail -3 "$work/logs/$name.log")" >>"$notes"
+  fi
+  stop "$pid"
   # HAProxy exits 143 on SIGTERM (hard stop); the others exit 0.
-  [[ $stopped_status == 0 || ($name == haproxy-* && $stopped_status == 143) ]] || echo "$name: exit status $stopped_status after SIGTERM" >>"$notes"
+  if [[ $stopped_status != 0 && ! ($name == haproxy-* && $stopped_status == 143) ]]; then
+    echo "$name: exit status $stopped_status after SIGTERM" >>"$notes"
+  fi
   # stderr lines at error level or worse (HAProxy's FD-limit alert is expected, see above)
   errors=$(grep -iE '"level": *"(error|critical)"|\[(error|alert|crit|emerg)\]|ALERT' "$work/logs/$name.log" |
     grep -cv 'FD limit' || true)
   [[ $errors == 0 ]] || echo "$name: $errors error lines in $work/logs/$name.log" >>"$notes"
 }
 
-# Checks one response for its status and body size, then runs REPEATS wrk runs against
-# PORT, recording PID's CPU time over each (PID "-" for the direct upstream).
-measure() {
-  local case=$1 proxy=$2 pid=$3 port=$4 url out got run before after cpu parsed
-  local requests seconds rps p50 p99 errors non2xx
-  url=http://127.0.0.1:$port$CASE_PATH
+# Checks one response's status and body size, then warms up (connection pools, caches).
+check_target() {
+  local case=$1 target=$2 url=$3 got
   got=$(curl -s -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' "$url" || true)
   if [[ $got != "200 $CASE_BODY_BYTES" ]]; then
-    echo "$case/$proxy: GET $url answered '$got', expected '200 $CASE_BODY_BYTES'" >>"$notes"
+    echo "$case/$target: GET $url answered '$got', expected '200 $CASE_BODY_BYTES'" >>"$notes"
   fi
-  run_wrk "$url" /dev/null 1 || true   # warm-up: connection pools, caches
-  for ((run = 1; run <= REPEATS; run++)); do
-    out=$work/logs/wrk-$case-$proxy-$run.txt
-    before=$([[ $pid == - ]] || cpu_ticks "$pid")
-    if ! run_wrk "$url" "$out"; then
-      echo "$case/$proxy run $run: wrk failed: $(tail -3 "$out")" >>"$notes"
-      continue
-    fi
-    after=$([[ $pid == - ]] || cpu_ticks "$pid")
-    cpu=$([[ $pid == - ]] && echo - || echo $((after - before)))
-    parsed=$(python3 "$helper" parse-wrk "$out")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$CASE_PATH" "$CASE_WORKERS" "$proxy" "$run" "$cpu" "$parsed" >>"$results"
-    read -r requests seconds rps p50 p99 errors non2xx <<<"$parsed"
-    log "  $proxy run $run/$REPEATS: ${rps%.*} req/s in ${seconds}s, p50 ${p50}us, p99 ${p99}us," \
-      "errors $((errors + non2xx))$([[ $cpu == - ]] || echo ", proxy CPU $((cpu * 1000000 / CLK_TCK / requests)) us/req")"
-  done
+  run_wrk "$url" /dev/null 1 || true
 }
 
+# One wrk run against URL, with PID's CPU time over it (PID "-": the direct upstream).
+measure() {
+  local case=$1 target=$2 pid=$3 url=$4 run=$5 out before after cpu parsed
+  local requests seconds rps p50 p99 errors non2xx
+  out=$work/logs/wrk-$case-$target-$run.txt
+  before=$([[ $pid == - ]] || cpu_ticks "$pid")
+  if ! run_wrk "$url" "$out"; then
+    echo "$case/$target run $run: wrk failed: $(tail -3 "$out")$([[ $pid == - ]] || alive "$pid" ||
+      echo " (PID $pid is gone)")" >>"$notes"
+    return 0
+  fi
+  after=$([[ $pid == - ]] || cpu_ticks "$pid")
+  cpu=$([[ $pid == - ]] && echo - || echo $((after - before)))
+  parsed=$(python3 "$helper" parse-wrk "$out")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$CASE_PATH" "$CASE_WORKERS" "$target" "$run" "$cpu" "$parsed" >>"$results"
+  read -r requests seconds rps p50 p99 errors non2xx <<<"$parsed"
+  local line="  run $run/$REPEATS $target: ${rps%.*} req/s, p50 ${p50}us, p99 ${p99}us, errors $((errors + non2xx))"
+  [[ $cpu == - ]] || line+=", proxy CPU $((cpu * 100 / CLK_TCK / DURATION))%, $((cpu * 1000000 / CLK_TCK / requests)) us/req"
+  log "$line"
+}
+
+# Starts every proxy of the case at once (each on its own port; an idle one costs
+# nothing) and interleaves their runs, so that other load on the machine spreads over
+# all of them rather than spoiling one.
 run_case() {
-  local case=$1 dir=$work/$1 proxy
+  local case=$1 dir=$work/$1 target run
+  local -a targets=()
+  local -A pid_of=() url_of=()
   declare -F "case_$case" >/dev/null || die "unknown case '$case'"
   reset_case
   "case_$case" "$dir"
   log "[$case] $CASE_DESC"
-  if [[ $CASE_DIRECT == 1 ]]; then measure "$case" direct - "$UP_PORT"; fi
-  for proxy in $PROXIES; do
-    start_proxy "$proxy" "$dir" "$proxy-$case" || continue
-    measure "$case" "$proxy" "$proxy_pid" "$proxy_port"
-    stop_proxy "$proxy-$case"
+  if [[ $CASE_DIRECT == 1 ]]; then
+    targets+=(direct) pid_of[direct]=- url_of[direct]=http://127.0.0.1:$UP_PORT$CASE_PATH
+  fi
+  for target in $PROXIES; do
+    start_proxy "$target" "$dir" "$target-$case" || continue
+    targets+=("$target") pid_of[$target]=$proxy_pid url_of[$target]=http://127.0.0.1:$proxy_port$CASE_PATH
+  done
+  for target in "${targets[@]}"; do check_target "$case" "$target" "${url_of[$target]}"; done
+  for ((run = 1; run <= REPEATS; run++)); do
+    for target in "${targets[@]}"; do
+      measure "$case" "$target" "${pid_of[$target]}" "${url_of[$target]}" "$run"
+    done
+  done
+  for target in "${targets[@]}"; do
+    [[ $target == direct ]] || stop_proxy "$target-$case" "${pid_of[$target]}"
   done
 }
 
@@ -425,7 +461,7 @@ memory_case() {
   log "[memory] $IDLE_CONNS idle keep-alive connections, one request each"
   for proxy in $PROXIES; do
     start_proxy "$proxy" "$dir" "$proxy-memory" || continue
-    row=$(taskset -c "$LOAD_CPUS" timeout 300 python3 "$helper" idle-conns \
+    row=$(pinned "$LOAD_CPUS" timeout 300 python3 "$helper" idle-conns \
       --pid "$proxy_pid" --port "$proxy_port" --path "$CASE_PATH" --n "$IDLE_CONNS") ||
       echo "memory/$proxy: idle-conns client failed" >>"$notes"
     if [[ -n $row ]]; then
@@ -433,12 +469,13 @@ memory_case() {
       log "  $proxy: $row"
     fi
     alive "$proxy_pid" || echo "memory/$proxy: the proxy died during the idle-connection test" >>"$notes"
-    stop_proxy "$proxy-memory"
+    stop_proxy "$proxy-memory" "$proxy_pid"
   done
 }
 
 cp "$GATEWAY" "$work/gateway"   # others may rebuild build/gateway meanwhile
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+revision=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
 log "compare.sh: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, $REPEATS runs per proxy;" \
   "proxy on CPU $PROXY_CPUS, wrk + upstream on CPU $LOAD_CPUS; temp dir $work"
 for case in $CASES; do run_case "$case"; done
@@ -447,10 +484,10 @@ if [[ $MEMORY == 1 ]]; then memory_case; fi
 # ------------------------------------------------------------------ report
 
 echo
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), gateway $("$work/gateway" --version 2>&1 | head -1)"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), $("$work/gateway" --version 2>&1 | head -1) ($revision)"
 echo "# wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, median of $REPEATS runs;" \
   "proxy pinned to CPU $PROXY_CPUS (2-worker cases: $WIDE_CPUS), wrk + upstream to CPU $LOAD_CPUS"
-echo "# load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine adds noise)"
+echo "# load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine adds noise); nice $NICE"
 echo
 python3 "$helper" table --clk-tck "$CLK_TCK" "$results"
 if [[ -f $work/memory.tsv ]]; then

@@ -218,26 +218,35 @@ def table(path, clk_tck):
             "path": rs[0]["path"], "workers": rs[0]["workers"],
         }
         if rs[0]["cpu_ticks"] != "-":
-            per_run = [(int(r["cpu_ticks"]) / clk_tck, int(r["requests"]), float(r["seconds"]))
-                       for r in rs]
-            s["cpu_us"] = median([cpu * 1e6 / n for cpu, n, _ in per_run if n])
-            s["cpu_pct"] = median([100 * cpu / secs for cpu, _, secs in per_run])
+            s["cpu_us_by_run"] = {r["run"]: int(r["cpu_ticks"]) / clk_tck * 1e6 / int(r["requests"])
+                                  for r in rs if int(r["requests"])}
+            s["cpu_us"] = median(list(s["cpu_us_by_run"].values()))
+            s["cpu_pct"] = median([100 * int(r["cpu_ticks"]) / clk_tck / float(r["seconds"])
+                                   for r in rs])
             s["per_cpu_s"] = 1e6 / s["cpu_us"] if s["cpu_us"] else float("nan")
         summary[(case, proxy)] = s
 
     header = ["case", "proxy", "req/s", "p50", "p99", "errors", "proxy CPU",
               "CPU us/req", "req/s per CPU-s", "x nginx"]
+    # "x nginx": runs are interleaved (run k of every proxy back to back), so compare run k
+    # with nginx's run k and take the median of those ratios: slow drifts in the machine's
+    # other load cancel out.
+    def ratio_to_nginx(case, s):
+        nginx = summary.get((case, "nginx"), {}).get("cpu_us_by_run", {})
+        ratios = [nginx[k] / us for k, us in s["cpu_us_by_run"].items() if k in nginx and us]
+        return f"{median(ratios):.2f}" if ratios else "-"
+
     rows = []
     for (case, proxy), s in summary.items():
-        nginx = summary.get((case, "nginx"), {}).get("per_cpu_s")
         if "cpu_us" in s:
-            ratio = f"{s['per_cpu_s'] / nginx:.2f}" if nginx else "-"
+            ratio = ratio_to_nginx(case, s)
             cpu = [f"{s['cpu_pct']:.0f}%", f"{s['cpu_us']:.1f}", f"{s['per_cpu_s']:.0f}", ratio]
         else:
             cpu = ["-", "-", "-", "-"]
         rows.append([case, proxy, f"{s['rps']:.0f}", fmt_us(s["p50"]), fmt_us(s["p99"]),
                      s["errors"]] + cpu)
     print_table(header, rows)
+    print("(x nginx: nginx's CPU us/req / this proxy's, run k against nginx's run k, median)")
 
     notes = []
     for (case, proxy), s in summary.items():

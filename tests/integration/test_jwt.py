@@ -12,7 +12,7 @@ import time
 import pytest
 
 from client import Client
-from harness import gateway_config, wait_until
+from harness import admin_get, gateway_config, wait_until
 from jwt_support import ALGORITHMS, AUDIENCE, ISSUER, Keys, default_claims, provider, sign
 
 CHALLENGE = 'Bearer realm="gateway"'
@@ -240,4 +240,22 @@ def test_check_reports_an_unusable_jwks_file(tmp_path, upstream, keys):
     finally:
         gw.kill()
     assert r.returncode == 1, r.stdout
-    assert "JWKS file" in r.stdout and "RSA modulus of 8 bits" in r.stdout, r.stdout
+    assert "JWKS file" in r.stdout and "RSA modulus of 17 bits" in r.stdout, r.stdout
+
+
+def test_failures_are_counted_and_the_provider_is_healthy(gw, keys):
+    get(gw)
+    get(gw)
+    get(gw, token=keys.token("ES256", exp=int(time.time()) - 600))
+    get(gw, "/admin/x", keys.token("ES256"))
+    status, body = admin_get(gw, "/metrics")
+    assert status == 200
+    text = body.decode()
+    assert 'gateway_auth_failures_total{route="api",reason="missing"} 2' in text
+    assert 'gateway_auth_failures_total{route="api",reason="expired"} 1' in text
+    assert 'gateway_auth_failures_total{route="admin",reason="insufficient_scope"} 1' in text
+    status, body = admin_get(gw, "/health")
+    check = json.loads(body)["checks"]["jwks:main"]
+    assert check["status"] == "healthy"
+    assert check["state"] == "ok"
+    assert check["keys"] == 6
