@@ -233,6 +233,7 @@ struct RouteConfig {
   std::string strip_prefix;
   std::optional<Millis> timeout;  // overrides timeouts.upstream_response
   bool websocket = false;
+  bool admin = false;  // serves the admin endpoints instead of an upstream
   std::vector<RouteFilter> filters;  // effective filter configs, in the SPEC's fixed order
   // Runtime filters built from `filters` by the registry, sorted by FilterOrder.
   std::vector<std::shared_ptr<const Filter>> chain;

@@ -110,10 +110,14 @@ void parseRoute(const YAML::Node& node, ConfigContext& ctx, Config& config,
                 std::vector<FilterSettings>& filter_overrides) {
   auto map = ctx.expectMap(
       node, "route",
-      {"name", "match", "upstream", "strip_prefix", "timeout", "websocket", "filters"});
+      {"name", "match", "upstream", "admin", "strip_prefix", "timeout", "websocket", "filters"});
   if (!map) return;
-  ctx.require(*map, {"name", "match", "upstream"});
   RouteConfig route;
+  // `admin: true` serves the admin endpoints (SPEC §4) on this route instead of proxying:
+  // the one way to expose them on a public listener, behind the route's filters.
+  ctx.readBool(*map, "admin", route.admin);
+  ctx.require(*map, route.admin ? std::initializer_list<std::string_view>{"name", "match"}
+                                 : std::initializer_list<std::string_view>{"name", "match", "upstream"});
   readName(ctx, *map, route);
   if (const YAML::Node* match = map->find("match")) parseMatch(*match, ctx, route.match);
   if (const YAML::Node* upstream = map->find("upstream")) {

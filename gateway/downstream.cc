@@ -677,6 +677,10 @@ void DownstreamConnection::continueRequest() {
 void DownstreamConnection::proxyRequest() {
   Request& r = *req_;
   if (r.ctx.request_id.empty()) r.ctx.request_id = worker_.newRequestId(r.arena);
+  if (r.ctx.route->admin) {
+    answerAdmin();
+    return;
+  }
   const RouteConfig& route = *r.ctx.route;
   if (route.strip_prefix.empty()) {
     r.upstream_path.assign(r.ctx.path);
