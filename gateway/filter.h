@@ -17,6 +17,9 @@
 //   same worker thread. Until then the request is parked; if the client goes away the
 //   core calls onAbandon() instead, and the filter MUST NOT touch the context after it.
 // - Phases MUST NOT throw and MUST NOT block.
+// - The request HeaderList holds views into the connection's input block: they are valid
+//   during the request phase only (the block is reused once the body flows). Whatever a
+//   later phase needs (an Origin, a claim) MUST be copied into ctx.arena.
 #pragma once
 
 #include <cstdint>
