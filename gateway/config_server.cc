@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "gateway/config_sections.h"
+#include "gateway/tls_context.h"
 
 namespace gw::config_detail {
 namespace {
@@ -38,6 +39,7 @@ std::optional<TlsCertificate> parseCertificate(const YAML::Node& node, ConfigCon
 std::optional<ListenerTls> parseListenerTls(const YAML::Node& node, ConfigContext& ctx) {
   auto map = ctx.expectMap(node, "listener tls", {"certificates", "min_version", "client_ca"});
   if (!map || !ctx.require(*map, {"certificates"})) return std::nullopt;
+  size_t errors_before = ctx.errorCount();
   ListenerTls tls;
   const YAML::Node& certs = *map->find("certificates");
   auto parsed = ctx.list(certs, "certificates",
@@ -50,6 +52,11 @@ std::optional<ListenerTls> parseListenerTls(const YAML::Node& node, ConfigContex
   if (const YAML::Node* ca = map->find("client_ca")) {
     auto path = ctx.readableFile(*ca);
     if (path && checkCertificates(ctx, *ca, *path)) tls.client_ca = *path;
+  }
+  // The files parse: now build the context itself, as the server will (weak keys, a key
+  // that does not match its certificate, a damaged chain).
+  if (ctx.errorCount() == errors_before) {
+    if (std::string e = validateListenerTls(tls); !e.empty()) ctx.error(node, e);
   }
   return tls;
 }

@@ -1,5 +1,6 @@
 // The sections about what the gateway connects to: upstreams and the rate-limit store.
 #include "gateway/config_sections.h"
+#include "gateway/tls_context.h"
 
 namespace gw::config_detail {
 namespace {
@@ -87,9 +88,20 @@ std::optional<RetryConfig> parseRetries(const YAML::Node& node, ConfigContext& c
   return retries;
 }
 
+UpstreamTls readUpstreamTls(const YAML::Node& node, ConfigContext& ctx);
+
 std::optional<UpstreamTls> parseUpstreamTls(const YAML::Node& node, ConfigContext& ctx) {
+  size_t errors_before = ctx.errorCount();
+  UpstreamTls tls = readUpstreamTls(node, ctx);
+  if (ctx.errorCount() == errors_before) {
+    if (std::string e = validateUpstreamTls(tls); !e.empty()) ctx.error(node, e);
+  }
+  return tls;
+}
+
+UpstreamTls readUpstreamTls(const YAML::Node& node, ConfigContext& ctx) {
   auto map = ctx.expectMap(node, "upstream tls", {"sni", "ca", "cert", "key", "verify"});
-  if (!map) return std::nullopt;
+  if (!map) return {};
   UpstreamTls tls;
   ctx.readString(*map, "sni", tls.sni);
   ctx.readBool(*map, "verify", tls.verify);

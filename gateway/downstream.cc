@@ -1318,6 +1318,8 @@ void DownstreamConnection::finishRequest() {
   startReading();
   if (in_.unconsumed() == 0) {
     in_.release();
+    // An idle HTTPS client must not keep OpenSSL's ~33 KiB of record buffers.
+    if (tls_ && tls_->session.pendingInput() == 0) tls_->session.releaseIdleMemory();
     armDeadline(DeadlineKind::Idle);
   }
 }

@@ -107,8 +107,14 @@ std::shared_ptr<const Runtime> Server::buildRuntime(std::shared_ptr<const Config
       rt->listener_tls.push_back(nullptr);
       continue;
     }
+    // The same listener (by name) in the configuration being replaced lends its keys.
     const TlsServerContext* before = nullptr;
-    if (previous && i < previous->listener_tls.size()) before = previous->listener_tls[i].get();
+    if (previous) {
+      const auto& old = previous->config->listeners;
+      for (size_t j = 0; j < old.size() && j < previous->listener_tls.size(); ++j) {
+        if (old[j].name == l.name) before = previous->listener_tls[j].get();
+      }
+    }
     std::string error;
     auto ctx = TlsServerContext::build(*l.tls, &error, before);
     if (!ctx) {

@@ -18,8 +18,9 @@ namespace gw {
 namespace {
 
 // Mozilla "intermediate" (server side guidelines v5.7): AEAD suites with forward secrecy
-// only, the client's order (no SSL_OP_CIPHER_SERVER_PREFERENCE), and DHE with the RFC
-// 7919 groups for the rare client without ECDHE.
+// only, in Mozilla's order, and DHE with the RFC 7919 groups for the rare client without
+// ECDHE. Mozilla leaves the choice to the client; the server picks here (see
+// kServerPreference), as scanners such as testssl.sh rate "no cipher order" HIGH.
 constexpr const char* kTls12Ciphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
@@ -28,6 +29,9 @@ constexpr const char* kTls12Ciphers =
 constexpr const char* kTls13Ciphers =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 constexpr const char* kGroups = "X25519:P-256:P-384";
+// The server's order (AES-128-GCM first: fast with AES-NI, ample strength), except that a
+// client listing ChaCha20 first (phones without AES instructions) gets ChaCha20.
+constexpr uint64_t kServerPreference = SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA;
 // ALPN wire format. Only http/1.1: the gateway does not speak h2, so it must never let a
 // client believe it negotiated it.
 constexpr unsigned char kAlpnHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
@@ -346,7 +350,8 @@ std::string sessionContextOf(const ListenerTls& config, std::string* error) {
     *error = "cannot hash the session context (" + takeOpensslError() + ")";
     return {};
   }
-  return std::string(reinterpret_cast<char*>(digest), std::min<size_t>(length, SSL_MAX_SID_CTX_LENGTH));
+  return std::string(reinterpret_cast<char*>(digest),
+                     std::min<size_t>(length, SSL_MAX_SID_CTX_LENGTH));
 }
 
 struct ClientAuth {
@@ -439,6 +444,7 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(const ListenerTl
       return fail(e);
     }
     SSL_CTX_set_app_data(ctx, self.get());
+    SSL_CTX_set_options(ctx, kServerPreference);
     SSL_CTX_set_dh_auto(ctx, 1);
     SSL_CTX_set_alpn_select_cb(ctx, TlsContextCallbacks::onAlpn, nullptr);
     SSL_CTX_set_tlsext_servername_callback(ctx, TlsContextCallbacks::onServerName);

@@ -179,7 +179,9 @@ TlsSession::TlsSession(std::shared_ptr<const TlsClientContext> context,
     if (isIpLiteral(name)) {
       // RFC 6066: no SNI for addresses; the certificate must carry the IP instead.
       info_.server_name.clear();
-      if (context->verifies()) ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), name.c_str()) == 1;
+      if (context->verifies()) {
+        ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), name.c_str()) == 1;
+      }
     } else if (!name.empty()) {
       ok = SSL_set_tlsext_host_name(ssl_, name.c_str()) == 1;
       if (ok && context->verifies()) {
@@ -424,6 +426,10 @@ void TlsSession::shutdown() {
   // 0 (sent, the peer's not seen yet) or 1 (both): either way ours is in output().
   if (SSL_shutdown(ssl_) < 0) ERR_clear_error();
   state_ = TlsState::Closed;
+}
+
+size_t TlsSession::pendingInput() const {
+  return pending_in_.size() + (ssl_ ? size_t(std::max(SSL_pending(ssl_), 0)) : 0);
 }
 
 void TlsSession::releaseIdleMemory() {

@@ -21,7 +21,7 @@
 //   once.
 // - Errors are reported by state() == Error and error(), never thrown. After an error
 //   output() may still hold an alert: send it if convenient, then close.
-// - OpenSSL keeps ~35 KiB of record buffers per active session; releaseIdleMemory()
+// - OpenSSL keeps ~33 KiB of record buffers per active session; releaseIdleMemory()
 //   gives them back while a keep-alive connection waits.
 #pragma once
 
@@ -94,7 +94,8 @@ class TlsSession {
   // growing it up to `limit` bytes (see InputBlock::writable). Handshake and other
   // protocol answers go to output().
   TlsFeedResult feed(const char* data, size_t len, InputBlock& plaintext, size_t limit);
-  // Encrypts plaintext into output(). False (and nothing sent) once closed or failed.
+  // Encrypts plaintext into output(). False once shutdown() was called or the session
+  // failed (then error() says why and the connection should be closed).
   bool encrypt(const iovec* iov, size_t count);
   // The same for a whole Buffer, which is drained (its external segments are encrypted
   // straight from where they point, so they need no internalize()).
@@ -105,8 +106,10 @@ class TlsSession {
 
   Buffer& output() { return output_; }
   bool wantsWrite() const { return !output_.empty(); }
-  // Ciphertext received but not yet decrypted because the InputBlock was full.
-  size_t pendingInput() const { return pending_in_.size(); }
+  // Non-zero while received bytes wait for room in the InputBlock (ciphertext not yet
+  // decrypted, or the rest of a record already decrypted inside OpenSSL): call
+  // feed(nullptr, 0, ...) once the caller consumed some. Zero whenever !sink_full.
+  size_t pendingInput() const;
   // Frees OpenSSL's record buffers if nothing is pending; they come back on next use.
   void releaseIdleMemory();
 

@@ -88,7 +88,8 @@ TEST(TlsServerContextTest, ReportsBadFilesWithTheirPath) {
 
   e = buildError(listenerTls({pki.default_ecdsa, pki.evil}));
   EXPECT_EQ(e, pki.evil.cert_file + ": same names and key type as '" +
-                   pki.default_ecdsa.cert_file + "' (one certificate per key type for a set of names)");
+                   pki.default_ecdsa.cert_file +
+                   "' (one certificate per key type for a set of names)");
 
   e = buildError(listenerTls({pki.default_ecdsa}, "TLSv1.2", pki.garbage));
   EXPECT_THAT(e, StartsWith(pki.garbage + ": no usable CA certificate"));
