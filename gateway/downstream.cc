@@ -741,8 +741,9 @@ void DownstreamConnection::endAttempt(bool failed) {
   pool.requestEnded(r.endpoint_index);
   EndpointState& ep = pool.endpointState(r.endpoint_index);
   const UpstreamConfig& uc = pool.config();
-  bool changed = failed ? ep.recordFailure(uc.circuit_breaker ? &*uc.circuit_breaker : nullptr, monotonicMs())
-                        : ep.recordSuccess();
+  const CircuitBreakerConfig* cb = uc.circuit_breaker ? &*uc.circuit_breaker : nullptr;
+  bool changed = failed ? ep.recordFailure(cb, monotonicMs(), r.breaker_trial)
+                        : ep.recordSuccess(r.breaker_trial);
   if (changed) publishBreakerGauge(pool.state(), uc.metrics_label, monotonicMs());
   r.breaker_trial = false;
 }

@@ -31,35 +31,37 @@ int64_t monotonicMs() {
   return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
-bool EndpointState::recordFailure(const CircuitBreakerConfig* cb, int64_t now_ms) {
+bool EndpointState::recordFailure(const CircuitBreakerConfig* cb, int64_t now_ms, bool trial) {
   uint32_t failures = consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1;
-  bool was_trial = trial_in_flight.exchange(false, std::memory_order_acq_rel);
   if (!cb) return false;
-  if (was_trial || failures >= cb->consecutive_failures) {
-    int64_t until = now_ms + cb->open_for.count();
-    int64_t before = open_until_ms.exchange(until, std::memory_order_acq_rel);
-    if (before == 0 || was_trial) {
-      log::warn("circuit breaker opened",
-                {{"upstream", upstream}, {"endpoint", address},
-                 {"consecutive_failures", std::to_string(failures)}});
-      return true;
-    }
+  if (trial) {
+    // The trial failed: open for another period, and the next trial comes after it.
+    open_until_ms.store(now_ms + cb->open_for.count(), std::memory_order_release);
+    trial_in_flight.store(false, std::memory_order_release);
+    log::warn("circuit breaker reopened", {{"upstream", upstream}, {"endpoint", address}});
+    return true;
   }
-  return false;
+  if (failures < cb->consecutive_failures) return false;
+  int64_t expected = 0;
+  if (!open_until_ms.compare_exchange_strong(expected, now_ms + cb->open_for.count(),
+                                             std::memory_order_acq_rel)) {
+    return false;  // already open: a straggler's failure changes nothing
+  }
+  log::warn("circuit breaker opened", {{"upstream", upstream}, {"endpoint", address},
+                                       {"consecutive_failures", std::to_string(failures)}});
+  return true;
 }
 
-bool EndpointState::recordSuccess() {
+bool EndpointState::recordSuccess(bool trial) {
   // Read first: on the common path nothing was failing and no shared line is written.
   if (consecutive_failures.load(std::memory_order_relaxed) != 0) {
     consecutive_failures.store(0, std::memory_order_relaxed);
   }
-  if (open_until_ms.load(std::memory_order_relaxed) != 0) {
-    open_until_ms.store(0, std::memory_order_release);
-    trial_in_flight.store(false, std::memory_order_release);
-    log::info("circuit breaker closed", {{"upstream", upstream}, {"endpoint", address}});
-    return true;
-  }
-  return false;
+  if (!trial) return false;
+  open_until_ms.store(0, std::memory_order_release);
+  trial_in_flight.store(false, std::memory_order_release);
+  log::info("circuit breaker closed", {{"upstream", upstream}, {"endpoint", address}});
+  return true;
 }
 
 bool EndpointState::breakerOpen(int64_t now_ms) const {

@@ -34,11 +34,13 @@ struct EndpointState {
   std::atomic<int64_t> open_until_ms{0};  // monotonic ms; 0 = closed
   std::atomic<bool> trial_in_flight{false};
 
-  // Outcome of one proxied attempt (not of a health check). Returns true when the
-  // breaker opened because of it.
-  bool recordFailure(const CircuitBreakerConfig* cb, int64_t now_ms);
+  // Outcome of one proxied attempt (not of a health check). `trial`: the attempt was the
+  // half-open breaker's trial, whose outcome alone decides; any other attempt that ends
+  // while the breaker is open started before it opened and changes nothing. Returns true
+  // when the breaker opened because of it.
+  bool recordFailure(const CircuitBreakerConfig* cb, int64_t now_ms, bool trial = false);
   // Returns true when it closed an open breaker.
-  bool recordSuccess();
+  bool recordSuccess(bool trial = false);
   // May this endpoint take a request now? A half-open breaker admits exactly one trial;
   // `trial` tells the caller it holds it (and must report its outcome).
   bool admits(int64_t now_ms, bool* trial);

@@ -382,7 +382,8 @@ std::string renderPrometheus(std::string_view version, uint64_t start_time_ms) {
       for (size_t b = 0; b < kBuckets.size(); ++b) {
         cumulative += s.buckets[b];
         char le[32];
-        auto r = std::to_chars(le, le + sizeof le, kBuckets[b]);
+        // Plain decimals ("0.00025", not "2.5e-04"), as Prometheus' own clients write them.
+        auto r = std::to_chars(le, le + sizeof le, kBuckets[b], std::chars_format::fixed);
         out += d.name;
         out += "_bucket";
         appendLabels(out, d, l, "le", std::string_view(le, size_t(r.ptr - le)));
