@@ -10,6 +10,8 @@
 # Settings (environment): DURATION=10 REPEATS=3 CONNECTIONS=50 THREADS=1 WORKERS=1
 #   LOAD_CPUS=0 PROXY_CPUS=1   wrk, the upstream and redis-server on LOAD_CPUS; the proxy
 #                              alone on PROXY_CPUS (Redis shares the load generator's core)
+#   TARGETS="gateway gateway_memory ..."   a subset (default: all six)
+#   NICE=0                     e.g. -10: run everything ahead of other work on the machine
 #   GATEWAY=build/gateway KEEP=1 (keep the temp dir)
 # The figure of merit is req/s and the proxy's CPU time per request (from /proc), median
 # of the runs; runs of the targets are interleaved so other load spreads over all.
@@ -30,6 +32,7 @@ LOAD_CPUS=${LOAD_CPUS:-0}
 PROXY_CPUS=${PROXY_CPUS:-1}
 GATEWAY=${GATEWAY:-$root/build/gateway}
 KEEP=${KEEP:-0}
+NICE=${NICE:-0}
 CLK_TCK=$(getconf CLK_TCK)
 
 log() { printf '%s\n' "$*" >&2; }
@@ -39,6 +42,7 @@ for tool in nginx wrk taskset curl python3 redis-server; do
   command -v "$tool" >/dev/null || die "missing $tool (scripts/install-deps.sh bench)"
 done
 [[ -x $GATEWAY ]] || die "no gateway binary at $GATEWAY"
+nice -n "$NICE" true 2>/dev/null || die "NICE=$NICE: not permitted"
 
 work=$(mktemp -d /tmp/gw-ratelimit.XXXXXX)
 chmod 755 "$work"
@@ -49,7 +53,7 @@ alive() { [[ -e /proc/$1 ]] && [[ $(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) !
 start() {  # NAME CPUS CMD...; sets started_pid
   local name=$1 cpus=$2
   shift 2
-  taskset -c "$cpus" "$@" >"$work/logs/$name.log" 2>&1 &
+  nice -n "$NICE" taskset -c "$cpus" "$@" >"$work/logs/$name.log" 2>&1 &
   started_pid=$!
   started+=("$started_pid")
 }
@@ -187,7 +191,7 @@ EOF
 }
 
 cp "$GATEWAY" "$work/gateway"  # others may rebuild build/gateway meanwhile
-targets=(gateway gateway_memory gateway_redis gateway_redis_unix nginx nginx_limit_req)
+read -ra targets <<<"${TARGETS:-gateway gateway_memory gateway_redis gateway_redis_unix nginx nginx_limit_req}"
 declare -A port_of=([gateway]=$P1 [gateway_memory]=$P2 [gateway_redis]=$P3 [gateway_redis_unix]=$P6
   [nginx]=$P4 [nginx_limit_req]=$P5)
 declare -A pid_of
@@ -198,10 +202,12 @@ gateway_config gateway_redis_unix "$P6" "$A6" redis_unix
 nginx_config nginx "$P4" 0
 nginx_config nginx_limit_req "$P5" 1
 for t in gateway gateway_memory gateway_redis gateway_redis_unix; do
+  [[ " ${targets[*]} " == *" $t "* ]] || continue
   start "$t" "$PROXY_CPUS" "$work/gateway" -c "$work/$t.yaml"
   pid_of[$t]=$started_pid
 done
 for t in nginx nginx_limit_req; do
+  [[ " ${targets[*]} " == *" $t "* ]] || continue
   start "$t" "$PROXY_CPUS" nginx -p "$work/$t" -e "$work/$t/error.log" -c "$work/$t/nginx.conf"
   pid_of[$t]=$started_pid
 done
@@ -211,7 +217,7 @@ for t in "${targets[@]}"; do
   if [[ $t == gateway_* ]] && ! grep -qi '^ratelimit-remaining' <<<"$headers"; then
     die "$t: no RateLimit fields: $headers"
   fi
-  taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNECTIONS" -d1s "http://127.0.0.1:${port_of[$t]}/small" >/dev/null
+  nice -n "$NICE" taskset -c "$LOAD_CPUS" wrk -t"$THREADS" -c"$CONNECTIONS" -d1s "http://127.0.0.1:${port_of[$t]}/small" >/dev/null
 done
 
 results=$work/results.tsv
@@ -221,7 +227,7 @@ for ((run = 1; run <= REPEATS; run++)); do
     out=$work/logs/wrk-$t-$run.txt
     before=$(cpu_ticks "${pid_of[$t]}")
     redis_before=$(cpu_ticks "$REDIS_PID")
-    taskset -c "$LOAD_CPUS" timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" \
+    nice -n "$NICE" taskset -c "$LOAD_CPUS" timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" \
       -d"${DURATION}s" --timeout 5s --latency "http://127.0.0.1:${port_of[$t]}/small" >"$out" 2>&1
     cpu=$(($(cpu_ticks "${pid_of[$t]}") - before))
     redis_cpu=$(($(cpu_ticks "$REDIS_PID") - redis_before))
@@ -233,7 +239,7 @@ for ((run = 1; run <= REPEATS; run++)); do
 done
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, median of $REPEATS;" \
-  "proxy ($WORKERS worker) on CPU $PROXY_CPUS, wrk + upstream + redis-server on CPU $LOAD_CPUS; load $(cut -d' ' -f1-3 /proc/loadavg)"
+  "proxy ($WORKERS worker) on CPU $PROXY_CPUS, wrk + upstream + redis-server on CPU $LOAD_CPUS; nice $NICE; load $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$results" "$CLK_TCK" "$DURATION" <<'EOF'
 import statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]

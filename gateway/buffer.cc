@@ -247,6 +247,7 @@ char* InputBlock::writable(size_t* n, size_t limit) {
     cap_ = kSliceSize;
   }
   if (len_ == cap_) {
+    if (pinned_) return nullptr;
     if (consumed_ > 0) {
       compact();
       return writable(n, limit);

@@ -126,8 +126,11 @@ class InputBlock {
   bool allocated() const { return data_ != nullptr; }
 
   // Space for the next read; grows (keeping content) only if the block is full and
-  // capacity < limit. Returns nullptr if full at the limit.
+  // capacity < limit. Returns nullptr if full at the limit, or full while pinned.
   char* writable(size_t* n, size_t limit);
+  // While pinned the bytes never move (no compaction, no growth): views into them stay
+  // valid, e.g. a request head while a filter waits.
+  void setPinned(bool pinned) { pinned_ = pinned; }
   void added(size_t n) { len_ += n; }
   void consume(size_t n) { consumed_ += n; }
   // Drops consumed bytes (moving the rest to the front), releasing the block when empty.
@@ -141,6 +144,7 @@ class InputBlock {
   uint32_t len_ = 0;
   uint32_t consumed_ = 0;
   uint32_t cap_ = 0;
+  bool pinned_ = false;
 };
 
 }  // namespace gw

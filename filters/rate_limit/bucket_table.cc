@@ -33,7 +33,7 @@ struct alignas(64) BucketTable::Shard {
   std::unique_ptr<Slot[]> slots;
   uint32_t mask = 0;
   uint32_t count = 0;
-  uint32_t hand = 0;
+  uint64_t rng = 0x9e3779b97f4a7c15ull;
   uint64_t evictions = 0;
 
   uint32_t home(uint64_t stored) const { return uint32_t(stored >> 1) & mask; }
@@ -66,41 +66,53 @@ struct alignas(64) BucketTable::Shard {
     uint32_t old_capacity = old ? mask + 1 : 0;
     slots = std::make_unique<Slot[]>(capacity);
     mask = capacity - 1;
-    hand = 0;
     for (uint32_t i = 0; i < old_capacity; ++i) {
       if (old[i].key != 0) slots[probe(old[i].key)] = old[i];
     }
   }
 
-  // Drops refilled buckets under the hand, at most `steps` slots: keeps the table lean
-  // while keys churn, without a background thread.
-  void reclaim(int64_t now, uint32_t steps) {
-    while (steps-- > 0 && count > 0) {
-      Slot& s = slots[hand];
-      if (s.key != 0 && s.fullAt() <= now) {
-        erase(hand);  // the slot may now hold a shifted entry: look at it again
+  // Eviction looks at random slots rather than sweeping a hand: deletions in a linear-
+  // probing table that follow a sweep leave the table dense ahead of the hand, and probe
+  // lengths there explode; random deletions keep the load even.
+  uint32_t randomSlot() {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return uint32_t(rng) & mask;
+  }
+
+  // Drops refilled buckets among a few random slots, per insertion: keeps the table lean
+  // while keys churn, without a background thread. A refilled bucket used since it was last
+  // looked at stays (losing its mark): a client whose limit refills between its requests
+  // keeps its slot instead of being re-inserted every time.
+  void reclaim(int64_t now, uint32_t samples) {
+    while (samples-- > 0 && count > 0) {
+      uint32_t i = randomSlot();
+      Slot& s = slots[i];
+      if (s.key == 0 || s.fullAt() > now) continue;
+      if (s.referenced()) {
+        s.set(s.fullAt(), false);
       } else {
-        hand = (hand + 1) & mask;
+        erase(i);
       }
     }
   }
 
-  // CLOCK: frees one slot. Refilled buckets go first, then one not used since the hand
-  // last passed. Ends within two turns: the first clears every reference bit.
+  // Frees one slot: the first sampled bucket not used since it was last looked at (second
+  // chance, as CLOCK gives; new buckets start unmarked). Only a bucket that had not refilled
+  // counts as an eviction. Gives up on second chances after kMaxSamples.
   void evictOne(int64_t now) {
-    for (uint32_t steps = 0; steps < 2 * (mask + 1) + 1; ++steps) {
-      Slot& s = slots[hand];
-      if (s.key == 0) {
-        hand = (hand + 1) & mask;
-        continue;
-      }
-      if (s.fullAt() > now && s.referenced()) {
+    static constexpr uint32_t kMaxSamples = 32;
+    for (uint32_t n = 0;; ++n) {
+      uint32_t i = randomSlot();
+      Slot& s = slots[i];
+      if (s.key == 0) continue;  // a quarter of the slots at most
+      if (s.referenced() && n < kMaxSamples) {
         s.set(s.fullAt(), false);
-        hand = (hand + 1) & mask;
         continue;
       }
       if (s.fullAt() > now) ++evictions;
-      erase(hand);
+      erase(i);
       return;
     }
   }
@@ -112,7 +124,10 @@ BucketTable::BucketTable(size_t max_keys) : shards_(std::make_unique<Shard[]>(kS
   capacity = std::min<size_t>(capacity, size_t(1) << 30);
   max_capacity_ = uint32_t(capacity);
   max_per_shard_ = maxLoad(max_capacity_);
-  for (size_t i = 0; i < kShards; ++i) shards_[i].rehash(std::min(kInitialCapacity, max_capacity_));
+  for (size_t i = 0; i < kShards; ++i) {
+    shards_[i].rng ^= uint64_t(i) * 0xbf58476d1ce4e5b9ull;
+    shards_[i].rehash(std::min(kInitialCapacity, max_capacity_));
+  }
 }
 
 BucketTable::~BucketTable() = default;

@@ -10,9 +10,11 @@
 // - Bounded: at most maxKeys() buckets, allocatedBytes() <= kShards x 16 x slots per shard
 //   (16 MiB for the default 786,432 buckets). A shard grows by doubling up to its bound.
 // - Idle expiry: a bucket that has refilled is the same as no bucket, so it is dropped when
-//   the sweep meets it. When a shard is full, a CLOCK sweep evicts a bucket that was not
-//   used since the hand last passed; new buckets start cold, so a flood of one-off keys
-//   (an attack spraying addresses) evicts itself before the buckets of returning clients.
+//   a look at a few random slots per insertion finds it (unless it was used since the last
+//   look). When a shard is full, an insertion evicts a sampled bucket not used since it was
+//   last looked at (second chance, like CLOCK, sampled like Redis' approximated LRU); new
+//   buckets start unmarked, so a flood of one-off keys (an attack spraying addresses)
+//   evicts itself before the buckets of returning clients.
 //   An evicted bucket that was not full is forgotten (the client gets a full bucket again):
 //   the documented cost of the bound.
 #pragma once

@@ -12,7 +12,9 @@
 #include "filters/rate_limit/bucket_table.h"
 #include "filters/rate_limit/key_hash.h"
 #include "gateway/config.h"
+#include "gateway/health.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 
 namespace gw::rate_limit {
 
@@ -146,6 +148,25 @@ std::string sfString(std::string_view text) {
   return out + "\"";
 }
 
+// /health "redis": down is "degraded" while requests still pass (on_error allow or local),
+// "unhealthy" when they are refused (deny). Readiness does not depend on it: every replica
+// shares the one Redis, so taking this one out of rotation would not help.
+void registerRedisHealthCheck(RedisOnError on_error) {
+  health::setCheck("redis", [on_error] {
+    RedisHealth h = redisHealth();
+    health::Check c;
+    c.detail["state"] = std::string(h.status());
+    c.detail["workers_connected"] = h.up;
+    c.detail["workers"] = h.workers;
+    c.detail["errors_total"] = redisErrorsTotal();
+    if (h.used && h.up < h.workers) {
+      c.status = h.up == 0 && on_error == RedisOnError::Deny ? health::Status::Unhealthy
+                                                             : health::Status::Degraded;
+    }
+    return c;
+  });
+}
+
 }  // namespace
 
 void setClockForTesting(Clock clock) { g_clock = clock ? clock : monotonicNs; }
@@ -161,7 +182,10 @@ RouteLimits::RouteLimits(std::shared_ptr<const RateLimitConfig> config, const Ro
       header_writer_(config_->hasBeforeAuth() ? FilterOrder::RateLimitBeforeAuth
                                               : FilterOrder::RateLimitAfterAuth) {
   const RateLimitStoreConfig& store = whole.rate_limit_store;
-  if (store.type == RateLimitStoreType::Redis) redis_ = RedisSettings::get(store.redis);
+  if (store.type == RateLimitStoreType::Redis) {
+    redis_ = RedisSettings::get(store.redis);
+    registerRedisHealthCheck(store.redis.on_error);
+  }
   uint64_t replicas = std::max<uint32_t>(1, store.redis.replicas);
   const auto& limits = config_->limits();
   limits_.resize(limits.size());
@@ -186,10 +210,13 @@ RouteLimits::RouteLimits(std::shared_ptr<const RateLimitConfig> config, const Ro
     r.redis_interval = std::to_string(us.interval);
     r.redis_window = std::to_string(us.window);
     r.redis_prefix = store.redis.key_prefix + "rl:" + family + ":" + rate + ":";
-    // Policy names are unique within the route: shared name, or key and window.
+    // Policy names are unique among the limits the headers show: shared name, or key and
+    // window.
     std::string name = l.shared.empty() ? l.key + "-" + formatPer(l.per) : l.shared;
     for (size_t j = 0; j < i; ++j) {
-      if (limits_[j].policy_name == sfString(name)) name += "-" + std::to_string(i);
+      if (!limits[j].dry_run && limits_[j].policy_name == sfString(name)) {
+        name += "-" + std::to_string(i);
+      }
     }
     r.policy_name = sfString(name);
     if (l.dry_run) continue;
@@ -423,6 +450,8 @@ FilterStatus RateLimitFilter::finish(RequestContext& ctx, Verdict v) const {
       return FilterStatus::Continue;
     case Verdict::Reject:
       limits_->counters().rate_limited.fetch_add(1, std::memory_order_relaxed);
+      metrics::local().add(metrics::Id::RateLimited,
+                           {ctx.route ? ctx.route->metrics_label : uint16_t(0), 0, 0});
       ctx.sendLocalReply(429, "RATE_LIMITED", "Too many requests");
       return FilterStatus::StopReplied;
     case Verdict::Unavailable:

@@ -4,6 +4,8 @@
 #include <memory>
 #include <mutex>
 
+#include "gateway/metrics.h"
+
 namespace gw::rate_limit {
 
 namespace {
@@ -44,7 +46,10 @@ void forEachRouteCounters(const std::function<void(const RouteCounters&)>& f) {
 
 uint64_t redisErrorsTotal() { return g_redis_errors.load(std::memory_order_relaxed); }
 
-void countRedisError() { g_redis_errors.fetch_add(1, std::memory_order_relaxed); }
+void countRedisError() {
+  g_redis_errors.fetch_add(1, std::memory_order_relaxed);
+  metrics::local().add(metrics::Id::RedisErrors, {0, 0, 0});
+}
 
 void setRedisLinkState(uint32_t worker_index, RedisLinkState state) {
   if (worker_index < kMaxWorkers) {

@@ -1,9 +1,11 @@
 // What the rate limiter counts, and Redis health, for /metrics and /health.
 //
-// - gateway_rate_limited_total{route}: forEachRouteCounters() → RouteCounters::rate_limited.
-//   (An extension: gateway_rate_limit_dry_run_total{route} → RouteCounters::dry_run.)
-// - gateway_redis_errors_total: redisErrorsTotal().
-// - /health "redis": redisHealth().
+// - gateway_rate_limited_total{route} and gateway_redis_errors_total are also added to the
+//   worker's metrics store (gateway/metrics.h) as they happen; the totals here serve tests,
+//   logs and anything that wants them without a scrape: forEachRouteCounters() →
+//   RouteCounters::rate_limited, redisErrorsTotal().
+// - RouteCounters::dry_run: requests a dry_run limit would have refused (not exported yet).
+// - /health "redis": redisHealth(), registered as the "redis" check by the filter.
 // Every accessor is thread-safe and cheap (relaxed atomic loads); counters only grow, also
 // across configuration reloads (they are keyed by route name, not by snapshot).
 #pragma once

@@ -105,7 +105,11 @@ void pollEvents(uv_poll_t* handle, int status, int events) noexcept {
   if (p->context != nullptr && (ev & UV_WRITABLE)) redisAsyncHandleWrite(p->context);
 }
 
-void updatePoll(redisLibuvEvents* p) {
+// hiredis asks for read interest after every write; restarting the poll handle each time
+// would cost epoll_ctl calls per request. Only changes reach libuv.
+void setPollEvents(redisLibuvEvents* p, int events) {
+  if (events == p->events) return;
+  p->events = events;
   if (p->events != 0) {
     uv_poll_start(&p->handle, p->events, pollEvents);
   } else {
@@ -115,32 +119,15 @@ void updatePoll(redisLibuvEvents* p) {
 
 void addRead(void* privdata) {
   auto* p = static_cast<redisLibuvEvents*>(privdata);
-  p->events |= UV_READABLE;
-  updatePoll(p);
+  setPollEvents(p, p->events | UV_READABLE);
 }
 void delRead(void* privdata) {
   auto* p = static_cast<redisLibuvEvents*>(privdata);
-  p->events &= ~UV_READABLE;
-  updatePoll(p);
-}
-void addWrite(void* privdata) {
-  auto* p = static_cast<redisLibuvEvents*>(privdata);
-  p->events |= UV_WRITABLE;
-  updatePoll(p);
+  setPollEvents(p, p->events & ~UV_READABLE);
 }
 void delWrite(void* privdata) {
   auto* p = static_cast<redisLibuvEvents*>(privdata);
-  p->events &= ~UV_WRITABLE;
-  updatePoll(p);
-}
-
-int attachToLoop(redisAsyncContext* ac, uv_loop_t* loop) {
-  if (redisLibuvAttach(ac, loop) != REDIS_OK) return REDIS_ERR;
-  ac->ev.addRead = addRead;
-  ac->ev.delRead = delRead;
-  ac->ev.addWrite = addWrite;
-  ac->ev.delWrite = delWrite;
-  return REDIS_OK;
+  setPollEvents(p, p->events & ~UV_WRITABLE);
 }
 
 }  // namespace
@@ -237,6 +224,65 @@ struct RedisLimiter::Timer {
   }
 };
 
+// Writes the commands queued during one turn of the loop in one go, just before the loop
+// waits again (a prepare handle), instead of asking epoll for writability per command.
+struct RedisLimiter::Flush {
+  uv_prepare_t handle{};
+  RedisLimiter* owner = nullptr;
+
+  static Flush* make(uv_loop_t* loop, RedisLimiter* owner) {
+    auto* f = new Flush;
+    uv_prepare_init(loop, &f->handle);
+    f->handle.data = f;
+    f->owner = owner;
+    return f;
+  }
+  static void onPrepare(uv_prepare_t* h) noexcept {
+    auto* f = static_cast<Flush*>(h->data);
+    uv_prepare_stop(h);
+    if (f->owner) f->owner->flush();
+  }
+  void start() {
+    auto* h = reinterpret_cast<uv_handle_t*>(&handle);
+    if (!uv_is_active(h)) uv_prepare_start(&handle, onPrepare);
+  }
+  void close() {
+    owner = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&handle),
+             [](uv_handle_t* h) noexcept { delete static_cast<Flush*>(h->data); });
+  }
+};
+
+int RedisLimiter::attach(redisAsyncContext* ac) {
+  if (redisLibuvAttach(ac, loop_) != REDIS_OK) return REDIS_ERR;
+  ac->ev.addRead = addRead;
+  ac->ev.delRead = delRead;
+  ac->ev.addWrite = addWriteHook;
+  ac->ev.delWrite = delWrite;
+  return REDIS_OK;
+}
+
+void RedisLimiter::addWriteHook(void* privdata) noexcept {
+  auto* p = static_cast<redisLibuvEvents*>(privdata);
+  redisAsyncContext* ac = p->context;
+  auto* self = ac ? static_cast<RedisLimiter*>(ac->data) : nullptr;
+  // Until connected, writability is how the connect completes; while flushing, hiredis
+  // asks again only when the socket took less than everything.
+  if (self && ac == self->ac_ && (ac->c.flags & REDIS_CONNECTED) && !self->flushing_ &&
+      self->flush_) {
+    self->flush_->start();
+    return;
+  }
+  setPollEvents(p, p->events | UV_WRITABLE);
+}
+
+void RedisLimiter::flush() {
+  if (!ac_) return;
+  flushing_ = true;
+  redisAsyncHandleWrite(ac_);  // may drop the connection (write error)
+  flushing_ = false;
+}
+
 // ---------------------------------------------------------------------------------------
 // Life cycle
 
@@ -246,6 +292,7 @@ RedisLimiter::RedisLimiter(uv_loop_s* loop, uint32_t worker_index)
       rng_(processHashSeed() ^ (uint64_t(worker_index) << 32) ^ uint64_t(steadyNs())),
       retry_timer_(Timer::make(loop, this, &RedisLimiter::onRetryTimer)),
       call_timer_(Timer::make(loop, this, &RedisLimiter::onCallTimer)),
+      flush_(Flush::make(loop, this)),
       denied_(std::make_unique<Denied[]>(kDeniedSlots)) {}
 
 RedisLimiter::~RedisLimiter() {
@@ -292,7 +339,9 @@ void RedisLimiter::shutdown() {
   }
   retry_timer_->close();
   call_timer_->close();
+  flush_->close();
   retry_timer_ = call_timer_ = nullptr;
+  flush_ = nullptr;
   setRedisLinkState(worker_index_, RedisLinkState::Unused);
 }
 
@@ -304,7 +353,10 @@ void RedisLimiter::setState(State s) {
   setRedisLinkState(worker_index_, link);
 }
 
-uint64_t RedisLimiter::nowMs() const { return uv_now(loop_); }
+// Deadlines on the real clock: the loop's cached time may be a busy turn old, which would
+// shorten a check's timeout. A timer armed on the loop's time may then fire early, and is
+// re-armed for what is left.
+uint64_t RedisLimiter::nowMs() const { return uint64_t(steadyNs() / 1'000'000); }
 
 void RedisLimiter::connect() {
   setState(State::Connecting);
@@ -318,11 +370,11 @@ void RedisLimiter::connect() {
     redisAsyncFree(ac);
     return connectionLost(why);
   }
-  if (attachToLoop(ac, loop_) != REDIS_OK) {
+  ac->data = this;
+  if (attach(ac) != REDIS_OK) {
     redisAsyncFree(ac);
     return connectionLost("cannot attach to the event loop");
   }
-  ac->data = this;
   redisAsyncSetConnectCallback(ac, onConnect);
   redisAsyncSetDisconnectCallback(ac, onDisconnect);
   ac_ = ac;

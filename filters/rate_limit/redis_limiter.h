@@ -113,8 +113,11 @@ class RedisLimiter final : public WorkerState {
  private:
   enum class State { Idle, Connecting, Up, Down, Backoff, Closed };
   struct Timer;
+  struct Flush;
 
   void configure(const std::shared_ptr<const RedisSettings>& settings);
+  int attach(redisAsyncContext* ac);
+  void flush();
   void connect();
   void dropConnection(std::string_view why);
   void connectionLost(std::string_view why);
@@ -134,6 +137,7 @@ class RedisLimiter final : public WorkerState {
   void logProblem(std::string_view what, std::string_view detail);
   uint64_t nowMs() const;
 
+  static void addWriteHook(void* privdata) noexcept;
   static void onConnect(const redisAsyncContext* ac, int status) noexcept;
   static void onDisconnect(const redisAsyncContext* ac, int status) noexcept;
   static void onReply(redisAsyncContext* ac, void* reply, void* privdata) noexcept;
@@ -151,6 +155,8 @@ class RedisLimiter final : public WorkerState {
   uint64_t rng_;
   Timer* retry_timer_;  // backoff, connect timeout, probe stall
   Timer* call_timer_;   // the earliest waiting check's deadline
+  Flush* flush_;        // writes the turn's commands before the loop waits
+  bool flushing_ = false;
   bool call_timer_armed_ = false;
   uint64_t call_timer_due_ = 0;
   Call* head_ = nullptr;  // waiting checks, in deadline order
