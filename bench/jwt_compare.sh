@@ -204,7 +204,7 @@ for ((run = 1; run <= REPEATS; run++)); do
     fi
     read -r requests seconds rps p50 p99 errors non2xx <<<"$parsed"
     ((errors + non2xx == 0)) || log "  $route run $run: $errors socket errors, $non2xx non-2xx"
-    us=$(((after - before) * 1000000 / CLK_TCK / requests))
+    us=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
     printf '%s\t%s\t%s\t%s\t%s\n' "$route" "$rps" "$us" "$p50" "$p99" >>"$results"
     log "  run $run/$REPEATS $route: ${rps%.*} req/s, gateway ${us} us CPU/req, p50 ${p50}us, p99 ${p99}us"
   done
@@ -223,7 +223,7 @@ cpu_plain, cpu_jwt = med("plain", 2), med("jwt", 2)
 print("| route | req/s (median) | gateway CPU/req | p50 | p99 |")
 print("| --- | --- | --- | --- | --- |")
 for route in ("plain", "jwt"):
-    print(f"| {route} | {med(route, 1):,.0f} | {med(route, 2):.1f} us | {med(route, 3):.0f} us | "
+    print(f"| {route} | {med(route, 1):,.0f} | {med(route, 2):.2f} us | {med(route, 3):.0f} us | "
           f"{med(route, 4):.0f} us |")
 print(f"\nratio jwt/plain: req/s {rps_jwt / rps_plain:.3f}, "
       f"capacity (plain CPU/req / jwt CPU/req) {cpu_plain / cpu_jwt:.3f}")

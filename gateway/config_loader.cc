@@ -3,6 +3,7 @@
 #include "gateway/metrics.h"
 
 #include <algorithm>
+#include <atomic>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -206,6 +207,13 @@ LoadResult loadConfigString(const std::string& yaml_text, const std::string& dis
   }
   return finish(ctx, std::move(config));
 }
+
+namespace {
+std::atomic<bool> g_validation_only{false};
+}  // namespace
+
+void setValidationOnly(bool on) { g_validation_only.store(on); }
+bool validationOnly() { return g_validation_only.load(); }
 
 LoadResult loadConfigFile(const std::string& path) {
   std::string text;

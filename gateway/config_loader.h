@@ -28,6 +28,10 @@ struct LoadResult {
 };
 
 LoadResult loadConfigFile(const std::string& path);
+// `gateway --check`: configurations are loaded to be validated only, so filters must not
+// start background work (fetching a jwks_uri, connecting to Redis) when they are built.
+void setValidationOnly(bool on);
+bool validationOnly();
 // `display_name` is the FILE of error messages and Config::source_file.
 LoadResult loadConfigString(const std::string& yaml_text, const std::string& display_name);
 

@@ -19,6 +19,7 @@ void usage(FILE* out) {
 }
 
 int check(const std::string& path) {
+  gw::setValidationOnly(true);
   gw::LoadResult r = gw::loadConfigFile(path);
   if (r.ok()) {
     std::printf("configuration OK\n");

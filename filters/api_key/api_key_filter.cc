@@ -88,7 +88,7 @@ ApiKeyFilter::ApiKeyFilter(std::shared_ptr<const ApiKeyConfig> config, std::stri
 FilterStatus ApiKeyFilter::onRequestHeaders(RequestContext& ctx, HeaderList& headers) const {
   headers.remove("x-consumer");
   auto refuse = [&](auth::Reason reason, std::string_view message) {
-    failures_.count(ctx, reason);
+    failures_.count(reason);
     ctx.response_headers_to_add.addRef("WWW-Authenticate", challenge_);
     ctx.sendLocalReply(401, "UNAUTHORIZED", message);
     return FilterStatus::StopReplied;

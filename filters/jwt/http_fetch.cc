@@ -66,7 +66,8 @@ std::optional<HttpUrl> parseHttpUrl(std::string_view text, std::string* error) {
   std::string_view authority = text.substr(0, end);
   std::string_view rest = end == std::string_view::npos ? std::string_view() : text.substr(end);
   if (authority.empty()) return fail("no host in the URL");
-  if (authority.find('@') != std::string_view::npos) return fail("user info in URLs is not supported");
+  if (authority.find('@') != std::string_view::npos)
+    return fail("user info in URLs is not supported");
   url.authority = std::string(authority);
   std::string_view host = authority;
   std::string_view port;
@@ -149,8 +150,8 @@ class HttpFetch {
     hints.ai_socktype = SOCK_STREAM;
     resolve_.data = this;
     std::string service = std::to_string(url_.port);
-    int rc = uv_getaddrinfo(loop_, &resolve_, onResolved, url_.host.c_str(), service.c_str(),
-                            &hints);
+    int rc =
+        uv_getaddrinfo(loop_, &resolve_, onResolved, url_.host.c_str(), service.c_str(), &hints);
     if (rc != 0) {
       failSoon(std::string("cannot resolve ") + url_.host + ": " + uv_strerror(rc));
       return;
@@ -310,8 +311,7 @@ class HttpFetch {
       return;
     }
     std::string plain, back, error;
-    if (!self->transport_->unwrap(std::string_view(buf->base, size_t(nread)), plain, back,
-                                  error)) {
+    if (!self->transport_->unwrap(std::string_view(buf->base, size_t(nread)), plain, back, error)) {
       self->finish(error);
       return;
     }
@@ -410,8 +410,8 @@ class HttpFetch {
   char read_buf_[16384];
 };
 
-HttpFetch* startHttpGet(uv_loop_t* loop, const HttpUrl& url, uint64_t timeout_ms,
-                        size_t max_body, HttpDone done) {
+HttpFetch* startHttpGet(uv_loop_t* loop, const HttpUrl& url, uint64_t timeout_ms, size_t max_body,
+                        HttpDone done) {
   std::string error;
   std::unique_ptr<Transport> transport = makeTransport(url, &error);
   auto* fetch = new HttpFetch(loop, url, max_body, std::move(done), std::move(transport));

@@ -33,7 +33,7 @@ struct HttpUrl {
 std::optional<HttpUrl> parseHttpUrl(std::string_view url, std::string* error);
 
 struct HttpResult {
-  int status = 0;     // 0 when no complete response arrived
+  int status = 0;  // 0 when no complete response arrived
   std::string body;
   std::string error;  // empty when a complete response arrived
 };
@@ -61,8 +61,8 @@ using HttpDone = std::function<void(HttpResult&&)>;
 
 // Resolves, connects (each resolved address in turn), sends a GET, reads the response.
 // Fails on a body over `max_body` bytes and when `timeout_ms` passes first.
-HttpFetch* startHttpGet(uv_loop_t* loop, const HttpUrl& url, uint64_t timeout_ms,
-                        size_t max_body, HttpDone done);
+HttpFetch* startHttpGet(uv_loop_t* loop, const HttpUrl& url, uint64_t timeout_ms, size_t max_body,
+                        HttpDone done);
 // No `done` after this; the fetch frees itself once its handles have closed.
 void cancelHttpGet(HttpFetch* fetch);
 

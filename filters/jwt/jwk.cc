@@ -114,12 +114,15 @@ PkeyPtr ecKey(const Json& key, KeyFamily family, KeyProblem& problem) {
   size_t size = family == KeyFamily::EcP256 ? 32 : family == KeyFamily::EcP384 ? 48 : 66;
   std::string x, y;
   if (!member(key, "x", x, problem) || !member(key, "y", y, problem)) return nullptr;
-  // RFC 7518 §6.2.1.2: the full coordinate size, leading zeros included.
-  if (x.size() != size || y.size() != size) {
+  // RFC 7518 §6.2.1.2 wants the full coordinate size, but some issuers (python-jwt before
+  // 2.8 among them) drop leading zero bytes: those are padded back. The point is checked
+  // to be on the curve below either way.
+  if (x.empty() || y.empty() || x.size() > size || y.size() > size) {
     problem = {true, "EC coordinates must be " + std::to_string(size) + " bytes each"};
     return nullptr;
   }
-  std::string point = "\x04" + x + y;
+  std::string point =
+      "\x04" + std::string(size - x.size(), '\0') + x + std::string(size - y.size(), '\0') + y;
   std::unique_ptr<OSSL_PARAM_BLD, ParamBldFree> bld(OSSL_PARAM_BLD_new());
   if (!bld ||
       OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, group, 0) != 1 ||
@@ -152,8 +155,7 @@ PkeyPtr ed25519Key(const Json& key, KeyProblem& problem) {
   return PkeyPtr(pkey);
 }
 
-std::optional<KeyFamily> familyOfKey(const std::string& kty, const Json& key,
-                                     KeyProblem& problem) {
+std::optional<KeyFamily> familyOfKey(const std::string& kty, const Json& key, KeyProblem& problem) {
   if (kty == "RSA") return KeyFamily::Rsa;
   if (kty == "oct") return KeyFamily::Hmac;
   auto crv_it = key.find("crv");
@@ -191,7 +193,8 @@ void checkPurpose(const Json& key, KeyFamily family, std::optional<Algorithm>& a
   if (auto ops = key.find("key_ops"); ops != key.end()) {
     bool verify = false;
     if (ops->is_array()) {
-      for (const auto& op : *ops) verify |= op.is_string() && op.get_ref<const std::string&>() == "verify";
+      for (const auto& op : *ops)
+        verify |= op.is_string() && op.get_ref<const std::string&>() == "verify";
     }
     if (!verify) {
       problem = {false, "\"key_ops\" does not include 'verify'"};
@@ -205,7 +208,8 @@ void checkPurpose(const Json& key, KeyFamily family, std::optional<Algorithm>& a
     }
     alg = algorithmFromName(a->get_ref<const std::string&>());
     if (!alg) {
-      problem = {false, "\"alg\" '" + a->get<std::string>() + "' is not a supported signature algorithm"};
+      problem = {false,
+                 "\"alg\" '" + a->get<std::string>() + "' is not a supported signature algorithm"};
       return;
     }
     if (familyOf(*alg) != family) {
@@ -370,6 +374,23 @@ JwksParseResult parseJwks(std::string_view json_text) {
     result.error = std::string("cannot read the key set: ") + e.what();
   }
   return result;
+}
+
+std::vector<std::string> checkJwks(std::string_view json_text,
+                                   const std::vector<std::string>& algorithms) {
+  JwksParseResult parsed = parseJwks(json_text);
+  std::vector<std::string> problems = parsed.invalid;
+  if (!parsed.keys) {
+    if (parsed.invalid.empty()) problems.push_back(parsed.error);
+    return problems;
+  }
+  for (const Jwk& key : parsed.keys->keys()) {
+    for (const auto& name : algorithms) {
+      if (auto alg = algorithmFromName(name); alg && key.allows(*alg)) return problems;
+    }
+  }
+  problems.push_back("no key can verify any of the provider's algorithms");
+  return problems;
 }
 
 }  // namespace gw::jwt

@@ -19,11 +19,19 @@
 namespace gw::jwt {
 
 enum class Algorithm : uint8_t {
-  RS256, RS384, RS512,
-  PS256, PS384, PS512,
-  ES256, ES384, ES512,
+  RS256,
+  RS384,
+  RS512,
+  PS256,
+  PS384,
+  PS512,
+  ES256,
+  ES384,
+  ES512,
   EdDSA,
-  HS256, HS384, HS512,
+  HS256,
+  HS384,
+  HS512,
 };
 inline constexpr size_t kAlgorithmCount = 13;
 
@@ -53,7 +61,7 @@ class Jwk {
   // The family matches, the JWK's own `alg` (if any) is this one, and an HMAC key is at
   // least as long as the hash (RFC 7518 §3.2).
   bool allows(Algorithm alg) const;
-  EVP_PKEY* pkey() const { return pkey_.get(); }     // asymmetric keys
+  EVP_PKEY* pkey() const { return pkey_.get(); }         // asymmetric keys
   const std::string& secret() const { return secret_; }  // HMAC keys
 
  private:
@@ -91,5 +99,10 @@ struct JwksParseResult {
 // Parses a JWKS document ({"keys": [...]}). Never throws. Private key members, if any, are
 // ignored (only the public part is used), and nothing secret appears in the messages.
 JwksParseResult parseJwks(std::string_view json_text);
+
+// What `gateway --check` reports about a jwks_file: its broken keys, and an error when no
+// key can verify any of `algorithms` (names as in the configuration). Empty when usable.
+std::vector<std::string> checkJwks(std::string_view json_text,
+                                   const std::vector<std::string>& algorithms);
 
 }  // namespace gw::jwt

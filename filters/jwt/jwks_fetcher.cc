@@ -73,9 +73,9 @@ class Fetcher final : public JwksFetcher {
     std::string url_error;
     uv_timer_t* timer;  // freed in its close callback
     HttpFetch* inflight = nullptr;
-    uint64_t attempt = 0;     // number of the attempt in flight or last made
-    uint64_t wanted = 0;      // an attempt numbered at least this was asked for
-    uint32_t failures = 0;    // consecutive
+    uint64_t attempt = 0;   // number of the attempt in flight or last made
+    uint64_t wanted = 0;    // an attempt numbered at least this was asked for
+    uint32_t failures = 0;  // consecutive
   };
 
   // Under the mutex, so that stop() cannot close the async handle in between.

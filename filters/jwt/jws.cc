@@ -71,10 +71,9 @@ bool digestVerify(Algorithm alg, EVP_PKEY* pkey, std::string_view input,
     ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
          EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) == 1;
   }
-  ok = ok && EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(signature.data()),
-                              signature.size(),
-                              reinterpret_cast<const unsigned char*>(input.data()),
-                              input.size()) == 1;
+  ok = ok && EVP_DigestVerify(
+                 ctx, reinterpret_cast<const unsigned char*>(signature.data()), signature.size(),
+                 reinterpret_cast<const unsigned char*>(input.data()), input.size()) == 1;
   EVP_MD_CTX_reset(ctx);
   ERR_clear_error();
   return ok;

@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <functional>
 
-#include "filters/jwt/token_cache.h"
 #include "gateway/log.h"
 
 namespace gw::jwt {
@@ -27,18 +26,30 @@ constexpr std::string_view kRealm = "Bearer realm=\"gateway\"";
 
 std::string_view describe(Reason reason) {
   switch (reason) {
-    case Reason::Missing: return "A bearer token is required";
-    case Reason::Malformed: return "The token is malformed";
-    case Reason::BadSignature: return "The token signature is invalid";
-    case Reason::Expired: return "The token has expired";
-    case Reason::NotYetValid: return "The token is not valid yet";
-    case Reason::WrongIssuer: return "The token issuer is not accepted";
-    case Reason::WrongAudience: return "The token audience is not accepted";
-    case Reason::UnknownKid: return "The token signing key is unknown";
-    case Reason::AlgNotAllowed: return "The token algorithm is not accepted";
-    case Reason::InsufficientScope: return "The token does not grant access to this resource";
-    case Reason::KeysUnavailable: return "Token verification keys are not available yet";
-    default: break;
+    case Reason::Missing:
+      return "A bearer token is required";
+    case Reason::Malformed:
+      return "The token is malformed";
+    case Reason::BadSignature:
+      return "The token signature is invalid";
+    case Reason::Expired:
+      return "The token has expired";
+    case Reason::NotYetValid:
+      return "The token is not valid yet";
+    case Reason::WrongIssuer:
+      return "The token issuer is not accepted";
+    case Reason::WrongAudience:
+      return "The token audience is not accepted";
+    case Reason::UnknownKid:
+      return "The token signing key is unknown";
+    case Reason::AlgNotAllowed:
+      return "The token algorithm is not accepted";
+    case Reason::InsufficientScope:
+      return "The token does not grant access to this resource";
+    case Reason::KeysUnavailable:
+      return "Token verification keys are not available yet";
+    default:
+      break;
   }
   return "The token is not accepted";
 }
@@ -169,17 +180,18 @@ class ProviderState final : public WorkerState {
 
   void poll() {
     uint64_t now = loopNow();
-    std::vector<Parked> ready;
-    auto waiting = [&](const Parked& p) {
-      return p.filter->provider().keys().completedFetches() < p.target && now < p.deadline_ms;
+    auto ready = [&](const Parked& p) {
+      return p.filter->provider().keys().completedFetches() >= p.target || now >= p.deadline_ms;
     };
-    auto split = std::stable_partition(parked_.begin(), parked_.end(), waiting);
-    ready.assign(split, parked_.end());
-    parked_.erase(split, parked_.end());
+    // One at a time, looking afresh each time: resuming runs the rest of that request's
+    // chain, which may park another request or abandon one (its client went away).
+    for (auto it = std::find_if(parked_.begin(), parked_.end(), ready); it != parked_.end();
+         it = std::find_if(parked_.begin(), parked_.end(), ready)) {
+      Parked p = *it;
+      parked_.erase(it);
+      p.filter->resume(*p.ctx, *p.headers, p.token);
+    }
     if (parked_.empty() && timer_) uv_timer_stop(timer_);
-    // Resuming runs the rest of the chain, which may park another request: `ready` is
-    // ours alone by now.
-    for (const Parked& p : ready) p.filter->resume(*p.ctx, *p.headers, p.token);
   }
 
   WorkerServices& worker_;
@@ -193,8 +205,8 @@ std::unique_ptr<WorkerState> makeProviderState(WorkerServices& worker) {
   return std::make_unique<ProviderState>(worker);
 }
 
-ProviderState& providerState(RequestContext& ctx, const Provider& provider) {
-  return static_cast<ProviderState&>(ctx.worker->state(provider.stateKey(), makeProviderState));
+ProviderState& providerState(WorkerServices& worker, const Provider& provider) {
+  return static_cast<ProviderState&>(worker.state(provider.stateKey(), makeProviderState));
 }
 
 uint64_t fingerprintOf(const VerifyPolicy& policy) {
@@ -223,7 +235,8 @@ Provider::Provider(const JwtProviderConfig& config, std::shared_ptr<KeyStore> ke
 JwtFilter::JwtFilter(std::shared_ptr<const JwtConfig> config,
                      std::shared_ptr<const Provider> provider, std::string_view route)
     : config_(std::move(config)), provider_(std::move(provider)), failures_(route) {
-  forbidden_challenge_ = std::string(kRealm) + ", error=\"insufficient_scope\", error_description=\"" +
+  forbidden_challenge_ = std::string(kRealm) +
+                         ", error=\"insufficient_scope\", error_description=\"" +
                          std::string(describe(Reason::InsufficientScope)) + "\"";
   if (!config_->scopes().empty()) {
     std::string scopes;
@@ -249,14 +262,15 @@ FilterStatus JwtFilter::onRequestHeaders(RequestContext& ctx, HeaderList& header
 
 FilterStatus JwtFilter::authenticate(RequestContext& ctx, HeaderList& headers,
                                      std::string_view token, bool may_wait) const {
-  ProviderState& state = providerState(ctx, *provider_);
+  ProviderState& state = providerState(*ctx.worker, *provider_);
   uint64_t version = 0;
   const KeySet* keys = state.keys(provider_->keys(), version);
   if (!keys) return refuse(ctx, Reason::KeysUnavailable);
   // The key set's version and the policy, folded: an entry verified under other keys or
   // other rules is a miss.
   uint64_t stamp = provider_->policyFingerprint() ^ (version * 0x9E3779B97F4A7C15ull);
-  if (auto* cached = state.cache().find(token, stamp, ctx.now_ms)) return admit(ctx, headers, *cached);
+  if (auto* cached = state.cache().find(token, stamp, ctx.now_ms))
+    return admit(ctx, headers, *cached);
 
   VerifyResult result = verifyToken(token, *keys, provider_->policy(), ctx.now_ms);
   if (result.identity) {
@@ -265,8 +279,8 @@ FilterStatus JwtFilter::authenticate(RequestContext& ctx, HeaderList& headers,
   }
   if (result.kid_not_found && may_wait) {
     if (uint64_t target = provider_->keys().requestRefresh(ctx.now_ms)) {
-      state.park({&ctx, &headers, this, ctx.arena->copy(token), target,
-                  state.loopNow() + kMaxWaitMs});
+      state.park(
+          {&ctx, &headers, this, ctx.arena->copy(token), target, state.loopNow() + kMaxWaitMs});
       return FilterStatus::StopWait;
     }
   }
@@ -280,7 +294,7 @@ void JwtFilter::resume(RequestContext& ctx, HeaderList& headers, std::string_vie
 }
 
 void JwtFilter::onAbandon(RequestContext& ctx) const {
-  providerState(ctx, *provider_).abandon(ctx);
+  providerState(*ctx.worker, *provider_).abandon(ctx);
 }
 
 FilterStatus JwtFilter::admit(RequestContext& ctx, HeaderList& headers,
@@ -301,7 +315,7 @@ FilterStatus JwtFilter::admit(RequestContext& ctx, HeaderList& headers,
 }
 
 FilterStatus JwtFilter::refuse(RequestContext& ctx, Reason reason) const {
-  failures_.count(ctx, reason);
+  failures_.count(reason);
   if (log::enabled(LogLevel::Debug)) {
     log::debug("jwt authentication failed",
                {{"route", ctx.route ? std::string_view(ctx.route->name) : std::string_view()},
@@ -318,6 +332,10 @@ FilterStatus JwtFilter::refuse(RequestContext& ctx, Reason reason) const {
     ctx.sendLocalReply(401, "UNAUTHORIZED", describe(reason));
   }
   return FilterStatus::StopReplied;
+}
+
+const TokenCache& tokenCache(WorkerServices& worker, const Provider& provider) {
+  return providerState(worker, provider).cache();
 }
 
 void buildJwtFilter(const std::shared_ptr<const FilterConfig>& config, const RouteConfig* route,

@@ -19,6 +19,7 @@
 #include "filters/jwt/jwt_config.h"
 #include "filters/jwt/jwt_verifier.h"
 #include "filters/jwt/key_store.h"
+#include "filters/jwt/token_cache.h"
 #include "gateway/filter.h"
 
 namespace gw::jwt {
@@ -77,6 +78,9 @@ class JwtFilter final : public Filter {
   std::string forbidden_challenge_;  // the 403's WWW-Authenticate, with the route's scopes
   auth::AuthFailureCounter failures_;
 };
+
+// The worker's verified-token cache for `provider` (for tests, and cache metrics later).
+const TokenCache& tokenCache(WorkerServices& worker, const Provider& provider);
 
 // The registry's `build`: one JwtFilter on the route, its provider's keys acquired now.
 void buildJwtFilter(const std::shared_ptr<const FilterConfig>& config, const RouteConfig* route,

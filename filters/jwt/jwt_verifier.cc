@@ -113,12 +113,16 @@ std::optional<Reason> checkClaims(const Json& claims, const VerifyPolicy& policy
       return std::find(policy.audiences.begin(), policy.audiences.end(),
                        a.get_ref<const std::string&>()) != policy.audiences.end();
     };
-    if (aud->is_string()) return accepted(*aud) ? std::nullopt : std::optional(Reason::WrongAudience);
-    if (!aud->is_array()) return Reason::Malformed;
     bool any = false;
-    for (const auto& a : *aud) {
-      if (!a.is_string()) return Reason::Malformed;
-      any = any || accepted(a);
+    if (aud->is_string()) {
+      any = accepted(*aud);
+    } else if (aud->is_array()) {
+      for (const auto& a : *aud) {
+        if (!a.is_string()) return Reason::Malformed;
+        any = any || accepted(a);
+      }
+    } else {
+      return Reason::Malformed;
     }
     if (!any) return Reason::WrongAudience;
   }
@@ -152,8 +156,8 @@ VerifyResult fail(Reason reason) {
   return r;
 }
 
-VerifyResult verifyUnchecked(std::string_view token, const KeySet& keys,
-                             const VerifyPolicy& policy, uint64_t now_ms) {
+VerifyResult verifyUnchecked(std::string_view token, const KeySet& keys, const VerifyPolicy& policy,
+                             uint64_t now_ms) {
   Parts parts;
   if (token.size() > kMaxTokenBytes || !split(token, parts)) return fail(Reason::Malformed);
   std::string header_text, payload_text, signature;
@@ -213,8 +217,8 @@ VerifyResult verifyUnchecked(std::string_view token, const KeySet& keys,
     if (name == "scope" || name == "scp") addScopes(value, scopes);
   }
   VerifyResult r;
-  r.identity = std::make_shared<const TokenIdentity>(std::move(list), std::move(scopes),
-                                                     expires_at_ms);
+  r.identity =
+      std::make_shared<const TokenIdentity>(std::move(list), std::move(scopes), expires_at_ms);
   return r;
 }
 

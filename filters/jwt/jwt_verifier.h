@@ -33,8 +33,7 @@ struct Claim {
 // What a verified token says. Immutable; shared by the token cache and the requests.
 class TokenIdentity final : public Identity {
  public:
-  TokenIdentity(std::vector<Claim> claims, std::vector<std::string> scopes,
-                uint64_t expires_at_ms);
+  TokenIdentity(std::vector<Claim> claims, std::vector<std::string> scopes, uint64_t expires_at_ms);
 
   std::string_view claim(std::string_view name) const override;
   const Claim* find(std::string_view name) const;
@@ -63,7 +62,7 @@ struct VerifyPolicy {
 };
 
 struct VerifyResult {
-  std::shared_ptr<const TokenIdentity> identity;  // set exactly when verified
+  std::shared_ptr<const TokenIdentity> identity;   // set exactly when verified
   auth::Reason failure = auth::Reason::Malformed;  // when not
   // UnknownKid for a token that named a kid: fetching the key set again may help.
   bool kid_not_found = false;

@@ -1,8 +1,11 @@
 #include "filters/jwt/key_store.h"
 
+#include <algorithm>
 #include <map>
 
 #include "filters/jwt/jwks_fetcher.h"
+#include "gateway/config_loader.h"
+#include "gateway/health.h"
 #include "gateway/http_util.h"
 #include "gateway/log.h"
 
@@ -12,9 +15,23 @@ namespace {
 std::atomic<uint64_t> g_next_store_id{1};
 std::atomic<uint64_t> g_next_version{1};
 
+// By provider name, oldest first: a reload that changed the source adds a store while
+// requests of the previous configuration still use the old one.
 struct Registry {
   std::mutex mutex;
-  std::map<std::string, std::weak_ptr<KeyStore>, std::less<>> stores;
+  std::map<std::string, std::vector<std::weak_ptr<KeyStore>>, std::less<>> stores;
+
+  // The newest live store of `name`; drops the dead ones. Caller holds the mutex.
+  std::shared_ptr<KeyStore> newest(const std::string& name) {
+    auto it = stores.find(name);
+    if (it == stores.end()) return nullptr;
+    auto& list = it->second;
+    list.erase(std::remove_if(list.begin(), list.end(), [](const auto& w) { return w.expired(); }),
+               list.end());
+    std::shared_ptr<KeyStore> found = list.empty() ? nullptr : list.back().lock();
+    if (list.empty()) stores.erase(it);
+    return found;
+  }
 };
 
 Registry& registry() {
@@ -22,9 +39,39 @@ Registry& registry() {
   return *r;
 }
 
+std::string timestamp(uint64_t ms) {
+  char text[24];
+  formatTimestamp(ms, text);
+  return std::string(text, sizeof text);
+}
+
 bool sameSource(const KeyStore& store, const JwtProviderConfig& provider) {
   if (!provider.jwks_uri.empty()) return store.uri() == provider.jwks_uri;
   return !store.hasUri() && store.sameFileContent(provider.jwks_file_content);
+}
+
+// /health "jwks:NAME": not ready, and unhealthy, until the first key set loads (its routes
+// answer 503 meanwhile); degraded while the last good set is served because fetches fail.
+void registerHealthCheck(const std::shared_ptr<KeyStore>& store) {
+  std::weak_ptr<KeyStore> weak = store;
+  health::setCheck("jwks:" + store->provider(), [weak] {
+    health::Check c;
+    std::shared_ptr<KeyStore> s = weak.lock();
+    if (!s) return c;  // replaced or removed by a reload a moment ago
+    JwksStatus st = s->status();
+    c.detail["state"] = std::string(jwksStateName(st.state));
+    c.detail["keys"] = st.keys;
+    if (s->hasUri()) c.detail["jwks_uri"] = s->uri();
+    if (st.loaded_at_ms) c.detail["loaded_at"] = timestamp(st.loaded_at_ms);
+    if (st.last_attempt_ms) c.detail["last_fetch"] = timestamp(st.last_attempt_ms);
+    if (!st.last_error.empty()) c.detail["last_error"] = st.last_error;
+    if (st.state == JwksState::Stale) c.status = health::Status::Degraded;
+    if (st.state == JwksState::NeverLoaded) {
+      c.status = health::Status::Unhealthy;
+      c.ready = false;
+    }
+    return c;
+  });
 }
 
 std::string joined(const std::vector<std::string>& items) {
@@ -37,10 +84,14 @@ std::string joined(const std::vector<std::string>& items) {
 
 std::string_view jwksStateName(JwksState state) {
   switch (state) {
-    case JwksState::Ok: return "ok";
-    case JwksState::Stale: return "stale";
-    case JwksState::NeverLoaded: return "never_loaded";
-    case JwksState::Unused: return "unused";
+    case JwksState::Ok:
+      return "ok";
+    case JwksState::Stale:
+      return "stale";
+    case JwksState::NeverLoaded:
+      return "never_loaded";
+    case JwksState::Unused:
+      return "unused";
   }
   return "never_loaded";
 }
@@ -65,6 +116,19 @@ KeyStore::KeyStore(const JwtProviderConfig& provider, std::shared_ptr<JwksFetche
 
 KeyStore::~KeyStore() {
   if (fetcher_) fetcher_->remove(id_);
+  // The health check follows the newest store still alive under this name; without one
+  // the provider is gone from the configuration.
+  std::shared_ptr<KeyStore> successor;  // released after the registry's lock
+  {
+    Registry& r = registry();
+    std::lock_guard<std::mutex> lock(r.mutex);
+    successor = r.newest(provider_);
+    if (successor) {
+      registerHealthCheck(successor);
+    } else {
+      health::removeCheck("jwks:" + provider_);
+    }
+  }
 }
 
 std::shared_ptr<const KeySet> KeyStore::snapshot(uint64_t* version) const {
@@ -101,8 +165,9 @@ JwksStatus KeyStore::status() const {
   s.loaded_at_ms = loaded_at_ms_;
   s.last_attempt_ms = last_attempt_ms_;
   s.last_error = last_error_;
-  s.state = !keys_ ? JwksState::NeverLoaded
-                   : last_error_.empty() ? JwksState::Ok : JwksState::Stale;
+  s.state = !keys_                ? JwksState::NeverLoaded
+            : last_error_.empty() ? JwksState::Ok
+                                  : JwksState::Stale;
   return s;
 }
 
@@ -131,8 +196,8 @@ bool KeyStore::fetchCompleted(const HttpResult& result, uint64_t now_ms) {
     uint64_t before = version();
     publish(parsed.keys, result.body, now_ms);
     if (version() != before) {
-      log::info("JWKS loaded", {{"provider", provider_},
-                                {"keys", std::to_string(parsed.keys->size())}});
+      log::info("JWKS loaded",
+                {{"provider", provider_}, {"keys", std::to_string(parsed.keys->size())}});
       if (!parsed.invalid.empty() || !parsed.skipped.empty()) {
         log::warn("JWKS keys left out", {{"provider", provider_},
                                          {"invalid", joined(parsed.invalid)},
@@ -163,18 +228,23 @@ void KeyStore::publish(std::shared_ptr<const KeySet> keys, const std::string& te
 }
 
 std::shared_ptr<KeyStore> acquireKeyStore(const JwtProviderConfig& provider) {
+  // Declared first, destroyed last: a store whose last reference dies here must not run
+  // its destructor (which takes the registry's lock) inside the lock.
+  std::shared_ptr<KeyStore> existing;
   Registry& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
-  std::weak_ptr<KeyStore>& slot = r.stores[provider.name];
-  if (auto existing = slot.lock(); existing && sameSource(*existing, provider)) {
+  existing = r.newest(provider.name);
+  if (existing && sameSource(*existing, provider)) {
     existing->setRefreshMs(uint64_t(provider.jwks_refresh.count()));
+    registerHealthCheck(existing);
     return existing;
   }
   std::shared_ptr<JwksFetcher> fetcher =
-      provider.jwks_uri.empty() ? nullptr : JwksFetcher::instance();
+      provider.jwks_uri.empty() || validationOnly() ? nullptr : JwksFetcher::instance();
   auto store = std::make_shared<KeyStore>(provider, fetcher);
   if (fetcher) fetcher->add(store);
-  slot = store;
+  r.stores[provider.name].push_back(store);
+  registerHealthCheck(store);
   return store;
 }
 
@@ -185,7 +255,7 @@ std::vector<JwksStatus> jwksStatus(const Config& config) {
     std::shared_ptr<KeyStore> store;
     {
       std::lock_guard<std::mutex> lock(r.mutex);
-      if (auto it = r.stores.find(provider.name); it != r.stores.end()) store = it->second.lock();
+      store = r.newest(provider.name);
     }
     if (store && sameSource(*store, provider)) {
       out.push_back(store->status());

@@ -44,11 +44,11 @@ std::string_view jwksStateName(JwksState state);  // "ok", "stale", "never_loade
 struct JwksStatus {
   std::string provider;
   JwksState state = JwksState::NeverLoaded;
-  std::string source;          // the jwks_uri or jwks_file
-  size_t keys = 0;             // usable keys in the current set
-  uint64_t loaded_at_ms = 0;   // wall clock when the current set was loaded; 0 = never
+  std::string source;            // the jwks_uri or jwks_file
+  size_t keys = 0;               // usable keys in the current set
+  uint64_t loaded_at_ms = 0;     // wall clock when the current set was loaded; 0 = never
   uint64_t last_attempt_ms = 0;  // last fetch attempt (jwks_uri only)
-  std::string last_error;      // of the last attempt, empty when it succeeded
+  std::string last_error;        // of the last attempt, empty when it succeeded
 };
 
 class JwksFetcher;

@@ -35,8 +35,8 @@ void TokenCache::erase(uint32_t i) {
   free_.push_back(i);
 }
 
-const std::shared_ptr<const TokenIdentity>* TokenCache::find(std::string_view token,
-                                                             uint64_t stamp, uint64_t now_ms) {
+const std::shared_ptr<const TokenIdentity>* TokenCache::find(std::string_view token, uint64_t stamp,
+                                                             uint64_t now_ms) {
   auto it = index_.find(token);
   if (it == index_.end()) {
     ++misses_;

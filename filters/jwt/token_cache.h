@@ -66,7 +66,7 @@ class TokenCache {
   std::deque<Node> nodes_;
   std::vector<uint32_t> free_;
   std::unordered_map<std::string_view, uint32_t> index_;  // views into nodes_[i].token
-  uint32_t head_ = kNone, tail_ = kNone;  // most / least recently used
+  uint32_t head_ = kNone, tail_ = kNone;                  // most / least recently used
   uint64_t hits_ = 0, misses_ = 0;
 };
 

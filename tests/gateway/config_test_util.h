@@ -83,8 +83,13 @@ inline std::pair<std::string, std::string> makeSelfSigned(const std::string& com
   return {cert_pem, key_pem};
 }
 
+// Usable keys (the loader checks them): RFC 7515 A.3's P-256 public key and a 256-bit
+// HMAC secret, so that both public-key and HS* providers find one.
 inline constexpr const char* kJwks =
-    R"({"keys":[{"kty":"oct","kid":"k1","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}]})";
+    R"({"keys":[{"kty":"EC","crv":"P-256","kid":"ec1",)"
+    R"("x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",)"
+    R"("y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},)"
+    R"({"kty":"oct","kid":"k1","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ"}]})";
 // sha256("partner-one-key") and sha256("partner-two-key") need not be real: the format
 // is what the loader checks.
 inline constexpr const char* kApiKeys =

@@ -127,3 +127,20 @@ def test_periodic_refresh_picks_up_new_keys(gateway_factory, upstream, jwks_fact
     time.sleep(0.1)
     # Refreshes of an unchanged document are cheap for the gateway: nothing is logged.
     assert gw.app_log_text().count("JWKS loaded") == 1
+
+
+def test_a_reload_keeps_the_loaded_keys(gateway_factory, upstream, jwks_factory, keys):
+    import signal
+    server = jwks_factory(keys.jwks("P-256"))
+    gw = gateway_factory(config(upstream, server.url))
+    token = keys.token("ES256")
+    wait_until(lambda: status(gw, token) == 200, timeout=10, what="key set loaded")
+    fetches = server.count()
+    for n in range(1, 4):
+        gw.signal(signal.SIGHUP)  # one at a time: pending signals would coalesce
+        wait_until(lambda: gw.app_log_text().count("configuration reloaded") >= n, timeout=10,
+                   what=f"reload {n}")
+    # The same jwks_uri: no refetch, no window without keys.
+    assert status(gw, token) == 200
+    assert server.count() == fetches
+    assert gw.app_log_text().count("JWKS loaded") == 1
