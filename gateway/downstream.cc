@@ -469,6 +469,12 @@ int DownstreamConnection::onHeadersComplete() {
   Request& r = *req_;
   r.head_complete = true;
   disarmDeadline();
+  // A head that arrived whole in one read was never measured while incomplete.
+  if (r.head.extent() > worker_.limits().max_head_bytes) {
+    close_after_response_ = true;
+    reject(431, "Request header fields too large");
+    return headDone();
+  }
   llhttp_t& p = r.parser;
   const char* base = headBase();
   r.head.toHeaders(base, r.headers);
@@ -1085,6 +1091,12 @@ void DownstreamConnection::onUpstreamHead(UpstreamResponseHead& head) {
   Request& r = *req_;
   bool failed = head.status == 502 || head.status == 503 || head.status == 504;
   endAttempt(failed);
+  // Every upstream answer counts, the ones a retry hides included.
+  uint16_t upstream = r.generation->runtime->config->upstreams[r.ctx.route->upstream_index].metrics_label;
+  uint64_t attempt_end = monotonicNs();
+  metrics::local().add(metrics::Id::UpstreamRequestsTotal, {upstream, metrics::statusLabel(head.status), 0});
+  metrics::local().observe(metrics::Id::UpstreamRequestDuration, {upstream, 0, 0},
+                           attempt_end - r.upstream_start_ns);
   const std::vector<int>& retry_on = upstreamPool().config().retries.on_statuses;
   if (std::find(retry_on.begin(), retry_on.end(), head.status) != retry_on.end() &&
       retryPossible(true)) {
@@ -1094,11 +1106,7 @@ void DownstreamConnection::onUpstreamHead(UpstreamResponseHead& head) {
     scheduleRetry();
     return;
   }
-  r.upstream_end_ns = monotonicNs();
-  uint16_t upstream = r.generation->runtime->config->upstreams[r.ctx.route->upstream_index].metrics_label;
-  metrics::local().add(metrics::Id::UpstreamRequestsTotal, {upstream, metrics::statusLabel(head.status), 0});
-  metrics::local().observe(metrics::Id::UpstreamRequestDuration, {upstream, 0, 0},
-                           r.upstream_end_ns - r.upstream_start_ns);
+  r.upstream_end_ns = attempt_end;
   r.response.status = head.status;
   r.response.local_reply = false;
   r.response.headers.clear();

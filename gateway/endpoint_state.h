@@ -54,7 +54,7 @@ struct EndpointState {
 struct UpstreamState {
   std::string name;
   std::vector<std::shared_ptr<EndpointState>> endpoints;  // same order as the config
-  // Bulkhead: open connections (all workers) and requests waiting for one.
+  // Bulkhead: connections in use (all workers) and requests waiting for one.
   std::atomic<uint32_t> connections{0};
   std::atomic<uint32_t> pending{0};
 };

@@ -40,6 +40,12 @@ class HeadCollector {
     return extend(fields_.back().second, base, at, len);
   }
   size_t fieldCount() const { return fields_.size(); }
+  // Bytes from the head's start to the end of its last span (the terminator aside).
+  size_t extent() const {
+    if (fields_.empty()) return first_line_.off + first_line_.len;
+    const auto& [name, value] = fields_.back();
+    return value.len ? value.off + value.len : name.off + name.len;
+  }
   std::string_view firstLine(const char* base) const { return view(base, first_line_); }
   // Appends the fields, as views into `base`, to `out`. Values are trimmed of trailing
   // whitespace (llhttp leaves it in; RFC 9110 says it is not part of the value).

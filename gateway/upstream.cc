@@ -76,8 +76,27 @@ size_t UpstreamPool::pickEndpoint(size_t avoid, bool* trial) {
 
 AcquireResult UpstreamPool::acquire(UpstreamHandler* handler, size_t avoid_endpoint,
                                     UpstreamConnection** out, bool* trial) {
+  // Bulkhead: connections in use are counted across workers (idle pooled ones are not: a
+  // worker cannot lend its idle connections to another); past max_connections a request
+  // waits for one (up to max_pending of them), past both it is refused.
+  *trial = false;
+  uint32_t busy = state_->connections.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (busy > config_.max_connections) {
+    state_->connections.fetch_sub(1, std::memory_order_relaxed);
+    uint32_t pending = state_->pending.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (pending > config_.max_pending) {
+      state_->pending.fetch_sub(1, std::memory_order_relaxed);
+      return AcquireResult::Overflow;
+    }
+    waiters_.push_back({handler, worker_.nowMs()});
+    armWaitTimer(100);
+    return AcquireResult::Queued;
+  }
   size_t e = pickEndpoint(avoid_endpoint, trial);
-  if (e == SIZE_MAX) return AcquireResult::NoEndpoint;
+  if (e == SIZE_MAX) {
+    state_->connections.fetch_sub(1, std::memory_order_relaxed);
+    return AcquireResult::NoEndpoint;
+  }
   UpstreamConnection* c = endpoints_[e].idle;
   if (c) {
     removeIdle(c);
@@ -85,26 +104,11 @@ AcquireResult UpstreamPool::acquire(UpstreamHandler* handler, size_t avoid_endpo
     c->state_ = UpstreamConnection::State::Active;
     uv_timer_stop(&c->timer_);
   } else {
-    // Bulkhead: connections are counted across workers; past max_connections a request
-    // waits for one (up to max_pending of them), past both it is refused.
-    uint32_t open = state_->connections.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (open > config_.max_connections) {
-      state_->connections.fetch_sub(1, std::memory_order_relaxed);
-      if (*trial) endpointState(e).releaseTrial();
-      *trial = false;
-      uint32_t pending = state_->pending.fetch_add(1, std::memory_order_relaxed) + 1;
-      if (pending > config_.max_pending) {
-        state_->pending.fetch_sub(1, std::memory_order_relaxed);
-        return AcquireResult::Overflow;
-      }
-      waiters_.push_back({handler, worker_.nowMs()});
-      armWaitTimer(100);
-      return AcquireResult::Queued;
-    }
     c = new UpstreamConnection(*this, e);
     ++live_;
     c->connect();
   }
+  c->busy_ = true;
   c->handler_ = handler;
   c->response_started_ = false;
   c->response_complete_ = false;
@@ -176,7 +180,6 @@ void UpstreamPool::release(UpstreamConnection* c) {
     return;
   }
   c->becomeIdle();
-  wakeWaiter();
 }
 
 void UpstreamPool::retire() {
@@ -216,10 +219,15 @@ void UpstreamPool::removeIdle(UpstreamConnection* c) {
   --ep.idle_count;
 }
 
-void UpstreamPool::connectionClosed() {
-  --live_;
+void UpstreamPool::releaseBusy(UpstreamConnection* c) {
+  if (!c->busy_) return;
+  c->busy_ = false;
   state_->connections.fetch_sub(1, std::memory_order_relaxed);
   wakeWaiter();
+}
+
+void UpstreamPool::connectionClosed() {
+  --live_;
   if (live_ == 0 && retired_) worker_.poolDrained(this);
 }
 
@@ -603,6 +611,7 @@ void UpstreamConnection::onTimer() {
 }
 
 void UpstreamConnection::becomeIdle() {
+  pool_.releaseBusy(this);
   state_ = State::Idle;
   head_request_ = false;
   response_timeout_pending_ = false;
@@ -632,6 +641,7 @@ void UpstreamConnection::close() {
   if (state_ == State::Closing) return;
   state_ = State::Closing;
   handler_ = nullptr;
+  pool_.releaseBusy(this);
   uv_timer_stop(&timer_);
   pending_closes_ = 2;
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onCloseCb);

@@ -151,7 +151,8 @@ class UpstreamConnection {
   bool response_complete_ = false;
   bool head_request_ = false;
   bool keep_alive_ = true;
-  bool tunnel_ = false;  // switched protocols: bytes pass through unparsed
+  bool tunnel_ = false;
+  bool busy_ = false;  // counted in the upstream's connections in use (bulkhead)  // switched protocols: bytes pass through unparsed
   bool connect_failed_ = false;  // uv_tcp_connect refused at once; reported from the timer
   bool response_timeout_pending_ = false;  // armed once connected
   uint64_t response_timeout_ms_ = 0;
@@ -205,6 +206,7 @@ class UpstreamPool {
   void pushIdle(UpstreamConnection* c);
   void removeIdle(UpstreamConnection* c);
   void connectionClosed();
+  void releaseBusy(UpstreamConnection* c);
   size_t pickEndpoint(size_t avoid, bool* trial);
   void wakeWaiter();
   void armWaitTimer(uint64_t ms);

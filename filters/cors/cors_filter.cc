@@ -1,6 +1,7 @@
 #include "filters/cors/cors_filter.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "gateway/config.h"
 #include "gateway/http_util.h"
@@ -15,18 +16,31 @@ constexpr uint64_t kOriginAllowed = 1;
 constexpr uint64_t kPreflight = 2;
 
 void addVaryOrigin(HeaderList& headers, StringArena& arena) {
-  bool found = false;
-  std::string_view vary = headers.get("vary", &found);
-  if (!found) {
+  // Vary may come as several fields: Origin joins them (one field, every token kept).
+  size_t fields = 0, total = 0;
+  bool has_origin = false;
+  for (const Header& h : headers) {
+    if (!equalsIgnoreCase(h.name, "vary")) continue;
+    ++fields;
+    total += h.value.size() + 2;
+    forEachToken(h.value, [&](std::string_view t) { has_origin |= t == "*" || equalsIgnoreCase(t, "origin"); });
+  }
+  if (has_origin) return;
+  if (fields == 0) {
     headers.addRef("Vary", "Origin");
     return;
   }
-  bool has = false;
-  forEachToken(vary, [&](std::string_view t) { has |= t == "*" || equalsIgnoreCase(t, "origin"); });
-  if (has) return;
-  std::string joined(vary);
-  joined += ", Origin";
-  headers.setRef("Vary", arena.copy(joined));
+  char* out = arena.allocate(total + 6);
+  size_t n = 0;
+  for (const Header& h : headers) {
+    if (!equalsIgnoreCase(h.name, "vary") || h.value.empty()) continue;
+    std::memcpy(out + n, h.value.data(), h.value.size());
+    n += h.value.size();
+    out[n++] = ',';
+    out[n++] = ' ';
+  }
+  std::memcpy(out + n, "Origin", 6);
+  headers.setRef("Vary", std::string_view(out, n + 6));
 }
 
 void removeAccessControlHeaders(HeaderList& headers) {

@@ -31,13 +31,38 @@ Per-instance switches for connection-level misbehaviour:
                         the gateway reused it)
   handler               a callable(request, conn) -> bool that answers instead (True keeps
                         the connection open)
+  status_override       answer every request (but health checks) with this status and the
+                        echo body
+  health_path           the health-check path (default /healthz); health_status, when not
+                        None, is the status its requests get (else the usual echo)
+  delay                 seconds to wait before answering any request (health checks too)
+  hang                  while True, read requests but answer none (health checks included)
+  on_request            a callable(request) run for each request received
+
+`Upstream(name, port=N)` binds a given port (to come back on the same address after
+stop()); `close_connections()` closes every open connection from the server side;
+`traffic()` is `snapshot()` without the health checks. `websocket_echo` is a handler that
+completes a WebSocket handshake (101 with Sec-WebSocket-Accept) and then echoes raw bytes
+(other requests get the usual answers).
+
+`UpstreamProcess` runs an Upstream in a child process (`python3 upstream.py ...`), so that
+it can die for real (SIGKILL), hang (SIGSTOP: the kernel still accepts connections, nothing
+answers) and come back (SIGCONT, or a new process on the same port); it logs each request
+it receives to a file that `requests()` reads.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
 import random
+import select
+import signal
 import socket
+import subprocess
+import sys
 import struct
 import threading
 import time
@@ -187,11 +212,17 @@ class Conn:
 
 
 class Upstream:
-    def __init__(self, name: str = "up", handler=None):
+    def __init__(self, name: str = "up", handler=None, port: int = 0):
         self.name = name
         self.handler = handler
         self.close_after_response = False
         self.drop_reused = False
+        self.status_override = None
+        self.health_path = "/healthz"
+        self.health_status = None
+        self.delay = 0.0
+        self.hang = False
+        self.on_request = None
         self.requests: list[Request] = []
         self.connections = 0
         self.bytes_sent = 0  # body bytes of streamed (size=N) responses
@@ -202,7 +233,7 @@ class Upstream:
         self._threads: list[threading.Thread] = []
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(512)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
@@ -231,6 +262,20 @@ class Upstream:
         with self._lock:
             assert self.requests, f"upstream {self.name} received no request"
             return self.requests[-1]
+
+    def traffic(self) -> list[Request]:
+        """The requests received, health checks left out."""
+        return [r for r in self.snapshot() if r.path != self.health_path]
+
+    def close_connections(self) -> None:
+        """Closes every open connection from the server side (the upstream stays up)."""
+        with self._lock:
+            conns = list(self._open.values())
+        for c in conns:
+            try:
+                c.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -294,7 +339,16 @@ class Upstream:
                     break
                 if self.drop_reused and req.index > 0:
                     break  # close without answering
-                if self.handler is not None:
+                while self.hang and not self._stop.is_set():
+                    self._stop.wait(0.02)
+                if self.delay and self._stop.wait(self.delay):
+                    break
+                health = req.path == self.health_path
+                if health and self.health_status is not None:
+                    keep = self._respond_status(req, conn, self.health_status)
+                elif not health and self.status_override is not None:
+                    keep = self._respond_status(req, conn, self.status_override)
+                elif self.handler is not None:
                     keep = self.handler(req, conn)
                 else:
                     keep = self._respond(req, conn)
@@ -369,7 +423,24 @@ class Upstream:
         req.body_crc = state["crc"]
         with self._lock:
             self.requests.append(req)
+        if self.on_request is not None:
+            self.on_request(req)
         return req
+
+    def _respond_status(self, req: Request, conn: Conn, status: int) -> bool:
+        """`status` with the echo body (kept alive as the client asks)."""
+        client_close = any(t.strip().lower() == "close"
+                           for v in req.header_all("connection") for t in v.split(","))
+        if req.version == "HTTP/1.0":
+            client_close = True
+        body = json.dumps(self.echo_document(req)).encode()
+        head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Whatever')}",
+                "Content-Type: application/json", f"Content-Length: {len(body)}"]
+        if client_close:
+            head.append("Connection: close")
+        conn.send(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") +
+                  (b"" if req.method == "HEAD" else body))
+        return not client_close
 
     def echo_document(self, req: Request) -> dict:
         return {
@@ -486,3 +557,151 @@ REASONS = {
     304: "Not Modified", 400: "Bad Request", 404: "Not Found", 418: "I'm a teapot",
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
 }
+
+
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def websocket_accept(key: str) -> str:
+    return base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
+
+
+def websocket_echo(req: Request, conn: Conn) -> bool:
+    """An Upstream handler: answers a WebSocket handshake with 101 (Sec-WebSocket-Accept
+    computed from the key), then echoes every byte it receives until either side closes.
+    A request that is not a WebSocket handshake, or that has a `status` query parameter (a
+    refused handshake), gets the usual answer of the query parameters."""
+    key = req.header("sec-websocket-key")
+    upgrade = (req.header("upgrade") or "").lower()
+    if not key or "websocket" not in upgrade or "status" in req.query:
+        return conn.upstream._respond(req, conn)
+    conn.send(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Accept: {websocket_accept(key)}\r\n\r\n").encode())
+    if conn.buf:  # bytes that came right behind the head
+        data = bytes(conn.buf)
+        conn.buf.clear()
+        conn.send(data)
+    while not conn.upstream._stop.is_set():
+        try:
+            data = conn.sock.recv(1 << 16)
+        except (socket.timeout, OSError):
+            break
+        if not data:
+            break
+        conn.send(data)
+    return False
+
+
+# -- an Upstream in a child process -------------------------------------------------------
+
+_SETPRIV = (["/usr/bin/setpriv", "--pdeathsig", "KILL"]
+            if os.access("/usr/bin/setpriv", os.X_OK) else [])
+
+
+class UpstreamProcess:
+    """An Upstream (default behaviour and the query parameters of the module docstring) in
+    a child process. `status`: the child's status_override. Stop it with stop() (SIGKILL,
+    by PID); `kill()` is the same, named for a test that makes it die."""
+
+    def __init__(self, name: str, log_path, port: int = 0, status: int | None = None,
+                 start_timeout: float = 10.0):
+        self.name = name
+        self.log_path = str(log_path)
+        self.port = port
+        self.status = status
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "UpstreamProcess":
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        args = [*_SETPRIV, sys.executable, os.path.abspath(__file__), "--name", self.name,
+                "--port", str(self.port), "--log", self.log_path]
+        if self.status is not None:
+            args += ["--status", str(self.status)]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.start_timeout)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if not line.startswith("READY "):
+            self.stop()
+            raise AssertionError(f"upstream process {self.name} did not start: {line!r}")
+        self.port = int(line.split()[1])
+        return self
+
+    def restart(self) -> "UpstreamProcess":
+        """A new process on the same port (after kill())."""
+        self.stop()
+        return self.start()
+
+    def kill(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+    def pause(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, target) of every request received so far, by every process that
+        used this log."""
+        try:
+            with open(self.log_path) as f:
+                lines = f.read().split("\n")[:-1]
+        except OSError:
+            return []
+        return [tuple(line.split(" ", 1)) for line in lines]
+
+    def traffic(self, health_path: str = "/healthz") -> list[tuple[str, str]]:
+        return [r for r in self.requests()
+                if urllib.parse.urlsplit(r[1]).path != health_path]
+
+
+def _main(argv) -> None:
+    import argparse
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--name", default="up")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--status", type=int)
+    a = ap.parse_args(argv)
+    log = open(a.log, "a", buffering=1)
+    log_lock = threading.Lock()
+
+    def record(req):
+        with log_lock:
+            log.write(f"{req.method} {req.target}\n")
+            log.flush()
+
+    u = Upstream(a.name, port=a.port)
+    u.on_request = record
+    u.status_override = a.status
+    sys.stdout.write(f"READY {u.port}\n")
+    sys.stdout.flush()
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    u.stop()
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    _main(sys.argv[1:])
