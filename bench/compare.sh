@@ -2,14 +2,17 @@
 # The gateway side by side with nginx and HAProxy (issue 9), in front of one fast
 # upstream (nginx answering from memory), all on 127.0.0.1. See docs/benchmarks.md.
 #
-#   bench/compare.sh                    the full run (~10 min)
+#   bench/compare.sh                    the full run (~12 min)
 #   QUICK=1 bench/compare.sh            smoke test: 3 s runs, 1 repeat, 1,000 idle connections
 #   CASES="plain_small" MEMORY=0 bench/compare.sh
+#   CASES="https_keepalive https_handshakes https_full_handshakes" MEMORY=0 bench/compare.sh
+#                                       the TLS cases only (~4 min)
 #
 # Settings (environment):
 #   DURATION=10 REPEATS=3 CONNECTIONS=50 THREADS=1   wrk, the same for every proxy
 #   IDLE_CONNS=10000                                 memory case; MEMORY=0 skips it
-#   CASES="plain_small plain_16k workers2_small"     see the case_* functions
+#   CASES="plain_small plain_16k workers2_small https_keepalive https_handshakes
+#          https_full_handshakes"                    see the case_* functions
 #   PROXIES="gateway nginx haproxy"                  which proxies to run
 #   LOAD_CPUS=0 PROXY_CPUS=1 WIDE_CPUS=0,1           pinning (taskset -c)
 #   NICE=0                                           e.g. -10: every process started runs at that
@@ -38,7 +41,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 MEMORY=${MEMORY:-1}
-CASES=${CASES-"plain_small plain_16k workers2_small"}   # CASES="" MEMORY=1: memory only
+CASES=${CASES-"plain_small plain_16k workers2_small https_keepalive https_handshakes https_full_handshakes"}   # CASES="" MEMORY=1: memory only
 PROXIES=${PROXIES:-"gateway nginx haproxy"}
 LOAD_CPUS=${LOAD_CPUS:-0}
 PROXY_CPUS=${PROXY_CPUS:-1}
@@ -160,12 +163,13 @@ cpu_ticks() {
   echo "$total"
 }
 
-# Waits (at most 10 s) until PID answers 200 on PORT/PATH.
+# Waits (at most 10 s) until PID answers 200 on PORT/PATH (SCHEME http or https; the
+# TLS cases' certificate is not checked: curl -k).
 wait_ready() {
-  local pid=$1 port=$2 path=$3 i
+  local pid=$1 port=$2 path=$3 scheme=${4:-http} i
   for ((i = 0; i < 100; i++)); do
     alive "$pid" || return 1
-    [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port$path") == 200 ]] && return 0
+    [[ $(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$scheme://127.0.0.1:$port$path") == 200 ]] && return 0
     sleep 0.1
   done
   return 1
@@ -210,6 +214,13 @@ wait_ready "$UP_PID" "$UP_PORT" /small || die "upstream nginx did not start: $(c
 reset_case() {
   CASE_DESC="" CASE_PATH=/small CASE_BODY_BYTES=$SMALL_BYTES
   CASE_WORKERS=1 CASE_CPUS=$PROXY_CPUS CASE_DIRECT=1
+  CASE_SCHEME=http          # https: the proxies terminate TLS (see tls_hooks)
+  CASE_WRK_ARGS=()          # extra wrk arguments, e.g. (-H "Connection: close")
+  CASE_TOOL=wrk             # or ab: ApacheBench, a new connection and session per request
+  GW_LISTENER_EXTRA=""      # YAML under the gateway's listener, indented 4 spaces
+  NGINX_LISTEN_EXTRA=""     # parameters of nginx's listen directive (" ssl")
+  NGINX_SERVER_EXTRA=""     # directives in nginx's server {}
+  HAPROXY_BIND_EXTRA=""     # parameters of HAProxy's bind line (" ssl crt ...")
   GW_FILTERS=""             # YAML under default_filters:, indented 2 spaces
   NGINX_HTTP_EXTRA=""       # directives in http {}
   NGINX_LOCATION_EXTRA=""   # directives in the proxied location
@@ -226,6 +237,7 @@ workers: $CASE_WORKERS
 listeners:
   - name: bench
     address: 127.0.0.1:$GW_PORT
+$GW_LISTENER_EXTRA
 admin:
   address: 127.0.0.1:$GW_ADMIN_PORT
 logging:
@@ -275,7 +287,8 @@ http {
   }
 $NGINX_HTTP_EXTRA
   server {
-    listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    listen 127.0.0.1:$NGINX_PORT$NGINX_LISTEN_EXTRA backlog=4096;
+$NGINX_SERVER_EXTRA
     location / {
       proxy_pass http://upstream;
       proxy_http_version 1.1;
@@ -307,8 +320,8 @@ defaults
   timeout server 60s
   timeout http-keep-alive 120s
 frontend bench
-  bind 127.0.0.1:$HAPROXY_PORT
-  http-request set-header X-Forwarded-Proto http
+  bind 127.0.0.1:$HAPROXY_PORT$HAPROXY_BIND_EXTRA
+  http-request set-header X-Forwarded-Proto $CASE_SCHEME
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
 $HAPROXY_FRONTEND_EXTRA
   default_backend upstream
@@ -342,6 +355,71 @@ case_workers2_small() {
   write_configs "$1"
 }
 
+# TLS termination with one certificate for all three proxies (conf/make-test-certs.sh:
+# ECDSA P-256, made once per run in the temp dir) and, as far as each lets it be
+# configured, the gateway's fixed profile (docs/tls.md): TLS 1.2 and 1.3, Mozilla
+# "intermediate" suites in the server's order, TLS 1.3 suites AES-128-GCM first, groups
+# X25519, P-256, P-384, session cache and tickets, ALPN http/1.1.
+TLS12_CIPHERS="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+TLS13_CIPHERS="TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+tls_dir=$work/tls
+tls_hooks() {
+  if [[ ! -s $tls_dir/server.pem ]]; then
+    "$root/conf/make-test-certs.sh" "$tls_dir" 2>/dev/null || die "conf/make-test-certs.sh failed"
+    cat "$tls_dir/server.crt" "$tls_dir/server.key" >"$tls_dir/server.pem"   # HAProxy's crt
+  fi
+  CASE_SCHEME=https CASE_DIRECT=0   # the upstream speaks plain HTTP: no direct row
+  GW_LISTENER_EXTRA="    tls:
+      certificates:
+        - {cert: $tls_dir/server.crt, key: $tls_dir/server.key}"
+  NGINX_LISTEN_EXTRA=" ssl"
+  NGINX_SERVER_EXTRA="    ssl_certificate $tls_dir/server.crt;
+    ssl_certificate_key $tls_dir/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers $TLS12_CIPHERS;
+    ssl_prefer_server_ciphers on;
+    ssl_conf_command Ciphersuites $TLS13_CIPHERS;
+    ssl_conf_command Options PrioritizeChaCha;
+    ssl_ecdh_curve X25519:prime256v1:secp384r1;
+    ssl_session_cache shared:SSL:10m;
+    ssl_session_tickets on;"
+  HAPROXY_GLOBAL_EXTRA="  ssl-default-bind-ciphers $TLS12_CIPHERS
+  ssl-default-bind-ciphersuites $TLS13_CIPHERS
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+  tune.ssl.default-dh-param 2048"
+  HAPROXY_BIND_EXTRA=" ssl crt $tls_dir/server.pem alpn http/1.1 curves X25519:P-256:P-384"
+}
+
+# HTTPS with keep-alive: TLS record processing on top of plain_small; every wrk connection
+# makes one handshake at the start of the run and then only requests.
+case_https_keepalive() {
+  CASE_DESC="HTTPS keep-alive (TLS 1.3, ECDSA P-256), ${SMALL_BYTES}-byte response"
+  tls_hooks
+  write_configs "$1"
+}
+
+# New TLS connections per second: wrk sends "Connection: close", so every request is a new
+# TCP connection and TLS handshake; req/s = handshakes/s. wrk resumes the session of its
+# previous connection (SSL_clear keeps it): these are TLS 1.3 PSK resumptions, with a fresh
+# X25519 exchange but no certificate or signature (nginx's $ssl_session_reused says "r"
+# for 99% of them). A returning browser does the same; https_full_handshakes does not.
+case_https_handshakes() {
+  CASE_DESC="HTTPS, a new connection per request (Connection: close), TLS 1.3 resumed by wrk"
+  tls_hooks
+  CASE_WRK_ARGS=(-H "Connection: close")
+  write_configs "$1"
+}
+
+# Full handshakes per second: ApacheBench (apache2-utils) opens a new connection with a
+# new TLS session for every request (HTTP/1.0, no keep-alive): certificate, ECDSA
+# signature and X25519 every time. Its percentiles are whole milliseconds.
+case_https_full_handshakes() {
+  CASE_DESC="HTTPS, a new connection and a full TLS 1.3 handshake per request (ab)"
+  tls_hooks
+  CASE_TOOL=ab
+  write_configs "$1"
+}
+
 # ------------------------------------------------------------------ running
 
 results=$work/results.tsv
@@ -349,8 +427,15 @@ printf 'case\tpath\tworkers\tproxy\trun\tcpu_ticks\trequests\tseconds\trps\tp50_
 
 run_wrk() {  # URL OUTPUT [SECONDS]
   local seconds=${3:-$DURATION}
+  if [[ $CASE_TOOL == ab ]]; then
+    # -t bounds the run (-n only lifts ab's default cap of 50,000 requests); -r: a failed
+    # receive is counted, not fatal
+    pinned "$LOAD_CPUS" timeout $((seconds + 30)) \
+      ab -q -r -s 5 -t "$seconds" -n 100000000 -c "$CONNECTIONS" "$1" >"$2" 2>&1
+    return
+  fi
   pinned "$LOAD_CPUS" timeout $((seconds + 30)) \
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s --latency "$1" >"$2" 2>&1
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s --latency "${CASE_WRK_ARGS[@]}" "$1" >"$2" 2>&1
 }
 
 # Starts PROXY with the configs in DIR; sets proxy_pid and proxy_port.
@@ -369,7 +454,7 @@ start_proxy() {
     *) die "unknown proxy $proxy" ;;
   esac
   proxy_pid=$started_pid
-  if ! wait_ready "$proxy_pid" "$proxy_port" "$CASE_PATH"; then
+  if ! wait_ready "$proxy_pid" "$proxy_port" "$CASE_PATH" "$CASE_SCHEME"; then
     echo "$name: did not answer 200 on :$proxy_port$CASE_PATH within 10 s; log: $(tail -5 "$work/logs/$name.log")" >>"$notes"
     stop "$proxy_pid"
     return 1
@@ -396,7 +481,7 @@ stop_proxy() {
 # Checks one response's status and body size, then warms up (connection pools, caches).
 check_target() {
   local case=$1 target=$2 url=$3 got
-  got=$(curl -s -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' "$url" || true)
+  got=$(curl -sk -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' "$url" || true)
   if [[ $got != "200 $CASE_BODY_BYTES" ]]; then
     echo "$case/$target: GET $url answered '$got', expected '200 $CASE_BODY_BYTES'" >>"$notes"
   fi
@@ -435,12 +520,17 @@ run_case() {
   reset_case
   "case_$case" "$dir"
   log "[$case] $CASE_DESC"
+  if [[ $CASE_TOOL != wrk ]] && ! command -v "$CASE_TOOL" >/dev/null; then
+    echo "$case: skipped, $CASE_TOOL is missing (apache2-utils; scripts/install-deps.sh bench)" >>"$notes"
+    log "  skipped: $CASE_TOOL is missing"
+    return 0
+  fi
   if [[ $CASE_DIRECT == 1 ]]; then
     targets+=(direct) pid_of[direct]=- url_of[direct]=http://127.0.0.1:$UP_PORT$CASE_PATH
   fi
   for target in $PROXIES; do
     start_proxy "$target" "$dir" "$target-$case" || continue
-    targets+=("$target") pid_of[$target]=$proxy_pid url_of[$target]=http://127.0.0.1:$proxy_port$CASE_PATH
+    targets+=("$target") pid_of[$target]=$proxy_pid url_of[$target]=$CASE_SCHEME://127.0.0.1:$proxy_port$CASE_PATH
   done
   for target in "${targets[@]}"; do check_target "$case" "$target" "${url_of[$target]}"; done
   for ((run = 1; run <= REPEATS; run++)); do
@@ -488,6 +578,9 @@ echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(lscpu | sed -n 's/^Mo
 echo "# wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, median of $REPEATS runs;" \
   "proxy pinned to CPU $PROXY_CPUS (2-worker cases: $WIDE_CPUS), wrk + upstream to CPU $LOAD_CPUS"
 echo "# load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine adds noise); nice $NICE"
+if [[ " $CASES " == *" https_full_handshakes "* ]]; then
+  echo "# https_full_handshakes: ab -q -r -s 5 -t $DURATION -c $CONNECTIONS (a new connection and TLS session per request), pinned like wrk"
+fi
 echo
 python3 "$helper" table --clk-tck "$CLK_TCK" "$results"
 if [[ -f $work/memory.tsv ]]; then

@@ -2,7 +2,8 @@
 """Helpers for bench/compare.sh (standard library only).
 
   free-ports N                     print N free TCP ports on 127.0.0.1
-  parse-wrk FILE                   wrk --latency output -> one tab-separated line:
+  parse-wrk FILE                   wrk --latency output (or ApacheBench's, for the full
+                                   TLS handshake case) -> one tab-separated line:
                                    requests seconds rps p50_us p99_us socket_errors non2xx
   idle-conns --pid P --port N ...  RSS growth of process P (and its children) for
                                    N idle keep-alive client connections
@@ -75,9 +76,25 @@ def to_us(text):
     return float(m.group(1)) * UNITS_US[m.group(2)]
 
 
+def parse_ab(out):
+    """ApacheBench (ab -t ... -c ...): percentiles are whole milliseconds."""
+    def num(label):
+        m = re.search(rf"^{label}:\s+([\d.]+)", out, re.M)
+        return float(m.group(1)) if m else 0.0
+    if "Complete requests:" not in out:
+        raise SystemExit("parse-wrk: no 'Complete requests' in ab output")
+    pct = dict(re.findall(r"^\s+(50|99)%\s+(\d+)", out, re.M))
+    return [int(num("Complete requests")), f"{num('Time taken for tests'):.3f}",
+            f"{num('Requests per second'):.1f}", f"{int(pct['50']) * 1000:.1f}",
+            f"{int(pct['99']) * 1000:.1f}", int(num("Failed requests")),
+            int(num("Non-2xx responses"))]
+
+
 def parse_wrk(path):
     with open(path) as f:
         out = f.read()
+    if out.lstrip().startswith("This is ApacheBench") or "Complete requests:" in out:
+        return parse_ab(out)
     m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
     if not m:
         raise SystemExit(f"parse-wrk: no request count in {path}")

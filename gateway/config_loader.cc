@@ -175,6 +175,53 @@ LoadResult finish(ConfigContext& ctx, std::shared_ptr<Config> config) {
   return result;
 }
 
+// yaml-cpp 0.7 loops forever on a ',' that starts a line outside a flow collection (a
+// lone ",", or one after "---"), and treats NUL as text: refuse both before parsing, so
+// neither `--check` nor a reload can hang. A line starting with ',' is only meaningful
+// inside [...] or {...}; quoted scalars and comments are skipped. (Stricter than YAML
+// for a plain scalar continued on a line that starts with ',': no config needs one.)
+bool prescan(const std::string& text, ConfigContext& ctx) {
+  int depth = 0, line = 1, column = 0;
+  bool line_start = true;
+  char quote = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    ++column;
+    if (c == '\0') {
+      ctx.errorAt(line, column, "the file contains a NUL byte");
+      return false;
+    }
+    if (c == '\n') {
+      ++line;
+      column = 0;
+      line_start = true;
+      continue;
+    }
+    if (quote) {
+      if (c == quote && !(quote == '"' && i > 0 && text[i - 1] == '\\')) quote = 0;
+      continue;
+    }
+    if (line_start && (c == ' ' || c == '\t')) continue;
+    if (c == '#' && (line_start || i == 0 || text[i - 1] == ' ' || text[i - 1] == '\t')) {
+      while (i + 1 < text.size() && text[i + 1] != '\n') ++i;
+      continue;
+    }
+    if (line_start && c == ',' && depth == 0) {
+      ctx.errorAt(line, column, "YAML syntax error: ',' outside a flow collection");
+      return false;
+    }
+    line_start = false;
+    if (c == '"' || c == '\'') {
+      if (i == 0 || std::string_view(" \t[{,:").find(text[i - 1]) != std::string_view::npos) quote = c;
+    } else if (c == '[' || c == '{') {
+      ++depth;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 LoadResult loadConfigString(const std::string& yaml_text, const std::string& display_name) {
@@ -182,6 +229,11 @@ LoadResult loadConfigString(const std::string& yaml_text, const std::string& dis
   auto config = std::make_shared<Config>();
   config->source_file = display_name;
   try {
+    if (!prescan(yaml_text, ctx)) {
+      LoadResult refused;
+      refused.errors = ctx.takeErrors();
+      return refused;
+    }
     std::vector<YAML::Node> documents = YAML::LoadAll(yaml_text);
     if (documents.size() > 1) {
       ctx.error(documents[1], "only one YAML document is allowed");

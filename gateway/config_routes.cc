@@ -31,8 +31,13 @@ std::optional<std::string> parseHost(const YAML::Node& node, ConfigContext& ctx)
   std::string_view rest = lower;
   if (rest.substr(0, 2) == "*.") rest.remove_prefix(2);
   bool ok = !rest.empty() && rest.find_first_of("*/ \t") == std::string_view::npos;
+  // Hosts match whatever the port: a port here would never match. IPv6 literals have
+  // several colons ("::1") or brackets ("[::1]"); one colon, or "]:", is a port.
+  size_t colons = size_t(std::count(rest.begin(), rest.end(), ':'));
+  if (ok && !rest.empty() && rest.front() == '[') ok = rest.back() == ']';
+  else if (ok && colons == 1) ok = false;
   if (!ok) {
-    ctx.error(node, "bad host '" + *host + "' (expected a name, or *.example.com)");
+    ctx.error(node, "bad host '" + *host + "' (expected a name without a port, or *.example.com)");
     return std::nullopt;
   }
   return lower;

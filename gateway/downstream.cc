@@ -253,6 +253,7 @@ void DownstreamConnection::onRead(ssize_t nread) {
       stopReading();
       return;
     }
+    countUnfinishedHandshake();  // the client gave up mid-handshake
     if (req_) abortRequest();
     closeConnection();
     return;
@@ -271,6 +272,7 @@ void DownstreamConnection::onRead(ssize_t nread) {
 
 void DownstreamConnection::onTlsRead(const char* data, size_t len) {
   TlsSession& s = tls_->session;
+  tls_->started |= len > 0;
   size_t limit = worker_.limits().max_head_bytes + kSliceSize;
   bool was_handshaking = s.state() == TlsState::Handshaking;
   TlsFeedResult res = s.feed(data, len, in_, limit);
@@ -356,6 +358,11 @@ void DownstreamConnection::beginRequest() {
   req_ = worker_.acquireRequest();
   req_->ctx.driver = this;
   req_->ctx.worker = &worker_;
+  // Known before the head is parsed: answers to early refusals carry them too (HSTS,
+  // the log's tls and client_ip fields).
+  req_->ctx.tls = tls_ != nullptr;
+  req_->ctx.peer_ip = {peer_text_, peer_text_len_};
+  req_->ctx.client_ip = req_->ctx.peer_ip;
   req_->start_ns = monotonicNs();
   req_->ctx.monotonic_ns = req_->start_ns;
   req_->ctx.now_ms = wallClockMs();
@@ -1422,11 +1429,19 @@ void DownstreamConnection::abortRequest() {
   if (r.writing_bytes == 0) releaseRequest();
 }
 
+void DownstreamConnection::countUnfinishedHandshake() {
+  // A connection that never sent a byte (a port probe) started no handshake.
+  if (tls_ && tls_->started && tls_->session.state() == TlsState::Handshaking) {
+    metrics::local().add(metrics::Id::TlsHandshakeErrors, {listener_label_, 0, 0});
+  }
+}
+
 void DownstreamConnection::onDeadline() {
   EventScope scope(this);
   DeadlineKind kind = deadline_kind_;
   deadline_kind_ = DeadlineKind::None;
   if (closing_) return;
+  countUnfinishedHandshake();  // a handshake that timed out
   if (kind == DeadlineKind::HeaderRead && req_ && in_.length() > 0 && !req_->head_complete) {
     close_after_response_ = true;
     reject(408, "Request header timeout");

@@ -163,6 +163,7 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   // complete, so this is the block's consumed position.
   const char* headBase() const { return in_.data() + in_.consumed(); }
   void armDeadline(DeadlineKind kind);
+  void countUnfinishedHandshake();
   void disarmDeadline();
 
   // Every entry point (libuv callback, upstream event, filter resumption) opens a scope;
@@ -197,6 +198,7 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
     TlsSession session;
     uv_write_t write_req{};
     size_t writing = 0;
+    bool started = false;  // the client sent handshake bytes
   };
   void onTlsRead(const char* data, size_t len);
   void flushTls();

@@ -158,20 +158,28 @@ bool headIsUnambiguous(const HeaderList& headers) {
       return false;
     }
     if (h.value.find_first_of("\r\n") != std::string_view::npos) return false;
-    if (equalsIgnoreCase(h.name, "transfer-encoding") && !equalsIgnoreCase(h.value, "chunked")) {
-      return false;
+    if (equalsIgnoreCase(h.name, "transfer-encoding")) {
+      if (!equalsIgnoreCase(h.value, "chunked")) return false;
+      // The view is trimmed; llhttp refuses a tab after "chunked" only once the body starts,
+      // by when the head would be on its way upstream.
+      for (const char* t = h.value.data() + h.value.size(); *t == ' ' || *t == '\t'; ++t) {
+        if (*t == '\t') return false;
+      }
     }
   }
   return true;
 }
 
 bool rawHeadIsStrict(const char* p, const char* end) {
-  // llhttp has already refused NUL and a CR without its LF; what it lets through is an LF
-  // without its CR and a line that starts with whitespace. Line by line, with memchr.
+  // llhttp lets through an LF without its CR, a CR inside a line, and a line that starts
+  // with whitespace. Line by line, with memchr. Empty lines before the request line are
+  // skipped, as llhttp skips them.
+  while (end - p >= 2 && p[0] == '\r' && p[1] == '\n') p += 2;
   const char* line = p;
   while (line < end) {
     const char* lf = static_cast<const char*>(std::memchr(line, '\n', size_t(end - line)));
     if (!lf || lf == p || lf[-1] != '\r') return false;
+    if (lf - 1 > line && std::memchr(line, '\r', size_t(lf - 1 - line))) return false;
     if (lf - line == 1 && line != p) return true;  // "\r\n" alone: the head is over
     line = lf + 1;
     if (line < end && (*line == ' ' || *line == '\t')) return false;  // a folded line
