@@ -34,6 +34,28 @@ test: deps-test
 test-asan asan:
 	@$(MAKE) test BUILD_DIR=build-asan BUILD_TYPE=Debug CMAKE_FLAGS="-DGATEWAY_SANITIZE=ON -DGATEWAY_BENCH=OFF"
 
+# libFuzzer targets (clang-14) for FUZZ_SECONDS each, starting from the seed corpora in
+# tests/fuzz/corpus/; new inputs go to $(FUZZ_DIR)/corpus/, crashes to $(FUZZ_DIR)/artifacts/
+# (copy a reproducer into the seed corpus once fixed). Not part of `make test`.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR ?= build-fuzz
+FUZZ_TARGETS ?= request_head_fuzz config_fuzz path_fuzz
+FUZZ_FLAGS ?=
+fuzz:
+	@CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_DIR) -DGATEWAY_FUZZ=ON -DGATEWAY_TESTS=OFF \
+	  -DGATEWAY_BENCH=OFF -DGATEWAY_LTO=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(FUZZ_DIR) -j$(JOBS) --target $(FUZZ_TARGETS)
+	@status=0; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/artifacts; \
+	  seeds=tests/fuzz/corpus/$$t; [ -d $$seeds ] || seeds=; \
+	  echo "== $$t for $(FUZZ_SECONDS) s"; \
+	  dict=tests/fuzz/$$t.dict; [ -f $$dict ] && dict=-dict=$$dict || dict=; \
+	  $(FUZZ_DIR)/tests/fuzz/$$t $(FUZZ_DIR)/corpus/$$t $$seeds -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=25 $$dict -artifact_prefix=$(FUZZ_DIR)/artifacts/$$t- -print_final_stats=1 \
+	    $(FUZZ_FLAGS) \
+	    || { status=1; echo "== $$t FAILED: see $(FUZZ_DIR)/artifacts/"; }; \
+	done; exit $$status
+
 check: build
 	@$(BUILD_DIR)/gateway --check -c conf/gateway.yaml
 
