@@ -15,6 +15,7 @@
 #include "gateway/http_util.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
+#include "gateway/shutdown.h"
 
 namespace gw {
 
@@ -227,6 +228,7 @@ int Server::run() {
                                  {"config", config_path_}});
   admin_->run();
   for (auto& w : workers_) w->join();
+  runShutdownHooks();
   log::info("gateway stopped");
   log::shutdown();
   return 0;

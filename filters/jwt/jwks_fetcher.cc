@@ -1,5 +1,6 @@
 #include "filters/jwt/jwks_fetcher.h"
 
+#include <openssl/crypto.h>
 #include <uv.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include "filters/jwt/http_fetch.h"
 #include "filters/jwt/key_store.h"
 #include "gateway/http_util.h"
+#include "gateway/shutdown.h"
 
 namespace gw::jwt {
 namespace {
@@ -27,7 +29,10 @@ class Fetcher final : public JwksFetcher {
     uv_loop_init(&loop_);
     uv_async_init(&loop_, &wake_, onWake);
     wake_.data = this;
-    thread_ = std::thread([this] { uv_run(&loop_, UV_RUN_DEFAULT); });
+    thread_ = std::thread([this] {
+      uv_run(&loop_, UV_RUN_DEFAULT);
+      OPENSSL_thread_stop();  // this thread's OpenSSL error queue and caches
+    });
   }
 
   ~Fetcher() override { stop(); }
@@ -217,13 +222,33 @@ struct Holder {
   }
 };
 
+Holder& holder() {
+  static Holder h;
+  return h;
+}
+
 }  // namespace
 
 std::shared_ptr<JwksFetcher> JwksFetcher::instance() {
-  static Holder holder;
-  std::lock_guard<std::mutex> lock(holder.mutex);
-  if (!holder.fetcher) holder.fetcher = std::make_shared<Fetcher>();
-  return holder.fetcher;
+  Holder& h = holder();
+  std::lock_guard<std::mutex> lock(h.mutex);
+  if (!h.fetcher) {
+    h.fetcher = std::make_shared<Fetcher>();
+    // Stopped before main() returns, not only at static destruction, so the thread and
+    // its OpenSSL state are gone before the process (and a leak checker) looks.
+    atShutdown([] { stopFetcher(); });
+  }
+  return h.fetcher;
+}
+
+void JwksFetcher::stopFetcher() {
+  Holder& h = holder();
+  std::shared_ptr<Fetcher> f;
+  {
+    std::lock_guard<std::mutex> lock(h.mutex);
+    f = h.fetcher;
+  }
+  if (f) f->stop();
 }
 
 }  // namespace gw::jwt

@@ -22,6 +22,8 @@ class JwksFetcher {
  public:
   // The process's fetcher, started on first use.
   static std::shared_ptr<JwksFetcher> instance();
+  // Stops the background thread (idempotent); run by the process's shutdown hooks.
+  static void stopFetcher();
 
   virtual ~JwksFetcher() = default;
   // Fetches at once, then every refresh interval.
