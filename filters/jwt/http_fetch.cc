@@ -1,5 +1,11 @@
 #include "filters/jwt/http_fetch.h"
 
+#include <sys/uio.h>
+
+#include "gateway/buffer.h"
+#include "gateway/tls_context.h"
+#include "gateway/tls_session.h"
+
 #include <llhttp.h>
 
 #include <algorithm>
@@ -42,6 +48,59 @@ class PlainTransport final : public Transport {
     plain.append(from_socket);
     return true;
   }
+};
+
+// https://: the gateway's own TLS client session over memory BIOs, verifying the server
+// against the system trust store (SSL_CERT_FILE / SSL_CERT_DIR are honoured) and its name.
+class TlsTransport final : public Transport {
+ public:
+  TlsTransport(std::shared_ptr<const TlsClientContext> context, const std::string& endpoint)
+      : session_(std::move(context), endpoint) {}
+
+  bool start(std::string& to_socket, std::string& error) override {
+    if (!session_.start()) return failed(error);
+    drain(to_socket);
+    return true;
+  }
+  bool ready() const override { return session_.state() == TlsState::Established; }
+  bool wrap(std::string_view plain, std::string& to_socket, std::string& error) override {
+    iovec iov{const_cast<char*>(plain.data()), plain.size()};
+    if (!session_.encrypt(&iov, 1)) return failed(error);
+    drain(to_socket);
+    return true;
+  }
+  bool unwrap(std::string_view from_socket, std::string& plain, std::string& to_socket,
+              std::string& error) override {
+    const char* data = from_socket.data();
+    size_t len = from_socket.size();
+    for (;;) {
+      TlsFeedResult r = session_.feed(data, len, block_, kSliceSize);
+      data = nullptr;
+      len = 0;
+      if (session_.state() == TlsState::Error) return failed(error);
+      plain.append(block_.data() + block_.consumed(), block_.unconsumed());
+      block_.consume(block_.unconsumed());
+      block_.compact();
+      if (!r.sink_full && session_.pendingInput() == 0) break;
+    }
+    drain(to_socket);
+    return true;
+  }
+
+ private:
+  bool failed(std::string& error) {
+    error = "TLS: " + (session_.error().empty() ? std::string("handshake failed") : session_.error());
+    return false;
+  }
+  void drain(std::string& out) {
+    Buffer& o = session_.output();
+    if (o.empty()) return;
+    out += o.toString();
+    o.drain(o.size());
+  }
+
+  TlsSession session_;
+  InputBlock block_;
 };
 
 }  // namespace
@@ -104,11 +163,20 @@ std::optional<HttpUrl> parseHttpUrl(std::string_view text, std::string* error) {
 }
 
 std::unique_ptr<Transport> makeTransport(const HttpUrl& url, std::string* error) {
-  if (url.https) {
-    if (error) *error = "https:// is not supported until the gateway has a TLS client; use http://";
+  if (!url.https) return std::make_unique<PlainTransport>();
+  // The system's trust store, verification on. A name is sent as SNI and checked; an IP
+  // address is checked against the certificate's IP names (TlsSession does both from the
+  // endpoint).
+  UpstreamTls tls;
+  bool ipv6 = url.host.find(':') != std::string::npos;
+  std::string build_error;
+  auto context = TlsClientContext::build(tls, &build_error);
+  if (!context) {
+    if (error) *error = "TLS: " + build_error;
     return nullptr;
   }
-  return std::make_unique<PlainTransport>();
+  std::string endpoint = (ipv6 ? "[" + url.host + "]" : url.host) + ":" + std::to_string(url.port);
+  return std::make_unique<TlsTransport>(std::move(context), endpoint);
 }
 
 class HttpFetch {
