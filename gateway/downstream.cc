@@ -1046,6 +1046,8 @@ void DownstreamConnection::reject(int status, std::string_view message) {
     uint16_t route = req_->ctx.route ? req_->ctx.route->metrics_label : 0;
     metrics::local().add(metrics::Id::RequestRejected, {route, kReasons[reason], 0});
   }
+  // After a malformed request nothing more on this connection can be trusted.
+  if (status == 400) close_after_response_ = true;
   sendLocalReply(status, errorCodeFor(status), message);
 }
 
