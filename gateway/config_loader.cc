@@ -175,13 +175,30 @@ LoadResult finish(ConfigContext& ctx, std::shared_ptr<Config> config) {
   return result;
 }
 
-// yaml-cpp 0.7 loops forever on a ',' that starts a line outside a flow collection (a
-// lone ",", or one after "---"), and treats NUL as text: refuse both before parsing, so
-// neither `--check` nor a reload can hang. A line starting with ',' is only meaningful
-// inside [...] or {...}; quoted scalars and comments are skipped. (Stricter than YAML
-// for a plain scalar continued on a line that starts with ',': no config needs one.)
+// At flow depth 0, is the ',' at `at` where a node would start? That is: nothing but
+// whitespace before it on its line, or it follows a quoted scalar's closing quote, a
+// document marker, or a node property (`!tag`, `&anchor`, `*alias`). Inside a plain
+// scalar (`key: a, b`) it is text.
+bool commaStartsNode(const std::string& text, size_t line_begin, size_t at) {
+  size_t end = at;
+  while (end > line_begin && (text[end - 1] == ' ' || text[end - 1] == '\t')) --end;
+  if (end == line_begin) return true;
+  char last = text[end - 1];
+  if (last == '"' || last == '\'') return true;
+  size_t word = end;
+  while (word > line_begin && text[word - 1] != ' ' && text[word - 1] != '\t') --word;
+  std::string_view w(text.data() + word, end - word);
+  return w == "---" || w == "..." || w.front() == '!' || w.front() == '&' || w.front() == '*';
+}
+
+// yaml-cpp 0.7 loops forever on a ',' outside a flow collection where a node would start
+// (a lone ",", one after "---", a tag, an anchor or a quoted scalar), and treats NUL as
+// text: refuse both before parsing, so neither `--check` nor a reload can hang. Quoted
+// scalars and comments are skipped. (Stricter than YAML in corner cases no configuration
+// needs, such as a plain scalar continued on a line that starts with ',').
 bool prescan(const std::string& text, ConfigContext& ctx) {
   int depth = 0, line = 1, column = 0;
+  size_t line_begin = 0;
   bool line_start = true;
   char quote = 0;
   for (size_t i = 0; i < text.size(); ++i) {
@@ -195,6 +212,7 @@ bool prescan(const std::string& text, ConfigContext& ctx) {
       ++line;
       column = 0;
       line_start = true;
+      line_begin = i + 1;
       continue;
     }
     if (quote) {
@@ -206,7 +224,7 @@ bool prescan(const std::string& text, ConfigContext& ctx) {
       while (i + 1 < text.size() && text[i + 1] != '\n') ++i;
       continue;
     }
-    if (line_start && c == ',' && depth == 0) {
+    if (c == ',' && depth == 0 && commaStartsNode(text, line_begin, i)) {
       ctx.errorAt(line, column, "YAML syntax error: ',' outside a flow collection");
       return false;
     }

@@ -60,7 +60,15 @@ INSTANTIATE_TEST_SUITE_P(
                                "listeners: [{name: http, address: 127.0.0.1:8080}]\n---\n,\n"},
                       Document{"deep_flow_nesting", "listeners: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[["},
                       Document{"unterminated_flow_map", "{:"},
-                      Document{"nul_only", std::string_view("\0", 1)}),
+                      Document{"nul_only", std::string_view("\0", 1)},
+                      // The same loop behind what a line-start check does not see: a ','
+                      // after a tag, an anchor, a quoted scalar or a document marker.
+                      Document{"tag_then_comma", "!!str ,"},
+                      Document{"anchor_then_comma", "&a ,"},
+                      Document{"quoted_scalar_then_comma", "\"x\" ,"},
+                      Document{"document_marker_then_comma", "x\n--- ,"},
+                      Document{"valid_document_then_marker_and_comma",
+                               "listeners: [{name: http, address: 127.0.0.1:8080}]\n--- ,\n"}),
     [](const ::testing::TestParamInfo<Document>& info) { return std::string(info.param.label); });
 
 // What `gateway --check` accepts, Server::buildRuntime must be able to route: a match
