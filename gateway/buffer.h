@@ -57,6 +57,7 @@ class Buffer {
   bool empty() const { return size_ == 0; }
 
   void append(const void* data, size_t n) {
+    if (n == 0) return;  // an empty view may carry a null pointer, which memcpy must not see
     // Fast path: the bytes fit behind the last owned segment (most header lines).
     if (n <= tail_room_) {
       std::memcpy(tail_ptr_, data, n);
