@@ -234,6 +234,11 @@ void DownstreamConnection::onReadCb(uv_stream_t* s, ssize_t nread, const uv_buf_
 void DownstreamConnection::onRead(ssize_t nread) {
   EventScope scope(this);
   if (closing_) return;
+  if (lingering_) {  // discard until the client closes its side
+    if (nread < 0) closeConnection();
+    else in_.release();
+    return;
+  }
   if (nread == 0) {
     if (in_.length() == 0) in_.release();
     return;
@@ -1335,9 +1340,17 @@ void DownstreamConnection::afterEvent() {
 void DownstreamConnection::finishRequest() {
   Request& r = *req_;
   bool keep = r.keep_alive && r.message_complete && !close_after_response_ && !draining_;
+  // Closing with client bytes still unread makes the kernel answer them with a reset,
+  // which can destroy the response on its way (a 431 to a client still sending its
+  // head): half-close, discard what still comes, close on EOF or after header_read.
+  bool linger = !keep && (!r.message_complete || in_.unconsumed() > 0);
   releaseRequest();
   if (!keep) {
-    closeConnection();
+    if (linger) {
+      lingerThenClose();
+    } else {
+      closeConnection();
+    }
     return;
   }
   in_.compact();  // pipelined bytes may already wait in the block
@@ -1348,6 +1361,27 @@ void DownstreamConnection::finishRequest() {
     if (tls_ && tls_->session.pendingInput() == 0) tls_->session.releaseIdleMemory();
     armDeadline(DeadlineKind::Idle);
   }
+}
+
+void DownstreamConnection::lingerThenClose() {
+  lingering_ = true;
+  in_.release();
+  if (tls_ && tls_->session.state() == TlsState::Established) {
+    tls_->session.shutdown();
+    flushTls();
+    if (closing_) return;
+  }
+  auto* req = new uv_shutdown_t;
+  req->data = this;
+  if (uv_shutdown(req, reinterpret_cast<uv_stream_t*>(&tcp_), [](uv_shutdown_t* q, int) {
+        delete q;  // the connection closes on the client's EOF or the deadline
+      }) != 0) {
+    delete req;
+    closeConnection();
+    return;
+  }
+  startReading();
+  armDeadline(DeadlineKind::HeaderRead);
 }
 
 void DownstreamConnection::releaseRequest() {

@@ -156,6 +156,7 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   void recordMetrics(const Request& r);
   void abortRequest();
   void closeConnection();
+  void lingerThenClose();
   void protocolError(llhttp_errno_t err);
   // The gateway's own refusal (not a filter's): counted by reason, then a local reply.
   void reject(int status, std::string_view message);
@@ -219,6 +220,7 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   bool closing_ = false;
   bool close_after_response_ = false;
   bool draining_ = false;
+  bool lingering_ = false;       // response sent, write side shut: discarding until EOF
   bool admitted_ = false;        // counted by the connection limiter
   bool counted_per_ip_ = false;  // ... and per address
   DeadlineKind deadline_kind_ = DeadlineKind::None;
