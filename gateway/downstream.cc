@@ -93,17 +93,9 @@ Request::Request() {
 void Request::reset() {
   head.reset();
   headers.clear();
-  response.headers.clear();
-  response.status = 0;
-  response.local_reply = false;
-  ctx.response_headers_to_add.clear();
-  RequestDriver* driver = ctx.driver;
-  HeaderList keep = std::move(ctx.response_headers_to_add);
-  ctx = RequestContext();
-  ctx.response_headers_to_add = std::move(keep);
-  ctx.arena = &arena;
-  ctx.driver = driver;
-  arena.reset();  // ctx.worker is set again by the connection that takes the request
+  response.clear();
+  ctx.recycle();  // ctx.worker is set again by the connection that takes the request
+  arena.reset();
   out.clear();
   writing_bytes = 0;
   generation = nullptr;
@@ -965,7 +957,7 @@ void DownstreamConnection::runResponseFilters() {
   for (const Header& h : r.ctx.response_headers_to_add) r.response.headers.addRef(h.name, h.value);
 }
 
-void DownstreamConnection::writeResponseHead(int status, bool body_allowed) {
+void DownstreamConnection::writeResponseHead(int status) {
   Request& r = *req_;
   Buffer& o = r.out;
   o.append("HTTP/1.1 ", 9);
@@ -982,7 +974,6 @@ void DownstreamConnection::writeResponseHead(int status, bool body_allowed) {
     o.append("Connection: keep-alive\r\n");
   }
   o.append("\r\n", 2);
-  (void)body_allowed;
   r.response_started = true;
   r.status = status;
 }
@@ -1022,7 +1013,7 @@ void DownstreamConnection::respond(int status, std::string_view content_type,
     r.keep_alive = false;  // the unread body makes the connection unusable
   }
   r.chunked_response = false;
-  writeResponseHead(status, true);
+  writeResponseHead(status);
   if (!r.head_method) r.out.append(body);
   r.response_complete = true;
   flushClient();
@@ -1153,7 +1144,7 @@ void DownstreamConnection::onUpstreamHead(UpstreamResponseHead& head) {
     armDeadline(DeadlineKind::Idle);
   }
   runResponseFilters();
-  writeResponseHead(head.status, head.framing != BodyFraming::None);
+  writeResponseHead(head.status);
   // The head is copied out: views into the upstream's block die with this callback.
   // Everything still referenced (names/values from filters) lives in the arena.
 }

@@ -146,7 +146,7 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   void answerAdmin();
   void respond(int status, std::string_view content_type, std::string_view body,
                std::string_view error_code);
-  void writeResponseHead(int status, bool body_allowed);
+  void writeResponseHead(int status);
   void runResponseFilters();
   void flushClient();
   void onWritten(int status);

@@ -62,6 +62,12 @@ struct ResponseHead {
   int status = 0;
   HeaderList headers;
   bool local_reply = false;  // made by the gateway, not the upstream
+
+  void clear() {
+    status = 0;
+    headers.clear();
+    local_reply = false;
+  }
 };
 
 class RequestContext;
@@ -181,6 +187,21 @@ class RequestContext {
     driver->sendResponse(status, content_type, body);
   }
   void continueRequest() { driver->continueRequest(); }
+
+  // Back to a new request's state, keeping what belongs to the slot rather than to the
+  // request: the arena and driver pointers, and response_headers_to_add's capacity (so a
+  // pooled request allocates no vector). The caller resets the arena itself.
+  void recycle() {
+    StringArena* slot_arena = arena;
+    RequestDriver* slot_driver = driver;
+    HeaderList keep = std::move(response_headers_to_add);
+    keep.clear();
+    *this = RequestContext();
+    response_headers_to_add = std::move(keep);
+    arena = slot_arena;
+    driver = slot_driver;
+  }
+
   FilterScratch& scratchFor(FilterOrder o) { return scratch[static_cast<int>(o)]; }
   const FilterScratch& scratchFor(FilterOrder o) const { return scratch[static_cast<int>(o)]; }
 };

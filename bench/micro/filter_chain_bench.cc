@@ -2,8 +2,8 @@
 // machine without rate limiting): request_id, cors (an allowed origin), body_limit and
 // security_headers as reference.yaml configures them, loaded through the real loader. One
 // iteration is one request as the core runs it (gateway/downstream.cc): the Request is
-// reset the way Request::reset() does it (context reassigned, response_headers_to_add and
-// the arena kept warm), a realistic browser request head and upstream response head are
+// reset the way Request::reset() does it (RequestContext::recycle(): response_headers_to_add
+// and the arena kept warm), a realistic browser request head and upstream response head are
 // put in place as views (as the parsers leave them), the request phases run in chain
 // order, then the response phases in reverse plus ctx.response_headers_to_add.
 //
@@ -186,16 +186,8 @@ struct BenchRequest {
   // Request::reset(), the parts that matter here.
   void reset() {
     headers.clear();
-    response.headers.clear();
-    response.status = 0;
-    response.local_reply = false;
-    ctx.response_headers_to_add.clear();
-    RequestDriver* d = ctx.driver;
-    HeaderList keep = std::move(ctx.response_headers_to_add);
-    ctx = RequestContext();
-    ctx.response_headers_to_add = std::move(keep);
-    ctx.arena = &arena;
-    ctx.driver = d;
+    response.clear();
+    ctx.recycle();
     arena.reset();
     filters_run = 0;
   }
