@@ -2,17 +2,21 @@
 # The gateway side by side with nginx and HAProxy (issue 9), in front of one fast
 # upstream (nginx answering from memory), all on 127.0.0.1. See docs/benchmarks.md.
 #
-#   bench/compare.sh                    the full run (~12 min)
-#   QUICK=1 bench/compare.sh            smoke test: 3 s runs, 1 repeat, 1,000 idle connections
+#   bench/compare.sh                    the full run (~25 min)
+#   QUICK=1 bench/compare.sh            smoke test: 3 s runs, 1 repeat, 1,000 idle connections,
+#                                       64 MiB streamed bodies
 #   CASES="plain_small" MEMORY=0 bench/compare.sh
 #   CASES="https_keepalive https_handshakes https_full_handshakes" MEMORY=0 bench/compare.sh
 #                                       the TLS cases only (~4 min)
 #
 # Settings (environment):
 #   DURATION=10 REPEATS=3 CONNECTIONS=50 THREADS=1   wrk, the same for every proxy
-#   IDLE_CONNS=10000                                 memory case; MEMORY=0 skips it
-#   CASES="plain_small plain_16k workers2_small https_keepalive https_handshakes
-#          https_full_handshakes"                    see the case_* functions
+#   IDLE_CONNS=10000                                 idle-connection memory; MEMORY=0 skips it
+#   STREAM_BYTES=1073741824                          streamed-body memory; STREAM=0 skips it
+#   CASES="plain_small plain_16k security_chain workers2_small jwt rate_limit
+#          https_keepalive https_handshakes https_full_handshakes"
+#                                                    see the case_* functions
+#   JWT_ALG=ES256 JWT_USERS=1000                     the jwt case's tokens
 #   PROXIES="gateway nginx haproxy"                  which proxies to run
 #   LOAD_CPUS=0 PROXY_CPUS=1 WIDE_CPUS=0,1           pinning (taskset -c)
 #   NICE=0                                           e.g. -10: every process started runs at that
@@ -34,6 +38,7 @@ export PATH=$PATH:/usr/sbin:/sbin
 
 if [[ ${QUICK:-0} == 1 ]]; then
   DURATION=${DURATION:-3} REPEATS=${REPEATS:-1} IDLE_CONNS=${IDLE_CONNS:-1000}
+  STREAM_BYTES=${STREAM_BYTES:-$((64 << 20))}
 fi
 DURATION=${DURATION:-10}
 REPEATS=${REPEATS:-3}
@@ -41,7 +46,9 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 MEMORY=${MEMORY:-1}
-CASES=${CASES-"plain_small plain_16k workers2_small https_keepalive https_handshakes https_full_handshakes"}   # CASES="" MEMORY=1: memory only
+STREAM=${STREAM:-1}
+STREAM_BYTES=${STREAM_BYTES:-$((1 << 30))}
+CASES=${CASES-"plain_small plain_16k security_chain workers2_small jwt rate_limit https_keepalive https_handshakes https_full_handshakes"}   # CASES="": memory only
 PROXIES=${PROXIES:-"gateway nginx haproxy"}
 LOAD_CPUS=${LOAD_CPUS:-0}
 PROXY_CPUS=${PROXY_CPUS:-1}
@@ -152,24 +159,26 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Sum of utime+stime, in clock ticks, of PID and its descendants.
+# utime+stime and stime alone ("TOTAL SYSTEM"), in clock ticks, of PID and its descendants.
 cpu_ticks() {
-  local pid stat fields total=0
+  local pid stat fields total=0 system=0
   for pid in $(tree_pids "$1"); do
     stat=$(cat /proc/"$pid"/stat 2>/dev/null) || continue
     read -ra fields <<<"${stat##*) }"   # fields[0] is field 3 (state)
     total=$((total + fields[11] + fields[12]))
+    system=$((system + fields[12]))
   done
-  echo "$total"
+  echo "$total $system"
 }
 
 # Waits (at most 10 s) until PID answers 200 on PORT/PATH (SCHEME http or https; the
-# TLS cases' certificate is not checked: curl -k).
+# TLS cases' certificate is not checked: curl -k); further arguments go to curl.
 wait_ready() {
   local pid=$1 port=$2 path=$3 scheme=${4:-http} i
+  shift 4 2>/dev/null || shift $#
   for ((i = 0; i < 100; i++)); do
     alive "$pid" || return 1
-    [[ $(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$scheme://127.0.0.1:$port$path") == 200 ]] && return 0
+    [[ $(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$@" "$scheme://127.0.0.1:$port$path") == 200 ]] && return 0
     sleep 0.1
   done
   return 1
@@ -177,7 +186,19 @@ wait_ready() {
 
 # ------------------------------------------------------------------ upstream
 
-read -r UP_PORT GW_PORT GW_ADMIN_PORT NGINX_PORT HAPROXY_PORT <<<"$(python3 "$helper" free-ports 5)"
+# Ports: one pool, taken in order (take_port sets $port; never call it in a subshell).
+read -ra port_pool <<<"$(python3 "$helper" free-ports 32)"
+port_next=0
+take_port() {
+  ((port_next < ${#port_pool[@]})) || die "out of free ports"
+  port=${port_pool[port_next]}
+  port_next=$((port_next + 1))
+}
+take_port; UP_PORT=$port
+take_port; GW_PORT=$port
+take_port; GW_ADMIN_PORT=$port
+take_port; NGINX_PORT=$port
+take_port; HAPROXY_PORT=$port
 
 head -c "$LARGE_BYTES" /dev/zero | tr '\0' 'x' >"$work/www/16k"
 cat >"$work/upstream.conf" <<EOF
@@ -200,6 +221,7 @@ http {
     root $work/www;
     location = /small { return 200 "hello, world\n"; }
     location = /16k { }
+    location = /1g { }
   }
 }
 EOF
@@ -208,16 +230,23 @@ UP_PID=$started_pid
 wait_ready "$UP_PID" "$UP_PORT" /small || die "upstream nginx did not start: $(cat "$work/logs/upstream"*)"
 
 # ------------------------------------------------------------------ proxy configs
-# write_configs DIR writes gateway.yaml, nginx.conf and haproxy.cfg for the current
-# case; a case sets CASE_WORKERS and the hooks below before calling it.
+# A case sets CASE_* and the hooks below, writes its configs into its directory and
+# names its targets (add_target); write_configs does both for the usual three, one
+# target per proxy of PROXIES on the default ports.
 
 reset_case() {
   CASE_DESC="" CASE_PATH=/small CASE_BODY_BYTES=$SMALL_BYTES
   CASE_WORKERS=1 CASE_CPUS=$PROXY_CPUS CASE_DIRECT=1
   CASE_SCHEME=http          # https: the proxies terminate TLS (see tls_hooks)
   CASE_WRK_ARGS=()          # extra wrk arguments, e.g. (-H "Connection: close")
+  CASE_CURL_ARGS=()         # extra curl arguments of the pre-run check, e.g. (-H "Authorization: ...")
   CASE_TOOL=wrk             # or ab: ApacheBench, a new connection and session per request
+  CASE_AUX_PID=-            # a server the case started (redis-server): its CPU is reported too
+  CASE_PRECHECK=""          # a function run once the targets answer (e.g. a 401 without a token)
   GW_LISTENER_EXTRA=""      # YAML under the gateway's listener, indented 4 spaces
+  GW_TOP_EXTRA=""           # top-level YAML (jwt_providers:, rate_limit_store:)
+  GW_LIMITS_EXTRA=""        # YAML under limits:, indented 2 spaces
+  GW_ROUTES=""              # YAML under routes: (default: one route / to the upstream)
   NGINX_LISTEN_EXTRA=""     # parameters of nginx's listen directive (" ssl")
   NGINX_SERVER_EXTRA=""     # directives in nginx's server {}
   HAPROXY_BIND_EXTRA=""     # parameters of HAProxy's bind line (" ssl crt ...")
@@ -226,25 +255,45 @@ reset_case() {
   NGINX_LOCATION_EXTRA=""   # directives in the proxied location
   HAPROXY_GLOBAL_EXTRA=""   # lines in global
   HAPROXY_FRONTEND_EXTRA="" # lines in the frontend
+  target_names=()
+  declare -gA target_proxy=() target_conf=() target_port=() target_path=() target_base=()
+  declare -gA target_expect=()
 }
 
-write_configs() {
-  local dir=$1
-  mkdir -p "$dir"
+# add_target NAME PROXY CONFIG PORT PATH [BASE [HEADER]]: NAME runs PROXY (gateway, nginx,
+# haproxy, or direct: the upstream itself) with CONFIG, measured on PORT/PATH; its CPU per
+# request is also compared with target BASE's; HEADER (a regex) must be in its answer.
+# Targets sharing a CONFIG share one process.
+add_target() {
+  target_names+=("$1")
+  target_proxy[$1]=$2 target_conf[$1]=$3 target_port[$1]=$4 target_path[$1]=$5
+  target_base[$1]=${6:--} target_expect[$1]=${7:-}
+}
+
+# gateway_config FILE PORT ADMIN_PORT
+gateway_config() {
+  local routes=$GW_ROUTES
+  if [[ -z $routes ]]; then
+    routes="  - name: all
+    match: {path_prefix: /}
+    upstream: upstream"
+  fi
+  mkdir -p "$(dirname "$1")"
   # The gateway: access log off like its peers (neither nginx nor HAProxy logs here).
-  cat >"$dir/gateway.yaml" <<EOF
+  cat >"$1" <<EOF
 workers: $CASE_WORKERS
 listeners:
   - name: bench
-    address: 127.0.0.1:$GW_PORT
+    address: 127.0.0.1:$2
 $GW_LISTENER_EXTRA
 admin:
-  address: 127.0.0.1:$GW_ADMIN_PORT
+  address: 127.0.0.1:$3
 logging:
   level: info   # start, stop and errors only: no per-request lines
   access_log: off
 limits:
   max_connections: $NOFILE
+$GW_LIMITS_EXTRA
 timeouts:
   idle: 120s
   drain: 2s
@@ -252,16 +301,20 @@ upstreams:
   - name: upstream
     endpoints: [127.0.0.1:$UP_PORT]
     keepalive: {max_idle: 64, idle_timeout: 60s}
+$GW_TOP_EXTRA
 default_filters:
 ${GW_FILTERS:-"  {}"}
 routes:
-  - name: all
-    match: {path_prefix: /}
-    upstream: upstream
+$routes
 EOF
+}
 
-  # nginx: its production settings for a proxy: upstream keepalive, HTTP/1.1 upstream.
-  # It forwards the same X-Forwarded-* headers the gateway sets.
+# nginx_config DIR PORT: DIR/nginx.conf, with its pid file and temp paths in DIR.
+# nginx's production settings for a proxy: upstream keepalive, HTTP/1.1 upstream; it
+# forwards the same X-Forwarded-* headers the gateway sets.
+nginx_config() {
+  local dir=$1
+  mkdir -p "$dir"
   cat >"$dir/nginx.conf" <<EOF
 daemon off;
 master_process on;
@@ -287,7 +340,7 @@ http {
   }
 $NGINX_HTTP_EXTRA
   server {
-    listen 127.0.0.1:$NGINX_PORT$NGINX_LISTEN_EXTRA backlog=4096;
+    listen 127.0.0.1:$2$NGINX_LISTEN_EXTRA backlog=4096;
 $NGINX_SERVER_EXTRA
     location / {
       proxy_pass http://upstream;
@@ -302,9 +355,13 @@ $NGINX_LOCATION_EXTRA
   }
 }
 EOF
+}
 
-  # HAProxy: keep-alive both sides, idle server connections shared by all clients.
-  cat >"$dir/haproxy.cfg" <<EOF
+# haproxy_config FILE PORT: keep-alive both sides, idle server connections shared by all
+# clients.
+haproxy_config() {
+  mkdir -p "$(dirname "$1")"
+  cat >"$1" <<EOF
 global
   nbthread $CASE_WORKERS
   maxconn $((IDLE_CONNS + 1024))
@@ -320,7 +377,7 @@ defaults
   timeout server 60s
   timeout http-keep-alive 120s
 frontend bench
-  bind 127.0.0.1:$HAPROXY_PORT$HAPROXY_BIND_EXTRA
+  bind 127.0.0.1:$2$HAPROXY_BIND_EXTRA
   http-request set-header X-Forwarded-Proto $CASE_SCHEME
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
 $HAPROXY_FRONTEND_EXTRA
@@ -328,6 +385,39 @@ $HAPROXY_FRONTEND_EXTRA
 backend upstream
   server upstream 127.0.0.1:$UP_PORT
 EOF
+}
+
+# write_configs DIR: the three proxies' configs for the current hooks, and one target
+# per proxy of PROXIES (plus the upstream itself when CASE_DIRECT=1).
+write_configs() {
+  local dir=$1 proxy
+  [[ $CASE_DIRECT == 0 ]] || add_target direct direct - "$UP_PORT" "$CASE_PATH"
+  for proxy in $PROXIES; do
+    case $proxy in
+      gateway) gateway_config "$dir/gateway.yaml" "$GW_PORT" "$GW_ADMIN_PORT"
+        add_target gateway gateway "$dir/gateway.yaml" "$GW_PORT" "$CASE_PATH" ;;
+      nginx) nginx_config "$dir/nginx" "$NGINX_PORT"
+        add_target nginx nginx "$dir/nginx/nginx.conf" "$NGINX_PORT" "$CASE_PATH" ;;
+      haproxy) haproxy_config "$dir/haproxy.cfg" "$HAPROXY_PORT"
+        add_target haproxy haproxy "$dir/haproxy.cfg" "$HAPROXY_PORT" "$CASE_PATH" ;;
+      *) die "unknown proxy $proxy" ;;
+    esac
+  done
+}
+
+# A second gateway (or nginx) beside the case's first, on ports of its own: a variant
+# with other filters, compared with BASE. variant_gateway DIR NAME BASE [HEADER]
+variant_gateway() {
+  local admin
+  take_port; admin=$port
+  take_port
+  gateway_config "$1/$2.yaml" "$port" "$admin"
+  add_target "$2" gateway "$1/$2.yaml" "$port" "$CASE_PATH" "$3" "${4:-}"
+}
+variant_nginx() {  # DIR NAME BASE
+  take_port
+  nginx_config "$1/$2" "$port"
+  add_target "$2" nginx "$1/$2/nginx.conf" "$port" "$CASE_PATH" "$3"
 }
 
 # ------------------------------------------------------------------ cases
@@ -420,10 +510,175 @@ case_https_full_handshakes() {
   write_configs "$1"
 }
 
+# The default filter chain of a security gateway against its nearest equivalents: the
+# gateway's request_id, security_headers, cors, body_limit and a client_ip rate limit
+# that never refuses; nginx with the same headers (add_header), $request_id, limit_req
+# and client_max_body_size; HAProxy with set-header, a unique id, a stick-table rate
+# track and a Content-Length check. The requests carry no Origin, so CORS only adds
+# "Vary: Origin" (the peers add it too).
+case_security_chain() {
+  CASE_DESC="security default chain: request id, 6 security headers, CORS, 1 MiB body limit, a never-refusing client_ip rate limit"
+  GW_FILTERS="  request_id: {}
+  security_headers: {}
+  cors: {allow_origins: [\"https://app.example\"]}
+  body_limit: {max_bytes: 1MiB}
+  rate_limit:
+    limits:
+      - {key: client_ip, requests: 100000000, per: 1s}"
+  NGINX_HTTP_EXTRA="  limit_req_zone \$binary_remote_addr zone=perip:10m rate=100000000r/s;"
+  NGINX_LOCATION_EXTRA="      limit_req zone=perip burst=100000000 nodelay;
+      client_max_body_size 1m;
+      proxy_set_header X-Request-ID \$request_id;
+      proxy_hide_header X-Powered-By;
+      add_header X-Request-ID \$request_id always;
+      add_header X-Content-Type-Options nosniff always;
+      add_header X-Frame-Options DENY always;
+      add_header X-XSS-Protection 0 always;
+      add_header Content-Security-Policy \"default-src 'self'; frame-ancestors 'none'\" always;
+      add_header Referrer-Policy strict-origin-when-cross-origin always;
+      add_header Permissions-Policy \"camera=(), microphone=(), geolocation=()\" always;
+      add_header Vary Origin always;"
+  HAPROXY_FRONTEND_EXTRA="  unique-id-format %[uuid()]
+  stick-table type ip size 100k expire 30s store http_req_rate(1s)
+  http-request track-sc0 src
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
+  http-request deny deny_status 413 if { req.hdr_val(content-length) gt 1048576 }
+  http-request set-header X-Request-ID %[unique-id]
+  http-response del-header X-Powered-By
+  http-response set-header X-Request-ID %[unique-id]
+  http-response set-header X-Content-Type-Options nosniff
+  http-response set-header X-Frame-Options DENY
+  http-response set-header X-XSS-Protection 0
+  http-response set-header Content-Security-Policy \"default-src 'self'; frame-ancestors 'none'\"
+  http-response set-header Referrer-Policy strict-origin-when-cross-origin
+  http-response set-header Permissions-Policy \"camera=(), microphone=(), geolocation=()\"
+  http-response set-header Vary Origin"
+  CASE_DIRECT=0
+  write_configs "$1"
+  target_expect[gateway]="^x-content-type-options: nosniff" target_expect[nginx]="^x-content-type-options: nosniff"
+  target_expect[haproxy]="^x-content-type-options: nosniff"
+}
+
+# JWT_ALG tokens of JWT_USERS users signed by python3-jwt, once per run: the JWKS, a
+# wrk script sending them round-robin, and one token for the checks.
+JWT_ALG=${JWT_ALG:-ES256}
+JWT_USERS=${JWT_USERS:-1000}
+jwt_tokens() {
+  [[ -s $work/jwt/tokens.lua ]] && return 0
+  mkdir -p "$work/jwt"
+  /usr/bin/python3 - "$work/jwt" "$JWT_USERS" "$JWT_ALG" <<'EOF' || die "token generation failed (python3-jwt and python3-cryptography are needed)"
+import json, sys, time
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+out, users, alg = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if alg.startswith("ES"):
+    curve = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}[alg]
+    key = ec.generate_private_key(curve())
+    jwk = json.loads(ECAlgorithm.to_jwk(key.public_key()))
+elif alg == "EdDSA":
+    key = ed25519.Ed25519PrivateKey.generate()
+    jwk = json.loads(OKPAlgorithm.to_jwk(key.public_key()))
+else:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+jwk["kid"] = "bench"
+json.dump({"keys": [jwk]}, open(f"{out}/jwks.json", "w"))
+now = int(time.time())
+tokens = [jwt.encode({"iss": "https://issuer.bench/", "aud": "api", "sub": f"user-{i}",
+                      "iat": now, "exp": now + 86400, "scope": "read"},
+                     key, algorithm=alg, headers={"kid": "bench"}) for i in range(users)]
+with open(f"{out}/tokens.lua", "w") as f:
+    f.write("tokens = {\n" + ",\n".join(f'"{t}"' for t in tokens) + "\n}\n")
+    f.write("""
+local n = #tokens
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format(nil, nil, {["Authorization"] = "Bearer " .. tokens[(i % n) + 1]})
+end
+""")
+with open(f"{out}/token.txt", "w") as f:
+    f.write(tokens[0])
+EOF
+}
+
+# A JWT-protected route against the same route without authentication, in one gateway:
+# every request of both carries "Authorization: Bearer <token>" (JWT_USERS users' tokens
+# round-robin), so the bytes parsed are the same and only the jwt filter differs. Each
+# user's token is verified once, then found in the verified-token cache.
+case_jwt() {
+  CASE_DESC="JWT $JWT_ALG route ($JWT_USERS users' tokens round-robin) vs the same route without authentication"
+  jwt_tokens
+  CASE_DIRECT=0
+  CASE_WRK_ARGS=(-s "$work/jwt/tokens.lua")
+  CASE_CURL_ARGS=(-H "Authorization: Bearer $(cat "$work/jwt/token.txt")")
+  CASE_PRECHECK=jwt_precheck
+  GW_TOP_EXTRA="jwt_providers:
+  - name: bench
+    issuer: https://issuer.bench/
+    audiences: [api]
+    jwks_file: $work/jwt/jwks.json
+    algorithms: [$JWT_ALG]
+    forward_claims: {sub: X-User-Id}"
+  GW_ROUTES="  - name: jwt
+    match: {path_prefix: /jwt/}
+    upstream: upstream
+    strip_prefix: /jwt
+    filters:
+      jwt: {provider: bench, scopes: [read]}
+  - name: plain
+    match: {path_prefix: /plain/}
+    upstream: upstream
+    strip_prefix: /plain"
+  gateway_config "$1/gateway.yaml" "$GW_PORT" "$GW_ADMIN_PORT"
+  add_target gateway gateway "$1/gateway.yaml" "$GW_PORT" /plain/small
+  add_target gateway-jwt gateway "$1/gateway.yaml" "$GW_PORT" /jwt/small gateway
+}
+jwt_precheck() {  # the protected route must refuse a request without a token
+  local got
+  got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$GW_PORT/jwt/small" || true)
+  [[ $got == 401 ]] || echo "jwt: /jwt/small without a token answered '$got', expected 401" >>"$notes"
+}
+
+# The cost of a rate limit that never refuses: one client_ip limit with the in-process
+# store and with the Redis store (redis-server on LOAD_CPUS, beside wrk), against the
+# same gateway without it; nginx without and with limit_req beside them. The Redis
+# server's CPU per request is reported apart.
+case_rate_limit() {
+  local i redis_port
+  CASE_DESC="a never-refusing client_ip rate limit: memory store, Redis store, none; nginx limit_req"
+  CASE_DIRECT=0
+  command -v redis-server >/dev/null || die "rate_limit: redis-server is missing (scripts/install-deps.sh bench)"
+  take_port; redis_port=$port
+  start "redis-$redis_port" "$LOAD_CPUS" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no
+  CASE_AUX_PID=$started_pid
+  for ((i = 0; i < 100; i++)); do
+    { exec 3<>"/dev/tcp/127.0.0.1/$redis_port"; } 2>/dev/null && { exec 3>&-; break; }
+    sleep 0.1
+  done
+  gateway_config "$1/gateway.yaml" "$GW_PORT" "$GW_ADMIN_PORT"
+  add_target gateway gateway "$1/gateway.yaml" "$GW_PORT" "$CASE_PATH"
+  GW_FILTERS="  rate_limit:
+    limits:
+      - {key: client_ip, requests: 100000000, per: 1s}"
+  variant_gateway "$1" gateway-memory gateway "^ratelimit-remaining"
+  GW_TOP_EXTRA="rate_limit_store:
+  type: redis
+  redis: {address: \"127.0.0.1:$redis_port\", timeout: 200ms, on_error: deny}"
+  variant_gateway "$1" gateway-redis gateway-memory "^ratelimit-remaining"
+  nginx_config "$1/nginx" "$NGINX_PORT"
+  add_target nginx nginx "$1/nginx/nginx.conf" "$NGINX_PORT" "$CASE_PATH"
+  NGINX_HTTP_EXTRA="  limit_req_zone \$binary_remote_addr zone=perip:10m rate=100000000r/s;"
+  NGINX_LOCATION_EXTRA="      limit_req zone=perip burst=100000000 nodelay;"
+  variant_nginx "$1" nginx-limit_req nginx
+}
+
 # ------------------------------------------------------------------ running
 
 results=$work/results.tsv
-printf 'case\tpath\tworkers\tproxy\trun\tcpu_ticks\trequests\tseconds\trps\tp50_us\tp99_us\tsocket_errors\tnon2xx\n' >"$results"
+printf 'case\tpath\tworkers\tproxy\trun\tcpu_ticks\tsys_ticks\taux_ticks\tbase\trequests\tseconds\trps\tp50_us\tp99_us\tsocket_errors\tnon2xx\n' >"$results"
 
 run_wrk() {  # URL OUTPUT [SECONDS]
   local seconds=${3:-$DURATION}
@@ -438,24 +693,19 @@ run_wrk() {  # URL OUTPUT [SECONDS]
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s --latency "${CASE_WRK_ARGS[@]}" "$1" >"$2" 2>&1
 }
 
-# Starts PROXY with the configs in DIR; sets proxy_pid and proxy_port.
+# start_proxy PROXY CONFIG PORT PATH NAME: starts it and waits for a 200 on PORT/PATH;
+# sets proxy_pid.
 start_proxy() {
-  local proxy=$1 dir=$2 name=$3
+  local proxy=$1 conf=$2 port=$3 path=$4 name=$5
   case $proxy in
-    gateway)
-      start "$name" "$CASE_CPUS" "$work/gateway" -c "$dir/gateway.yaml"
-      proxy_port=$GW_PORT ;;
-    nginx)
-      start "$name" "$CASE_CPUS" nginx -p "$dir" -e "$dir/nginx-error.log" -c "$dir/nginx.conf"
-      proxy_port=$NGINX_PORT ;;
-    haproxy)
-      start "$name" "$CASE_CPUS" haproxy -f "$dir/haproxy.cfg" -db
-      proxy_port=$HAPROXY_PORT ;;
+    gateway) start "$name" "$CASE_CPUS" "$work/gateway" -c "$conf" ;;
+    nginx) start "$name" "$CASE_CPUS" nginx -p "$(dirname "$conf")" -e "$(dirname "$conf")/nginx-error.log" -c "$conf" ;;
+    haproxy) start "$name" "$CASE_CPUS" haproxy -f "$conf" -db ;;
     *) die "unknown proxy $proxy" ;;
   esac
   proxy_pid=$started_pid
-  if ! wait_ready "$proxy_pid" "$proxy_port" "$CASE_PATH" "$CASE_SCHEME"; then
-    echo "$name: did not answer 200 on :$proxy_port$CASE_PATH within 10 s; log: $(tail -5 "$work/logs/$name.log")" >>"$notes"
+  if ! wait_ready "$proxy_pid" "$port" "$path" "$CASE_SCHEME" "${CASE_CURL_ARGS[@]}"; then
+    echo "$name: did not answer 200 on :$port$path within 10 s; log: $(tail -5 "$work/logs/$name.log")" >>"$notes"
     stop "$proxy_pid"
     return 1
   fi
@@ -469,7 +719,7 @@ stop_proxy() {
   fi
   stop "$pid"
   # HAProxy exits 143 on SIGTERM (hard stop); the others exit 0.
-  if [[ $stopped_status != 0 && ! ($name == haproxy-* && $stopped_status == 143) ]]; then
+  if [[ $stopped_status != 0 && ! ($name == haproxy* && $stopped_status == 143) ]]; then
     echo "$name: exit status $stopped_status after SIGTERM" >>"$notes"
   fi
   # stderr lines at error level or worse (HAProxy's FD-limit alert is expected, see above)
@@ -478,44 +728,59 @@ stop_proxy() {
   [[ $errors == 0 ]] || echo "$name: $errors error lines in $work/logs/$name.log" >>"$notes"
 }
 
-# Checks one response's status and body size, then warms up (connection pools, caches).
+# Checks one response's status, body size and expected header, then warms up
+# (connection pools, caches).
 check_target() {
-  local case=$1 target=$2 url=$3 got
-  got=$(curl -sk -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' "$url" || true)
+  local case=$1 target=$2 url=$3 got headers
+  headers=$work/logs/check-$case-$target.txt
+  got=$(curl -sk -D "$headers" -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' \
+    "${CASE_CURL_ARGS[@]}" "$url" || true)
   if [[ $got != "200 $CASE_BODY_BYTES" ]]; then
     echo "$case/$target: GET $url answered '$got', expected '200 $CASE_BODY_BYTES'" >>"$notes"
+  fi
+  if [[ -n ${target_expect[$target]} ]] && ! tr -d '\r' <"$headers" | grep -qiE "${target_expect[$target]}"; then
+    echo "$case/$target: no header matching '${target_expect[$target]}' in the answer to $url" >>"$notes"
   fi
   run_wrk "$url" /dev/null 1 || true
 }
 
-# One wrk run against URL, with PID's CPU time over it (PID "-": the direct upstream).
+# One wrk run against TARGET, with its process's CPU time over it (PID "-": the upstream
+# itself) and the case's auxiliary server's.
 measure() {
-  local case=$1 target=$2 pid=$3 url=$4 run=$5 out before after cpu parsed
-  local requests seconds rps p50 p99 errors non2xx
+  local case=$1 target=$2 pid=$3 url=$4 run=$5 out cpu=- sys=- aux=- parsed
+  local requests seconds rps p50 p99 errors non2xx before=(0 0) after aux_before=(0 0) aux_after
   out=$work/logs/wrk-$case-$target-$run.txt
-  before=$([[ $pid == - ]] || cpu_ticks "$pid")
+  [[ $pid == - ]] || read -ra before <<<"$(cpu_ticks "$pid")"
+  [[ $CASE_AUX_PID == - ]] || read -ra aux_before <<<"$(cpu_ticks "$CASE_AUX_PID")"
   if ! run_wrk "$url" "$out"; then
     echo "$case/$target run $run: wrk failed: $(tail -3 "$out")$([[ $pid == - ]] || alive "$pid" ||
       echo " (PID $pid is gone)")" >>"$notes"
     return 0
   fi
-  after=$([[ $pid == - ]] || cpu_ticks "$pid")
-  cpu=$([[ $pid == - ]] && echo - || echo $((after - before)))
+  if [[ $pid != - ]]; then
+    read -ra after <<<"$(cpu_ticks "$pid")"
+    cpu=$((after[0] - before[0])) sys=$((after[1] - before[1]))
+  fi
+  if [[ $CASE_AUX_PID != - ]]; then
+    read -ra aux_after <<<"$(cpu_ticks "$CASE_AUX_PID")"
+    aux=$((aux_after[0] - aux_before[0]))
+  fi
   parsed=$(python3 "$helper" parse-wrk "$out")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "$CASE_PATH" "$CASE_WORKERS" "$target" "$run" "$cpu" "$parsed" >>"$results"
   read -r requests seconds rps p50 p99 errors non2xx <<<"$parsed"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "${target_path[$target]}" "$CASE_WORKERS" "$target" \
+    "$run" "$cpu" "$sys" "$aux" "${target_base[$target]}" "$parsed" >>"$results"
   local line="  run $run/$REPEATS $target: ${rps%.*} req/s, p50 ${p50}us, p99 ${p99}us, errors $((errors + non2xx))"
   [[ $cpu == - ]] || line+=", proxy CPU $((cpu * 100 / CLK_TCK / DURATION))%, $((cpu * 1000000 / CLK_TCK / requests)) us/req"
   log "$line"
 }
 
-# Starts every proxy of the case at once (each on its own port; an idle one costs
-# nothing) and interleaves their runs, so that other load on the machine spreads over
-# all of them rather than spoiling one.
+# Starts every process of the case at once (each on its own port; an idle one costs
+# nothing) and interleaves the targets' runs, so that other load on the machine spreads
+# over all of them rather than spoiling one.
 run_case() {
-  local case=$1 dir=$work/$1 target run
-  local -a targets=()
-  local -A pid_of=() url_of=()
+  local case=$1 dir=$work/$1 target run conf name
+  local -a targets=() pids=()
+  local -A pid_of_conf=() pid_of=() url_of=()
   declare -F "case_$case" >/dev/null || die "unknown case '$case'"
   reset_case
   "case_$case" "$dir"
@@ -525,42 +790,103 @@ run_case() {
     log "  skipped: $CASE_TOOL is missing"
     return 0
   fi
-  if [[ $CASE_DIRECT == 1 ]]; then
-    targets+=(direct) pid_of[direct]=- url_of[direct]=http://127.0.0.1:$UP_PORT$CASE_PATH
-  fi
-  for target in $PROXIES; do
-    start_proxy "$target" "$dir" "$target-$case" || continue
-    targets+=("$target") pid_of[$target]=$proxy_pid url_of[$target]=$CASE_SCHEME://127.0.0.1:$proxy_port$CASE_PATH
+  for target in "${target_names[@]}"; do
+    conf=${target_conf[$target]}
+    if [[ ${target_proxy[$target]} == direct ]]; then
+      pid_of[$target]=-
+    elif [[ -n ${pid_of_conf[$conf]:-} ]]; then
+      pid_of[$target]=${pid_of_conf[$conf]}
+    else
+      start_proxy "${target_proxy[$target]}" "$conf" "${target_port[$target]}" "${target_path[$target]}" \
+        "$target-$case" || continue
+      pid_of_conf[$conf]=$proxy_pid pid_of[$target]=$proxy_pid
+      pids+=("$target-$case" "$proxy_pid")
+    fi
+    targets+=("$target")
+    local scheme=$CASE_SCHEME
+    [[ ${target_proxy[$target]} != direct ]] || scheme=http
+    url_of[$target]=$scheme://127.0.0.1:${target_port[$target]}${target_path[$target]}
   done
+  [[ -z $CASE_PRECHECK ]] || "$CASE_PRECHECK"
   for target in "${targets[@]}"; do check_target "$case" "$target" "${url_of[$target]}"; done
   for ((run = 1; run <= REPEATS; run++)); do
     for target in "${targets[@]}"; do
       measure "$case" "$target" "${pid_of[$target]}" "${url_of[$target]}" "$run"
     done
   done
-  for target in "${targets[@]}"; do
-    [[ $target == direct ]] || stop_proxy "$target-$case" "${pid_of[$target]}"
-  done
+  for ((i = 0; i < ${#pids[@]}; i += 2)); do stop_proxy "${pids[i]}" "${pids[i + 1]}"; done
+  [[ $CASE_AUX_PID == - ]] || stop "$CASE_AUX_PID"
 }
 
 memory_case() {
-  local dir=$work/memory proxy row
+  local dir=$work/memory target row
   reset_case
+  CASE_DIRECT=0
   case_plain_small "$dir"
   printf 'proxy\tconns\trss_before\trss_after\tok\tfailed\n' >"$work/memory.tsv"
   log "[memory] $IDLE_CONNS idle keep-alive connections, one request each"
-  for proxy in $PROXIES; do
-    start_proxy "$proxy" "$dir" "$proxy-memory" || continue
+  for target in "${target_names[@]}"; do
+    start_proxy "${target_proxy[$target]}" "${target_conf[$target]}" "${target_port[$target]}" \
+      "$CASE_PATH" "$target-memory" || continue
     row=$(pinned "$LOAD_CPUS" timeout 300 python3 "$helper" idle-conns \
-      --pid "$proxy_pid" --port "$proxy_port" --path "$CASE_PATH" --n "$IDLE_CONNS") ||
-      echo "memory/$proxy: idle-conns client failed" >>"$notes"
+      --pid "$proxy_pid" --port "${target_port[$target]}" --path "$CASE_PATH" --n "$IDLE_CONNS") ||
+      echo "memory/$target: idle-conns client failed" >>"$notes"
     if [[ -n $row ]]; then
-      printf '%s\t%s\t%s\n' "$proxy" "$IDLE_CONNS" "$row" >>"$work/memory.tsv"
-      log "  $proxy: $row"
+      printf '%s\t%s\t%s\n' "$target" "$IDLE_CONNS" "$row" >>"$work/memory.tsv"
+      log "  $target: $row"
     fi
-    alive "$proxy_pid" || echo "memory/$proxy: the proxy died during the idle-connection test" >>"$notes"
-    stop_proxy "$proxy-memory" "$proxy_pid"
+    alive "$proxy_pid" || echo "memory/$target: the proxy died during the idle-connection test" >>"$notes"
+    stop_proxy "$target-memory" "$proxy_pid"
   done
+}
+
+# A STREAM_BYTES (1 GiB) download from the upstream and the same upload to a sink that
+# answers only once it has the whole body, through each proxy in turn (a fresh process
+# each), with the proxy's RSS sampled every 10 ms: the peak over its RSS before.
+# nginx would buffer both bodies in temp files by default: it is told to stream them, as an
+# operator would for large transfers (proxy_buffering off, proxy_request_buffering off).
+stream_case() {
+  local dir=$work/stream target direction row sink_pid url
+  reset_case
+  CASE_DIRECT=0
+  [[ -e $work/www/1g ]] || truncate -s "$STREAM_BYTES" "$work/www/1g"   # sparse: no disk
+  take_port
+  start sink "$LOAD_CPUS" python3 "$helper" sink --port "$port"
+  sink_pid=$started_pid
+  UP_PORT_SAVED=$UP_PORT
+  printf 'proxy\tdirection\tbytes\tseconds\trss_before\trss_peak\n' >"$work/stream.tsv"
+  log "[stream] $((STREAM_BYTES >> 20)) MiB download and upload through each proxy"
+  for direction in download upload; do
+    [[ $direction == download ]] || UP_PORT=$port   # the proxies' upstream is now the sink
+    reset_case
+    CASE_DIRECT=0
+    GW_LIMITS_EXTRA="  max_body_bytes: $((STREAM_BYTES * 2))"
+    NGINX_LOCATION_EXTRA="      client_max_body_size 0;
+      proxy_buffering off;
+      proxy_request_buffering off;"
+    write_configs "$dir/$direction"
+    for target in "${target_names[@]}"; do
+      # the sink answers GET /small too (an empty body)
+      start_proxy "${target_proxy[$target]}" "${target_conf[$target]}" "${target_port[$target]}" \
+        /small "$target-stream-$direction" || continue
+      url=http://127.0.0.1:${target_port[$target]}/1g
+      if [[ $direction == download ]]; then
+        row=$(pinned "$LOAD_CPUS" python3 "$helper" stream --pid "$proxy_pid" --url "$url") || row=""
+      else
+        row=$(pinned "$LOAD_CPUS" python3 "$helper" stream --pid "$proxy_pid" --url "$url" \
+          --upload "$work/www/1g") || row=""
+      fi
+      if [[ -n $row ]]; then
+        printf '%s\t%s\t%s\n' "$target" "$direction" "$row" >>"$work/stream.tsv"
+        log "  $target $direction: $row"
+      else
+        echo "stream/$target: the $direction failed" >>"$notes"
+      fi
+      stop_proxy "$target-stream-$direction" "$proxy_pid"
+    done
+  done
+  UP_PORT=$UP_PORT_SAVED
+  stop "$sink_pid"
 }
 
 cp "$GATEWAY" "$work/gateway"   # others may rebuild build/gateway meanwhile
@@ -570,6 +896,7 @@ log "compare.sh: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, $REPEAT
   "proxy on CPU $PROXY_CPUS, wrk + upstream on CPU $LOAD_CPUS; temp dir $work"
 for case in $CASES; do run_case "$case"; done
 if [[ $MEMORY == 1 ]]; then memory_case; fi
+if [[ $STREAM == 1 ]]; then stream_case; fi
 
 # ------------------------------------------------------------------ report
 
@@ -582,10 +909,14 @@ if [[ " $CASES " == *" https_full_handshakes "* ]]; then
   echo "# https_full_handshakes: ab -q -r -s 5 -t $DURATION -c $CONNECTIONS (a new connection and TLS session per request), pinned like wrk"
 fi
 echo
-python3 "$helper" table --clk-tck "$CLK_TCK" "$results"
+[[ $(wc -l <"$results") -lt 2 ]] || python3 "$helper" table --clk-tck "$CLK_TCK" "$results"
 if [[ -f $work/memory.tsv ]]; then
   echo
   python3 "$helper" mem-table "$work/memory.tsv"
+fi
+if [[ -f $work/stream.tsv ]]; then
+  echo
+  python3 "$helper" stream-table "$work/stream.tsv"
 fi
 if [[ -s $notes ]]; then
   echo

@@ -7,8 +7,16 @@
                                    requests seconds rps p50_us p99_us socket_errors non2xx
   idle-conns --pid P --port N ...  RSS growth of process P (and its children) for
                                    N idle keep-alive client connections
+  sink --port N                    an HTTP/1.1 upload sink: reads each request's
+                                   Content-Length body, then answers 200 (upstream of
+                                   the streamed-upload case)
+  stream --pid P --url U [--upload FILE]
+                                   one streamed download (or PUT upload of FILE) through
+                                   a proxy with curl, sampling the RSS of P and its
+                                   children: prints bytes seconds rss_before rss_peak
   table RESULTS.tsv                the throughput table
   mem-table MEMORY.tsv             the idle-connection memory table
+  stream-table STREAM.tsv          the streamed-body memory table
 """
 import argparse
 import os
@@ -17,7 +25,9 @@ import selectors
 import socket
 import statistics
 import struct
+import subprocess
 import sys
+import threading
 import time
 
 # ---------------------------------------------------------------- utilities
@@ -195,6 +205,64 @@ def idle_conns(args):
     print(f"{before}\t{after}\t{ok}\t{args.n - ok}")
 
 
+# ---------------------------------------------------------------- streamed bodies
+
+
+def sink(args):
+    """Reads each request's head and Content-Length body, then answers 200: an upstream
+    that, unlike nginx's `return`, answers only once the whole upload has arrived."""
+    def serve(conn):
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        pending = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in pending:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    pending += chunk
+                head, _, pending = pending.partition(b"\r\n\r\n")
+                m = re.search(rb"^content-length:\s*(\d+)", head, re.I | re.M)
+                left = (int(m.group(1)) if m else 0) - len(pending)
+                pending = b""
+                while left > 0:
+                    n = conn.recv_into(view, min(left, len(buf)))
+                    if not n:
+                        return
+                    left -= n
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", args.port))
+    srv.listen(128)
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+def stream(args):
+    """One transfer through the proxy with curl (bounded by --timeout) while the proxy's
+    RSS is sampled every 10 ms: the peak, not the value after the transfer, is what a
+    body buffered in memory would show."""
+    before = rss_bytes(args.pid)
+    cmd = ["curl", "-sS", "-k", "-o", "/dev/null", "--max-time", str(args.timeout),
+           "-w", "%{http_code} %{size_download} %{size_upload} %{time_total}"]
+    if args.upload:
+        cmd += ["-T", args.upload]
+    proc = subprocess.Popen(cmd + [args.url], stdout=subprocess.PIPE, text=True)
+    peak = before
+    while proc.poll() is None:
+        peak = max(peak, rss_bytes(args.pid))
+        time.sleep(0.01)
+    out = proc.stdout.read().split()
+    if proc.returncode != 0 or len(out) != 4 or out[0] != "200":
+        raise SystemExit(f"stream: curl exit {proc.returncode}, output {out}")
+    moved = int(out[2] if args.upload else out[1])
+    print(f"{moved}\t{float(out[3]):.2f}\t{before}\t{peak}")
+
+
 # ---------------------------------------------------------------- tables
 
 
@@ -217,12 +285,15 @@ def print_table(header, rows):
 
 
 def table(path, clk_tck):
-    runs = {}  # (case, proxy) -> list of dicts, in file order
+    runs = {}  # (case, target) -> list of dicts, in file order
     with open(path) as f:
         cols = f.readline().rstrip("\n").split("\t")
         for line in f:
             r = dict(zip(cols, line.rstrip("\n").split("\t")))
             runs.setdefault((r["case"], r["proxy"]), []).append(r)
+
+    def us_per_request(r, column):
+        return int(r[column]) / clk_tck * 1e6 / int(r["requests"])
 
     summary = {}
     for (case, proxy), rs in runs.items():
@@ -232,44 +303,57 @@ def table(path, clk_tck):
             "p99": median([float(r["p99_us"]) for r in rs]),
             "errors": sum(int(r["socket_errors"]) + int(r["non2xx"]) for r in rs),
             "runs": len(rs),
-            "path": rs[0]["path"], "workers": rs[0]["workers"],
+            "path": rs[0]["path"], "workers": rs[0]["workers"], "base": rs[0]["base"],
         }
         if rs[0]["cpu_ticks"] != "-":
-            s["cpu_us_by_run"] = {r["run"]: int(r["cpu_ticks"]) / clk_tck * 1e6 / int(r["requests"])
+            s["cpu_us_by_run"] = {r["run"]: us_per_request(r, "cpu_ticks")
                                   for r in rs if int(r["requests"])}
             s["cpu_us"] = median(list(s["cpu_us_by_run"].values()))
+            s["sys_us"] = median([us_per_request(r, "sys_ticks") for r in rs if int(r["requests"])])
             s["cpu_pct"] = median([100 * int(r["cpu_ticks"]) / clk_tck / float(r["seconds"])
                                    for r in rs])
             s["per_cpu_s"] = 1e6 / s["cpu_us"] if s["cpu_us"] else float("nan")
+        if rs[0]["aux_ticks"] != "-":
+            s["aux_us"] = median([us_per_request(r, "aux_ticks") for r in rs if int(r["requests"])])
         summary[(case, proxy)] = s
 
-    header = ["case", "proxy", "req/s", "p50", "p99", "errors", "proxy CPU",
-              "CPU us/req", "req/s per CPU-s", "x nginx"]
-    # "x nginx": runs are interleaved (run k of every proxy back to back), so compare run k
-    # with nginx's run k and take the median of those ratios: slow drifts in the machine's
-    # other load cancel out.
-    def ratio_to_nginx(case, s):
-        nginx = summary.get((case, "nginx"), {}).get("cpu_us_by_run", {})
-        ratios = [nginx[k] / us for k, us in s["cpu_us_by_run"].items() if k in nginx and us]
+    header = ["case", "target", "req/s", "p50", "p99", "errors", "proxy CPU",
+              "CPU us/req", "user+sys", "req/s per CPU-s", "x nginx", "x base"]
+    # Ratios of CPU per request: runs are interleaved (run k of every target back to back),
+    # so run k is compared with the other target's run k and the median of those ratios
+    # taken: slow drifts in the machine's other load cancel out.
+    def ratio(case, other, s):
+        theirs = summary.get((case, other), {}).get("cpu_us_by_run", {})
+        ratios = [theirs[k] / us for k, us in s["cpu_us_by_run"].items() if k in theirs and us]
         return f"{median(ratios):.2f}" if ratios else "-"
 
-    rows = []
+    rows, bases = [], []
     for (case, proxy), s in summary.items():
         if "cpu_us" in s:
-            ratio = ratio_to_nginx(case, s)
-            cpu = [f"{s['cpu_pct']:.0f}%", f"{s['cpu_us']:.1f}", f"{s['per_cpu_s']:.0f}", ratio]
+            base = ratio(case, s["base"], s) if s["base"] != "-" else "-"
+            cpu = [f"{s['cpu_pct']:.0f}%", f"{s['cpu_us']:.1f}",
+                   f"{s['cpu_us'] - s['sys_us']:.1f}+{s['sys_us']:.1f}", f"{s['per_cpu_s']:.0f}",
+                   ratio(case, "nginx", s) if proxy != "nginx" else "1.00", base]
+            if s["base"] != "-":
+                bases.append(f"{case}/{proxy} against {s['base']}")
         else:
-            cpu = ["-", "-", "-", "-"]
+            cpu = ["-", "-", "-", "-", "-", "-"]
         rows.append([case, proxy, f"{s['rps']:.0f}", fmt_us(s["p50"]), fmt_us(s["p99"]),
                      s["errors"]] + cpu)
     print_table(header, rows)
-    print("(x nginx: nginx's CPU us/req / this proxy's, run k against nginx's run k, median)")
+    print("(user+sys: CPU us/req in user space + in the kernel, medians;"
+          " x nginx: nginx's CPU us/req / this target's, run k against nginx's run k, median;"
+          " x base: the same against the case's base target"
+          + (": " + "; ".join(bases) if bases else "") + ")")
 
     notes = []
     for (case, proxy), s in summary.items():
         if proxy == "direct" and (case, "gateway") in summary:
             g = summary[(case, "gateway")]
             notes.append(f"gateway / direct upstream, {case}: req/s {g['rps'] / s['rps']:.2f}x")
+        if "aux_us" in s:
+            notes.append(f"{case}/{proxy}: the case's auxiliary server (e.g. redis-server) "
+                         f"spent {s['aux_us']:.1f} us CPU per request")
     # workers 2 vs 1: the same path and proxy, different worker counts
     for (case, proxy), s in summary.items():
         if s["workers"] == "1" or proxy == "direct":
@@ -304,6 +388,20 @@ def mem_table(path):
                  "RSS after MiB", "growth MiB", "bytes/conn", "x nginx"], rows)
 
 
+def stream_table(path):
+    rows = []
+    with open(path) as f:
+        f.readline()
+        for line in f:
+            proxy, direction, moved, seconds, before, peak = line.split()
+            rows.append([proxy, direction, f"{int(moved) / 2**20:.0f}", seconds,
+                         f"{int(moved) / 2**20 / float(seconds):.0f}",
+                         f"{int(before) / 2**20:.1f}", f"{int(peak) / 2**20:.1f}",
+                         f"{(int(peak) - int(before)) / 2**20:.1f}"])
+    print_table(["proxy", "body", "MiB", "seconds", "MiB/s", "RSS before MiB",
+                 "RSS peak MiB", "growth MiB"], rows)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -316,6 +414,13 @@ def main():
     t.add_argument("file")
     t.add_argument("--clk-tck", type=int, default=os.sysconf("SC_CLK_TCK"))
     sub.add_parser("mem-table").add_argument("file")
+    sub.add_parser("stream-table").add_argument("file")
+    sub.add_parser("sink").add_argument("--port", type=int, required=True)
+    st = sub.add_parser("stream")
+    st.add_argument("--pid", type=int, required=True)
+    st.add_argument("--url", required=True)
+    st.add_argument("--upload", help="PUT this file instead of downloading")
+    st.add_argument("--timeout", type=int, default=600)
     ic = sub.add_parser("idle-conns")
     ic.add_argument("--pid", type=int, required=True)
     ic.add_argument("--port", type=int, required=True)
@@ -336,6 +441,12 @@ def main():
         table(args.file, args.clk_tck)
     elif args.cmd == "mem-table":
         mem_table(args.file)
+    elif args.cmd == "stream-table":
+        stream_table(args.file)
+    elif args.cmd == "sink":
+        sink(args)
+    elif args.cmd == "stream":
+        stream(args)
 
 
 if __name__ == "__main__":
