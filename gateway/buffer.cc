@@ -270,6 +270,13 @@ char* InputBlock::writable(size_t* n, size_t limit) {
   return data_ + len_;
 }
 
+void InputBlock::reserveBulk(size_t capacity) {
+  if (data_) return;
+  data_ = static_cast<char*>(std::malloc(capacity));
+  if (!data_) std::abort();
+  cap_ = uint32_t(capacity);
+}
+
 void InputBlock::compact() {
   if (!data_) return;
   if (consumed_ >= len_) {

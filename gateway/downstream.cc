@@ -27,6 +27,7 @@ namespace {
 // 2 x kHighWatermark whatever the body size.
 constexpr size_t kHighWatermark = 256 * 1024;
 constexpr size_t kLowWatermark = 64 * 1024;
+constexpr size_t kBodyReadBytes = 64 * 1024;
 constexpr size_t kMaxRequestHeaders = 128;
 constexpr size_t kMaxChunkExtensionBytes = 4096;
 
@@ -211,6 +212,12 @@ void DownstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noex
     buf->base = TlsSession::scratchInput(&n);
     buf->len = n;
     return;
+  }
+  // A body streaming upstream is read in large blocks (fewer reads and wakeups).
+  const Request* r = c->req_;
+  if (r && r->head_complete && !r->message_complete && !r->tunnel &&
+      r->request_framing != BodyFraming::None) {
+    c->in_.reserveBulk(kBodyReadBytes);
   }
   // Room for the largest head we accept plus one slice; beyond that the head is 431.
   size_t limit = c->worker_.limits().max_head_bytes + kSliceSize;

@@ -11,6 +11,7 @@ namespace gw {
 namespace {
 // Read size for responses; one pooled slice.
 constexpr size_t kMaxResponseHead = 64 * 1024;
+constexpr size_t kBodyReadBytes = 64 * 1024;
 constexpr size_t kMaxResponseHeaders = 256;
 
 UpstreamConnection* fromParser(llhttp_t* p) { return static_cast<UpstreamConnection*>(p->data); }
@@ -367,6 +368,7 @@ void UpstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noexce
     buf->len = n;
     return;
   }
+  if (c->response_started_) c->in_.reserveBulk(kBodyReadBytes);
   char* p = c->in_.writable(&n, kMaxResponseHead + kSliceSize);
   buf->base = p;
   buf->len = p ? n : 0;

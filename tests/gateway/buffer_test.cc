@@ -474,6 +474,34 @@ TEST(InputBlockTest, ReleaseOfAGrownBlockFreesItAndReturnsNoSlice) {
   EXPECT_EQ(SlicePool::local().freeCount(), 0u);
 }
 
+TEST(InputBlockTest, ReserveBulkGivesAnEmptyBlockOneLargeHeapBlockTakingNoSlice) {
+  emptyLocalPool();
+  SlicePool::local().release(SlicePool::local().acquire());
+  InputBlock block;
+  block.reserveBulk(64 * 1024);
+  size_t n = 0;
+  char* p = block.writable(&n, kSliceSize);  // the limit only bounds growth
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(n, 64u * 1024);
+  EXPECT_EQ(SlicePool::local().freeCount(), 1u);
+  std::memset(p, 'x', n);
+  block.added(n);
+  block.consume(n);
+  block.compact();  // all consumed: freed, as a grown block is
+  EXPECT_FALSE(block.allocated());
+  EXPECT_EQ(SlicePool::local().freeCount(), 1u);
+}
+
+TEST(InputBlockTest, ReserveBulkKeepsABlockAlreadyInUse) {
+  InputBlock block;
+  size_t n = 0;
+  std::memcpy(block.writable(&n, kSliceSize), "abc", 3);
+  block.added(3);
+  block.reserveBulk(64 * 1024);
+  EXPECT_EQ(block.capacity(), kSliceSize);
+  EXPECT_EQ(std::string_view(block.data(), block.length()), "abc");
+}
+
 TEST(InputBlockTest, DestructorReturnsTheSlice) {
   emptyLocalPool();
   {
