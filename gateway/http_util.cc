@@ -151,13 +151,22 @@ std::string errorBody(std::string_view error_code, std::string_view message,
 // Transfer-Encoding other than exactly "chunked" (re-chunking "gzip, chunked" would drop
 // the gzip coding on the way upstream). Names and values are views into the head's
 // contiguous bytes, so the byte after a name is the separator that followed it.
+namespace {
+
+// Two memchr scans: std::string_view::find_first_of searches its set once per character
+// of the text, which made this check ~5% of a request carrying a 300-byte bearer token.
+bool containsEither(std::string_view s, char a, char b) {
+  return !s.empty() && (std::memchr(s.data(), a, s.size()) || std::memchr(s.data(), b, s.size()));
+}
+
+}  // namespace
+
 bool headIsUnambiguous(const HeaderList& headers) {
   for (const Header& h : headers) {
-    if (h.name.empty() || h.name.data()[h.name.size()] != ':' ||
-        h.name.find_first_of(" \t") != std::string_view::npos) {
+    if (h.name.empty() || h.name.data()[h.name.size()] != ':' || containsEither(h.name, ' ', '\t')) {
       return false;
     }
-    if (h.value.find_first_of("\r\n") != std::string_view::npos) return false;
+    if (containsEither(h.value, '\r', '\n')) return false;
     if (equalsIgnoreCase(h.name, "transfer-encoding")) {
       if (!equalsIgnoreCase(h.value, "chunked")) return false;
       // The view is trimmed; llhttp refuses a tab after "chunked" only once the body starts,
