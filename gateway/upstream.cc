@@ -103,7 +103,7 @@ AcquireResult UpstreamPool::acquire(UpstreamHandler* handler, size_t avoid_endpo
     removeIdle(c);
     c->reused_ = true;
     c->state_ = UpstreamConnection::State::Active;
-    uv_timer_stop(&c->timer_);
+    c->clearDeadline();
   } else {
     c = new UpstreamConnection(*this, e);
     ++live_;
@@ -257,11 +257,11 @@ void UpstreamConnection::connect() {
   int rc = uv_tcp_connect(&connect_req_, &tcp_, endpoint().sa(), onConnectCb);
   if (rc != 0) {
     // Report asynchronously: the caller has not attached its handler yet.
-    uv_timer_start(&timer_, onTimerCb, 0, 0);
+    setDeadline(0);
     connect_failed_ = true;
     return;
   }
-  uv_timer_start(&timer_, onTimerCb, pool_.connect_timeout_ms_, 0);
+  setDeadline(pool_.connect_timeout_ms_);
 }
 
 void UpstreamConnection::onConnectCb(uv_connect_t* req, int status) noexcept {
@@ -270,7 +270,7 @@ void UpstreamConnection::onConnectCb(uv_connect_t* req, int status) noexcept {
 
 void UpstreamConnection::onConnected(int status) {
   if (state_ == State::Closing) return;
-  uv_timer_stop(&timer_);
+  clearDeadline();
   if (status != 0) {
     metrics::local().add(metrics::Id::UpstreamConnectFailures, {pool_.config().metrics_label, 0, 0});
     fail(status == UV_ETIMEDOUT ? UpstreamError::ConnectTimeout : UpstreamError::ConnectFailed);
@@ -295,7 +295,11 @@ void UpstreamConnection::expectResponse(uint64_t timeout_ms, bool head_request) 
 
 void UpstreamConnection::armResponseTimer() {
   response_timeout_pending_ = false;
-  if (response_timeout_ms_ > 0) uv_timer_start(&timer_, onTimerCb, response_timeout_ms_, 0);
+  if (response_timeout_ms_ > 0) {
+    setDeadline(response_timeout_ms_);
+  } else {
+    clearDeadline();
+  }
 }
 
 void UpstreamConnection::flush() {
@@ -472,7 +476,7 @@ void UpstreamConnection::parseInput() {
     // Switched protocols: what follows the head is the tunnel's first bytes.
     tunnel_ = true;
     keep_alive_ = false;
-    uv_timer_stop(&timer_);
+    clearDeadline();
     size_t used = size_t(llhttp_get_error_pos(&parser_) - start);
     in_.consume(used);
     if (!handler_) return;
@@ -536,7 +540,7 @@ int UpstreamConnection::onHeadersComplete(llhttp_t* p) {
     c->head_.reset();
     return 0;
   }
-  uv_timer_stop(&c->timer_);
+  c->clearDeadline();
   c->response_started_ = true;
   c->keep_alive_ = llhttp_should_keep_alive(p);
   UpstreamResponseHead head;
@@ -590,8 +594,27 @@ const llhttp_settings_t& UpstreamConnection::parserSettings() {
   return settings;
 }
 
+void UpstreamConnection::setDeadline(uint64_t timeout_ms) {
+  uint64_t due = uv_now(timer_.loop) + timeout_ms;
+  deadline_ms_ = due == 0 ? 1 : due;
+  if (timer_due_ms_ == 0 || timer_due_ms_ > deadline_ms_) {
+    uv_timer_start(&timer_, onTimerCb, timeout_ms, 0);
+    timer_due_ms_ = deadline_ms_;
+  }
+}
+
 void UpstreamConnection::onTimerCb(uv_timer_t* t) noexcept {
-  static_cast<UpstreamConnection*>(t->data)->onTimer();
+  auto* c = static_cast<UpstreamConnection*>(t->data);
+  c->timer_due_ms_ = 0;
+  if (c->deadline_ms_ == 0) return;  // cleared since: nothing is due
+  uint64_t now = uv_now(t->loop);
+  if (now < c->deadline_ms_) {  // a later deadline replaced the one the timer ran for
+    uv_timer_start(t, onTimerCb, c->deadline_ms_ - now, 0);
+    c->timer_due_ms_ = c->deadline_ms_;
+    return;
+  }
+  c->deadline_ms_ = 0;
+  c->onTimer();
 }
 
 void UpstreamConnection::onTimer() {
@@ -622,7 +645,7 @@ void UpstreamConnection::becomeIdle() {
   pool_.pushIdle(this);
   read_paused_ = false;
   startRead();  // notice the upstream closing it
-  uv_timer_start(&timer_, onTimerCb, uint64_t(pool_.config().keepalive.idle_timeout.count()), 0);
+  setDeadline(uint64_t(pool_.config().keepalive.idle_timeout.count()));
 }
 
 void UpstreamConnection::fail(UpstreamError e) {

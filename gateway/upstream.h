@@ -108,6 +108,13 @@ class UpstreamConnection {
   Buffer& wire() { return tls_ ? tls_->output() : out_; }
   void onWritten(int status);
   void onTimer();
+  // One deadline at a time (connect, response or keep-alive idle), kept lazily: the libuv
+  // timer is re-armed only when the new deadline is earlier than the one it runs for, and
+  // clearing leaves it running (it finds nothing due and stops). A keep-alive connection
+  // reused request after request thus touches libuv's timer heap about once per timeout
+  // period instead of four times per request.
+  void setDeadline(uint64_t timeout_ms);
+  void clearDeadline() { deadline_ms_ = 0; }
   void fail(UpstreamError e);
   void becomeIdle();
 
@@ -130,6 +137,8 @@ class UpstreamConnection {
 
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
+  uint64_t deadline_ms_ = 0;   // loop time the current deadline falls due; 0: none
+  uint64_t timer_due_ms_ = 0;  // loop time timer_ fires; 0: not running
   std::unique_ptr<TlsSession> tls_;  // upstreams with `tls`
   uv_connect_t connect_req_{};
   uv_write_t write_req_{};
