@@ -247,6 +247,42 @@ def test_response_timeout_covers_the_head_only(gateway_factory, upstream):
         assert r.status == 200 and r.body == b"x" * 10
 
 
+def _reused_connection_config(upstream, idle_timeout, response_timeout):
+    return gateway_config(
+        upstreams={"up": {"endpoints": [upstream],
+                          "keepalive": {"max_idle": 8, "idle_timeout": idle_timeout}}},
+        routes=[{"name": "r", "match": {"path_prefix": "/"}, "upstream": "up"}],
+        workers=1, timeouts={"upstream_response": response_timeout})
+
+
+def test_response_timeout_on_a_reused_connection_fires_on_time(gateway_factory, upstream):
+    # The pooled connection's timer runs for its far keep-alive deadline; the response
+    # deadline, earlier, must re-arm it.
+    gw = gateway_factory(_reused_connection_config(upstream, "60s", "300ms"))
+    with Client(gw.port) as c:
+        assert c.request("GET", "/fast?delay=10").status == 200
+        t = time.monotonic()
+        assert_error_body(c.request("GET", "/slow?delay=3000"), 504, "GATEWAY_TIMEOUT")
+        assert 0.25 <= time.monotonic() - t < 2.5
+    first, second = upstream.wait_requests(2)
+    assert second.conn_id == first.conn_id and second.index == 1
+
+
+def test_keepalive_deadline_passing_during_a_response_does_not_cut_it(gateway_factory, upstream):
+    # The other way round: the timer still runs for a keep-alive deadline (200 ms) that
+    # falls during the next, slower response (600 ms, within its 3 s); it must move on to
+    # the response deadline rather than end the request.
+    gw = gateway_factory(_reused_connection_config(upstream, "200ms", "3s"))
+    with Client(gw.port) as c:
+        assert c.request("GET", "/fast?delay=10").status == 200
+        assert c.request("GET", "/slower?delay=600").status == 200
+        time.sleep(0.5)  # now the pooled connection's idle deadline passes: it is closed
+        assert c.request("GET", "/again?delay=10").status == 200
+    first, second, third = upstream.wait_requests(3)
+    assert second.conn_id == first.conn_id and second.index == 1
+    assert third.conn_id != first.conn_id
+
+
 def test_bad_request_is_400_json_and_closes(gw):
     with Client(gw.port) as c:
         c.send(b"GET /app/x HTTP/1.1\r\nHost: example.test\r\nContent-Length: 3\r\n"
