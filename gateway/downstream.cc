@@ -66,7 +66,7 @@ bool isIdempotent(std::string_view method) {
 // Removes the hop-by-hop headers and those the Connection header names.
 void removeHopByHop(HeaderList& headers) {
   for (size_t i = 0; i < headers.size(); ++i) {
-    if (equalsIgnoreCase(headers[i].name, "connection")) {
+    if (headers[i].name.size() == 10 && equalsIgnoreCase(headers[i].name, "connection")) {
       std::string_view v = headers[i].value;
       forEachToken(v, [&](std::string_view tok) {
         if (!equalsIgnoreCase(tok, "close") && !equalsIgnoreCase(tok, "keep-alive")) {
@@ -699,7 +699,6 @@ void DownstreamConnection::continueRequest() {
 
 void DownstreamConnection::proxyRequest() {
   Request& r = *req_;
-  if (r.ctx.request_id.empty()) r.ctx.request_id = worker_.newRequestId(r.arena);
   if (r.ctx.route->admin) {
     answerAdmin();
     return;
@@ -1385,7 +1384,12 @@ void DownstreamConnection::lingerThenClose() {
 void DownstreamConnection::releaseRequest() {
   Request& r = *req_;
   recordMetrics(r);
-  if (!admin_ && (r.head_complete || r.status != 0)) writeAccessLog(worker_, r, {peer_text_, peer_text_len_});
+  if (!admin_ && (r.head_complete || r.status != 0)) {
+    // A request no filter and no answer of the gateway's gave an id needs one only for
+    // the access log: generated here, not for every request.
+    if (r.ctx.request_id.empty() && log::accessLogEnabled()) r.ctx.request_id = worker_.newRequestId(r.arena);
+    writeAccessLog(worker_, r, {peer_text_, peer_text_len_});
+  }
   worker_.unpinGeneration(r.generation);
   r.generation = nullptr;
   worker_.releaseRequest(&r);

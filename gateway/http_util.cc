@@ -197,13 +197,18 @@ bool rawHeadIsStrict(const char* p, const char* end) {
 }
 
 bool isHopByHopHeader(std::string_view name) {
-  static constexpr std::string_view kHopByHop[] = {
-      "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
-      "upgrade", "proxy-authenticate", "proxy-authorization"};
-  for (auto h : kHopByHop) {
-    if (equalsIgnoreCase(name, h)) return true;
+  // By length first: every header of every request and response passes through here, and
+  // most (host, accept, user-agent…) then need one comparison or none.
+  switch (name.size()) {
+    case 2: return equalsIgnoreCase(name, "te");
+    case 7: return equalsIgnoreCase(name, "trailer") || equalsIgnoreCase(name, "upgrade");
+    case 10: return equalsIgnoreCase(name, "connection") || equalsIgnoreCase(name, "keep-alive");
+    case 16: return equalsIgnoreCase(name, "proxy-connection");
+    case 17: return equalsIgnoreCase(name, "transfer-encoding");
+    case 18: return equalsIgnoreCase(name, "proxy-authenticate");
+    case 19: return equalsIgnoreCase(name, "proxy-authorization");
+    default: return false;
   }
-  return false;
 }
 
 }  // namespace gw

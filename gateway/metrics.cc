@@ -59,6 +59,7 @@ struct LabelRegistry {
   std::vector<std::string> texts{""};  // id 0: no label
   uint16_t status[600] = {};
   std::map<std::string, uint16_t, std::less<>> methods;
+  uint16_t get = 0, post = 0;
 
   uint16_t intern(std::string_view v) {
     std::lock_guard<std::mutex> lock(mutex);
@@ -82,6 +83,8 @@ struct LabelRegistry {
       methods.emplace(m, intern(m));
     }
     methods.emplace("other", intern("other"));
+    get = methods.find("GET")->second;
+    post = methods.find("POST")->second;
   }
 };
 
@@ -233,6 +236,9 @@ uint16_t statusLabel(int status) {
 
 uint16_t methodLabel(std::string_view m) {
   auto& r = labels();
+  // The common methods without the map's string comparisons (once per request).
+  if (m == "GET") return r.get;
+  if (m == "POST") return r.post;
   auto it = r.methods.find(m);
   return it != r.methods.end() ? it->second : r.methods.find("other")->second;
 }
