@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import socket
 import time
-import zlib
 from dataclasses import dataclass, field
+
+from http_reader import BodyDigest, BufferedSocket, HeaderLookup, read_chunked, read_head
 
 
 class ProtocolError(AssertionError):
@@ -15,7 +16,7 @@ class ProtocolError(AssertionError):
 
 
 @dataclass
-class Response:
+class Response(HeaderLookup):
     version: str
     status: int
     reason: str
@@ -28,18 +29,6 @@ class Response:
     body_len: int = 0
     body_crc: int = 0
 
-    def header(self, name: str, default=None):
-        for n, v in self.headers:
-            if n.lower() == name.lower():
-                return v
-        return default
-
-    def header_all(self, name: str) -> list:
-        return [v for n, v in self.headers if n.lower() == name.lower()]
-
-    def has_header(self, name: str) -> bool:
-        return any(n.lower() == name.lower() for n, _ in self.headers)
-
     def json(self):
         return json.loads(self.body)
 
@@ -48,83 +37,24 @@ class Response:
         return f"<Response {self.status} {self.headers!r} body={body!r}>"
 
 
-class Client:
+class Client(BufferedSocket):
     """One client connection. Every blocking operation is bounded by `timeout`."""
+
+    error = ProtocolError
 
     def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0):
         self.port = port
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        super().__init__(socket.create_connection((host, port), timeout=timeout))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = bytearray()
-        self.eof = False
 
     # -- plumbing -----------------------------------------------------------------------
-
-    def send(self, data) -> None:
-        self.sock.sendall(data)
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
-
-    def _fill(self, max_bytes: int = 1 << 20) -> bool:
-        if self.eof:
-            return False
-        try:
-            data = self.sock.recv(max_bytes)
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            self.eof = True
-            return False
-        self.buf += data
-        return True
-
-    def _line(self) -> bytes:
-        while True:
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                line = bytes(self.buf[:i])
-                del self.buf[:i + 2]
-                return line
-            if not self._fill():
-                raise ProtocolError(f"connection closed mid-line; have {bytes(self.buf)!r}")
-
-    def _exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            if not self._fill(max(65536, n - len(self.buf))):
-                raise ProtocolError(f"connection closed with {len(self.buf)} of {n} bytes")
-        data = bytes(self.buf[:n])
-        del self.buf[:n]
-        return data
-
-    def _consume(self, n: int, sink) -> None:
-        if self.buf:
-            take = min(n, len(self.buf))
-            sink(memoryview(bytes(self.buf[:take])))
-            del self.buf[:take]
-            n -= take
-        scratch = bytearray(1 << 20)
-        view = memoryview(scratch)
-        while n > 0:
-            try:
-                got = self.sock.recv_into(view, min(n, len(scratch)))
-            except ConnectionResetError:
-                got = 0
-            if got == 0:
-                self.eof = True
-                raise ProtocolError(f"connection closed with {n} body bytes missing")
-            sink(view[:got])
-            n -= got
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -141,41 +71,21 @@ class Client:
         """Parses one response. 1xx responses are returned only with allow_interim,
         otherwise skipped (and recorded nowhere)."""
         while True:
-            line = self._line()
+            line = self.read_line()
             parts = line.decode("latin-1").split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
                 raise ProtocolError(f"bad status line {line!r}")
             version, status = parts[0], int(parts[1])
             reason = parts[2] if len(parts) > 2 else ""
-            raw = [line]
-            headers = []
-            while True:
-                hl = self._line()
-                raw.append(hl)
-                if hl == b"":
-                    break
-                if hl[:1] in (b" ", b"\t") or b":" not in hl:
-                    raise ProtocolError(f"bad header line {hl!r}")
-                name, _, value = hl.decode("latin-1").partition(":")
-                if name != name.strip():
-                    raise ProtocolError(f"whitespace around header name {hl!r}")
-                headers.append((name, value.strip(" \t")))
-            resp = Response(version, status, reason, headers, raw_head=b"\r\n".join(raw) + b"\r\n")
+            headers, raw_head = read_head(self, line, strict=True)
+            resp = Response(version, status, reason, headers, raw_head=raw_head)
             if 100 <= status < 200:
                 if allow_interim:
                     return resp
                 continue
             break
 
-        kept = []
-        state = {"crc": 0, "len": 0}
-
-        def take(view):
-            state["crc"] = zlib.crc32(view, state["crc"])
-            state["len"] += len(view)
-            if keep_body:
-                kept.append(bytes(view))
-
+        body = BodyDigest(keep=keep_body)
         te = resp.header_all("transfer-encoding")
         cls = resp.header_all("content-length")
         if te and cls:
@@ -188,31 +98,17 @@ class Client:
             if te[-1].lower().split(",")[-1].strip() != "chunked":
                 raise ProtocolError(f"unexpected Transfer-Encoding {te!r}")
             resp.chunked = True
-            while True:
-                size_line = self._line().decode("latin-1")
-                try:
-                    size = int(size_line.split(";")[0].strip(), 16)
-                except ValueError:
-                    raise ProtocolError(f"bad chunk size line {size_line!r}")
-                if size == 0:
-                    while self._line() != b"":
-                        pass
-                    break
-                resp.chunk_sizes.append(size)
-                self._consume(size, take)
-                crlf = self._exact(2)
-                if crlf != b"\r\n":
-                    raise ProtocolError(f"bad chunk terminator {crlf!r}")
+            resp.chunk_sizes = read_chunked(self, body)
         elif cls:
-            self._consume(int(cls[0]), take)
+            self.consume(int(cls[0]), body)
         else:
             resp.close_delimited = True
-            while self.buf or self._fill():
-                take(memoryview(bytes(self.buf)))
+            while self.buf or self.fill():
+                body(memoryview(bytes(self.buf)))
                 self.buf.clear()
-        resp.body = b"".join(kept)
-        resp.body_len = state["len"]
-        resp.body_crc = state["crc"]
+        resp.body = body.body
+        resp.body_len = body.length
+        resp.body_crc = body.crc
         return resp
 
     def read_all(self, timeout: float | None = None) -> bytes:
@@ -221,7 +117,7 @@ class Client:
         while not self.eof:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
-                if not self._fill():
+                if not self.fill():
                     break
             except socket.timeout:
                 raise AssertionError(f"no close within {timeout or self.timeout}s; "

@@ -70,6 +70,8 @@ import urllib.parse
 import zlib
 from dataclasses import dataclass, field
 
+from http_reader import BodyDigest, BufferedSocket, HeaderLookup, read_chunked, read_head
+
 PATTERN_BLOCK = random.Random(20261121).randbytes(1 << 20)
 _crc_cache: dict[int, int] = {}
 
@@ -97,7 +99,7 @@ def pattern_crc(size: int) -> int:
 
 
 @dataclass
-class Request:
+class Request(HeaderLookup):
     method: str
     target: str
     version: str
@@ -121,87 +123,23 @@ class Request:
         return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.target).query,
                                            keep_blank_values=True))
 
-    def header(self, name: str, default=None):
-        for n, v in self.headers:
-            if n.lower() == name.lower():
-                return v
-        return default
-
-    def header_all(self, name: str) -> list:
-        return [v for n, v in self.headers if n.lower() == name.lower()]
-
-    def has_header(self, name: str) -> bool:
-        return any(n.lower() == name.lower() for n, _ in self.headers)
-
 
 class ConnectionGone(Exception):
     pass
 
 
-class Conn:
+class Conn(BufferedSocket):
     """One accepted connection: buffered reads, plain writes."""
 
+    error = ConnectionGone
+    peer_gone = (OSError,)
+    max_line = 1 << 20
+
     def __init__(self, sock: socket.socket, conn_id: int, upstream: "Upstream"):
-        self.sock = sock
+        super().__init__(sock)
         self.id = conn_id
         self.upstream = upstream
-        self.buf = bytearray()
         self.requests = 0
-
-    def _fill(self, max_bytes: int = 1 << 20) -> None:
-        try:
-            data = self.sock.recv(max_bytes)
-        except (ConnectionError, socket.timeout, OSError) as e:
-            raise ConnectionGone(str(e))
-        if not data:
-            raise ConnectionGone("eof")
-        self.buf += data
-
-    def read_line(self) -> bytes:
-        while True:
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                line = bytes(self.buf[:i])
-                del self.buf[:i + 2]
-                return line
-            if len(self.buf) > 1 << 20:
-                raise ConnectionGone("line too long")
-            self._fill()
-
-    def read_exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self._fill(max(n - len(self.buf), 65536))
-        data = bytes(self.buf[:n])
-        del self.buf[:n]
-        return data
-
-    def consume(self, n: int, sink) -> None:
-        """Reads n bytes, handing them to sink(memoryview) without keeping them."""
-        if self.buf:
-            take = min(n, len(self.buf))
-            sink(memoryview(bytes(self.buf[:take])))
-            del self.buf[:take]
-            n -= take
-        scratch = bytearray(1 << 20)
-        view = memoryview(scratch)
-        while n > 0:
-            try:
-                got = self.sock.recv_into(view, min(n, len(scratch)))
-            except (ConnectionError, socket.timeout, OSError) as e:
-                raise ConnectionGone(str(e))
-            if got == 0:
-                raise ConnectionGone("eof in body")
-            sink(view[:got])
-            n -= got
-
-    def send(self, data) -> None:
-        self.sock.sendall(data)
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
     def reset(self) -> None:
         try:
@@ -374,53 +312,26 @@ class Upstream:
                 line = conn.read_line()
             except ConnectionGone:
                 return None
-        raw = [line]
         parts = line.decode("latin-1").split(" ")
         if len(parts) != 3:
             raise ConnectionGone(f"bad request line {line!r}")
         method, target, version = parts
-        headers = []
-        while True:
-            hl = conn.read_line()
-            raw.append(hl)
-            if hl == b"":
-                break
-            name, _, value = hl.decode("latin-1").partition(":")
-            headers.append((name, value.strip(" \t")))
+        headers, raw_head = read_head(conn, line, strict=False)
         req = Request(method=method, target=target, version=version, headers=headers, body=b"",
-                      conn_id=conn.id, index=conn.requests, raw_head=b"\r\n".join(raw) + b"\r\n",
+                      conn_id=conn.id, index=conn.requests, raw_head=raw_head,
                       received_at=time.monotonic())
         conn.requests += 1
-        sink = req.query.get("sink") == "1"
-        state = {"crc": 0, "len": 0}
-        parts_kept = []
-
-        def take(view):
-            state["crc"] = zlib.crc32(view, state["crc"])
-            state["len"] += len(view)
-            if not sink:
-                parts_kept.append(bytes(view))
-
+        body = BodyDigest(keep=req.query.get("sink") != "1")
         te = req.header("transfer-encoding")
         cl = req.header("content-length")
         if te is not None and te.lower().split(",")[-1].strip() == "chunked":
             req.chunked = True
-            while True:
-                size_line = conn.read_line().decode("latin-1")
-                size = int(size_line.split(";")[0].strip(), 16)
-                if size == 0:
-                    while conn.read_line() != b"":  # trailers
-                        pass
-                    break
-                req.chunk_sizes.append(size)
-                conn.consume(size, take)
-                if conn.read_exact(2) != b"\r\n":
-                    raise ConnectionGone("bad chunk terminator")
+            req.chunk_sizes = read_chunked(conn, body)
         elif cl is not None:
-            conn.consume(int(cl), take)
-        req.body = b"".join(parts_kept)
-        req.body_len = state["len"]
-        req.body_crc = state["crc"]
+            conn.consume(int(cl), body)
+        req.body = body.body
+        req.body_len = body.length
+        req.body_crc = body.crc
         with self._lock:
             self.requests.append(req)
         if self.on_request is not None:
