@@ -545,6 +545,7 @@ case_security_chain() {
   http-request deny deny_status 413 if { req.hdr_val(content-length) gt 1048576 }
   http-request set-header X-Request-ID %[unique-id]
   http-response del-header X-Powered-By
+  http-response del-header Server
   http-response set-header X-Request-ID %[unique-id]
   http-response set-header X-Content-Type-Options nosniff
   http-response set-header X-Frame-Options DENY
