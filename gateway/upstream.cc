@@ -113,6 +113,7 @@ AcquireResult UpstreamPool::acquire(UpstreamHandler* handler, size_t avoid_endpo
   c->handler_ = handler;
   c->response_started_ = false;
   c->response_complete_ = false;
+  c->response_bytes_ = 0;
   c->keep_alive_ = true;
   c->head_.reset();
   c->headers_.clear();
@@ -372,7 +373,7 @@ void UpstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noexce
     buf->len = n;
     return;
   }
-  if (c->response_started_) c->in_.reserveBulk(kBodyReadBytes);
+  if (c->response_started_ || c->large_responses_) c->in_.reserveBulk(kBodyReadBytes);
   char* p = c->in_.writable(&n, kMaxResponseHead + kSliceSize);
   buf->base = p;
   buf->len = p ? n : 0;
@@ -457,6 +458,7 @@ void UpstreamConnection::onRead(ssize_t nread) {
     return;
   }
   in_.added(size_t(nread));
+  response_bytes_ += uint64_t(nread);
   parseInput();
 }
 
@@ -576,6 +578,7 @@ int UpstreamConnection::onMessageComplete(llhttp_t* p) {
   if (!c->response_started_) return 0;  // an interim response
   if (p->upgrade && p->status_code == 101) return 0;  // llhttp pauses for the upgrade next
   c->response_complete_ = true;
+  c->large_responses_ = c->response_bytes_ > kSliceSize;
   return HPE_PAUSED;
 }
 

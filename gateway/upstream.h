@@ -160,8 +160,12 @@ class UpstreamConnection {
   bool response_complete_ = false;
   bool head_request_ = false;
   bool keep_alive_ = true;
-  bool tunnel_ = false;
-  bool busy_ = false;  // counted in the upstream's connections in use (bulkhead)  // switched protocols: bytes pass through unparsed
+  bool tunnel_ = false;  // switched protocols: bytes pass through unparsed
+  bool busy_ = false;    // counted in the upstream's connections in use (bulkhead)
+  // The previous response did not fit one slice: read the next in bulk from its first
+  // byte, so that a 16 KiB answer and its head take one read (and one client write), not two.
+  bool large_responses_ = false;
+  uint64_t response_bytes_ = 0;  // read so far of the current response
   bool connect_failed_ = false;  // uv_tcp_connect refused at once; reported from the timer
   bool response_timeout_pending_ = false;  // armed once connected
   uint64_t response_timeout_ms_ = 0;
