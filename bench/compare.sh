@@ -851,6 +851,9 @@ stream_case() {
   reset_case
   CASE_DIRECT=0
   [[ -e $work/www/1g ]] || truncate -s "$STREAM_BYTES" "$work/www/1g"   # sparse: no disk
+  # Once straight from the upstream first: the first reader of the file pays for filling
+  # the page cache, which would otherwise count against whichever proxy goes first.
+  curl -s -o /dev/null --max-time 300 "http://127.0.0.1:$UP_PORT/1g" || die "the upstream does not serve /1g"
   take_port
   start sink "$LOAD_CPUS" python3 "$helper" sink --port "$port"
   sink_pid=$started_pid
