@@ -1429,12 +1429,12 @@ void DownstreamConnection::armDeadline(DeadlineKind kind) {
       break;
   }
   deadline_kind_ = kind;
-  list->push(&deadline, worker_.nowMs() + ms);
-  worker_.scheduleDeadline(deadline.deadline_ms);
+  list->push(this, worker_.nowMs() + ms);
+  worker_.scheduleDeadline(deadline_ms);
 }
 
 void DownstreamConnection::disarmDeadline() {
-  DeadlineList::unlink(&deadline);
+  DeadlineList::unlink(this);
   deadline_kind_ = DeadlineKind::None;
 }
 

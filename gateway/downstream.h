@@ -93,7 +93,9 @@ struct Request {
 // Which of the worker's deadline lists the connection is in.
 enum class DeadlineKind : uint8_t { None, HeaderRead, Idle, WriteStall };
 
-class DownstreamConnection final : public UpstreamHandler, public RequestDriver {
+// A DeadlineNode by inheritance, so the worker's deadline lists get back to the connection
+// with a static_cast rather than offsetof on a non-standard-layout class.
+class DownstreamConnection final : public UpstreamHandler, public RequestDriver, public DeadlineNode {
  public:
   static void accept(Worker& worker, uv_stream_t* listener, size_t listener_index, bool admin);
 
@@ -118,9 +120,8 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver 
   void continueRequest() override;
   std::string_view generateRequestId() override;
 
-  DownstreamConnection* next = nullptr;  // worker's list
-  DownstreamConnection* prev = nullptr;
-  DeadlineNode deadline;
+  DownstreamConnection* next_connection = nullptr;  // the worker's list of connections
+  DownstreamConnection* prev_connection = nullptr;
 
  private:
   DownstreamConnection(Worker& worker, size_t listener_index, bool admin);

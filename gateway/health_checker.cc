@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "gateway/health.h"
 #include "gateway/http_util.h"
@@ -29,6 +30,11 @@ struct HealthChecker::Probe {
   int64_t started_us = 0;
   bool stopping = false;
   int open_handles = 2;
+
+  Probe(uv_loop_t* l, const HealthCheckConfig& c, std::shared_ptr<EndpointState> s,
+        const SocketAddress& a, uint16_t upstream, uint16_t endpoint)
+      : loop(l), check(c), state(std::move(s)), address(a), upstream_label(upstream),
+        endpoint_label(endpoint) {}
 
   static int64_t nowUs() {
     timespec ts;
@@ -160,9 +166,8 @@ void HealthChecker::configure(const Config& config) {
                                {u.metrics_label, endpoint_label, 0}, 1);
         continue;
       }
-      auto* p = new Probe{loop_, *u.health_check, state->endpoints[i], u.endpoints[i]};
-      p->upstream_label = u.metrics_label;
-      p->endpoint_label = endpoint_label;
+      auto* p = new Probe(loop_, *u.health_check, state->endpoints[i], u.endpoints[i],
+                          u.metrics_label, endpoint_label);
       p->start();
       probes_.push_back(p);
     }

@@ -254,18 +254,18 @@ void Worker::onConnection(uv_stream_t* server, int status) {
 }
 
 void Worker::addConnection(DownstreamConnection* c) {
-  c->next = connections_;
-  c->prev = nullptr;
-  if (connections_) connections_->prev = c;
+  c->next_connection = connections_;
+  c->prev_connection = nullptr;
+  if (connections_) connections_->prev_connection = c;
   connections_ = c;
   ++connection_count_;
 }
 
 void Worker::removeConnection(DownstreamConnection* c) {
-  if (c->prev) c->prev->next = c->next;
-  else connections_ = c->next;
-  if (c->next) c->next->prev = c->prev;
-  c->next = c->prev = nullptr;
+  if (c->prev_connection) c->prev_connection->next_connection = c->next_connection;
+  else connections_ = c->next_connection;
+  if (c->next_connection) c->next_connection->prev_connection = c->prev_connection;
+  c->next_connection = c->prev_connection = nullptr;
   --connection_count_;
   if (draining_) maybeFinishDrain();
 }
@@ -298,9 +298,7 @@ void Worker::expireDeadlines() {
         break;
       }
       DeadlineList::unlink(n);
-      auto* c = reinterpret_cast<DownstreamConnection*>(reinterpret_cast<char*>(n) -
-                                                        offsetof(DownstreamConnection, deadline));
-      c->onDeadline();
+      static_cast<DownstreamConnection*>(n)->onDeadline();
     }
   }
   if (next != UINT64_MAX) scheduleDeadline(next);
@@ -315,7 +313,7 @@ void Worker::beginDrain() {
   // Idle keep-alive connections close now; busy ones after their current response.
   DownstreamConnection* c = connections_;
   while (c) {
-    DownstreamConnection* next = c->next;
+    DownstreamConnection* next = c->next_connection;
     c->drain();
     c = next;
   }
@@ -334,7 +332,7 @@ void Worker::closeAll() {
   stopping_ = true;
   DownstreamConnection* c = connections_;
   while (c) {
-    DownstreamConnection* next = c->next;
+    DownstreamConnection* next = c->next_connection;
     c->forceClose();
     c = next;
   }
