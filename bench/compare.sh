@@ -847,21 +847,18 @@ memory_case() {
 # nginx would buffer both bodies in temp files by default: it is told to stream them, as an
 # operator would for large transfers (proxy_buffering off, proxy_request_buffering off).
 stream_case() {
-  local dir=$work/stream target direction row sink_pid url
-  reset_case
-  CASE_DIRECT=0
+  local dir=$work/stream target direction row sink_pid sink_port url upstream_port=$UP_PORT
   [[ -e $work/www/1g ]] || truncate -s "$STREAM_BYTES" "$work/www/1g"   # sparse: no disk
   # Once straight from the upstream first: the first reader of the file pays for filling
   # the page cache, which would otherwise count against whichever proxy goes first.
   curl -s -o /dev/null --max-time 300 "http://127.0.0.1:$UP_PORT/1g" || die "the upstream does not serve /1g"
-  take_port
-  start sink "$LOAD_CPUS" python3 "$helper" sink --port "$port"
+  take_port; sink_port=$port
+  start sink "$LOAD_CPUS" python3 "$helper" sink --port "$sink_port"
   sink_pid=$started_pid
-  UP_PORT_SAVED=$UP_PORT
   printf 'proxy\tdirection\tbytes\tseconds\trss_before\trss_peak\n' >"$work/stream.tsv"
   log "[stream] $((STREAM_BYTES >> 20)) MiB download and upload through each proxy"
   for direction in download upload; do
-    [[ $direction == download ]] || UP_PORT=$port   # the proxies' upstream is now the sink
+    [[ $direction == download ]] || UP_PORT=$sink_port   # the proxies' upstream is now the sink
     reset_case
     CASE_DIRECT=0
     GW_LIMITS_EXTRA="  max_body_bytes: $((STREAM_BYTES * 2))"
@@ -889,7 +886,7 @@ stream_case() {
       stop_proxy "$target-stream-$direction" "$proxy_pid"
     done
   done
-  UP_PORT=$UP_PORT_SAVED
+  UP_PORT=$upstream_port
   stop "$sink_pid"
 }
 

@@ -270,11 +270,11 @@ char* InputBlock::writable(size_t* n, size_t limit) {
   return data_ + len_;
 }
 
-void InputBlock::reserveBulk(size_t capacity) {
+void InputBlock::reserveBulk() {
   if (data_) return;
-  data_ = static_cast<char*>(std::malloc(capacity));
+  data_ = static_cast<char*>(std::malloc(kBulkBlockSize));
   if (!data_) std::abort();
-  cap_ = uint32_t(capacity);
+  cap_ = uint32_t(kBulkBlockSize);
 }
 
 void InputBlock::compact() {

@@ -25,6 +25,8 @@
 namespace gw {
 
 constexpr size_t kSliceSize = 16 * 1024;
+// The block a body in flight is read into (InputBlock::reserveBulk).
+constexpr size_t kBulkBlockSize = 64 * 1024;
 
 struct Slice {
   uint32_t refs = 0;
@@ -129,9 +131,9 @@ class InputBlock {
   // Space for the next read; grows (keeping content) only if the block is full and
   // capacity < limit. Returns nullptr if full at the limit, or full while pinned.
   char* writable(size_t* n, size_t limit);
-  // An empty, unallocated block takes `capacity` bytes from the heap instead of a slice:
-  // for bulk transfers, where fewer, larger reads mean fewer syscalls and wakeups.
-  void reserveBulk(size_t capacity);
+  // An empty, unallocated block takes kBulkBlockSize bytes from the heap instead of a
+  // slice: for bulk transfers, where fewer, larger reads mean fewer syscalls and wakeups.
+  void reserveBulk();
   // While pinned the bytes never move (no compaction, no growth): views into them stay
   // valid, e.g. a request head while a filter waits.
   void setPinned(bool pinned) { pinned_ = pinned; }

@@ -27,7 +27,6 @@ namespace {
 // 2 x kHighWatermark whatever the body size.
 constexpr size_t kHighWatermark = 256 * 1024;
 constexpr size_t kLowWatermark = 64 * 1024;
-constexpr size_t kBodyReadBytes = 64 * 1024;
 constexpr size_t kMaxRequestHeaders = 128;
 constexpr size_t kMaxChunkExtensionBytes = 4096;
 
@@ -66,7 +65,7 @@ bool isIdempotent(std::string_view method) {
 // Removes the hop-by-hop headers and those the Connection header names.
 void removeHopByHop(HeaderList& headers) {
   for (size_t i = 0; i < headers.size(); ++i) {
-    if (headers[i].name.size() == 10 && equalsIgnoreCase(headers[i].name, "connection")) {
+    if (equalsIgnoreCase(headers[i].name, "connection")) {
       std::string_view v = headers[i].value;
       forEachToken(v, [&](std::string_view tok) {
         if (!equalsIgnoreCase(tok, "close") && !equalsIgnoreCase(tok, "keep-alive")) {
@@ -217,7 +216,7 @@ void DownstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noex
   const Request* r = c->req_;
   if (r && r->head_complete && !r->message_complete && !r->tunnel &&
       r->request_framing != BodyFraming::None) {
-    c->in_.reserveBulk(kBodyReadBytes);
+    c->in_.reserveBulk();
   }
   // Room for the largest head we accept plus one slice; beyond that the head is 431.
   size_t limit = c->worker_.limits().max_head_bytes + kSliceSize;

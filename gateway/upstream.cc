@@ -9,9 +9,8 @@
 namespace gw {
 
 namespace {
-// Read size for responses; one pooled slice.
+// The largest response head accepted; a longer one is a bad response.
 constexpr size_t kMaxResponseHead = 64 * 1024;
-constexpr size_t kBodyReadBytes = 64 * 1024;
 constexpr size_t kMaxResponseHeaders = 256;
 
 UpstreamConnection* fromParser(llhttp_t* p) { return static_cast<UpstreamConnection*>(p->data); }
@@ -373,7 +372,7 @@ void UpstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noexce
     buf->len = n;
     return;
   }
-  if (c->response_started_ || c->large_responses_) c->in_.reserveBulk(kBodyReadBytes);
+  if (c->response_started_ || c->large_responses_) c->in_.reserveBulk();
   char* p = c->in_.writable(&n, kMaxResponseHead + kSliceSize);
   buf->base = p;
   buf->len = p ? n : 0;

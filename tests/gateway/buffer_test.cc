@@ -478,11 +478,11 @@ TEST(InputBlockTest, ReserveBulkGivesAnEmptyBlockOneLargeHeapBlockTakingNoSlice)
   emptyLocalPool();
   SlicePool::local().release(SlicePool::local().acquire());
   InputBlock block;
-  block.reserveBulk(64 * 1024);
+  block.reserveBulk();
   size_t n = 0;
   char* p = block.writable(&n, kSliceSize);  // the limit only bounds growth
   ASSERT_NE(p, nullptr);
-  EXPECT_EQ(n, 64u * 1024);
+  EXPECT_EQ(n, kBulkBlockSize);
   EXPECT_EQ(SlicePool::local().freeCount(), 1u);
   std::memset(p, 'x', n);
   block.added(n);
@@ -497,7 +497,7 @@ TEST(InputBlockTest, ReserveBulkKeepsABlockAlreadyInUse) {
   size_t n = 0;
   std::memcpy(block.writable(&n, kSliceSize), "abc", 3);
   block.added(3);
-  block.reserveBulk(64 * 1024);
+  block.reserveBulk();
   EXPECT_EQ(block.capacity(), kSliceSize);
   EXPECT_EQ(std::string_view(block.data(), block.length()), "abc");
 }
