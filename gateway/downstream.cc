@@ -1308,8 +1308,10 @@ void DownstreamConnection::onWritten(int status) {
 
 void DownstreamConnection::afterEvent() {
   // Requests finish here, at the outermost level, never inside a parser callback or a
-  // nested handler; pipelined requests are then taken one by one, iteratively.
-  while (!closing_) {
+  // nested handler; pipelined requests are then taken one by one, iteratively. A
+  // lingering connection takes none: what the client still sends, already-received TLS
+  // records included, is discarded, never parsed as a request.
+  while (!closing_ && !lingering_) {
     if (req_) {
       Request& r = *req_;
       if (!r.response_complete || !outputFlushed()) return;
