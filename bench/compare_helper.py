@@ -427,7 +427,7 @@ def main():
     ic.add_argument("--path", default="/small")
     ic.add_argument("--n", type=int, default=10000)
     ic.add_argument("--batch", type=int, default=200, help="connections opened concurrently")
-    ic.add_argument("--settle", type=float, default=1.0, help="seconds before reading RSS")
+    ic.add_argument("--settle", type=float, default=3.0, help="seconds before reading RSS")
     ic.add_argument("--timeout", type=float, default=120.0)
     args = ap.parse_args()
 

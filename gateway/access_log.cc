@@ -55,7 +55,7 @@ uint64_t monotonicNowNs() {
 
 }  // namespace
 
-void writeAccessLog(Worker&, const Request& r, std::string_view) {
+void writeAccessLog(Worker&, const Request& r) {
   for (const auto& f : r.ctx.route ? r.ctx.route->chain : std::vector<std::shared_ptr<const Filter>>{}) {
     f->onLog(r.ctx);
   }

@@ -8,6 +8,6 @@ namespace gw {
 class Worker;
 struct Request;
 
-void writeAccessLog(Worker& worker, const Request& request, std::string_view peer);
+void writeAccessLog(Worker& worker, const Request& request);
 
 }  // namespace gw

@@ -30,6 +30,7 @@ Slice* SlicePool::acquire() {
   if (s) {
     free_ = s->next_free;
     --free_count_;
+    unused_.taken(free_count_);
   } else {
     s = new Slice;
   }
@@ -37,6 +38,23 @@ Slice* SlicePool::acquire() {
   s->used = 0;
   s->next_free = nullptr;
   return s;
+}
+
+size_t SlicePool::releaseUnused() {
+  size_t unused = unused_.endPeriod(free_count_);
+  if (unused == 0) return 0;
+  // The list is a stack: the slices nobody took are the deepest ones.
+  Slice** link = &free_;
+  for (size_t kept = free_count_ - unused; kept > 0; --kept) link = &(*link)->next_free;
+  Slice* s = *link;
+  *link = nullptr;
+  while (s) {
+    Slice* next = s->next_free;
+    delete s;
+    s = next;
+  }
+  free_count_ -= unused;
+  return unused;
 }
 
 void SlicePool::release(Slice* s) {

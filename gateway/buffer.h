@@ -22,6 +22,8 @@
 #include <string_view>
 #include <vector>
 
+#include "gateway/unused_count.h"
+
 namespace gw {
 
 constexpr size_t kSliceSize = 16 * 1024;
@@ -41,11 +43,14 @@ class SlicePool {
   Slice* acquire();
   void release(Slice* s);
   size_t freeCount() const { return free_count_; }
+  // Frees the slices no acquire() needed since the last call; returns how many.
+  size_t releaseUnused();
   ~SlicePool();
 
  private:
-  Slice* free_ = nullptr;
+  Slice* free_ = nullptr;  // most recently released first
   size_t free_count_ = 0;
+  UnusedCount unused_;
 };
 
 class Buffer {

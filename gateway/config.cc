@@ -134,6 +134,24 @@ void toIp16(const sockaddr* sa, uint8_t (&out)[16]) {
   }
 }
 
+size_t formatIp16(const uint8_t (&ip16)[16], char (&out)[kIpTextMax]) {
+  static constexpr uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::memcmp(ip16, kMappedPrefix, sizeof kMappedPrefix) != 0) {
+    // Formatted per request (a connection keeps only the 16 bytes): IPv6 is rare enough
+    // for libc's formatter, IPv4 below is the common case.
+    return inet_ntop(AF_INET6, ip16, out, kIpTextMax) ? std::strlen(out) : 0;
+  }
+  char* p = out;
+  for (int i = 12; i < 16; ++i) {
+    unsigned v = ip16[i];
+    if (v >= 100) *p++ = char('0' + v / 100);
+    if (v >= 10) *p++ = char('0' + v / 10 % 10);
+    *p++ = char('0' + v % 10);
+    if (i < 15) *p++ = '.';
+  }
+  return size_t(p - out);
+}
+
 bool Cidr::contains(const uint8_t (&ip16)[16]) const {
   int whole_bytes = prefix_length / 8;
   if (std::memcmp(address, ip16, static_cast<size_t>(whole_bytes)) != 0) return false;

@@ -271,5 +271,9 @@ std::optional<uint64_t> parseSize(const std::string& text);
 std::optional<Cidr> parseCidr(const std::string& text);
 // Maps any IPv4/IPv6 sockaddr to the 16-byte IPv4-mapped form Cidr uses.
 void toIp16(const sockaddr* sa, uint8_t (&out)[16]);
+// The text of a 16-byte address: a dotted quad for IPv4 (so also for an IPv4 client of a
+// dual-stack listener), RFC 5952 form for IPv6. Returns its length.
+constexpr size_t kIpTextMax = 46;  // INET6_ADDRSTRLEN
+size_t formatIp16(const uint8_t (&ip16)[16], char (&out)[kIpTextMax]);
 
 }  // namespace gw

@@ -144,12 +144,6 @@ void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t 
   int len = sizeof ss;
   if (uv_tcp_getpeername(&c->tcp_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
     toIp16(reinterpret_cast<sockaddr*>(&ss), c->peer_ip16_);
-    const void* addr = ss.ss_family == AF_INET6
-                           ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr)
-                           : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&ss)->sin_addr);
-    if (inet_ntop(ss.ss_family, addr, c->peer_text_, sizeof c->peer_text_)) {
-      c->peer_text_len_ = uint8_t(std::strlen(c->peer_text_));
-    }
   }
   if (!admin) {
     auto verdict = worker.server().connectionLimiter().admit(c->peer_ip16_, &c->counted_per_ip_);
@@ -162,8 +156,10 @@ void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t 
       metrics::local().add(metrics::Id::ConnectionsRejected,
                            {c->listener_label_, per_ip ? kPerIp : kTotal, 0});
       if (worker.logThrottle()) {
+        char peer[kIpTextMax];
+        size_t peer_len = formatIp16(c->peer_ip16_, peer);
         log::warn("connection refused", {{"reason", per_ip ? "max_connections_per_ip" : "max_connections"},
-                                         {"client_ip", std::string_view(c->peer_text_, c->peer_text_len_)}});
+                                         {"client_ip", std::string_view(peer, peer_len)}});
       }
       c->closing_ = true;
       uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp_), [](uv_handle_t* h) {
@@ -364,7 +360,7 @@ void DownstreamConnection::beginRequest() {
   // Known before the head is parsed: answers to early refusals carry them too (HSTS,
   // the log's tls and client_ip fields).
   req_->ctx.tls = tls_ != nullptr;
-  req_->ctx.peer_ip = {peer_text_, peer_text_len_};
+  req_->ctx.peer_ip = {req_->peer_ip_text, formatIp16(peer_ip16_, req_->peer_ip_text)};
   req_->ctx.client_ip = req_->ctx.peer_ip;
   req_->start_ns = monotonicNs();
   req_->ctx.monotonic_ns = req_->start_ns;
@@ -504,8 +500,6 @@ int DownstreamConnection::onHeadersComplete() {
                           ? BodyFraming::ContentLength
                           : BodyFraming::None;
   r.content_length = r.request_framing == BodyFraming::ContentLength ? p.content_length : 0;
-  r.ctx.peer_ip = {peer_text_, peer_text_len_};
-  r.ctx.tls = tls_ != nullptr;
 
   const Runtime& rt = *r.generation->runtime;
   const Config& cfg = *rt.config;
@@ -526,7 +520,7 @@ int DownstreamConnection::onHeadersComplete() {
                                     r.ctx.client_ip16);
   // Keep what the log and the upstream request need past this callback in the arena:
   // the head's bytes stay in the input block only until the body starts flowing.
-  r.ctx.client_ip = r.arena.copy(r.ctx.client_ip);
+  if (r.ctx.client_ip.data() != r.ctx.peer_ip.data()) r.ctx.client_ip = r.arena.copy(r.ctx.client_ip);
   if (!cfg.trusted_proxies.empty() && isTrusted(cfg.trusted_proxies, peer_ip16_)) {
     r.ctx.forwarded_https = equalsIgnoreCase(r.headers.get("x-forwarded-proto"), "https");
   }
@@ -1389,7 +1383,7 @@ void DownstreamConnection::releaseRequest() {
     // A request no filter and no answer of the gateway's gave an id needs one only for
     // the access log: generated here, not for every request.
     if (r.ctx.request_id.empty() && log::accessLogEnabled()) r.ctx.request_id = worker_.newRequestId(r.arena);
-    writeAccessLog(worker_, r, {peer_text_, peer_text_len_});
+    writeAccessLog(worker_, r);
   }
   worker_.unpinGeneration(r.generation);
   r.generation = nullptr;

@@ -87,6 +87,9 @@ struct Request {
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   int reject_status = 0;  // set by parser callbacks that refuse the request
+  // The TCP peer as text (ctx.peer_ip views it): formatted per request, so that an idle
+  // connection keeps only its 16-byte form.
+  char peer_ip_text[kIpTextMax];
   size_t parsed = 0;      // head bytes parsed so far (they stay unconsumed in the block)
 };
 
@@ -227,8 +230,6 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver,
   DeadlineKind deadline_kind_ = DeadlineKind::None;
   uint16_t depth_ = 0;
   uint8_t peer_ip16_[16]{};
-  char peer_text_[46]{};  // INET6_ADDRSTRLEN
-  uint8_t peer_text_len_ = 0;
 };
 
 }  // namespace gw

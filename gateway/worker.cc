@@ -1,5 +1,6 @@
 #include "gateway/worker.h"
 
+#include <malloc.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -17,6 +18,8 @@ namespace {
 
 // Requests kept for reuse per worker; more than the connections busy at once is waste.
 constexpr size_t kMaxFreeRequests = 1024;
+// How long a pooled request or slice may go unused before it is freed.
+constexpr uint64_t kPoolDecayMs = 1000;
 
 uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
@@ -84,6 +87,9 @@ void Worker::init(std::shared_ptr<const Runtime> runtime, const std::vector<List
   async_.data = this;
   uv_timer_init(&loop_, &timer_);
   timer_.data = this;
+  uv_timer_init(&loop_, &housekeeping_);
+  housekeeping_.data = this;
+  uv_timer_start(&housekeeping_, onHousekeeping, kPoolDecayMs, kPoolDecayMs);
   adoptRuntime(std::move(runtime));
   for (const ListenSocket& s : sockets) {
     auto l = std::make_unique<Listener>();
@@ -233,6 +239,7 @@ Request* Worker::acquireRequest() {
   if (!free_requests_.empty()) {
     Request* r = free_requests_.back();
     free_requests_.pop_back();
+    unused_requests_.taken(free_requests_.size());
     return r;
   }
   return new Request();
@@ -245,6 +252,19 @@ void Worker::releaseRequest(Request* r) {
     return;
   }
   free_requests_.push_back(r);
+}
+
+void Worker::onHousekeeping(uv_timer_t* h) { static_cast<Worker*>(h->data)->releaseUnusedMemory(); }
+
+void Worker::releaseUnusedMemory() {
+  size_t requests = unused_requests_.endPeriod(free_requests_.size());
+  for (size_t i = 0; i < requests; ++i) delete free_requests_[i];
+  free_requests_.erase(free_requests_.begin(), free_requests_.begin() + ptrdiff_t(requests));
+  size_t slices = SlicePool::local().releaseUnused();
+  // What a burst freed (these, closed connections, upstream connections beyond the idle
+  // pool) sits in holes of the heap that the allocator keeps resident; a spike would set
+  // the process's RSS for good. Only after a release, so steady traffic never pays it.
+  if (requests + slices > 0) malloc_trim(0);
 }
 
 void Worker::onConnection(uv_stream_t* server, int status) {
@@ -348,6 +368,7 @@ void Worker::closeAll() {
   for (auto& [key, state] : filter_states_) state->shutdown();
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&housekeeping_), nullptr);
   // The loop ends by itself once the closes above have run their callbacks.
 }
 

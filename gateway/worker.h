@@ -28,6 +28,7 @@
 #include "gateway/router.h"
 #include "gateway/tls_context.h"
 #include "gateway/metrics.h"
+#include "gateway/unused_count.h"
 
 namespace gw {
 
@@ -131,6 +132,9 @@ class Worker final : public WorkerServices {
  private:
   static void onAsync(uv_async_t* h);
   static void onTimer(uv_timer_t* h);
+  static void onHousekeeping(uv_timer_t* h);
+  // Gives back what the pools kept from a burst and no request needed for a period.
+  void releaseUnusedMemory();
   static void onConnection(uv_stream_t* server, int status);
   void applyMailbox();
   void adoptRuntime(std::shared_ptr<const Runtime> runtime);
@@ -155,7 +159,9 @@ class Worker final : public WorkerServices {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<Generation>> generations_;  // current is the last
   Generation* current_ = nullptr;
-  std::vector<Request*> free_requests_;
+  std::vector<Request*> free_requests_;  // a stack: the most recently released last
+  UnusedCount unused_requests_;
+  uv_timer_t housekeeping_{};
   DownstreamConnection* connections_ = nullptr;  // intrusive list of live connections
   size_t connection_count_ = 0;
   DeadlineList header_deadlines_;

@@ -81,6 +81,26 @@ TEST(CidrTest, ContainsBothFamilies) {
   }
 }
 
+std::string text(const char* ip) {
+  auto a = ip16(ip);
+  uint8_t raw[16];
+  std::copy(a.begin(), a.end(), raw);
+  char out[kIpTextMax];
+  return std::string(out, formatIp16(raw, out));
+}
+
+TEST(FormatIp16Test, DottedQuadForIpv4AndRfc5952ForIpv6) {
+  for (const char* v4 : {"0.0.0.0", "1.2.3.4", "9.10.99.100", "127.0.0.1", "255.255.255.255",
+                         "10.200.3.45"}) {
+    EXPECT_EQ(text(v4), v4);
+  }
+  EXPECT_EQ(text("::ffff:192.0.2.7"), "192.0.2.7");  // a v4 client of a dual-stack listener
+  EXPECT_EQ(text("::1"), "::1");
+  EXPECT_EQ(text("2001:db8:0:0:1:0:0:1"), "2001:db8::1:0:0:1");
+  EXPECT_EQ(text("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+}
+
 std::vector<std::string> formatted(const ConfigContext& ctx) {
   std::vector<std::string> out;
   for (const auto& e : ctx.errors()) out.push_back(e.format());
