@@ -6,6 +6,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <initializer_list>
+#include <string>
+
 #include "tests/filters/filter_chain_test_util.h"
 
 namespace gw::filter_test {
@@ -34,65 +37,70 @@ class IpAccessFilterTest : public ::testing::Test {
     EXPECT_FALSE(r.driver.message.empty());
     return r.driver.status;
   }
+
+  struct Expected {
+    const char* ip;
+    int status;  // as verdict() gives it
+  };
+
+  void expectVerdicts(const std::string& route_filters, std::initializer_list<Expected> cases) {
+    SCOPED_TRACE(route_filters);
+    auto config = loadRoute(route_filters);
+    ASSERT_TRUE(config);
+    for (const Expected& c : cases) {
+      SCOPED_TRACE(c.ip);
+      EXPECT_EQ(verdict(*config, c.ip), c.status);
+    }
+  }
 };
 
 TEST_F(IpAccessFilterTest, AllowAndDenyIpv4AndIpv6) {
-  auto config = loadRoute(
+  expectVerdicts(
       "{ip_access: {allow: [10.0.0.0/8, '2001:db8::/32', 192.0.2.7], "
-      "deny: [10.0.0.66/32, 10.9.0.0/16, '2001:db8:bad::/48']}}");
-  ASSERT_TRUE(config);
-  EXPECT_EQ(verdict(*config, "10.1.2.3"), 0);
-  EXPECT_EQ(verdict(*config, "10.255.255.255"), 0);
-  EXPECT_EQ(verdict(*config, "192.0.2.7"), 0);  // a host address is a /32
-  EXPECT_EQ(verdict(*config, "192.0.2.8"), 403);
-  EXPECT_EQ(verdict(*config, "11.0.0.1"), 403);  // not in allow
-  EXPECT_EQ(verdict(*config, "10.0.0.66"), 403);  // deny wins over allow
-  EXPECT_EQ(verdict(*config, "10.0.0.67"), 0);
-  EXPECT_EQ(verdict(*config, "10.9.200.1"), 403);
-  EXPECT_EQ(verdict(*config, "2001:db8::1"), 0);
-  EXPECT_EQ(verdict(*config, "2001:0DB8:ffff::1"), 0);
-  EXPECT_EQ(verdict(*config, "2001:db8:bad::1"), 403);
-  EXPECT_EQ(verdict(*config, "2001:db8:bad:ffff::1"), 403);
-  EXPECT_EQ(verdict(*config, "2001:db9::1"), 403);
-  EXPECT_EQ(verdict(*config, "::1"), 403);
+      "deny: [10.0.0.66/32, 10.9.0.0/16, '2001:db8:bad::/48']}}",
+      {
+          {"10.1.2.3", 0},
+          {"10.255.255.255", 0},
+          {"192.0.2.7", 0},  // a host address is a /32
+          {"192.0.2.8", 403},
+          {"11.0.0.1", 403},  // not in allow
+          {"10.0.0.66", 403},  // deny wins over allow
+          {"10.0.0.67", 0},
+          {"10.9.200.1", 403},
+          {"2001:db8::1", 0},
+          {"2001:0DB8:ffff::1", 0},
+          {"2001:db8:bad::1", 403},
+          {"2001:db8:bad:ffff::1", 403},
+          {"2001:db9::1", 403},
+          {"::1", 403},
+      });
 }
 
 TEST_F(IpAccessFilterTest, Ipv4MappedAddressesAreTheIpv4Client) {
-  auto config = loadRoute("{ip_access: {allow: [10.0.0.0/8], deny: [10.0.0.66]}}");
-  ASSERT_TRUE(config);
-  // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
-  EXPECT_EQ(verdict(*config, "::ffff:10.1.2.3"), 0);
-  EXPECT_EQ(verdict(*config, "::ffff:10.0.0.66"), 403);
-  EXPECT_EQ(verdict(*config, "::ffff:11.0.0.1"), 403);
+  expectVerdicts("{ip_access: {allow: [10.0.0.0/8], deny: [10.0.0.66]}}",
+                 {
+                     // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d.
+                     {"::ffff:10.1.2.3", 0},
+                     {"::ffff:10.0.0.66", 403},
+                     {"::ffff:11.0.0.1", 403},
+                     // ...but the IPv4-compatible or NAT64 forms are other addresses.
+                     {"64:ff9b::10.1.2.3", 403},
+                 });
   // And a list written in the mapped IPv6 form applies to IPv4 clients.
-  auto mapped = loadRoute("{ip_access: {deny: ['::ffff:192.0.2.0/120']}}");
-  ASSERT_TRUE(mapped);
-  EXPECT_EQ(verdict(*mapped, "192.0.2.99"), 403);
-  EXPECT_EQ(verdict(*mapped, "192.0.3.1"), 0);
-  // ...but the IPv4-compatible or NAT64 forms are other addresses.
-  EXPECT_EQ(verdict(*config, "64:ff9b::10.1.2.3"), 403);
+  expectVerdicts("{ip_access: {deny: ['::ffff:192.0.2.0/120']}}",
+                 {{"192.0.2.99", 403}, {"192.0.3.1", 0}});
 }
 
 TEST_F(IpAccessFilterTest, DenyWinsEvenOverAnExactAllow) {
-  auto config = loadRoute("{ip_access: {allow: [203.0.113.5/32, '::/0', 0.0.0.0/0], deny: [203.0.113.0/24]}}");
-  ASSERT_TRUE(config);
-  EXPECT_EQ(verdict(*config, "203.0.113.5"), 403);
-  EXPECT_EQ(verdict(*config, "203.0.114.5"), 0);
-  EXPECT_EQ(verdict(*config, "2001:db8::5"), 0);
+  expectVerdicts("{ip_access: {allow: [203.0.113.5/32, '::/0', 0.0.0.0/0], deny: [203.0.113.0/24]}}",
+                 {{"203.0.113.5", 403}, {"203.0.114.5", 0}, {"2001:db8::5", 0}});
 }
 
 TEST_F(IpAccessFilterTest, EmptyAllowAdmitsAllButTheDenied) {
-  auto deny_only = loadRoute("{ip_access: {deny: [192.0.2.0/24, '::1']}}");
-  ASSERT_TRUE(deny_only);
-  EXPECT_EQ(verdict(*deny_only, "198.51.100.1"), 0);
-  EXPECT_EQ(verdict(*deny_only, "2001:db8::1"), 0);
-  EXPECT_EQ(verdict(*deny_only, "192.0.2.9"), 403);
-  EXPECT_EQ(verdict(*deny_only, "::1"), 403);
+  expectVerdicts("{ip_access: {deny: [192.0.2.0/24, '::1']}}",
+                 {{"198.51.100.1", 0}, {"2001:db8::1", 0}, {"192.0.2.9", 403}, {"::1", 403}});
   for (const char* open : {"{ip_access: {}}", "{ip_access: {allow: [], deny: []}}"}) {
-    auto config = loadRoute(open);
-    ASSERT_TRUE(config) << open;
-    EXPECT_EQ(verdict(*config, "198.51.100.1"), 0) << open;
-    EXPECT_EQ(verdict(*config, "::1"), 0) << open;
+    expectVerdicts(open, {{"198.51.100.1", 0}, {"::1", 0}});
   }
 }
 
