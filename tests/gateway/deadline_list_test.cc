@@ -18,33 +18,36 @@ std::vector<const DeadlineNode*> drainOrder(DeadlineList& list) {
   return out;
 }
 
-TEST(DeadlineListTest, EmptyListHasNoFront) {
+class DeadlineListTest : public ::testing::Test {
+ protected:
+  void pushABC() {
+    list.push(&a, 1);
+    list.push(&b, 2);
+    list.push(&c, 3);
+  }
+
   DeadlineList list;
+  DeadlineNode a, b, c;
+};
+
+TEST_F(DeadlineListTest, EmptyListHasNoFront) {
   EXPECT_TRUE(list.empty());
   EXPECT_EQ(list.front(), nullptr);
 }
 
-TEST(DeadlineListTest, PushedNodesComeOutFirstInFirstOut) {
-  DeadlineList list;
-  DeadlineNode a, b, c;
-  list.push(&a, 100);
-  list.push(&b, 200);
-  list.push(&c, 300);
+TEST_F(DeadlineListTest, PushedNodesComeOutFirstInFirstOut) {
+  pushABC();
   EXPECT_FALSE(list.empty());
   EXPECT_TRUE(a.linked() && b.linked() && c.linked());
   EXPECT_EQ(list.front(), &a);
-  EXPECT_EQ(a.deadline_ms, 100u);
+  EXPECT_EQ(a.deadline_ms, 1u);
   EXPECT_EQ(drainOrder(list), (std::vector<const DeadlineNode*>{&a, &b, &c}));
   EXPECT_TRUE(list.empty());
   EXPECT_FALSE(a.linked() || b.linked() || c.linked());
 }
 
-TEST(DeadlineListTest, UnlinkFromTheMiddleKeepsTheRestInOrder) {
-  DeadlineList list;
-  DeadlineNode a, b, c;
-  list.push(&a, 1);
-  list.push(&b, 2);
-  list.push(&c, 3);
+TEST_F(DeadlineListTest, UnlinkFromTheMiddleKeepsTheRestInOrder) {
+  pushABC();
   DeadlineList::unlink(&b);
   EXPECT_FALSE(b.linked());
   EXPECT_EQ(b.prev, nullptr);
@@ -52,18 +55,15 @@ TEST(DeadlineListTest, UnlinkFromTheMiddleKeepsTheRestInOrder) {
   EXPECT_EQ(drainOrder(list), (std::vector<const DeadlineNode*>{&a, &c}));
 }
 
-TEST(DeadlineListTest, UnlinkOfTheOnlyNodeEmptiesTheList) {
-  DeadlineList list;
-  DeadlineNode a;
+TEST_F(DeadlineListTest, UnlinkOfTheOnlyNodeEmptiesTheList) {
   list.push(&a, 1);
   DeadlineList::unlink(&a);
   EXPECT_TRUE(list.empty());
   EXPECT_EQ(list.front(), nullptr);
 }
 
-TEST(DeadlineListTest, UnlinkOfAnUnlinkedNodeDoesNothing) {
-  DeadlineList list;
-  DeadlineNode a, loose;
+TEST_F(DeadlineListTest, UnlinkOfAnUnlinkedNodeDoesNothing) {
+  DeadlineNode loose;
   list.push(&a, 1);
   DeadlineList::unlink(&loose);
   DeadlineList::unlink(&loose);
@@ -73,12 +73,8 @@ TEST(DeadlineListTest, UnlinkOfAnUnlinkedNodeDoesNothing) {
   EXPECT_TRUE(list.empty());
 }
 
-TEST(DeadlineListTest, RepushMovesANodeToTheTailWithItsNewDeadline) {
-  DeadlineList list;
-  DeadlineNode a, b, c;
-  list.push(&a, 1);
-  list.push(&b, 2);
-  list.push(&c, 3);
+TEST_F(DeadlineListTest, RepushMovesANodeToTheTailWithItsNewDeadline) {
+  pushABC();
   list.push(&a, 4);  // activity on a: its deadline starts again
   EXPECT_EQ(a.deadline_ms, 4u);
   EXPECT_EQ(list.front(), &b);
@@ -86,10 +82,9 @@ TEST(DeadlineListTest, RepushMovesANodeToTheTailWithItsNewDeadline) {
   EXPECT_EQ(drainOrder(list), (std::vector<const DeadlineNode*>{&b, &a, &c}));
 }
 
-TEST(DeadlineListTest, NodeMovesBetweenLists) {
+TEST_F(DeadlineListTest, NodeMovesBetweenLists) {
   // A connection goes from the header-read list to the idle list.
   DeadlineList header_read, idle;
-  DeadlineNode a, b;
   header_read.push(&a, 10);
   header_read.push(&b, 20);
   idle.push(&a, 30);
@@ -99,10 +94,9 @@ TEST(DeadlineListTest, NodeMovesBetweenLists) {
   EXPECT_EQ(drainOrder(idle), (std::vector<const DeadlineNode*>{&a}));
 }
 
-TEST(DeadlineListTest, FrontIsAlwaysTheEarliestDeadline) {
+TEST_F(DeadlineListTest, FrontIsAlwaysTheEarliestDeadline) {
   // Same-duration lists stay sorted by construction: push with a non-decreasing clock,
   // interleaving unlinks and re-pushes, and the front is always the minimum.
-  DeadlineList list;
   DeadlineNode nodes[16];
   uint64_t now = 1000;
   uint32_t x = 7;
