@@ -1,58 +1,15 @@
-// A request context for calling a filter's phases directly: a worker with a real libuv loop
-// (for filters that park requests on timers) and a driver that records the answer.
+// A request context for calling a filter's phases directly (with the FakeWorker of
+// fake_worker.h) and a driver that records the answer.
 #pragma once
 
-#include <uv.h>
-
-#include <chrono>
-#include <map>
-#include <memory>
 #include <string>
-#include <thread>
 
 #include "gateway/config.h"
 #include "gateway/filter.h"
 #include "gateway/headers.h"
+#include "tests/filters/fake_worker.h"
 
 namespace gw::test_util {
-
-class FakeWorker final : public WorkerServices {
- public:
-  explicit FakeWorker(uint32_t index = 0) : index_(index) { uv_loop_init(&loop_); }
-  ~FakeWorker() override {
-    for (auto& [key, state] : states_) state->shutdown();
-    uv_run(&loop_, UV_RUN_DEFAULT);  // the close callbacks
-    states_.clear();
-    uv_loop_close(&loop_);
-  }
-  uv_loop_s* loop() override { return &loop_; }
-  uint32_t workerIndex() const override { return index_; }
-  WorkerState& state(std::string_view key,
-                     std::unique_ptr<WorkerState> (*make)(WorkerServices&)) override {
-    auto it = states_.find(key);
-    if (it == states_.end()) it = states_.emplace(std::string(key), make(*this)).first;
-    return *it->second;
-  }
-  void random128(uint64_t out[2]) override {
-    out[0] = 0x0123456789abcdefull;
-    out[1] = 0xfedcba9876543210ull;
-  }
-  // Runs the loop until `done()` or `timeout` passes; returns done().
-  template <class Pred>
-  bool runUntil(Pred done, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!done() && std::chrono::steady_clock::now() < deadline) {
-      uv_run(&loop_, UV_RUN_NOWAIT);
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    return done();
-  }
-
- private:
-  uint32_t index_;
-  uv_loop_t loop_{};
-  std::map<std::string, std::unique_ptr<WorkerState>, std::less<>> states_;
-};
 
 class FakeDriver final : public RequestDriver {
  public:

@@ -1,14 +1,11 @@
 // A route with a rate_limit filter, run without the proxy: fake request driver, simulated
-// clock, and (for the Redis store) a fake worker around a real libuv loop.
+// clock, and (for the Redis store) the FakeWorker of fake_worker.h.
 #pragma once
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
-#include <uv.h>
 
 #include <cstring>
-#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -19,6 +16,7 @@
 #include "filters/rate_limit/rate_limit_filter.h"
 #include "gateway/config.h"
 #include "gateway/filter.h"
+#include "tests/filters/fake_worker.h"
 #include "tests/filters/filter_config_test_util.h"
 
 namespace gw::rate_limit::test {
@@ -60,42 +58,7 @@ class FakeDriver final : public RequestDriver {
   int continues = 0;
 };
 
-// A fake worker: a real loop, per-worker state like gateway/worker.cc keeps it.
-class FakeWorker final : public WorkerServices {
- public:
-  explicit FakeWorker(uint32_t index = 0) : index_(index) { uv_loop_init(&loop_); }
-  ~FakeWorker() override {
-    for (auto& [key, state] : states_) state->shutdown();
-    uv_run(&loop_, UV_RUN_DEFAULT);  // close callbacks
-    states_.clear();
-    uv_loop_close(&loop_);
-  }
-  uv_loop_s* loop() override { return &loop_; }
-  uint32_t workerIndex() const override { return index_; }
-  WorkerState& state(std::string_view key,
-                     std::unique_ptr<WorkerState> (*make)(WorkerServices&)) override {
-    auto it = states_.find(key);
-    if (it == states_.end()) it = states_.emplace(std::string(key), make(*this)).first;
-    return *it->second;
-  }
-  void random128(uint64_t out[2]) override { out[0] = out[1] = 42; }
-  // Runs the loop until `done` or `timeout_ms` of loop time passed.
-  bool runUntil(const std::function<bool()>& done, uint64_t timeout_ms = 5000) {
-    uint64_t end = uv_now(&loop_) + timeout_ms;
-    while (!done()) {
-      if (uv_now(&loop_) > end) return false;
-      uv_run(&loop_, UV_RUN_NOWAIT);
-      uv_update_time(&loop_);
-      if (!done()) usleep(200);
-    }
-    return true;
-  }
-
- private:
-  uv_loop_t loop_{};
-  uint32_t index_;
-  std::map<std::string, std::unique_ptr<WorkerState>, std::less<>> states_;
-};
+using test_util::FakeWorker;
 
 // One request through a route's chain (the rate-limit positions, with authentication
 // simulated between them by setting identity/user up front).

@@ -263,7 +263,7 @@ TEST_F(RedisLimiterTest, DownIsDecidedAtOnceAndRecovers) {
   }
   EXPECT_EQ(redisHealth().status(), "down");
   redis->start();  // same port; the bucket is gone with the old server
-  EXPECT_TRUE(worker.runUntil([&] { return limiter.connected(); }, 5000));
+  EXPECT_TRUE(worker.runUntil([&] { return limiter.connected(); }, std::chrono::milliseconds(5000)));
   EXPECT_GE(limiter.reconnects(), 1u);
   EXPECT_EQ(redisHealth().status(), "up");
   int admitted = 0;
@@ -331,7 +331,7 @@ TEST_F(RedisLimiterTest, AbandonedCheckIsDropped) {
   route.chain()[0]->onAbandon(r->ctx);
   r.reset();  // the request is gone
   // The answer arrives and is dropped (ASan would see a use of the freed request).
-  worker.runUntil([] { return false; }, 100);
+  worker.runUntil([] { return false; }, std::chrono::milliseconds(100));
   Request next;
   EXPECT_EQ(run(route, next, worker), 429);  // the abandoned check still counted in Redis
 }
