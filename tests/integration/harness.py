@@ -70,6 +70,20 @@ def is_sanitized_build(path: str = GATEWAY_BIN) -> bool:
     return b"AddressSanitizer" in data or b"__asan_init" in data
 
 
+def kill_and_reap(proc: subprocess.Popen, group: bool = False) -> None:
+    """SIGKILL the process (its whole process group with `group`) and wait for it, so that
+    no zombie is left behind; one that has already exited is no error."""
+    if proc.poll() is None:
+        try:
+            (os.killpg if group else os.kill)(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def gateway_config(upstreams: dict, routes: list, **top) -> dict:
     """A config dict. upstreams: {name: [Upstream or "host:port", ...]} or {name: dict};
     routes: a list of route dicts. Other top-level keys are passed through; the defaults
@@ -227,15 +241,8 @@ class Gateway:
 
     def kill(self) -> None:
         """Unconditional cleanup by PID (finalizers)."""
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+        if self.proc is not None:
+            kill_and_reap(self.proc)
         self._close_files()
         for r in self._reservations:
             r.close()

@@ -10,15 +10,13 @@ persistence, stopped (or killed) by PID, and a minimal RESP client to look insid
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from harness import free_port
+from harness import free_port, kill_and_reap
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT = 10.0
@@ -121,15 +119,8 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL by PID and reap; safe to call twice."""
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
+        if self.proc is not None:
+            kill_and_reap(self.proc)
         log = getattr(self, "_log", None)
         if log is not None and not log.closed:
             log.close()

@@ -31,7 +31,7 @@ import urllib.parse
 
 import pytest
 
-from harness import PDEATHSIG_PREFIX, gateway_config
+from harness import PDEATHSIG_PREFIX, gateway_config, kill_and_reap
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
@@ -217,15 +217,7 @@ class Browser:
     def kill(self) -> None:
         if self.devtools:
             self.devtools.close()
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_and_reap(self.proc, group=True)
         # The renderer and GPU helpers share the group; the crash handlers do not, but
         # name the profile in their command line.
         try:

@@ -70,6 +70,7 @@ import urllib.parse
 import zlib
 from dataclasses import dataclass, field
 
+from harness import kill_and_reap
 from http_reader import BodyDigest, BufferedSocket, HeaderLookup, read_chunked, read_head
 
 PATTERN_BLOCK = random.Random(20261121).randbytes(1 << 20)
@@ -555,15 +556,7 @@ class UpstreamProcess:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_and_reap(self.proc)
         if self.proc.stdout:
             self.proc.stdout.close()
 
