@@ -122,29 +122,17 @@ def test_502_when_upstream_closes_without_answering_a_post(gw, upstream):
         assert_error_body(c.request("POST", "/app/x?drop=1", body=b"data"), 502, "BAD_GATEWAY")
 
 
-def test_502_on_truncated_response_head(gw, upstream):
-    def half_head(req, conn):
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/pl")
+@pytest.mark.parametrize("answer", [
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Type: text/pl", id="truncated_head"),
+    pytest.param(b"HTTP/1.1 abc Nope\r\nContent-Length: 0\r\n\r\n", id="invalid_status_line"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+                 id="conflicting_framing"),
+])
+def test_502_on_a_broken_upstream_answer(gw, upstream, answer):
+    def send_and_close(req, conn):
+        conn.send(answer)
         return False
-    upstream.handler = half_head
-    with Client(gw.port) as c:
-        assert_error_body(c.request("GET", "/app/x"), 502, "BAD_GATEWAY")
-
-
-def test_502_on_invalid_status_line(gw, upstream):
-    def bad(req, conn):
-        conn.send(b"HTTP/1.1 abc Nope\r\nContent-Length: 0\r\n\r\n")
-        return False
-    upstream.handler = bad
-    with Client(gw.port) as c:
-        assert_error_body(c.request("GET", "/app/x"), 502, "BAD_GATEWAY")
-
-
-def test_502_on_conflicting_framing_from_upstream(gw, upstream):
-    def smuggle(req, conn):
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
-        return False
-    upstream.handler = smuggle
+    upstream.handler = send_and_close
     with Client(gw.port) as c:
         assert_error_body(c.request("GET", "/app/x"), 502, "BAD_GATEWAY")
 
