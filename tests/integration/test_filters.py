@@ -21,7 +21,8 @@ import time
 import pytest
 
 from client import Client, chunked_body
-from harness import admin_get, gateway_config
+import prom
+from harness import gateway_config
 
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -96,15 +97,6 @@ def assert_error(r, status, code):
     assert body["error_code"] == code, body
     assert r.header_all("X-Request-ID") == [body["request_id"]], r
     return body["request_id"]
-
-
-def metric(gw, text):
-    status, body = admin_get(gw, "/metrics")
-    assert status == 200
-    for line in body.decode().splitlines():
-        if line.startswith(text + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 def access_entry(gw, request_id):
@@ -214,7 +206,7 @@ def test_request_id_equals_error_body_and_access_log(gw, upstream):
 # -- CORS ----------------------------------------------------------------------------------
 
 def test_preflight_answered_by_the_gateway_and_never_forwarded(gw, upstream):
-    before = metric(gw, 'gateway_cors_preflights_total{route="app"}')
+    before = prom.total(prom.scrape(gw), "gateway_cors_preflights_total", route="app")
     with Client(gw.port) as c:
         r = c.request("OPTIONS", "/app/items/1", headers={
             "Origin": TENANT, "Access-Control-Request-Method": "PUT",
@@ -245,7 +237,7 @@ def test_preflight_answered_by_the_gateway_and_never_forwarded(gw, upstream):
             assert not any(n.lower().startswith("access-control-") for n, _ in r.headers), r
             assert_security_headers(r)
     assert [q.path for q in upstream.snapshot()] == ["/app/after"], "no preflight forwarded"
-    assert metric(gw, 'gateway_cors_preflights_total{route="app"}') == before + 4
+    assert prom.total(prom.scrape(gw), "gateway_cors_preflights_total", route="app") == before + 4
 
 
 def test_actual_requests_from_allowed_and_disallowed_origins(gw, upstream):

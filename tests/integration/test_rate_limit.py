@@ -6,7 +6,8 @@ import signal
 import time
 
 from client import Client
-from harness import admin_get, gateway_config, wait_until
+import prom
+from harness import gateway_config, wait_until
 
 
 def route(name, limits, prefix=None, **extra):
@@ -20,15 +21,6 @@ def get(gw, path, headers=None):
     """One request on a fresh connection: SO_REUSEPORT spreads them over the workers."""
     with Client(gw.port) as c:
         return c.request("GET", path, headers=headers)
-
-
-def metric(gw, text):
-    status, body = admin_get(gw, "/metrics")
-    assert status == 200
-    for line in body.decode().splitlines():
-        if line.startswith(text + " "):
-            return float(line.split()[-1])
-    return 0.0
 
 
 def test_sixth_of_five_per_hour_is_refused_whichever_worker(gateway_factory, upstream):
@@ -48,7 +40,7 @@ def test_sixth_of_five_per_hour_is_refused_whichever_worker(gateway_factory, ups
     # Keep-alive: the same count on one connection.
     with Client(gw.port) as c:
         assert c.request("GET", "/signup").status == 429
-    assert metric(gw, 'gateway_rate_limited_total{route="signup"}') == 6
+    assert prom.total(prom.scrape(gw), "gateway_rate_limited_total", route="signup") == 6
     entries = gw.wait_access_log(11)
     assert [e["status"] for e in entries].count(429) == 6
     assert all(e.get("error_code") == "RATE_LIMITED" for e in entries if e["status"] == 429)
@@ -88,7 +80,7 @@ def test_dry_run_counts_and_logs_but_never_refuses(gateway_factory, upstream):
                            for e in gw.app_log()), timeout=5, what="dry-run log line")
     line = next(e for e in gw.app_log() if e.get("message") == "rate limit exceeded (dry run)")
     assert line["route"] == "trial" and line["client_ip"] == "127.0.0.1"
-    assert metric(gw, 'gateway_rate_limited_total{route="trial"}') == 0
+    assert prom.total(prom.scrape(gw), "gateway_rate_limited_total", route="trial") == 0
 
 
 def test_keys_forwarded_client_header_and_missing_value(gateway_factory, upstream):
@@ -127,7 +119,8 @@ def test_buckets_survive_a_reload(gateway_factory, upstream):
     gw = gateway_factory(cfg)
     assert [get(gw, "/keep").status for _ in range(2)] == [200, 200]
     gw.signal(signal.SIGHUP)
-    wait_until(lambda: metric(gw, 'gateway_config_reloads_total{result="success"}') >= 1,
+    wait_until(lambda: prom.total(prom.scrape(gw), "gateway_config_reloads_total",
+                                  result="success") >= 1,
                timeout=10, what="reload")
     time.sleep(0.2)  # the workers take the new snapshot at their next loop turn
     assert [get(gw, "/keep").status for _ in range(2)] == [200, 429]
