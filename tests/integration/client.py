@@ -4,7 +4,9 @@ responses strictly (so framing mistakes of the gateway show), reads until close.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -215,3 +217,20 @@ def chunked_body(data: bytes, sizes=(5, 1, 100)) -> bytes:
         i += n
     out += b"0\r\n\r\n"
     return bytes(out)
+
+
+def websocket_frame(payload: bytes, opcode: int = 0x2) -> bytes:
+    """A masked client frame (RFC 6455 §5.2)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    # Beyond 4 KiB, masked as one big integer: byte by byte is slow for the MiB payloads.
+    masked = bytes(b ^ mask[i & 3] for i, b in enumerate(payload)) if n < 4096 else \
+        (int.from_bytes(payload, "big") ^ int.from_bytes(mask * (n // 4) + mask[:n % 4], "big")
+         ).to_bytes(n, "big")
+    return head + mask + masked

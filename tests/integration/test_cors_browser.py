@@ -31,6 +31,7 @@ import urllib.parse
 
 import pytest
 
+from client import websocket_frame
 from harness import PDEATHSIG_PREFIX, gateway_config, kill_and_reap
 
 CHROMIUM = shutil.which("chromium")
@@ -80,16 +81,7 @@ class DevTools:
             pass
 
     def _send(self, payload: bytes, opcode: int = 1) -> None:
-        n = len(payload)
-        if n < 126:
-            head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-        elif n < 1 << 16:
-            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-        else:
-            head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
-        self.sock.sendall(head + mask + masked)
+        self.sock.sendall(websocket_frame(payload, opcode))
 
     def _exact(self, n: int, deadline: float) -> bytes:
         while len(self.buf) < n:

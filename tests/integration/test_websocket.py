@@ -5,14 +5,13 @@ either side closing the other, the idle timeout of a tunnel; an upgrade on a rou
 
 import base64
 import os
-import struct
 import threading
 import time
 import zlib
 
 import pytest
 
-from client import Client
+from client import Client, websocket_frame
 from harness import gateway_config
 from upstream import websocket_accept, websocket_echo
 
@@ -33,22 +32,6 @@ def gw(gateway_factory, ws_upstream):
         routes=[{"name": "ws", "match": {"path_prefix": "/ws"}, "upstream": "up", "websocket": True},
                 {"name": "plain", "match": {"path_prefix": "/"}, "upstream": "up"}],
         timeouts={"idle": f"{int(IDLE * 1000)}ms"}))
-
-
-def frame(payload: bytes, opcode: int = 0x2) -> bytes:
-    """A masked client frame (RFC 6455 §5.2)."""
-    mask = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    masked = bytes(b ^ mask[i & 3] for i, b in enumerate(payload)) if n < 4096 else \
-        (int.from_bytes(payload, "big") ^ int.from_bytes(mask * (n // 4) + mask[:n % 4], "big")
-         ).to_bytes(n, "big")
-    return head + mask + masked
 
 
 def handshake(port, path="/ws/chat", extra_headers=(), first_bytes=b""):
@@ -112,7 +95,7 @@ def test_handshake_is_tunnelled_with_the_101(gw, ws_upstream):
         assert len(r.header_all("upgrade")) == 1 and len(r.header_all("connection")) == 1, r
         assert r.header("sec-websocket-accept") == websocket_accept(key), r
         assert not r.has_header("content-length") and not r.has_header("transfer-encoding"), r
-        msg = frame(b"hello")
+        msg = websocket_frame(b"hello")
         c.send(msg)
         assert recv_exact(c, len(msg)) == msg
     req = ws_upstream.last()
@@ -125,7 +108,7 @@ def test_handshake_is_tunnelled_with_the_101(gw, ws_upstream):
 
 
 def test_bytes_behind_the_handshake_are_delivered(gw):
-    early = frame(b"sent with the handshake")
+    early = websocket_frame(b"sent with the handshake")
     c, r, _ = handshake(gw.port, first_bytes=early)
     with c:
         assert r.status == 101, r
@@ -137,14 +120,14 @@ def test_many_small_messages_both_ways(gw):
     with c:
         assert r.status == 101
         for i in range(50):
-            msg = frame(f"message {i}".encode(), opcode=0x1)
+            msg = websocket_frame(f"message {i}".encode(), opcode=0x1)
             c.send(msg)
             assert recv_exact(c, len(msg)) == msg
 
 
 def test_one_mebibyte_each_way(gw):
     payload = os.urandom(1 << 20)
-    msg = frame(payload)
+    msg = websocket_frame(payload)
     c, r, _ = handshake(gw.port)
     with c:
         assert r.status == 101
@@ -168,7 +151,7 @@ def test_one_mebibyte_each_way(gw):
 def test_client_close_closes_the_upstream_side(gw, ws_upstream):
     c, r, _ = handshake(gw.port)
     assert r.status == 101
-    msg = frame(b"x")
+    msg = websocket_frame(b"x")
     c.send(msg)
     assert recv_exact(c, len(msg)) == msg
     assert ws_upstream.open_connections == 1
@@ -183,7 +166,7 @@ def test_upstream_close_closes_the_client_side(gw, ws_upstream):
     c, r, _ = handshake(gw.port)
     with c:
         assert r.status == 101
-        msg = frame(b"x")
+        msg = websocket_frame(b"x")
         c.send(msg)
         assert recv_exact(c, len(msg)) == msg
         ws_upstream.close_connections()
@@ -197,7 +180,7 @@ def test_idle_tunnel_is_closed_after_the_idle_timeout(gw, ws_upstream):
         # traffic keeps it alive past the idle timeout
         t_end = time.monotonic() + 2.5 * IDLE
         while time.monotonic() < t_end:
-            msg = frame(b"ping", opcode=0x9)
+            msg = websocket_frame(b"ping", opcode=0x9)
             c.send(msg)
             assert recv_exact(c, len(msg)) == msg
             last = time.monotonic()
