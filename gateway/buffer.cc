@@ -260,8 +260,8 @@ std::string Buffer::toString() const {
 
 char* InputBlock::writable(size_t* n, size_t limit) {
   if (!data_) {
-    slice_ = SlicePool::local().acquire();
-    data_ = slice_->data;
+    data_ = SlicePool::local().acquire()->data;
+    in_slice_ = true;
     cap_ = kSliceSize;
   }
   if (len_ == cap_) {
@@ -275,12 +275,7 @@ char* InputBlock::writable(size_t* n, size_t limit) {
     char* grown = static_cast<char*>(std::malloc(bigger));
     if (!grown) std::abort();  // out of memory is a broken invariant, not an input error
     std::memcpy(grown, data_, len_);
-    if (slice_) {
-      SlicePool::local().release(slice_);
-      slice_ = nullptr;
-    } else {
-      std::free(data_);
-    }
+    freeData();
     data_ = grown;
     cap_ = uint32_t(bigger);
   }
@@ -308,14 +303,18 @@ void InputBlock::compact() {
   }
 }
 
-void InputBlock::release() {
-  if (slice_) {
-    SlicePool::local().release(slice_);
-  } else if (data_) {
+void InputBlock::freeData() {
+  if (in_slice_) {
+    SlicePool::local().release(reinterpret_cast<Slice*>(data_ - offsetof(Slice, data)));
+    in_slice_ = false;
+  } else {
     std::free(data_);
   }
+}
+
+void InputBlock::release() {
+  freeData();
   data_ = nullptr;
-  slice_ = nullptr;
   len_ = consumed_ = cap_ = 0;
 }
 

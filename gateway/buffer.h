@@ -150,12 +150,15 @@ class InputBlock {
   void release();
 
  private:
+  void freeData();  // data_ back to the pool or the heap; data_ is left dangling
+
+  // One per connection, so kept small: the slice is found from its data, not stored.
   char* data_ = nullptr;
-  Slice* slice_ = nullptr;  // set when data_ is a pooled slice
   uint32_t len_ = 0;
   uint32_t consumed_ = 0;
   uint32_t cap_ = 0;
   bool pinned_ = false;
+  bool in_slice_ = false;  // data_ is a pooled slice's, else a heap block (or null)
 };
 
 }  // namespace gw

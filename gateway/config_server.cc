@@ -139,6 +139,13 @@ void parseListeners(const YAML::Node& node, ConfigContext& ctx, Config& config) 
   if (config.listeners.empty() && (node.IsSequence() || node.IsNull())) {
     ctx.error(node, "at least one listener is required");
   }
+  // A connection keeps its listener's index in 16 bits, and each listener takes a metric
+  // label of the 65,536 the process has.
+  constexpr size_t kMaxListeners = 1024;
+  if (config.listeners.size() > kMaxListeners) {
+    ctx.error(node, "at most " + std::to_string(kMaxListeners) + " listeners are supported, got " +
+                        std::to_string(config.listeners.size()));
+  }
   checkUniqueNames(ctx, config.listeners, "listener");
   std::map<std::string, const ListenerConfig*> by_address;
   bool any_tls = false;

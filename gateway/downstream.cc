@@ -124,12 +124,12 @@ void Request::reset() {
 // ---------------------------------------------------------------------------------------
 // Connection life
 
-DownstreamConnection::DownstreamConnection(Worker& worker, size_t listener_index, bool admin)
-    : worker_(worker), listener_index_(uint32_t(listener_index)), admin_(admin) {}
+DownstreamConnection::DownstreamConnection(size_t listener_index, bool admin)
+    : listener_index_(uint16_t(listener_index)), admin_(admin) {}
 
 void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t listener_index,
                                   bool admin) {
-  auto* c = new DownstreamConnection(worker, listener_index, admin);
+  auto* c = new DownstreamConnection(listener_index, admin);
   uv_tcp_init(worker.loop(), &c->tcp_);
   c->tcp_.data = c;
   if (uv_accept(listener, reinterpret_cast<uv_stream_t*>(&c->tcp_)) != 0) {
@@ -215,7 +215,7 @@ void DownstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noex
     c->in_.reserveBulk();
   }
   // Room for the largest head we accept plus one slice; beyond that the head is 431.
-  size_t limit = c->worker_.limits().max_head_bytes + kSliceSize;
+  size_t limit = c->worker().limits().max_head_bytes + kSliceSize;
   char* p = c->in_.writable(&n, limit);
   buf->base = p;
   buf->len = p ? n : 0;
@@ -272,7 +272,7 @@ void DownstreamConnection::onRead(ssize_t nread) {
 void DownstreamConnection::onTlsRead(const char* data, size_t len) {
   TlsSession& s = tls_->session;
   tls_->started |= len > 0;
-  size_t limit = worker_.limits().max_head_bytes + kSliceSize;
+  size_t limit = worker().limits().max_head_bytes + kSliceSize;
   bool was_handshaking = s.state() == TlsState::Handshaking;
   TlsFeedResult res = s.feed(data, len, in_, limit);
   if (res.handshake_done) {
@@ -354,9 +354,9 @@ Buffer& DownstreamConnection::pendingOutput() {
 }
 
 void DownstreamConnection::beginRequest() {
-  req_ = worker_.acquireRequest();
+  req_ = worker().acquireRequest();
   req_->ctx.driver = this;
-  req_->ctx.worker = &worker_;
+  req_->ctx.worker = &worker();
   // Known before the head is parsed: answers to early refusals carry them too (HSTS,
   // the log's tls and client_ip fields).
   req_->ctx.tls = tls_ != nullptr;
@@ -365,7 +365,7 @@ void DownstreamConnection::beginRequest() {
   req_->start_ns = monotonicNs();
   req_->ctx.monotonic_ns = req_->start_ns;
   req_->ctx.now_ms = wallClockMs();
-  req_->generation = worker_.pinGeneration();
+  req_->generation = worker().pinGeneration();
   llhttp_init(&req_->parser, HTTP_REQUEST, &parserSettings());
   req_->parser.data = this;
   if (!admin_) metrics::local().add(metrics::Id::RequestsInFlight, {}, 1);
@@ -411,7 +411,7 @@ void DownstreamConnection::processInput() {
       if (r.upstream && r.upstream->pendingBytes() > kHighWatermark) stopReading();
     }
     if (err == HPE_OK) {
-      if (!r.head_complete && r.parsed > worker_.limits().max_head_bytes) {
+      if (!r.head_complete && r.parsed > worker().limits().max_head_bytes) {
         reject(431, "Request header fields too large");
         return;
       }
@@ -446,7 +446,7 @@ void DownstreamConnection::protocolError(llhttp_errno_t) {
 int DownstreamConnection::onUrl(llhttp_t* p, const char* at, size_t len) {
   auto* c = fromParser(p);
   size_t total = c->req_->head.onFirstLine(c->headBase(), at, len);
-  if (total > c->worker_.limits().max_uri_bytes) {
+  if (total > c->worker().limits().max_uri_bytes) {
     c->req_->reject_status = 414;
     return HPE_USER;
   }
@@ -476,7 +476,7 @@ int DownstreamConnection::onHeadersComplete() {
   r.head_complete = true;
   disarmDeadline();
   // A head that arrived whole in one read was never measured while incomplete.
-  if (r.head.extent() > worker_.limits().max_head_bytes) {
+  if (r.head.extent() > worker().limits().max_head_bytes) {
     close_after_response_ = true;
     reject(431, "Request header fields too large");
     return headDone();
@@ -713,7 +713,7 @@ void DownstreamConnection::proxyRequest() {
 }
 
 UpstreamPool& DownstreamConnection::upstreamPool() {
-  return worker_.pool(req_->generation, req_->ctx.route->upstream_index);
+  return worker().pool(req_->generation, req_->ctx.route->upstream_index);
 }
 
 void DownstreamConnection::startUpstream() {
@@ -777,10 +777,10 @@ void DownstreamConnection::scheduleRetry() {
   // Exponential backoff with full jitter: uniform in [0, base * 2^(attempt-1)].
   uint64_t cap = uint64_t(rc.backoff.count()) << std::min<uint32_t>(r.attempts - 1, 10);
   uint64_t rnd[2];
-  worker_.random128(rnd);
+  worker().random128(rnd);
   uint64_t delay = cap ? rnd[0] % (cap + 1) : 0;
   r.retry_timer = new uv_timer_t;
-  uv_timer_init(worker_.loop(), r.retry_timer);
+  uv_timer_init(worker().loop(), r.retry_timer);
   r.retry_timer->data = this;
   uv_timer_start(r.retry_timer, [](uv_timer_t* t) {
     auto* c = static_cast<DownstreamConnection*>(t->data);
@@ -978,7 +978,7 @@ void DownstreamConnection::writeResponseHead(int status) {
 }
 
 std::string_view DownstreamConnection::generateRequestId() {
-  return worker_.newRequestId(req_->arena);
+  return worker().newRequestId(req_->arena);
 }
 
 void DownstreamConnection::sendResponse(int status, std::string_view content_type,
@@ -1074,7 +1074,7 @@ void DownstreamConnection::sendLocalReply(int status, std::string_view error_cod
   }
   r.waiting_filter = false;
   in_.setPinned(false);
-  if (r.ctx.request_id.empty()) r.ctx.request_id = worker_.newRequestId(r.arena);
+  if (r.ctx.request_id.empty()) r.ctx.request_id = worker().newRequestId(r.arena);
   if (!r.ctx.config) r.ctx.config = r.generation->runtime->config.get();
   std::string body = errorBody(error_code, message, r.ctx.request_id, wallClockMs());
   std::string_view body_view = r.arena.copy(body);
@@ -1083,10 +1083,10 @@ void DownstreamConnection::sendLocalReply(int status, std::string_view error_cod
 
 void DownstreamConnection::answerAdmin() {
   Request& r = *req_;
-  AdminResponse res = handleAdmin(worker_.server(), r.ctx.method, r.ctx.path);
+  AdminResponse res = handleAdmin(worker().server(), r.ctx.method, r.ctx.path);
   std::string_view body = r.arena.copy(res.body);
   std::string_view type = r.arena.copy(res.content_type);
-  if (r.ctx.request_id.empty()) r.ctx.request_id = worker_.newRequestId(r.arena);
+  if (r.ctx.request_id.empty()) r.ctx.request_id = worker().newRequestId(r.arena);
   respond(res.status, type, body, res.status >= 400 ? errorCodeFor(res.status) : "");
 }
 
@@ -1188,7 +1188,7 @@ void DownstreamConnection::onUpstreamComplete() {
     up->abort();
     r.keep_alive = false;
   } else {
-    worker_.pool(r.generation, r.ctx.route->upstream_index).release(up);
+    worker().pool(r.generation, r.ctx.route->upstream_index).release(up);
   }
   flushClient();
 }
@@ -1382,12 +1382,12 @@ void DownstreamConnection::releaseRequest() {
   if (!admin_ && (r.head_complete || r.status != 0)) {
     // A request no filter and no answer of the gateway's gave an id needs one only for
     // the access log: generated here, not for every request.
-    if (r.ctx.request_id.empty() && log::accessLogEnabled()) r.ctx.request_id = worker_.newRequestId(r.arena);
-    writeAccessLog(worker_, r);
+    if (r.ctx.request_id.empty() && log::accessLogEnabled()) r.ctx.request_id = worker().newRequestId(r.arena);
+    writeAccessLog(worker(), r);
   }
-  worker_.unpinGeneration(r.generation);
+  worker().unpinGeneration(r.generation);
   r.generation = nullptr;
-  worker_.releaseRequest(&r);
+  worker().releaseRequest(&r);
   req_ = nullptr;
 }
 
@@ -1405,27 +1405,27 @@ void DownstreamConnection::recordMetrics(const Request& r) {
 void DownstreamConnection::armDeadline(DeadlineKind kind) {
   DeadlineList* list = nullptr;
   uint64_t ms = 0;
-  const Worker::ConnectionLimits& l = worker_.limits();
+  const Worker::ConnectionLimits& l = worker().limits();
   switch (kind) {
     case DeadlineKind::None:
       disarmDeadline();
       return;
     case DeadlineKind::HeaderRead:
-      list = &worker_.headerDeadlines();
+      list = &worker().headerDeadlines();
       ms = l.header_read_ms;
       break;
     case DeadlineKind::Idle:
-      list = &worker_.idleDeadlines();
+      list = &worker().idleDeadlines();
       ms = l.idle_ms;
       break;
     case DeadlineKind::WriteStall:
-      list = &worker_.writeDeadlines();
+      list = &worker().writeDeadlines();
       ms = l.write_ms;
       break;
   }
   deadline_kind_ = kind;
-  list->push(this, worker_.nowMs() + ms);
-  worker_.scheduleDeadline(deadline_ms);
+  list->push(this, worker().nowMs() + ms);
+  worker().scheduleDeadline(deadline_ms);
 }
 
 void DownstreamConnection::disarmDeadline() {
@@ -1507,8 +1507,8 @@ void DownstreamConnection::closeConnection() {
   }
   closing_ = true;
   disarmDeadline();
-  worker_.removeConnection(this);
-  if (admitted_) worker_.server().connectionLimiter().release(peer_ip16_, counted_per_ip_);
+  worker().removeConnection(this);
+  if (admitted_) worker().server().connectionLimiter().release(peer_ip16_, counted_per_ip_);
   if (!admin_) metrics::local().add(metrics::Id::ConnectionsActive, {listener_label_, 0, 0}, -1);
   uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onCloseCb);
 }

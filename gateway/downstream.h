@@ -127,7 +127,7 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver,
   DownstreamConnection* prev_connection = nullptr;
 
  private:
-  DownstreamConnection(Worker& worker, size_t listener_index, bool admin);
+  DownstreamConnection(size_t listener_index, bool admin);
   ~DownstreamConnection() = default;
 
   void startReading();
@@ -211,12 +211,15 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver,
   Buffer& pendingOutput();  // what still waits to reach the socket, plain or encrypted
   bool outputFlushed() const;  // the current response has fully reached the socket
 
+  // The loop's data is its Worker: an idle connection is hundreds of thousands of these,
+  // so what can be found is not stored.
+  Worker& worker() const { return *static_cast<Worker*>(tcp_.loop->data); }
+
   uv_tcp_t tcp_{};
   std::unique_ptr<TlsLink> tls_;
-  Worker& worker_;
   Request* req_ = nullptr;
   InputBlock in_;
-  uint32_t listener_index_;
+  uint16_t listener_index_;  // into Config::listeners (not meaningful on the admin listener)
   uint16_t listener_label_ = 0;
   bool admin_;
   bool reading_ = false;

@@ -83,6 +83,7 @@ void Worker::init(std::shared_ptr<const Runtime> runtime, const std::vector<List
   metrics::bindThread(&metrics_);
   metrics::registerStore(&metrics_);
   uv_loop_init(&loop_);
+  loop_.data = this;  // how a connection finds its worker (DownstreamConnection::worker)
   uv_async_init(&loop_, &async_, onAsync);
   async_.data = this;
   uv_timer_init(&loop_, &timer_);

@@ -319,6 +319,12 @@ TEST(ConfigLoaderTest, StructureErrors) {
               ElementsAre("test.yaml:8:3: expected a string, got nothing"));
   EXPECT_THAT(errorsOf("listeners: []\n"),
               ElementsAre("test.yaml:1:12: at least one listener is required"));
+  std::string many = "listeners:\n";
+  for (int i = 0; i < 1025; ++i) {
+    many += "  - {name: l" + std::to_string(i) + ", address: 127.0.0.1:" + std::to_string(20000 + i) + "}\n";
+  }
+  EXPECT_THAT(errorsOf(many + "upstreams: []\nroutes: []\n"),
+              Contains("test.yaml:2:3: at most 1024 listeners are supported, got 1025"));
   EXPECT_THAT(errorsOf("upstreams: []\n"),
               ElementsAre("test.yaml:1:1: missing required key 'listeners' in the "
                           "configuration"));
