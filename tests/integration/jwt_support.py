@@ -5,6 +5,7 @@ the gateway runs."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -101,10 +102,12 @@ def provider(name: str = "main", **fields) -> dict:
 
 
 class JwksServer:
-    """Serves a JWKS document at /jwks.json (ThreadingHTTPServer on 127.0.0.1). The document
-    and the status can change at any time; every request is counted."""
+    """Serves a JWKS document at /jwks.json (ThreadingHTTPServer on 127.0.0.1; HTTPS with a
+    `tls` server context, the URL then naming localhost as the test certificates do). The
+    document and the status can change at any time; every request is counted."""
 
-    def __init__(self, document: dict | None = None, port: int = 0):
+    def __init__(self, document: dict | None = None, port: int = 0,
+                 tls: ssl.SSLContext | None = None):
         self.document = document or {"keys": []}
         self.status = 200
         self.requests = 0
@@ -128,8 +131,11 @@ class JwksServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/jwks.json"
+        self.url = (f"https://localhost:{self.port}/jwks.json" if tls is not None
+                    else f"http://127.0.0.1:{self.port}/jwks.json")
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
         self._thread.start()

@@ -1,19 +1,17 @@
 """jwks_uri over https: fetched through the gateway's own TLS client, with the server's
 certificate verified against the trust store (SSL_CERT_FILE here: the dev CA)."""
 
-import http.server
 import json
 import os
 import ssl
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
 from client import Client
 from harness import admin_get, gateway_config, wait_until
-from jwt_support import Keys, provider
+from jwt_support import JwksServer, Keys, provider
 
 SOURCE = Path(os.environ.get("SOURCE_DIR", Path(__file__).resolve().parents[2]))
 
@@ -29,26 +27,11 @@ def certs(tmp_path_factory):
 @pytest.fixture
 def https_jwks(certs):
     keys = Keys("https")
-    body = json.dumps(keys.jwks("P-256")).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(certs / "server.crt", certs / "server.key")
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield keys, f"https://localhost:{httpd.server_address[1]}/jwks.json"
-    httpd.shutdown()
+    server = JwksServer(keys.jwks("P-256"), tls=ctx)
+    yield keys, server.url
+    server.stop()
 
 
 def config(upstream, uri):
