@@ -235,13 +235,7 @@ class Upstream:
             self.sock.close()
         except OSError:
             pass
-        with self._lock:
-            conns = list(self._open.values())
-        for c in conns:
-            try:
-                c.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self.close_connections()
         self._accept_thread.join(5)
         for t in list(self._threads):
             t.join(5)
