@@ -11,26 +11,29 @@ namespace {
 using testing::HasSubstr;
 
 TEST(HttpUrlTest, Parses) {
-  auto u = parseHttpUrl("http://idp.example.com/.well-known/jwks.json?x=1#frag", nullptr);
-  ASSERT_TRUE(u);
-  EXPECT_FALSE(u->https);
-  EXPECT_EQ(u->host, "idp.example.com");
-  EXPECT_EQ(u->port, 80);
-  EXPECT_EQ(u->target, "/.well-known/jwks.json?x=1");
-  EXPECT_EQ(u->authority, "idp.example.com");
-
-  u = parseHttpUrl("HTTPS://[::1]:8443", nullptr);
-  ASSERT_TRUE(u);
-  EXPECT_TRUE(u->https);
-  EXPECT_EQ(u->host, "::1");
-  EXPECT_EQ(u->port, 8443);
-  EXPECT_EQ(u->target, "/");
-  EXPECT_EQ(u->authority, "[::1]:8443");
-
-  u = parseHttpUrl("http://127.0.0.1:9100?q", nullptr);
-  ASSERT_TRUE(u);
-  EXPECT_EQ(u->port, 9100);
-  EXPECT_EQ(u->target, "/?q");
+  struct Case {
+    const char* url;
+    bool https;
+    const char* host;
+    uint16_t port;
+    const char* target;
+    const char* authority;
+  } cases[] = {
+      {"http://idp.example.com/.well-known/jwks.json?x=1#frag", false, "idp.example.com", 80,
+       "/.well-known/jwks.json?x=1", "idp.example.com"},
+      {"HTTPS://[::1]:8443", true, "::1", 8443, "/", "[::1]:8443"},
+      {"http://127.0.0.1:9100?q", false, "127.0.0.1", 9100, "/?q", "127.0.0.1:9100"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.url);
+    auto u = parseHttpUrl(c.url, nullptr);
+    ASSERT_TRUE(u);
+    EXPECT_EQ(u->https, c.https);
+    EXPECT_EQ(u->host, c.host);
+    EXPECT_EQ(u->port, c.port);
+    EXPECT_EQ(u->target, c.target);
+    EXPECT_EQ(u->authority, c.authority);
+  }
 }
 
 TEST(HttpUrlTest, Refuses) {
