@@ -171,6 +171,23 @@ cpu_ticks() {
   echo "$total $system"
 }
 
+# Context switches (voluntary and not) of every thread of PID and its descendants: how
+# often the proxy went to sleep and had to be woken, or was preempted.
+context_switches() {
+  local pid total=0 n
+  for pid in $(tree_pids "$1"); do
+    n=$(cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { s += $2 } END { print s + 0 }')
+    total=$((total + n))
+  done
+  echo "$total"
+}
+
+# TCP segments the machine has sent (/proc/net/snmp Tcp OutSegs). Everything runs on
+# loopback, so over a run this is every segment of the test, both directions.
+tcp_out_segments() {
+  awk '$1 == "Tcp:" { if (!col) { for (i = 2; i <= NF; i++) if ($i == "OutSegs") col = i } else print $col }' /proc/net/snmp
+}
+
 # Waits (at most 10 s) until PID answers 200 on PORT/PATH (SCHEME http or https; the
 # TLS cases' certificate is not checked: curl -k); further arguments go to curl.
 wait_ready() {
@@ -679,7 +696,7 @@ case_rate_limit() {
 # ------------------------------------------------------------------ running
 
 results=$work/results.tsv
-printf 'case\tpath\tworkers\tproxy\trun\tcpu_ticks\tsys_ticks\taux_ticks\tbase\trequests\tseconds\trps\tp50_us\tp99_us\tsocket_errors\tnon2xx\n' >"$results"
+printf 'case\tpath\tworkers\tproxy\trun\tcpu_ticks\tsys_ticks\taux_ticks\tbase\trequests\tseconds\trps\tp50_us\tp99_us\tsocket_errors\tnon2xx\ttcp_segments\tswitches\n' >"$results"
 
 run_wrk() {  # URL OUTPUT [SECONDS]
   local seconds=${3:-$DURATION}
@@ -750,17 +767,22 @@ check_target() {
 measure() {
   local case=$1 target=$2 pid=$3 url=$4 run=$5 out cpu=- sys=- aux=- parsed
   local requests seconds rps p50 p99 errors non2xx before=(0 0) after aux_before=(0 0) aux_after
+  local segments_before switches_before=0 switches=-
   out=$work/logs/wrk-$case-$target-$run.txt
   [[ $pid == - ]] || read -ra before <<<"$(cpu_ticks "$pid")"
+  [[ $pid == - ]] || switches_before=$(context_switches "$pid")
+  segments_before=$(tcp_out_segments)
   [[ $CASE_AUX_PID == - ]] || read -ra aux_before <<<"$(cpu_ticks "$CASE_AUX_PID")"
   if ! run_wrk "$url" "$out"; then
     echo "$case/$target run $run: wrk failed: $(tail -3 "$out")$([[ $pid == - ]] || alive "$pid" ||
       echo " (PID $pid is gone)")" >>"$notes"
     return 0
   fi
+  local segments=$(($(tcp_out_segments) - segments_before))
   if [[ $pid != - ]]; then
     read -ra after <<<"$(cpu_ticks "$pid")"
     cpu=$((after[0] - before[0])) sys=$((after[1] - before[1]))
+    switches=$(($(context_switches "$pid") - switches_before))
   fi
   if [[ $CASE_AUX_PID != - ]]; then
     read -ra aux_after <<<"$(cpu_ticks "$CASE_AUX_PID")"
@@ -768,8 +790,8 @@ measure() {
   fi
   parsed=$(python3 "$helper" parse-wrk "$out")
   read -r requests seconds rps p50 p99 errors non2xx <<<"$parsed"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "${target_path[$target]}" "$CASE_WORKERS" "$target" \
-    "$run" "$cpu" "$sys" "$aux" "${target_base[$target]}" "$parsed" >>"$results"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "${target_path[$target]}" "$CASE_WORKERS" "$target" \
+    "$run" "$cpu" "$sys" "$aux" "${target_base[$target]}" "$parsed" "$segments" "$switches" >>"$results"
   local line="  run $run/$REPEATS $target: ${rps%.*} req/s, p50 ${p50}us, p99 ${p99}us, errors $((errors + non2xx))"
   [[ $cpu == - ]] || line+=", proxy CPU $((cpu * 100 / CLK_TCK / DURATION))%, $((cpu * 1000000 / CLK_TCK / requests)) us/req"
   log "$line"

@@ -313,12 +313,17 @@ def table(path, clk_tck):
             s["cpu_pct"] = median([100 * int(r["cpu_ticks"]) / clk_tck / float(r["seconds"])
                                    for r in rs])
             s["per_cpu_s"] = 1e6 / s["cpu_us"] if s["cpu_us"] else float("nan")
+        # Per request: TCP segments on the machine (the kernel work of a proxied request is
+        # mostly one transmit and one receive per segment) and the proxy's context switches.
+        s["segments"] = median([int(r["tcp_segments"]) / int(r["requests"]) for r in rs if int(r["requests"])])
+        if rs[0]["switches"] != "-":
+            s["switches"] = median([int(r["switches"]) / int(r["requests"]) for r in rs if int(r["requests"])])
         if rs[0]["aux_ticks"] != "-":
             s["aux_us"] = median([us_per_request(r, "aux_ticks") for r in rs if int(r["requests"])])
         summary[(case, proxy)] = s
 
-    header = ["case", "target", "req/s", "p50", "p99", "errors", "proxy CPU",
-              "CPU us/req", "user+sys", "req/s per CPU-s", "x nginx", "x base"]
+    header = ["case", "target", "req/s", "p50", "p99", "errors", "segs/req", "proxy CPU",
+              "switches/req", "CPU us/req", "user+sys", "req/s per CPU-s", "x nginx", "x base"]
     # Ratios of CPU per request: runs are interleaved (run k of every target back to back),
     # so run k is compared with the other target's run k and the median of those ratios
     # taken: slow drifts in the machine's other load cancel out.
@@ -331,17 +336,19 @@ def table(path, clk_tck):
     for (case, proxy), s in summary.items():
         if "cpu_us" in s:
             base = ratio(case, s["base"], s) if s["base"] != "-" else "-"
-            cpu = [f"{s['cpu_pct']:.0f}%", f"{s['cpu_us']:.1f}",
+            cpu = [f"{s['cpu_pct']:.0f}%", f"{s.get('switches', float('nan')):.3f}", f"{s['cpu_us']:.1f}",
                    f"{s['cpu_us'] - s['sys_us']:.1f}+{s['sys_us']:.1f}", f"{s['per_cpu_s']:.0f}",
                    ratio(case, "nginx", s) if proxy != "nginx" else "1.00", base]
             if s["base"] != "-":
                 bases.append(f"{case}/{proxy} against {s['base']}")
         else:
-            cpu = ["-", "-", "-", "-", "-", "-"]
+            cpu = ["-", "-", "-", "-", "-", "-", "-"]
         rows.append([case, proxy, f"{s['rps']:.0f}", fmt_us(s["p50"]), fmt_us(s["p99"]),
-                     s["errors"]] + cpu)
+                     s["errors"], f"{s['segments']:.2f}"] + cpu)
     print_table(header, rows)
-    print("(user+sys: CPU us/req in user space + in the kernel, medians;"
+    print("(segs/req: TCP segments sent on the machine per request, both directions, all"
+          " processes; switches/req: the proxy's context switches per request, every thread;"
+          " user+sys: CPU us/req in user space + in the kernel, medians;"
           " x nginx: nginx's CPU us/req / this target's, run k against nginx's run k, median;"
           " x base: the same against the case's base target"
           + (": " + "; ".join(bases) if bases else "") + ")")
