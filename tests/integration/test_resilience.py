@@ -70,6 +70,17 @@ def is_gateway_503(r):
     return r.status == 503 and r.json().get("error_code") == "SERVICE_UNAVAILABLE"
 
 
+def assert_503s_at_once(gw, path, count):
+    """`count` requests on one connection (`path` + their index): each a gateway 503 that did
+    not wait for an upstream."""
+    with Client(gw.port) as c:
+        for i in range(count):
+            t = time.monotonic()
+            r = c.request("GET", f"{path}{i}")
+            assert is_gateway_503(r), r
+            assert time.monotonic() - t < FAST
+
+
 @pytest.fixture
 def processes(tmp_path):
     made = []
@@ -133,12 +144,7 @@ def test_failing_health_check_takes_the_endpoint_out_and_back(gateway_factory, u
     wait_gauge(gw, a.address, 0, timeout=5)
     failures = prom.total(prom.scrape(gw), "gateway_upstream_connect_failures_total")
     a_before, b_before = len(a.traffic()), len(b.traffic())
-    with Client(gw.port) as c:
-        for i in range(5):
-            t = time.monotonic()
-            r = c.request("GET", f"/none{i}")
-            assert is_gateway_503(r), r
-            assert time.monotonic() - t < FAST
+    assert_503s_at_once(gw, "/none", 5)
     assert len(a.traffic()) == a_before and len(b.traffic()) == b_before
     assert prom.total(prom.scrape(gw), "gateway_upstream_connect_failures_total") == failures
     assert ready_status(gw) == 503
@@ -245,12 +251,7 @@ def test_circuit_breaker_opens_then_a_successful_trial_closes_it(gateway_factory
     assert breaker_gauge(gw) in (0, None)
     opened = open_breaker(gw, upstream)
     seen = len(upstream.traffic())
-    with Client(gw.port) as c:
-        for i in range(3):
-            t = time.monotonic()
-            r = c.request("GET", f"/while-open{i}")
-            assert is_gateway_503(r), r
-            assert time.monotonic() - t < FAST
+    assert_503s_at_once(gw, "/while-open", 3)
     assert len(upstream.traffic()) == seen, "an open breaker let a request through"
     entry = health(gw)[1]["checks"]["upstream:up"]["endpoints"][0]
     assert entry.get("circuit_breaker") == "open" and entry["status"] == "unhealthy", entry
