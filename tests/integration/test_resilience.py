@@ -315,10 +315,17 @@ def retry_gateway(gateway_factory, endpoints):
     return gateway_factory(config(endpoints, workers=1, retries=RETRIES))
 
 
-def test_get_503_is_retried_on_the_other_endpoint(gateway_factory, upstream_factory):
+@pytest.fixture
+def first_try_503(gateway_factory, upstream_factory):
+    """(gw, a, b): a retrying gateway whose first try goes to `a`, which answers 503; `b`
+    answers normally."""
     a, b = upstream_factory("a"), upstream_factory("b")
     a.status_override = 503
-    gw = retry_gateway(gateway_factory, [a, b])
+    return retry_gateway(gateway_factory, [a, b]), a, b
+
+
+def test_get_503_is_retried_on_the_other_endpoint(first_try_503):
+    gw, a, b = first_try_503
     r, _ = get(gw, "/idempotent")
     assert r.status == 200 and r.json()["upstream"] == "b", r
     assert [q.path for q in a.traffic()] == ["/idempotent"]
@@ -328,12 +335,10 @@ def test_get_503_is_retried_on_the_other_endpoint(gateway_factory, upstream_fact
     assert prom.value(samples, "gateway_upstream_requests_total", upstream="up", code="200") == 1
 
 
-def test_retried_503_is_counted_as_an_upstream_response(gateway_factory, upstream_factory):
+def test_retried_503_is_counted_as_an_upstream_response(first_try_503):
     # gateway_upstream_requests_total is "responses received from upstreams, by status
     # code" (docs/observability.md): the 503 that triggered the retry was received too.
-    a, b = upstream_factory("a"), upstream_factory("b")
-    a.status_override = 503
-    gw = retry_gateway(gateway_factory, [a, b])
+    gw, a, b = first_try_503
     r, _ = get(gw, "/idempotent")
     assert r.status == 200 and len(a.traffic()) == 1 and len(b.traffic()) == 1
     samples = prom.scrape(gw)
@@ -341,29 +346,23 @@ def test_retried_503_is_counted_as_an_upstream_response(gateway_factory, upstrea
         [s for s in prom.find(samples, "gateway_upstream_requests_total")]
 
 
-def test_delete_without_body_is_retried(gateway_factory, upstream_factory):
-    a, b = upstream_factory("a"), upstream_factory("b")
-    a.status_override = 503
-    gw = retry_gateway(gateway_factory, [a, b])
+def test_delete_without_body_is_retried(first_try_503):
+    gw, a, b = first_try_503
     r, _ = get(gw, "/thing", method="DELETE")
     assert r.status == 200 and r.json()["upstream"] == "b", r
     assert len(a.traffic()) == 1 and len(b.traffic()) == 1
 
 
-def test_post_with_body_is_not_retried(gateway_factory, upstream_factory):
-    a, b = upstream_factory("a"), upstream_factory("b")
-    a.status_override = 503
-    gw = retry_gateway(gateway_factory, [a, b])
+def test_post_with_body_is_not_retried(first_try_503):
+    gw, a, b = first_try_503
     r, _ = get(gw, "/create", method="POST", body=b"payload")
     assert r.status == 503 and r.json()["upstream"] == "a", r
     assert [(q.method, q.body) for q in a.traffic()] == [("POST", b"payload")]
     assert b.traffic() == [], "a POST with a body was retried"
 
 
-def test_post_without_body_is_not_retried(gateway_factory, upstream_factory):
-    a, b = upstream_factory("a"), upstream_factory("b")
-    a.status_override = 503
-    gw = retry_gateway(gateway_factory, [a, b])
+def test_post_without_body_is_not_retried(first_try_503):
+    gw, a, b = first_try_503
     r, _ = get(gw, "/create", method="POST")
     assert r.status == 503 and r.json()["upstream"] == "a", r
     assert len(a.traffic()) == 1 and b.traffic() == []
