@@ -126,6 +126,8 @@ struct CircuitBreakerConfig {
   Millis open_for{30000};
 };
 
+// Default-constructed: no retries (an upstream without a `retries` block); the block's own
+// defaults are set where it is parsed.
 struct RetryConfig {
   uint32_t attempts = 0;  // retries after the first try
   bool on_connect_failure = false;

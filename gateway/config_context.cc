@@ -134,18 +134,22 @@ std::optional<MapNode> ConfigContext::expectMap(const YAML::Node& node, std::str
                                                 std::initializer_list<std::string_view> allowed) {
   auto map = mapEntries(node, what);
   if (!map) return std::nullopt;
-  auto& entries = map->entries_;
-  for (auto it = entries.begin(); it != entries.end();) {
-    if (std::find(allowed.begin(), allowed.end(), it->key) != allowed.end()) {
-      ++it;
+  // Known entries are copied into a new list, never shifted by erase(): assigning a
+  // YAML::Node writes through to the node it refers to, so shifting entries would rewrite
+  // the document (each later key would get its neighbour's value).
+  std::vector<MapNode::Entry> known;
+  known.reserve(map->entries_.size());
+  for (const MapNode::Entry& e : map->entries_) {
+    if (std::find(allowed.begin(), allowed.end(), e.key) != allowed.end()) {
+      known.push_back(e);
       continue;
     }
-    std::string message = "unknown key '" + it->key + "' in " + map->what_;
-    std::string_view suggestion = closestMatch(it->key, {allowed.begin(), allowed.size()});
+    std::string message = "unknown key '" + e.key + "' in " + map->what_;
+    std::string_view suggestion = closestMatch(e.key, {allowed.begin(), allowed.size()});
     if (!suggestion.empty()) message += " (did you mean '" + std::string(suggestion) + "'?)";
-    error(it->key_node, std::move(message));
-    it = entries.erase(it);
+    error(e.key_node, std::move(message));
   }
+  map->entries_.swap(known);
   return map;
 }
 

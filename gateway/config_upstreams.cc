@@ -73,13 +73,16 @@ void parseRetryOn(const YAML::Node& node, ConfigContext& ctx, RetryConfig& retri
 std::optional<RetryConfig> parseRetries(const YAML::Node& node, ConfigContext& ctx) {
   auto map = ctx.expectMap(node, "retries", {"attempts", "on", "backoff"});
   if (!map) return std::nullopt;
+  // Without the block nothing is retried; with it, what it leaves out takes the defaults
+  // reference.yaml writes out: {attempts: 2, on: [connect_failure, 502, 503]}.
   RetryConfig retries;
+  retries.attempts = 2;
   ctx.readUint(*map, "attempts", retries.attempts, 0, 10);
   ctx.readDuration(*map, "backoff", retries.backoff);
   const YAML::Node* on = map->find("on");
   if (!on) {
-    // Retrying where no byte reached the upstream is always safe: the useful default.
     retries.on_connect_failure = true;
+    retries.on_statuses = {502, 503};
   } else if (!on->IsSequence()) {
     ctx.error(*on, "expected a list of retry conditions");
   } else {

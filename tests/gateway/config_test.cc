@@ -180,6 +180,24 @@ TEST(ConfigLoaderTest, UnknownKeyPointsAtItAndSuggests) {
                           "mean 'timeouts'?)"));
 }
 
+TEST(ConfigLoaderTest, AnUnknownKeyLeavesTheKeysAfterItIntact) {
+  // Only the typo is reported: the keys after it keep their own values and positions
+  // (removing the unknown entry once shifted each later key onto its neighbour's value).
+  EXPECT_THAT(errorsOf(std::string(kMinimal) +
+                       "routes:\n"
+                       "  - name: r\n"
+                       "    upstrem: api\n"
+                       "    match: {path_prefix: /}\n"
+                       "    timeout: 5s\n"
+                       "    websocket: true\n"),
+              ElementsAre("test.yaml:8:5: missing required key 'upstream' in route",
+                          "test.yaml:9:5: unknown key 'upstrem' in route (did you mean "
+                          "'upstream'?)"));
+  EXPECT_THAT(errorsOf("foo: 1\nbar: 2\n" + std::string(kMinimal)),
+              ElementsAre("test.yaml:1:1: unknown key 'foo' in the configuration",
+                          "test.yaml:2:1: unknown key 'bar' in the configuration"));
+}
+
 TEST(ConfigLoaderTest, BadDurationAndSize) {
   EXPECT_THAT(errorsOf(std::string(kMinimal) + "timeouts:\n  idle: 10\n  drain: -1s\n"),
               ElementsAre("test.yaml:8:9: bad duration '10' (expected a whole number with a "
@@ -443,7 +461,17 @@ TEST(ConfigLoaderTest, UpstreamAndStoreSections) {
                   "trusted_proxies: [10.0.0.0/8, '::1']\n");
   ASSERT_TRUE(c);
   EXPECT_EQ(c->upstreams[0].load_balancing, LoadBalancing::LeastRequest);
-  EXPECT_TRUE(c->upstreams[0].retries.on_connect_failure);  // the default condition
+  // conditions left out take reference.yaml's defaults
+  EXPECT_EQ(c->upstreams[0].retries.attempts, 3u);
+  EXPECT_TRUE(c->upstreams[0].retries.on_connect_failure);
+  EXPECT_THAT(c->upstreams[0].retries.on_statuses, ElementsAre(502, 503));
+  auto defaults = loadOk(std::string(kMinimal) + "    retries: {}\n");
+  ASSERT_TRUE(defaults);
+  EXPECT_EQ(defaults->upstreams[0].retries.attempts, 2u);
+  EXPECT_THAT(defaults->upstreams[0].retries.on_statuses, ElementsAre(502, 503));
+  auto none = loadOk(kMinimal);
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->upstreams[0].retries.attempts, 0u);  // no block, no retries
   EXPECT_EQ(c->rate_limit_store.redis.on_error, RedisOnError::Local);
   EXPECT_EQ(c->rate_limit_store.redis.replicas, 3u);
   EXPECT_EQ(c->trusted_proxies.size(), 2u);

@@ -351,6 +351,7 @@ def test_defaults_in_the_doc_match_the_reference_file():
         "upstreams[].health_check.healthy_threshold": "2",
         "upstreams[].circuit_breaker.consecutive_failures": "5",
         "upstreams[].circuit_breaker.open_for": "30s", "upstreams[].retries.backoff": "25ms",
+        "upstreams[].retries.attempts": "2", "upstreams[].retries.on": "[connect_failure, 502, 503]",
         "rate_limit_store.type": "memory", "rate_limit_store.redis.address": "127.0.0.1:6379",
         "rate_limit_store.redis.timeout": "50ms", "rate_limit_store.redis.on_error": "allow",
         "rate_limit_store.redis.replicas": "1", "jwt_providers[].leeway": "30s",
