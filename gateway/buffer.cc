@@ -207,15 +207,7 @@ void Buffer::drain(size_t n) {
     ++head_;
   }
   if (head_ == segments_.size()) {
-    // Kept for the next message (no allocation per request) unless a burst grew it.
-    if (segments_.capacity() > 64) {
-      std::vector<Segment>().swap(segments_);
-    } else {
-      segments_.clear();
-    }
-    head_ = 0;
-    tail_ptr_ = nullptr;
-    tail_room_ = 0;
+    forgetSegments();
   } else if (head_ > 32 && head_ * 2 > segments_.size()) {
     segments_.erase(segments_.begin(), segments_.begin() + long(head_));
     head_ = 0;
@@ -228,10 +220,21 @@ void Buffer::clear() {
       SlicePool::local().release(segments_[i].slice);
     }
   }
-  std::vector<Segment>().swap(segments_);
-  head_ = 0;
+  forgetSegments();
   size_ = 0;
   external_ = 0;
+}
+
+void Buffer::forgetSegments() {
+  // The array is kept for the next message unless a burst grew it: a pooled request's
+  // output buffer is cleared after every response, and would otherwise allocate twice
+  // per response (its head's segment, then its body's).
+  if (segments_.capacity() > kKeptSegments) {
+    std::vector<Segment>().swap(segments_);
+  } else {
+    segments_.clear();
+  }
+  head_ = 0;
   tail_ptr_ = nullptr;
   tail_room_ = 0;
 }

@@ -106,6 +106,8 @@ class Buffer {
   void pushOwned(Slice* s, char* p, size_t n);
   void appendSlow(const void* data, size_t n);
   void setTail();  // recomputes the fast-path window from the last segment
+  void forgetSegments();  // after every segment was released or drained
+  static constexpr size_t kKeptSegments = 64;
 
   std::vector<Segment> segments_;
   size_t head_ = 0;  // first live segment
