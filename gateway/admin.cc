@@ -18,8 +18,8 @@ AdminResponse json(int status, std::string body) {
   return r;
 }
 
-AdminResponse error(int status, std::string_view message) {
-  return json(status, errorBody(errorCodeFor(status), message, "", wallClockMs()));
+AdminResponse error(int status, std::string_view message, std::string_view request_id) {
+  return json(status, errorBody(errorCodeFor(status), message, request_id, wallClockMs()));
 }
 
 AdminResponse fullHealth(Server& server) {
@@ -38,8 +38,11 @@ AdminResponse fullHealth(Server& server) {
 
 }  // namespace
 
-AdminResponse handleAdmin(Server& server, std::string_view method, std::string_view path) {
-  if (method != "GET" && method != "HEAD") return error(400, "Admin endpoints answer GET only");
+AdminResponse handleAdmin(Server& server, std::string_view method, std::string_view path,
+                          std::string_view request_id) {
+  if (method != "GET" && method != "HEAD") {
+    return error(400, "Admin endpoints answer GET only", request_id);
+  }
   if (path == "/health/live") return json(200, R"({"status":"alive"})");
   if (path == "/health/startup") {
     return server.started() ? json(200, R"({"status":"started"})")
@@ -58,7 +61,7 @@ AdminResponse handleAdmin(Server& server, std::string_view method, std::string_v
     r.body = metrics::renderPrometheus(GATEWAY_VERSION, server.startTimeMs());
     return r;
   }
-  return error(404, "No such admin endpoint");
+  return error(404, "No such admin endpoint", request_id);
 }
 
 }  // namespace gw

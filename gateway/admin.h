@@ -14,6 +14,8 @@ struct AdminResponse {
   std::string body;
 };
 
-AdminResponse handleAdmin(Server& server, std::string_view method, std::string_view path);
+// request_id goes into error bodies (SPEC §3), as on the public listeners.
+AdminResponse handleAdmin(Server& server, std::string_view method, std::string_view path,
+                          std::string_view request_id);
 
 }  // namespace gw

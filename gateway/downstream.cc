@@ -588,7 +588,16 @@ int DownstreamConnection::onHeadersComplete() {
     return headDone();
   }
   removeHopByHop(r.headers);
-  r.ctx.route = rt.router->match(r.ctx.host, r.ctx.path, r.ctx.method, r.headers);
+  r.ctx.route = nullptr;
+  if (r.ctx.method == "OPTIONS" && r.headers.has("origin")) {
+    // A CORS preflight asks about the request that will follow: the route that request
+    // takes (and its CORS policy) answers it, so a route limited to POST still answers
+    // its own preflights.
+    bool preflight = false;
+    std::string_view requested = r.headers.get("access-control-request-method", &preflight);
+    if (preflight) r.ctx.route = rt.router->match(r.ctx.host, r.ctx.path, requested, r.headers);
+  }
+  if (!r.ctx.route) r.ctx.route = rt.router->match(r.ctx.host, r.ctx.path, r.ctx.method, r.headers);
   if (!r.ctx.route) {
     // The default request_id still takes the client's id, so the 404 body carries it.
     for (const auto& f : cfg.default_chain) {
@@ -1000,6 +1009,7 @@ void DownstreamConnection::respond(int status, std::string_view content_type,
   r.response.status = status;
   r.response.local_reply = true;
   r.response.headers.clear();
+  r.response.headers.addRef("Date", worker().httpDate());
   if (!content_type.empty()) r.response.headers.addRef("Content-Type", content_type);
   if (status != 204 && status != 304 && status >= 200) {
     char len[24];
@@ -1083,10 +1093,10 @@ void DownstreamConnection::sendLocalReply(int status, std::string_view error_cod
 
 void DownstreamConnection::answerAdmin() {
   Request& r = *req_;
-  AdminResponse res = handleAdmin(worker().server(), r.ctx.method, r.ctx.path);
+  if (r.ctx.request_id.empty()) r.ctx.request_id = worker().newRequestId(r.arena);
+  AdminResponse res = handleAdmin(worker().server(), r.ctx.method, r.ctx.path, r.ctx.request_id);
   std::string_view body = r.arena.copy(res.body);
   std::string_view type = r.arena.copy(res.content_type);
-  if (r.ctx.request_id.empty()) r.ctx.request_id = worker().newRequestId(r.arena);
   respond(res.status, type, body, res.status >= 400 ? errorCodeFor(res.status) : "");
 }
 
@@ -1116,6 +1126,8 @@ void DownstreamConnection::onUpstreamHead(UpstreamResponseHead& head) {
   r.response.headers.clear();
   for (const Header& h : *head.headers) r.response.headers.addRef(h.name, h.value);
   removeHopByHop(r.response.headers);
+  // A proxy with a clock adds the Date an upstream left out (RFC 9110 §6.6.1).
+  if (!r.response.headers.has("date")) r.response.headers.addRef("Date", worker().httpDate());
   switch (head.framing) {
     case BodyFraming::None:
     case BodyFraming::ContentLength:
@@ -1217,18 +1229,24 @@ void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_starte
     return;
   }
   endAttempt(true);
-  bool connect_failure = e == UpstreamError::ConnectFailed || e == UpstreamError::ConnectTimeout;
+  bool connect_failure = e == UpstreamError::ConnectFailed || e == UpstreamError::ConnectTimeout ||
+                         e == UpstreamError::TlsFailed;
   if (!response_started &&
       retryPossible(connect_failure && upstreamPool().config().retries.on_connect_failure)) {
     scheduleRetry();
     return;
   }
+  // Not reaching the upstream at all is 503, as the connect timeout is (SPEC §2) and as
+  // Envoy and HAProxy answer; an upstream reached but unusable or misbehaving is 502.
   switch (e) {
     case UpstreamError::ConnectFailed:
-      reject(502, "Upstream unreachable");
+      reject(503, "Upstream unreachable");
       break;
     case UpstreamError::ConnectTimeout:
       reject(503, "Upstream connect timeout");
+      break;
+    case UpstreamError::TlsFailed:
+      reject(502, "Upstream TLS handshake failed");
       break;
     case UpstreamError::ResponseTimeout:
       reject(504, "Upstream response timeout");

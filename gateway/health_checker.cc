@@ -179,8 +179,9 @@ void HealthChecker::publish(const Config& config) {
   health::removeChecks("upstream:");
   for (const UpstreamConfig& u : config.upstreams) {
     auto state = upstreamState(u);
-    bool checked = u.health_check.has_value();
-    health::setCheck("upstream:" + u.name, [state, checked] {
+    // Without health_check an endpoint counts as healthy until its breaker opens, and says
+    // so; its null last_checked tells that nothing probed it.
+    health::setCheck("upstream:" + u.name, [state] {
       health::Check c;
       nlohmann::json endpoints = nlohmann::json::array();
       size_t up = 0;
@@ -194,7 +195,6 @@ void HealthChecker::publish(const Config& config) {
                                 {"status", healthy ? "healthy" : "unhealthy"},
                                 {"latency_ms", nullptr},
                                 {"last_checked", nullptr}};
-        if (!checked) entry["status"] = healthy ? "unchecked" : "unhealthy";
         if (latency_us >= 0 && checked_ms > 0) entry["latency_ms"] = double(latency_us) / 1000.0;
         if (checked_ms > 0) {
           char ts[24];

@@ -19,6 +19,7 @@ namespace {
 std::once_flag g_pool_once;
 std::shared_ptr<spdlog::logger> g_app;
 std::atomic<spdlog::logger*> g_access{nullptr};
+std::atomic<bool> g_access_unflushed{false};
 std::atomic<int> g_level{int(LogLevel::Info)};
 // Access loggers replaced by a reload stay alive: a worker may still be writing to one.
 std::vector<std::shared_ptr<spdlog::logger>> g_access_keep;
@@ -126,7 +127,18 @@ bool openAccessLog(const std::string& target, std::string* error) {
 bool accessLogEnabled() { return g_access.load(std::memory_order_relaxed) != nullptr; }
 
 void writeAccessLine(std::string_view line) {
-  if (auto* a = g_access.load(std::memory_order_relaxed)) a->log(spdlog::level::info, line);
+  if (auto* a = g_access.load(std::memory_order_relaxed)) {
+    a->log(spdlog::level::info, line);
+    // Read first: a plain load keeps the flag's cache line shared between workers.
+    if (!g_access_unflushed.load(std::memory_order_relaxed)) {
+      g_access_unflushed.store(true, std::memory_order_relaxed);
+    }
+  }
+}
+
+void flushAccessLog() {
+  if (!g_access_unflushed.exchange(false, std::memory_order_relaxed)) return;
+  if (auto* a = g_access.load(std::memory_order_relaxed)) a->flush();  // queued behind the lines
 }
 
 }  // namespace gw::log

@@ -31,5 +31,10 @@ bool enabled(LogLevel level);
 bool openAccessLog(const std::string& target, std::string* error);
 bool accessLogEnabled();
 void writeAccessLine(std::string_view line);
+// Has the access log's writer thread flush what it buffered, if a line came since the
+// last call. A file is written through stdio's buffer (a write per few KiB rather than
+// per line); the workers call this once a second, so that `tail -f` sees every line
+// within about a second without a syscall per request.
+void flushAccessLog();
 
 }  // namespace gw::log

@@ -43,12 +43,34 @@ int bindListener(const sockaddr* sa, socklen_t len, bool reuseport, std::string*
   return fd;
 }
 
+// SO_REUSEPORT would let this process share a port with any other process of the same
+// user that set it too: a second gateway started by mistake would silently take half the
+// connections. A plain bind (no listen, closed at once) fails as it should when anyone
+// listens there. Returns false with *error set in that case.
+bool addressIsFree(const sockaddr* sa, socklen_t len, std::string* error) {
+  int port = sa->sa_family == AF_INET6 ? reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port
+                                       : reinterpret_cast<const sockaddr_in*>(sa)->sin_port;
+  if (port == 0) return true;  // the kernel picks a free port
+  int fd = ::socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *error = std::strerror(errno);
+    return false;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);  // TIME_WAIT is no conflict
+  bool free = ::bind(fd, sa, len) == 0;
+  if (!free) *error = std::strerror(errno);
+  ::close(fd);
+  return free;
+}
+
 // Binds `count` sockets on `address`; a port of 0 is resolved by the first bind and
 // reused by the others, so that all workers share one ephemeral port.
 bool bindShared(const SocketAddress& address, size_t count, bool reuseport, std::vector<int>& fds,
                 std::string* error, std::string* bound_text) {
   sockaddr_storage ss = address.storage;
   socklen_t len = address.length;
+  if (reuseport && !addressIsFree(reinterpret_cast<sockaddr*>(&ss), len, error)) return false;
   for (size_t i = 0; i < count; ++i) {
     int fd = bindListener(reinterpret_cast<sockaddr*>(&ss), len, reuseport, error);
     if (fd < 0) return false;
@@ -72,6 +94,35 @@ bool bindShared(const SocketAddress& address, size_t count, bool reuseport, std:
     fds.push_back(fd);
   }
   return true;
+}
+
+uint16_t reloadResultLabel(bool ok) {
+  static const uint16_t kSuccess = metrics::labelId("success");
+  static const uint16_t kFailure = metrics::labelId("failure");
+  return ok ? kSuccess : kFailure;
+}
+
+// The series whose labels the configuration fixes are in the first scrape, at zero,
+// instead of appearing with their first event: an alert on a counter's rate, or a panel of
+// breaker states, needs the zero to start from.
+void declareConfiguredSeries(const Config& cfg) {
+  using metrics::Id;
+  metrics::MetricStore& store = metrics::process();
+  store.add(Id::RequestsInFlight, {}, 0);
+  store.add(Id::RedisErrors, {}, 0);
+  store.add(Id::ConfigReloads, {reloadResultLabel(true), 0, 0}, 0);
+  store.add(Id::ConfigReloads, {reloadResultLabel(false), 0, 0}, 0);
+  for (const ListenerConfig& l : cfg.listeners) {
+    store.add(Id::ConnectionsActive, {l.metrics_label, 0, 0}, 0);
+    store.add(Id::ConnectionsTotal, {l.metrics_label, 0, 0}, 0);
+    if (!l.tls) continue;
+    store.add(Id::TlsHandshakes, {l.metrics_label, 0, 0}, 0);
+    store.add(Id::TlsHandshakeErrors, {l.metrics_label, 0, 0}, 0);
+  }
+  for (const UpstreamConfig& u : cfg.upstreams) {
+    store.add(Id::UpstreamConnectFailures, {u.metrics_label, 0, 0}, 0);
+    store.add(Id::CircuitBreakerOpen, {u.metrics_label, 0, 0}, 0);
+  }
 }
 
 }  // namespace
@@ -139,16 +190,15 @@ std::shared_ptr<const Runtime> Server::buildRuntime(std::shared_ptr<const Config
     }
     rt->upstream_tls.push_back(std::move(ctx));
   }
+  declareConfiguredSeries(*config);
   rt->config = std::move(config);
   rt->generation = ++generation_;
   return rt;
 }
 
 void Server::countReload(bool ok) {
-  static const uint16_t kSuccess = metrics::labelId("success");
-  static const uint16_t kFailure = metrics::labelId("failure");
   (ok ? reloads_ok_ : reloads_failed_).fetch_add(1);
-  metrics::process().add(metrics::Id::ConfigReloads, {ok ? kSuccess : kFailure, 0, 0});
+  metrics::process().add(metrics::Id::ConfigReloads, {reloadResultLabel(ok), 0, 0});
 }
 
 bool Server::bindAll(const Config& config) {

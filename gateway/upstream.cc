@@ -280,7 +280,7 @@ void UpstreamConnection::onConnected(int status) {
   startRead();
   if (response_timeout_pending_) armResponseTimer();
   if (tls_ && !tls_->start()) {
-    fail(UpstreamError::ConnectFailed);
+    fail(UpstreamError::TlsFailed);
     return;
   }
   flush();
@@ -438,7 +438,7 @@ void UpstreamConnection::onRead(ssize_t nread) {
       data = nullptr;
       len = 0;
       if (tls_->state() == TlsState::Error) {
-        fail(response_started_ ? UpstreamError::Reset : UpstreamError::ConnectFailed);
+        fail(response_started_ ? UpstreamError::Reset : UpstreamError::TlsFailed);
         return;
       }
       if (tls_->wantsWrite()) flush();  // handshake messages

@@ -32,6 +32,8 @@ class UpstreamPool;
 enum class UpstreamError {
   ConnectFailed,    // refused, unreachable
   ConnectTimeout,
+  TlsFailed,        // the TLS handshake failed (e.g. a certificate not trusted): connected,
+                    // but not to an upstream we can talk to
   ResponseTimeout,  // no response head within the timeout
   Reset,            // closed or reset before a complete response
   BadResponse,      // unparsable response

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 
 #include "gateway/downstream.h"
 #include "gateway/log.h"
@@ -18,8 +19,9 @@ namespace {
 
 // Requests kept for reuse per worker; more than the connections busy at once is waste.
 constexpr size_t kMaxFreeRequests = 1024;
-// How long a pooled request or slice may go unused before it is freed.
-constexpr uint64_t kPoolDecayMs = 1000;
+// Once a period, a pooled request or slice unused all period long is freed and the access
+// log's buffered lines are flushed.
+constexpr uint64_t kHousekeepingMs = 1000;
 
 uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
@@ -56,6 +58,18 @@ void Worker::random128(uint64_t out[2]) {
   }
 }
 
+std::string_view Worker::httpDate() {
+  time_t now = time(nullptr);
+  if (now != http_date_second_) {
+    tm t;
+    gmtime_r(&now, &t);
+    // The C locale's names are the ones RFC 9110 requires (the gateway never sets another).
+    strftime(http_date_, sizeof http_date_, "%a, %d %b %Y %H:%M:%S GMT", &t);
+    http_date_second_ = now;
+  }
+  return {http_date_, sizeof http_date_ - 1};
+}
+
 std::string_view Worker::newRequestId(StringArena& arena) {
   static const char kHex[] = "0123456789abcdef";
   uint64_t rnd[2];
@@ -90,7 +104,7 @@ void Worker::init(std::shared_ptr<const Runtime> runtime, const std::vector<List
   timer_.data = this;
   uv_timer_init(&loop_, &housekeeping_);
   housekeeping_.data = this;
-  uv_timer_start(&housekeeping_, onHousekeeping, kPoolDecayMs, kPoolDecayMs);
+  uv_timer_start(&housekeeping_, onHousekeeping, kHousekeepingMs, kHousekeepingMs);
   adoptRuntime(std::move(runtime));
   for (const ListenSocket& s : sockets) {
     auto l = std::make_unique<Listener>();
@@ -237,6 +251,7 @@ WorkerState& Worker::state(std::string_view key,
 }
 
 Request* Worker::acquireRequest() {
+  ++requests_this_period_;
   if (!free_requests_.empty()) {
     Request* r = free_requests_.back();
     free_requests_.pop_back();
@@ -255,17 +270,26 @@ void Worker::releaseRequest(Request* r) {
   free_requests_.push_back(r);
 }
 
-void Worker::onHousekeeping(uv_timer_t* h) { static_cast<Worker*>(h->data)->releaseUnusedMemory(); }
+void Worker::onHousekeeping(uv_timer_t* h) {
+  static_cast<Worker*>(h->data)->releaseUnusedMemory();
+  log::flushAccessLog();
+}
 
 void Worker::releaseUnusedMemory() {
   size_t requests = unused_requests_.endPeriod(free_requests_.size());
   for (size_t i = 0; i < requests; ++i) delete free_requests_[i];
   free_requests_.erase(free_requests_.begin(), free_requests_.begin() + ptrdiff_t(requests));
-  size_t slices = SlicePool::local().releaseUnused();
+  released_since_trim_ += requests + SlicePool::local().releaseUnused();
   // What a burst freed (these, closed connections, upstream connections beyond the idle
-  // pool) sits in holes of the heap that the allocator keeps resident; a spike would set
-  // the process's RSS for good. Only after a release, so steady traffic never pays it.
-  if (requests + slices > 0) malloc_trim(0);
+  // pool) sits in holes of the heap that the allocator keeps resident: a spike would set
+  // the process's RSS for good. Trimming walks the heap and hands pages back that the next
+  // burst must fault in again, so it waits until the worker has gone quiet (no request
+  // began for a whole period) after a release: busy workers never pay for it.
+  if (requests_this_period_ == 0 && released_since_trim_ > 0) {
+    malloc_trim(0);
+    released_since_trim_ = 0;
+  }
+  requests_this_period_ = 0;
 }
 
 void Worker::onConnection(uv_stream_t* server, int status) {

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <map>
 #include <cstdint>
+#include <ctime>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -121,6 +122,9 @@ class Worker final : public WorkerServices {
     uint64_t max_uri_bytes = 8 * 1024;
   };
   const ConnectionLimits& limits() const { return limits_; }
+  // Now as an HTTP date ("Sun, 06 Nov 1994 08:49:37 GMT"), formatted once a second; the
+  // view stays valid until the next call in a later second.
+  std::string_view httpDate();
   // A UUIDv7 (time-ordered, 74 random bits) in the arena.
   std::string_view newRequestId(StringArena& arena);
   // A retired pool has closed its last connection.
@@ -161,6 +165,8 @@ class Worker final : public WorkerServices {
   Generation* current_ = nullptr;
   std::vector<Request*> free_requests_;  // a stack: the most recently released last
   UnusedCount unused_requests_;
+  uint64_t requests_this_period_ = 0;  // of housekeeping
+  size_t released_since_trim_ = 0;     // pooled items freed since the last malloc_trim
   uv_timer_t housekeeping_{};
   DownstreamConnection* connections_ = nullptr;  // intrusive list of live connections
   size_t connection_count_ = 0;
@@ -176,6 +182,8 @@ class Worker final : public WorkerServices {
   metrics::MetricStore metrics_{false};
   ConnectionLimits limits_;
   uint64_t rng_[4]{};
+  char http_date_[30]{};  // 29 characters and strftime's NUL
+  time_t http_date_second_ = -1;
   std::thread thread_;
   std::map<std::string, std::unique_ptr<WorkerState>, std::less<>> filter_states_;
 

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from harness import free_port, run_gateway_cli
+from harness import free_port, run_gateway_cli, simple_config
 
 MINIMAL = """\
 workers: 2
@@ -194,3 +194,15 @@ def test_listener_that_cannot_bind_exits_1(tmp_path):
         assert str(port) in r.stdout + r.stderr
     finally:
         holder.close()
+
+
+def test_listener_held_by_another_gateway_exits_1(tmp_path, gateway_factory, upstream):
+    # Both would set SO_REUSEPORT: without a check the second would share the port and
+    # silently take part of the first one's connections.
+    first = gateway_factory(simple_config(upstream))
+    p = write(tmp_path, "second.yaml", MINIMAL.replace("@PORT@", str(first.port))
+              .replace("@ADMIN_PORT@", str(free_port())))
+    r = run_gateway_cli(["-c", str(p)], timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert str(first.port) in r.stdout + r.stderr
+    assert first.running

@@ -1,7 +1,8 @@
 """The gateway's own answers (SPEC §3) and the access log (SPEC §6): 404, 502 (upstream
-down, closing without an answer, garbage), 503 (connect timeout), 504 (response
+closing without an answer, garbage), 503 (upstream down, connect timeout), 504 (response
 timeout), responses cut short, and the fields of each access-log line."""
 
+import json
 import re
 import socket
 import time
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from client import Client, ProtocolError
-from harness import ACCESS_LOG_KEYS, free_port, gateway_config, simple_config
+from harness import ACCESS_LOG_KEYS, free_port, gateway_config, simple_config, wait_until
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -95,17 +96,38 @@ def test_access_log_counts_bytes(gw, upstream):
     assert 100000 <= e["bytes_out"] < 100000 + 1000, e
 
 
-def test_502_when_upstream_is_down(gateway_factory):
+def test_access_log_file_is_written_while_the_gateway_runs(gateway_factory, upstream, tmp_path):
+    # A file is written through a buffer; its lines must still show up within about a
+    # second (`tail -f`), not only when the gateway stops.
+    path = tmp_path / "access.log"
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": [upstream]},
+        routes=[{"name": "only", "match": {"path_prefix": "/app"}, "upstream": "up"}],
+        logging={"access_log": str(path)}, default_filters={"request_id": {}}))
+    with Client(gw.port) as c:
+        for i in range(3):
+            assert c.request("GET", f"/app/{i}", headers={"X-Request-ID": f"file-{i}"}).status == 200
+
+    def logged():
+        text = path.read_text() if path.exists() else ""
+        return [json.loads(line)["request_id"] for line in text.splitlines()]
+
+    wait_until(lambda: logged() == ["file-0", "file-1", "file-2"], timeout=5, what=f"3 lines in {path}")
+    assert gw.running
+    assert gw.access_log() == []  # nothing on stdout
+
+
+def test_503_when_upstream_is_down(gateway_factory):
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     gw = gateway_factory(gateway_config(
         upstreams={"up": [dead]},
         routes=[{"name": "r", "match": {"path_prefix": "/"}, "upstream": "up"}]))
     with Client(gw.port) as c:
-        body = assert_error_body(c.request("GET", "/x"), 502, "BAD_GATEWAY")
+        body = assert_error_body(c.request("GET", "/x"), 503, "SERVICE_UNAVAILABLE")
         assert c.still_open()
-        assert_error_body(c.request("GET", "/y"), 502, "BAD_GATEWAY")
+        assert_error_body(c.request("GET", "/y"), 503, "SERVICE_UNAVAILABLE")
     e = gw.find_access(lambda e: e["request_id"] == body["request_id"])
-    assert e["status"] == 502 and e["error_code"] == "BAD_GATEWAY"
+    assert e["status"] == 503 and e["error_code"] == "SERVICE_UNAVAILABLE"
     assert e["upstream"] == "up"
 
 

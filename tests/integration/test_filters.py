@@ -205,6 +205,28 @@ def test_request_id_equals_error_body_and_access_log(gw, upstream):
 
 # -- CORS ----------------------------------------------------------------------------------
 
+def test_preflight_for_a_route_limited_to_post_is_answered_by_that_route(gateway_factory, upstream):
+    # The preflight (OPTIONS) asks about the POST that follows: the POST-only route's CORS
+    # policy answers it, instead of no route at all (404).
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": [upstream]},
+        default_filters={"cors": {"allow_origins": [APP], "allow_methods": ["POST"]}},
+        routes=[{"name": "register", "match": {"path_prefix": "/register", "methods": ["POST"]},
+                 "upstream": "up"}]))
+    with Client(gw.port) as c:
+        r = c.request("OPTIONS", "/register", headers={
+            "Origin": APP, "Access-Control-Request-Method": "POST"})
+        assert r.status == 204, r
+        assert r.header("Access-Control-Allow-Origin") == APP
+        assert prom.total(prom.scrape(gw), "gateway_cors_preflights_total", route="register") == 1
+        # A preflight for a method the route does not take finds no route, as before.
+        assert c.request("OPTIONS", "/register", headers={
+            "Origin": APP, "Access-Control-Request-Method": "GET"}).status == 404
+        # Nor does a plain OPTIONS.
+        assert c.request("OPTIONS", "/register").status == 404
+    assert upstream.snapshot() == []
+
+
 def test_preflight_answered_by_the_gateway_and_never_forwarded(gw, upstream):
     before = prom.total(prom.scrape(gw), "gateway_cors_preflights_total", route="app")
     with Client(gw.port) as c:

@@ -3,6 +3,7 @@ after a known request mix, histogram invariants, the upstream and rejection coun
 connections, in-flight, build_info, process_*, `promtool check metrics` on real scrapes,
 label escaping, and the /health document's shape."""
 
+import json
 import os
 import re
 import shutil
@@ -268,7 +269,7 @@ def test_health_document_shape(gw_two_upstreams):
         assert set(ep) == {"address", "status", "latency_ms", "last_checked"}, ep
         assert ep["address"] == u.address
     plain_ep = doc["checks"]["upstream:plain"]["endpoints"][0]
-    assert plain_ep["status"] == "unchecked", plain_ep
+    assert plain_ep["status"] == "healthy", plain_ep  # counted healthy, never probed:
     assert plain_ep["latency_ms"] is None and plain_ep["last_checked"] is None, plain_ep
     checked_ep = doc["checks"]["upstream:checked"]["endpoints"][0]
     assert checked_ep["status"] == "healthy"
@@ -284,7 +285,11 @@ def test_health_probes(gw_two_upstreams):
     assert admin_json(gw, "/health/live") == (200, {"status": "alive"})
     assert admin_json(gw, "/health/startup") == (200, {"status": "started"})
     assert admin_json(gw, "/health/ready") == (200, {"status": "ready"})
-    assert admin_get(gw, "/health/nope")[0] == 404
+    status, body = admin_get(gw, "/health/nope")
+    assert status == 404
+    # Admin errors are the JSON of SPEC §3 too, request_id included.
+    error = json.loads(body)
+    assert error["error_code"] == "NOT_FOUND" and error["request_id"], error
 
 
 def test_health_endpoints_are_not_on_the_public_listener(gw_two_upstreams):
