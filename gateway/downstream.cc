@@ -1123,8 +1123,10 @@ void DownstreamConnection::onUpstreamHead(UpstreamResponseHead& head) {
   r.upstream_end_ns = attempt_end;
   r.response.status = head.status;
   r.response.local_reply = false;
+  // Taken, not copied: the views are used before this call returns (the response head is
+  // written out below or the request fails).
   r.response.headers.clear();
-  for (const Header& h : *head.headers) r.response.headers.addRef(h.name, h.value);
+  r.response.headers.swapFields(*head.headers);
   removeHopByHop(r.response.headers);
   // A proxy with a clock adds the Date an upstream left out (RFC 9110 §6.6.1).
   if (!r.response.headers.has("date")) r.response.headers.addRef("Date", worker().httpDate());

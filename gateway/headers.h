@@ -78,6 +78,9 @@ class HeaderList {
   size_t remove(std::string_view name);
 
   void clear() { fields_.clear(); }
+  // Exchanges the fields (not the arenas): hands a parsed head's fields on without copying
+  // them; both arrays keep their capacity for the next message.
+  void swapFields(HeaderList& other) { fields_.swap(other.fields_); }
   size_t size() const { return fields_.size(); }
   bool empty() const { return fields_.empty(); }
   const Header& operator[](size_t i) const { return fields_[i]; }

@@ -249,10 +249,15 @@ MetricStore::~MetricStore() = default;
 
 Cell& MetricStore::cell(Id id, Labels labels) {
   uint64_t key = keyOf(id, labels) + 1;  // 0 marks an empty slot
+  Recent& recent = recent_[size_t(id)];
+  if (recent.key == key) return *recent.cell;
   size_t mask = entries_.size() - 1;
   for (size_t i = mix(key) & mask;; i = (i + 1) & mask) {
     Entry& e = entries_[i];
-    if (e.key == key) return *e.cell;
+    if (e.key == key) {
+      recent = {key, e.cell};
+      return *e.cell;
+    }
     if (e.key == 0) break;
   }
   // A new series: rare (bounded by configuration), so the lock is taken only here on a
@@ -269,6 +274,7 @@ Cell& MetricStore::cell(Id id, Labels labels) {
   while (entries_[i].key != 0) i = (i + 1) & mask;
   entries_[i] = {key, id, labels, c};
   ++used_;
+  recent = {key, c};
   return *c;
 }
 

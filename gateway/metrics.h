@@ -113,6 +113,13 @@ class MetricStore {
   size_t used_ = 0;
   std::vector<std::unique_ptr<Cell[]>> chunks_;
   size_t chunk_used_ = 0;
+  // The last cell found per metric: steady traffic repeats the same labels (route, method,
+  // status), so most lookups end here, before the hash. Cells never move.
+  struct Recent {
+    uint64_t key = 0;
+    Cell* cell = nullptr;
+  };
+  std::array<Recent, size_t(Id::kCount)> recent_{};
 };
 
 // The calling thread's store (a worker's own), or the process store.

@@ -47,7 +47,9 @@ struct UpstreamResponseHead {
   BodyFraming framing = BodyFraming::None;
   uint64_t content_length = 0;
   bool keep_alive = true;
-  HeaderList* headers = nullptr;  // views valid during onUpstreamHead only
+  // Its views are valid during onUpstreamHead only; the handler may take the fields
+  // (swapFields) instead of copying them.
+  HeaderList* headers = nullptr;
 };
 
 class UpstreamHandler {

@@ -113,12 +113,15 @@ TEST(MetricsTest, AddSetAndObserveShowInTheScrape) {
   store->add(Id::RequestsTotal, {route, methodLabel("GET"), statusLabel(200)});
   store->add(Id::RequestsTotal, {route, methodLabel("GET"), statusLabel(200)}, 4);
   store->add(Id::RequestsTotal, {route, methodLabel("POST"), statusLabel(503)});
+  // Back to the first series after another one of the same metric (the store remembers
+  // the last cell it found per metric).
+  store->add(Id::RequestsTotal, {route, methodLabel("GET"), statusLabel(200)});
   store->set(Id::ConnectionsActive, {listener, 0, 0}, 7);
   store->set(Id::ConnectionsActive, {listener, 0, 0}, 3);
   store->add(Id::ConnectionsActive, {listener, 0, 0}, -1);
   std::string text = render();
   EXPECT_EQ(sample(text, R"(gateway_requests_total{route="mt-add-route",method="GET",code="200"})"),
-            "5");
+            "6");
   EXPECT_EQ(sample(text, R"(gateway_requests_total{route="mt-add-route",method="POST",code="503"})"),
             "1");
   EXPECT_EQ(sample(text, R"(gateway_connections_active{listener="mt-add-listener"})"), "2");
