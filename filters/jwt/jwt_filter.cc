@@ -248,6 +248,12 @@ JwtFilter::JwtFilter(std::shared_ptr<const JwtConfig> config,
 FilterStatus JwtFilter::onRequestHeaders(RequestContext& ctx, HeaderList& headers) const {
   // Whatever happens next, a client must not be able to pose as a claim.
   for (const auto& forward : provider_->forwardClaims()) headers.remove(forward.second);
+  // A provider that never loaded a key set can authenticate nobody: its routes answer 503
+  // (SPEC §2), to a request without a token too.
+  uint64_t version = 0;
+  if (!providerState(*ctx.worker, *provider_).keys(provider_->keys(), version)) {
+    return refuse(ctx, Reason::KeysUnavailable);
+  }
   std::string_view token;
   switch (bearerToken(headers, token)) {
     case BearerStatus::Missing:

@@ -240,7 +240,7 @@ TEST_F(JwtFilterTest, AReloadWithAnotherPolicyDoesNotReuseCachedVerdicts) {
   EXPECT_EQ(r.driver.message, "The token audience is not accepted");
 }
 
-TEST(JwtFilterKeysTest, NoKeysYetIs503ButNoTokenIsStill401) {
+TEST(JwtFilterKeysTest, NoKeysYetIs503WithOrWithoutAToken) {
   int port;
   {
     test_util::TestHttpServer gone;
@@ -258,9 +258,11 @@ TEST(JwtFilterKeysTest, NoKeysYetIs503ButNoTokenIsStill401) {
   EXPECT_EQ(r.driver.status, 503);
   EXPECT_EQ(r.driver.error_code, "SERVICE_UNAVAILABLE");
   EXPECT_FALSE(r.ctx.response_headers_to_add.has("WWW-Authenticate"));
+  // The route can authenticate nobody yet (SPEC §2: "its routes answer 503").
   FakeRequest none(worker, kNowMs);
   EXPECT_EQ(filter->onRequestHeaders(none.ctx, none.headers), FilterStatus::StopReplied);
-  EXPECT_EQ(none.driver.status, 401);
+  EXPECT_EQ(none.driver.status, 503);
+  EXPECT_FALSE(none.ctx.response_headers_to_add.has("WWW-Authenticate"));
 }
 
 class JwtRotationTest : public testing::Test {
