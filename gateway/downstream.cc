@@ -591,11 +591,18 @@ int DownstreamConnection::onHeadersComplete() {
   r.ctx.route = nullptr;
   if (r.ctx.method == "OPTIONS" && r.headers.has("origin")) {
     // A CORS preflight asks about the request that will follow: the route that request
-    // takes (and its CORS policy) answers it, so a route limited to POST still answers
-    // its own preflights.
+    // takes answers it with its CORS policy, so a route limited to POST still answers its
+    // own preflights. Only a route with `cors` will: one without would forward an OPTIONS
+    // its `methods` do not allow.
     bool preflight = false;
     std::string_view requested = r.headers.get("access-control-request-method", &preflight);
-    if (preflight) r.ctx.route = rt.router->match(r.ctx.host, r.ctx.path, requested, r.headers);
+    const RouteConfig* target =
+        preflight ? rt.router->match(r.ctx.host, r.ctx.path, requested, r.headers) : nullptr;
+    if (target && std::any_of(target->chain.begin(), target->chain.end(), [](const auto& f) {
+          return f->order() == FilterOrder::Cors;
+        })) {
+      r.ctx.route = target;
+    }
   }
   if (!r.ctx.route) r.ctx.route = rt.router->match(r.ctx.host, r.ctx.path, r.ctx.method, r.headers);
   if (!r.ctx.route) {

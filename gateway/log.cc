@@ -105,7 +105,7 @@ bool openAccessLog(const std::string& target, std::string* error) {
   ensurePool();
   std::shared_ptr<spdlog::logger> logger;
   if (target == "off") {
-    g_access.store(nullptr);
+    if (auto* old = g_access.exchange(nullptr)) old->flush();  // its last lines, now
     return true;
   }
   try {
@@ -120,7 +120,8 @@ bool openAccessLog(const std::string& target, std::string* error) {
   }
   std::lock_guard<std::mutex> lock(g_access_mutex);
   g_access_keep.push_back(logger);
-  g_access.store(logger.get());
+  // The replaced logger is flushed once more: the periodic flush only reaches the current one.
+  if (auto* old = g_access.exchange(logger.get())) old->flush();
   return true;
 }
 

@@ -70,7 +70,6 @@ bool bindShared(const SocketAddress& address, size_t count, bool reuseport, std:
                 std::string* error, std::string* bound_text) {
   sockaddr_storage ss = address.storage;
   socklen_t len = address.length;
-  if (reuseport && !addressIsFree(reinterpret_cast<sockaddr*>(&ss), len, error)) return false;
   for (size_t i = 0; i < count; ++i) {
     int fd = bindListener(reinterpret_cast<sockaddr*>(&ss), len, reuseport, error);
     if (fd < 0) return false;
@@ -190,7 +189,6 @@ std::shared_ptr<const Runtime> Server::buildRuntime(std::shared_ptr<const Config
     }
     rt->upstream_tls.push_back(std::move(ctx));
   }
-  declareConfiguredSeries(*config);
   rt->config = std::move(config);
   rt->generation = ++generation_;
   return rt;
@@ -203,6 +201,18 @@ void Server::countReload(bool ok) {
 
 bool Server::bindAll(const Config& config) {
   worker_sockets_.assign(config.workers, {});
+  // Every listener is probed before any is bound: two listeners of this configuration may
+  // overlap (0.0.0.0:8080 and [::]:8080), and only other processes' sockets must refuse.
+  for (const ListenerConfig& l : config.listeners) {
+    std::string error;
+    if (!addressIsFree(reinterpret_cast<const sockaddr*>(&l.address.storage), l.address.length,
+                       &error)) {
+      log::error("cannot bind listener", {{"listener", l.name}, {"address", l.address.text}, {"error", error}});
+      std::fprintf(stderr, "cannot bind listener %s on %s: %s\n", l.name.c_str(),
+                   l.address.text.c_str(), error.c_str());
+      return false;
+    }
+  }
   for (size_t li = 0; li < config.listeners.size(); ++li) {
     const ListenerConfig& l = config.listeners[li];
     std::vector<int> fds;
@@ -254,6 +264,7 @@ int Server::run() {
     return 1;
   }
   limiter_.setLimits(config.limits.max_connections, config.limits.max_connections_per_ip);
+  declareConfiguredSeries(config);
 
   admin_ = std::make_unique<Worker>(*this, config.workers);
   admin_->init(runtime_, {admin_socket_});
@@ -335,6 +346,7 @@ void Server::reload() {
   for (auto& w : workers_) w->postRuntime(rt);
   admin_->postRuntime(rt);
   health_checker_->configure(now);
+  declareConfiguredSeries(now);
   countReload(true);
   log::info("configuration reloaded", {{"generation", std::to_string(rt->generation)}});
 }

@@ -434,11 +434,14 @@ void UpstreamConnection::onRead(ssize_t nread) {
     size_t len = size_t(nread);
     // Decrypt everything the read brought, parsing as the block fills.
     for (;;) {
+      bool handshaken = tls_->state() != TlsState::Handshaking;
       TlsFeedResult res = tls_->feed(data, len, in_, kMaxResponseHead + kSliceSize);
       data = nullptr;
       len = 0;
       if (tls_->state() == TlsState::Error) {
-        fail(response_started_ ? UpstreamError::Reset : UpstreamError::TlsFailed);
+        // Only a failed handshake is the upstream being unusable (502 "TLS handshake");
+        // an error on an established session is a connection cut short.
+        fail(response_started_ || handshaken ? UpstreamError::Reset : UpstreamError::TlsFailed);
         return;
       }
       if (tls_->wantsWrite()) flush();  // handshake messages

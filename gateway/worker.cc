@@ -283,8 +283,9 @@ void Worker::releaseUnusedMemory() {
   // What a burst freed (these, closed connections, upstream connections beyond the idle
   // pool) sits in holes of the heap that the allocator keeps resident: a spike would set
   // the process's RSS for good. Trimming walks the heap and hands pages back that the next
-  // burst must fault in again, so it waits until the worker has gone quiet (no request
-  // began for a whole period) after a release: busy workers never pay for it.
+  // burst must fault in again, so it waits until this worker has gone quiet (no request
+  // began for a whole period) after a release; it then briefly takes every arena's lock,
+  // other workers' included, once per burst rather than once a second.
   if (requests_this_period_ == 0 && released_since_trim_ > 0) {
     malloc_trim(0);
     released_since_trim_ = 0;

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from client import Client
 from harness import free_port, run_gateway_cli, simple_config
 
 MINIMAL = """\
@@ -206,3 +207,15 @@ def test_listener_held_by_another_gateway_exits_1(tmp_path, gateway_factory, ups
     assert r.returncode == 1, r.stdout + r.stderr
     assert str(first.port) in r.stdout + r.stderr
     assert first.running
+
+
+def test_overlapping_listeners_of_one_configuration_start(gateway_factory, upstream):
+    # The check against other processes must not refuse the gateway's own sockets: every
+    # listener is probed before any is bound.
+    config = MINIMAL.replace("listeners: [{name: http, address: 127.0.0.1:@PORT@}]",
+                             "listeners: [{name: any, address: 0.0.0.0:@PORT@},"
+                             " {name: local, address: 127.0.0.1:@PORT@}]") \
+        .replace("127.0.0.1:9]", f"{upstream.address}]")
+    gw = gateway_factory(config)
+    with Client(gw.port) as c:
+        assert c.request("GET", "/x").status == 200

@@ -212,7 +212,9 @@ def test_preflight_for_a_route_limited_to_post_is_answered_by_that_route(gateway
         upstreams={"up": [upstream]},
         default_filters={"cors": {"allow_origins": [APP], "allow_methods": ["POST"]}},
         routes=[{"name": "register", "match": {"path_prefix": "/register", "methods": ["POST"]},
-                 "upstream": "up"}]))
+                 "upstream": "up"},
+                {"name": "internal", "match": {"path_prefix": "/internal", "methods": ["POST"]},
+                 "upstream": "up", "filters": {"cors": "off"}}]))
     with Client(gw.port) as c:
         r = c.request("OPTIONS", "/register", headers={
             "Origin": APP, "Access-Control-Request-Method": "POST"})
@@ -224,6 +226,10 @@ def test_preflight_for_a_route_limited_to_post_is_answered_by_that_route(gateway
             "Origin": APP, "Access-Control-Request-Method": "GET"}).status == 404
         # Nor does a plain OPTIONS.
         assert c.request("OPTIONS", "/register").status == 404
+        # A route without cors answers no preflight, so it must not take the OPTIONS its
+        # methods leave out: no route.
+        assert c.request("OPTIONS", "/internal", headers={
+            "Origin": APP, "Access-Control-Request-Method": "POST"}).status == 404
     assert upstream.snapshot() == []
 
 
