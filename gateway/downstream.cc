@@ -572,7 +572,10 @@ int DownstreamConnection::onHeadersComplete() {
     return headDone();
   }
   r.ctx.host = host;
-  if (!admin_ && listener_index_ < cfg.listeners.size() && cfg.listeners[listener_index_].redirect_https) {
+  // Not when a trusted proxy says the client already speaks https: behind a load balancer
+  // that terminates TLS, redirecting would loop.
+  if (!admin_ && listener_index_ < cfg.listeners.size() && cfg.listeners[listener_index_].redirect_https &&
+      !r.ctx.forwarded_https) {
     redirectToHttps(target);
     return headDone();
   }

@@ -315,6 +315,7 @@ RateLimitFilter::Verdict RateLimitFilter::decideInProcess(const RequestContext& 
   BucketTable& table = BucketTable::process();
   int64_t now = g_clock();
   uint64_t keys[kMaxLimits];
+  int64_t resets[kMaxLimits];
   bool took[kMaxLimits];
   bool admitted = true;
   for (size_t k = 0; k < mine_.size(); ++k) {
@@ -323,15 +324,19 @@ RateLimitFilter::Verdict RateLimitFilter::decideInProcess(const RequestContext& 
     // Once a limit refused, the others are only looked at: a refused request takes nothing.
     TakeResult r = table.take(keys[k], local ? l.local_rate : l.rate, now, admitted);
     took[k] = admitted && r.conforms;
+    resets[k] = r.reset;
     setStatus(statuses[mine_[k]], r.conforms, r.remaining, r.reset, r.retry, kNsPerSecond);
     if (!r.conforms && !l.limit->dry_run) admitted = false;
   }
   for (size_t k = 0; k < mine_.size(); ++k) {
     const LimitRuntime& l = limits_->limit(mine_[k]);
     if (!admitted && took[k]) {
-      table.refund(keys[k], local ? l.local_rate : l.rate);
+      const Rate& rate = local ? l.local_rate : l.rate;
+      table.refund(keys[k], rate);
+      // The answer describes the bucket as the refund left it: a token more, full sooner.
       LimitStatus& s = statuses[mine_[k]];
-      s.remaining = std::min(s.remaining + 1, l.limit->burst);
+      setStatus(s, true, std::min<int64_t>(int64_t(s.remaining) + 1, l.limit->burst),
+                std::max<int64_t>(0, resets[k] - int64_t(rate.interval)), 0, kNsPerSecond);
     }
     if (l.limit->dry_run && !statuses[mine_[k]].conforms) limits_->reportDryRun(ctx, l);
   }

@@ -566,6 +566,21 @@ def test_redirect_https(gateway_factory, upstream, certs):
         assert r.status == 200 and r.header_all("Strict-Transport-Security") == [HSTS]
 
 
+def test_no_redirect_when_a_trusted_proxy_already_terminated_tls(gateway_factory, upstream, certs):
+    # Behind a load balancer that terminates TLS, the plain listener sees every request:
+    # redirecting those the proxy marks https would loop.
+    with extra_ports(1) as (tls_port,):
+        gw = gateway_factory(tls_config(upstream, [
+            plain_listener("http", "@PORT@", redirect_https=True),
+            tls_listener("https", [certs.server_pair], port=tls_port)],
+            trusted_proxies=["127.0.0.1/32"]))
+    with Client(gw.port) as c:
+        assert c.request("GET", "/behind-lb", headers={"X-Forwarded-Proto": "https"}).status == 200
+        assert c.request("GET", "/plain", headers={"X-Forwarded-Proto": "http"}).status == 308
+        assert c.request("GET", "/unmarked").status == 308
+    assert [q.path for q in upstream.snapshot()] == ["/behind-lb"]
+
+
 def test_sighup_reloads_certificates_and_keeps_them_on_a_bad_file(gateway_factory, upstream,
                                                                    certs, tmp_path):
     d = tmp_path / "live"

@@ -133,6 +133,23 @@ limits:
   EXPECT_EQ(e.header("Retry-After"), "19");
 }
 
+TEST(RateLimitFilterTest, ATokenGivenBackShowsInTheAnswer) {
+  // The minute's limit comes first: it takes a token, then the second's refuses and the
+  // minute's token is given back. The 429 must describe the minute's bucket as the refund
+  // left it: one token left, full again in 40 s (two tokens of 20 s spent), not 60.
+  SimulatedClock clock;
+  Route route("refund", R"(
+limits:
+  - {key: client_ip, requests: 3, per: 1m}
+  - {key: client_ip, requests: 2, per: 1s}
+)");
+  Request a, b, c;
+  EXPECT_EQ(route.run(a), 200);
+  EXPECT_EQ(route.run(b), 200);
+  EXPECT_EQ(route.run(c), 429);
+  EXPECT_EQ(c.header("RateLimit"), R"("client_ip-1m";r=1;t=40, "client_ip-1s";r=0;t=1)");
+}
+
 TEST(RateLimitFilterTest, DryRunCountsButNeverRefuses) {
   SimulatedClock clock;
   Route route("dry", R"(
