@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <initializer_list>
+#include <string>
 #include <thread>
 
 #include "tests/filters/rate_limit/rate_limit_test_util.h"
@@ -111,17 +113,29 @@ TEST(RateLimitFilterTest, SharedPoolsAcrossRoutesOthersArePerRoute) {
   EXPECT_EQ(four.run(e), 200);
 }
 
+constexpr const char* kTwoPerSecond = "{key: client_ip, requests: 2, per: 1s}";
+constexpr const char* kThreePerMinute = "{key: client_ip, requests: 3, per: 1m}";
+
+// A filter configuration with these limits, in this order.
+std::string limitsOf(std::initializer_list<const char*> limits) {
+  std::string yaml = "limits:\n";
+  for (const char* l : limits) yaml += std::string("  - ") + l + "\n";
+  return yaml;
+}
+
+// Two requests admitted, then `third` refused.
+void admitTwoThenRefuse(Route& route, Request& third) {
+  Request first, second;
+  EXPECT_EQ(route.run(first), 200);
+  EXPECT_EQ(route.run(second), 200);
+  EXPECT_EQ(route.run(third), 429);
+}
+
 TEST(RateLimitFilterTest, EveryLimitAppliesAndARefusalTakesNothing) {
   SimulatedClock clock;
-  Route route("two-limits", R"(
-limits:
-  - {key: client_ip, requests: 2, per: 1s}
-  - {key: client_ip, requests: 3, per: 1m}
-)");
-  Request a, b, c;
-  EXPECT_EQ(route.run(a), 200);
-  EXPECT_EQ(route.run(b), 200);
-  EXPECT_EQ(route.run(c), 429);  // per second; the minute's third token is not spent
+  Route route("two-limits", limitsOf({kTwoPerSecond, kThreePerMinute}));
+  Request c;
+  admitTwoThenRefuse(route, c);  // per second; the minute's third token is not spent
   EXPECT_EQ(c.header("Retry-After"), "1");
   advance(1);
   Request d, e;
@@ -138,15 +152,9 @@ TEST(RateLimitFilterTest, ATokenGivenBackShowsInTheAnswer) {
   // minute's token is given back. The 429 must describe the minute's bucket as the refund
   // left it: one token left, full again in 40 s (two tokens of 20 s spent), not 60.
   SimulatedClock clock;
-  Route route("refund", R"(
-limits:
-  - {key: client_ip, requests: 3, per: 1m}
-  - {key: client_ip, requests: 2, per: 1s}
-)");
-  Request a, b, c;
-  EXPECT_EQ(route.run(a), 200);
-  EXPECT_EQ(route.run(b), 200);
-  EXPECT_EQ(route.run(c), 429);
+  Route route("refund", limitsOf({kThreePerMinute, kTwoPerSecond}));
+  Request c;
+  admitTwoThenRefuse(route, c);
   EXPECT_EQ(c.header("RateLimit"), R"("client_ip-1m";r=1;t=40, "client_ip-1s";r=0;t=1)");
 }
 
