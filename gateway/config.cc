@@ -101,8 +101,7 @@ std::optional<Cidr> parseCidr(const std::string& text) {
   in_addr v4{};
   in6_addr v6{};
   if (inet_pton(AF_INET, address.c_str(), &v4) == 1) {
-    static constexpr uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    std::memcpy(cidr.address, kMappedPrefix, 12);
+    std::memcpy(cidr.address, kIpv4MappedPrefix, 12);
     std::memcpy(cidr.address + 12, &v4, 4);
     max_prefix = 32;
   } else if (inet_pton(AF_INET6, address.c_str(), &v6) == 1) {
@@ -125,8 +124,7 @@ void toIp16(const sockaddr* sa, uint8_t (&out)[16]) {
   std::memset(out, 0, sizeof(out));
   if (sa->sa_family == AF_INET) {
     const auto* in = reinterpret_cast<const sockaddr_in*>(sa);
-    out[10] = 0xff;
-    out[11] = 0xff;
+    std::memcpy(out, kIpv4MappedPrefix, 12);
     std::memcpy(out + 12, &in->sin_addr, 4);
   } else if (sa->sa_family == AF_INET6) {
     const auto* in6 = reinterpret_cast<const sockaddr_in6*>(sa);
@@ -135,8 +133,7 @@ void toIp16(const sockaddr* sa, uint8_t (&out)[16]) {
 }
 
 size_t formatIp16(const uint8_t (&ip16)[16], char (&out)[kIpTextMax]) {
-  static constexpr uint8_t kMappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  if (std::memcmp(ip16, kMappedPrefix, sizeof kMappedPrefix) != 0) {
+  if (std::memcmp(ip16, kIpv4MappedPrefix, sizeof kIpv4MappedPrefix) != 0) {
     // Formatted per request (a connection keeps only the 16 bytes): IPv6 is rare enough
     // for libc's formatter, IPv4 below is the common case.
     return inet_ntop(AF_INET6, ip16, out, kIpTextMax) ? std::strlen(out) : 0;

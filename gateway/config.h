@@ -271,6 +271,8 @@ std::optional<Millis> parseDuration(const std::string& text);
 std::optional<uint64_t> parseSize(const std::string& text);
 // Parses "10.0.0.0/8", "::1/128", "192.168.1.1" (a host = /32 or /128).
 std::optional<Cidr> parseCidr(const std::string& text);
+// The first 12 bytes of an IPv4 address in the 16-byte form (::ffff:a.b.c.d).
+inline constexpr uint8_t kIpv4MappedPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 // Maps any IPv4/IPv6 sockaddr to the 16-byte IPv4-mapped form Cidr uses.
 void toIp16(const sockaddr* sa, uint8_t (&out)[16]);
 // The text of a 16-byte address: a dotted quad for IPv4 (so also for an IPv4 client of a

@@ -201,28 +201,26 @@ void Server::countReload(bool ok) {
 
 bool Server::bindAll(const Config& config) {
   worker_sockets_.assign(config.workers, {});
+  auto cannotBind = [](const ListenerConfig& l, const std::string& error) {
+    log::error("cannot bind listener", {{"listener", l.name}, {"address", l.address.text}, {"error", error}});
+    std::fprintf(stderr, "cannot bind listener %s on %s: %s\n", l.name.c_str(),
+                 l.address.text.c_str(), error.c_str());
+    return false;
+  };
   // Every listener is probed before any is bound: two listeners of this configuration may
   // overlap (0.0.0.0:8080 and [::]:8080), and only other processes' sockets must refuse.
   for (const ListenerConfig& l : config.listeners) {
     std::string error;
     if (!addressIsFree(reinterpret_cast<const sockaddr*>(&l.address.storage), l.address.length,
                        &error)) {
-      log::error("cannot bind listener", {{"listener", l.name}, {"address", l.address.text}, {"error", error}});
-      std::fprintf(stderr, "cannot bind listener %s on %s: %s\n", l.name.c_str(),
-                   l.address.text.c_str(), error.c_str());
-      return false;
+      return cannotBind(l, error);
     }
   }
   for (size_t li = 0; li < config.listeners.size(); ++li) {
     const ListenerConfig& l = config.listeners[li];
     std::vector<int> fds;
     std::string error, bound;
-    if (!bindShared(l.address, config.workers, true, fds, &error, &bound)) {
-      log::error("cannot bind listener", {{"listener", l.name}, {"address", l.address.text}, {"error", error}});
-      std::fprintf(stderr, "cannot bind listener %s on %s: %s\n", l.name.c_str(),
-                   l.address.text.c_str(), error.c_str());
-      return false;
-    }
+    if (!bindShared(l.address, config.workers, true, fds, &error, &bound)) return cannotBind(l, error);
     for (size_t w = 0; w < fds.size(); ++w) worker_sockets_[w].push_back({fds[w], li, false});
     log::info("listener bound", {{"listener", l.name}, {"address", bound}});
   }

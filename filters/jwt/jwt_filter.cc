@@ -248,22 +248,17 @@ JwtFilter::JwtFilter(std::shared_ptr<const JwtConfig> config,
 FilterStatus JwtFilter::onRequestHeaders(RequestContext& ctx, HeaderList& headers) const {
   // Whatever happens next, a client must not be able to pose as a claim.
   for (const auto& forward : provider_->forwardClaims()) headers.remove(forward.second);
+  std::string_view token;
+  BearerStatus bearer = bearerToken(headers, token);
+  // authenticate() looks the key set up first: one lookup for a request with a token.
+  if (bearer == BearerStatus::Found) return authenticate(ctx, headers, token, /*may_wait=*/true);
   // A provider that never loaded a key set can authenticate nobody: its routes answer 503
-  // (SPEC §2), to a request without a token too.
+  // (SPEC §2), to a request without a usable token too.
   uint64_t version = 0;
   if (!providerState(*ctx.worker, *provider_).keys(provider_->keys(), version)) {
     return refuse(ctx, Reason::KeysUnavailable);
   }
-  std::string_view token;
-  switch (bearerToken(headers, token)) {
-    case BearerStatus::Missing:
-      return refuse(ctx, Reason::Missing);
-    case BearerStatus::Malformed:
-      return refuse(ctx, Reason::Malformed);
-    case BearerStatus::Found:
-      break;
-  }
-  return authenticate(ctx, headers, token, /*may_wait=*/true);
+  return refuse(ctx, bearer == BearerStatus::Missing ? Reason::Missing : Reason::Malformed);
 }
 
 FilterStatus JwtFilter::authenticate(RequestContext& ctx, HeaderList& headers,

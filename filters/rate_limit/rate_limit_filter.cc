@@ -1,6 +1,5 @@
 #include "filters/rate_limit/rate_limit_filter.h"
 
-#include <arpa/inet.h>
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -85,17 +84,12 @@ std::string_view missingToDash(std::string_view v) { return v.empty() ? "-" : v;
 // is its 16 bytes (two spellings of one IPv6 address are one bucket); for Redis, text that
 // every replica spells the same way.
 std::string_view keyValue(const Limit& limit, const RequestContext& ctx, const HeaderList& headers,
-                          bool binary, char (&buf)[INET6_ADDRSTRLEN]) {
+                          bool binary, char (&buf)[kIpTextMax]) {
   switch (limit.key_type) {
     case KeyType::ClientIp: {
       if (binary) return {reinterpret_cast<const char*>(ctx.client_ip16), 16};
-      static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-      bool v4 = std::memcmp(ctx.client_ip16, kMapped, 12) == 0;
-      if (!inet_ntop(v4 ? AF_INET : AF_INET6, v4 ? ctx.client_ip16 + 12 : ctx.client_ip16, buf,
-                     sizeof buf)) {
-        return missingToDash(ctx.client_ip);
-      }
-      return buf;
+      size_t n = formatIp16(ctx.client_ip16, buf);
+      return n ? std::string_view(buf, n) : missingToDash(ctx.client_ip);
     }
     case KeyType::Route:
       return {};
@@ -301,7 +295,7 @@ FilterStatus RateLimitFilter::onRequestHeaders(RequestContext& ctx, HeaderList& 
   LimitStatus* statuses = statusesOf(ctx, limits_->size(), /*create=*/true);
   if (limits_->redis()) return checkRedis(ctx, headers, statuses);
   std::string_view values[kMaxLimits];
-  char buf[INET6_ADDRSTRLEN];
+  char buf[kIpTextMax];
   for (size_t k = 0; k < mine_.size(); ++k) {
     values[k] = keyValue(*limits_->limit(mine_[k]).limit, ctx, headers, /*binary=*/true, buf);
   }
@@ -353,7 +347,7 @@ FilterStatus RateLimitFilter::checkRedis(RequestContext& ctx, const HeaderList& 
   check.lens = arenaArray<size_t>(*ctx.arena, size_t(check.argc));
   check.argv[2] = numkeys_.data();
   check.lens[2] = numkeys_.size();
-  char buf[INET6_ADDRSTRLEN];
+  char buf[kIpTextMax];
   for (size_t k = 0; k < n; ++k) {
     const LimitRuntime& l = limits_->limit(mine_[k]);
     std::string_view key =
