@@ -57,6 +57,13 @@ uint64_t monotonicNs() {
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
+// The request has a body still to come but no upstream connection to take it (queued by
+// the bulkhead, or between attempts) and no answer yet: parsing the body now would lose it.
+bool bodyAwaitsUpstream(const Request& r) {
+  return r.head_complete && !r.message_complete && r.request_framing != BodyFraming::None &&
+         !r.upstream && !r.response_started && !r.tunnel;
+}
+
 bool isIdempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
          method == "DELETE" || method == "TRACE";
@@ -97,6 +104,7 @@ void Request::reset() {
   ctx.recycle();  // ctx.worker is set again by the connection that takes the request
   arena.reset();
   out.clear();
+  held_body.clear();
   writing_bytes = 0;
   generation = nullptr;
   upstream = nullptr;
@@ -111,6 +119,7 @@ void Request::reset() {
   attempts = 0;
   endpoint_index = SIZE_MAX;
   retry_timer = nullptr;
+  upstream_head_bytes = 0;
   request_framing = BodyFraming::None;
   content_length = body_bytes = chunk_extension_bytes = 0;
   status = 0;
@@ -389,6 +398,10 @@ void DownstreamConnection::processInput() {
       return;
     }
     if (r.message_complete || r.waiting_filter || r.response_complete) return;
+    if (bodyAwaitsUpstream(r)) {
+      stopReading();  // onUpstreamDrained() reads again once a connection takes the body
+      return;
+    }
     // Until the head is complete its bytes stay unconsumed at the front of the block
     // (parsing resumes at r.parsed), so the block may move or grow under the head's
     // offsets without invalidating them.
@@ -419,7 +432,10 @@ void DownstreamConnection::processInput() {
       return;
     }
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-      return;  // a filter is waiting, a reply was sent, or the request is complete
+      // A filter is waiting, a reply was sent, the request is complete, or its body waits
+      // for an upstream connection.
+      if (bodyAwaitsUpstream(r)) stopReading();
+      return;
     }
     if (err == HPE_USER && r.reject_status) {
       int status = r.reject_status;
@@ -635,6 +651,9 @@ int DownstreamConnection::headDone() {
   // connection can carry the next one); with a body, parsing stops and the connection
   // closes after the answer.
   if (r.response_started && r.request_framing != BodyFraming::None) return HPE_PAUSED;
+  // Queued for an upstream connection: the body stays unparsed until one takes it
+  // (startUpstream resumes the parser).
+  if (bodyAwaitsUpstream(r)) return HPE_PAUSED;
   return 0;
 }
 
@@ -760,7 +779,13 @@ void DownstreamConnection::startUpstream() {
   ++r.attempts;
   pool.requestStarted(r.endpoint_index);
   r.upstream_endpoint = up->endpoint().text;
+  size_t queued_before = up->out().size();
   serializeUpstreamHead();
+  r.upstream_head_bytes = up->out().size() - queued_before;
+  up->out().moveFrom(r.held_body);  // what an earlier attempt that never connected took
+  if (!r.message_complete && !r.waiting_filter && llhttp_get_errno(&r.parser) == HPE_PAUSED) {
+    llhttp_resume(&r.parser);  // paused in headDone() while queued
+  }
   const RouteConfig& route = *r.ctx.route;
   uint64_t timeout = uint64_t((route.timeout ? *route.timeout : r.ctx.config->timeouts.upstream_response).count());
   up->expectResponse(timeout, r.head_method);
@@ -782,12 +807,13 @@ void DownstreamConnection::endAttempt(bool failed) {
   r.breaker_trial = false;
 }
 
-bool DownstreamConnection::retryPossible(bool trigger) {
+bool DownstreamConnection::retryPossible(bool trigger, bool body_unsent) {
   Request& r = *req_;
   const RetryConfig& rc = upstreamPool().config().retries;
   // Only requests that can be sent again as they were: idempotent, no body streamed.
-  return trigger && r.attempts <= rc.attempts && r.request_framing == BodyFraming::None &&
-         isIdempotent(r.ctx.method) && upstreamPool().takeRetry();
+  return trigger && r.attempts <= rc.attempts &&
+         (r.request_framing == BodyFraming::None || body_unsent) && isIdempotent(r.ctx.method) &&
+         upstreamPool().takeRetry();
 }
 
 void DownstreamConnection::scheduleRetry() {
@@ -1123,7 +1149,7 @@ void DownstreamConnection::onUpstreamHead(UpstreamResponseHead& head) {
                            attempt_end - r.upstream_start_ns);
   const std::vector<int>& retry_on = upstreamPool().config().retries.on_statuses;
   if (std::find(retry_on.begin(), retry_on.end(), head.status) != retry_on.end() &&
-      retryPossible(true)) {
+      retryPossible(true, false)) {
     // This answer is not forwarded: the connection is dropped with its body.
     r.upstream->abort();
     r.upstream = nullptr;
@@ -1221,6 +1247,7 @@ void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_starte
   EventScope scope(this);
   if (!req_ || closing_) return;
   Request& r = *req_;
+  UpstreamConnection* failed = r.upstream;
   r.upstream = nullptr;
   if (r.tunnel) {
     // The upstream ended the tunnel: deliver what it sent, then close.
@@ -1243,8 +1270,16 @@ void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_starte
   endAttempt(true);
   bool connect_failure = e == UpstreamError::ConnectFailed || e == UpstreamError::ConnectTimeout ||
                          e == UpstreamError::TlsFailed;
+  // An upstream never reached has none of the body: what it queued goes to the next attempt.
+  bool body_unsent =
+      failed && (e == UpstreamError::ConnectFailed || e == UpstreamError::ConnectTimeout);
   if (!response_started &&
-      retryPossible(connect_failure && upstreamPool().config().retries.on_connect_failure)) {
+      retryPossible(connect_failure && upstreamPool().config().retries.on_connect_failure,
+                    body_unsent)) {
+    if (r.request_framing != BodyFraming::None) {
+      r.held_body.moveFrom(failed->out());
+      r.held_body.drain(r.upstream_head_bytes);
+    }
     scheduleRetry();
     return;
   }

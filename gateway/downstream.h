@@ -43,6 +43,8 @@ struct Request {
   RequestContext ctx;
   ResponseHead response;
   Buffer out;  // to the client
+  // Body bytes an attempt that never connected had queued, for the next attempt.
+  Buffer held_body;
   uv_write_t write_req{};
   size_t writing_bytes = 0;
   std::string path_buf;      // normalised path
@@ -75,6 +77,7 @@ struct Request {
   uint32_t attempts = 0;
   size_t endpoint_index = SIZE_MAX;
   uv_timer_t* retry_timer = nullptr;  // backoff before the next attempt
+  size_t upstream_head_bytes = 0;     // the serialized head in front of the body upstream
   BodyFraming request_framing = BodyFraming::None;
   uint64_t content_length = 0;
   uint64_t body_bytes = 0;
@@ -143,7 +146,7 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver,
   void startUpstream();
   UpstreamPool& upstreamPool();
   void endAttempt(bool failed);
-  bool retryPossible(bool trigger);
+  bool retryPossible(bool trigger, bool body_unsent);
   void scheduleRetry();
   void cancelRetryTimer();
   void serializeUpstreamHead();

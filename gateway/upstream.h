@@ -30,6 +30,7 @@ class Worker;
 class UpstreamPool;
 
 enum class UpstreamError {
+  // The two connect errors leave out() as it was queued: nothing reached the upstream.
   ConnectFailed,    // refused, unreachable
   ConnectTimeout,
   TlsFailed,        // the TLS handshake failed (e.g. a certificate not trusted): connected,

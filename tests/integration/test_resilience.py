@@ -389,6 +389,38 @@ def test_connect_refused_is_retried_on_the_other_endpoint(gateway_factory, upstr
                       upstream="up") == 1
 
 
+def test_put_with_body_is_retried_when_the_upstream_was_never_reached(gateway_factory, upstream):
+    # SPEC: retries for "bodies not yet streamed": a refused connect sent nothing.
+    dead = f"127.0.0.1:{free_port()}"
+    gw = retry_gateway(gateway_factory, [dead, upstream])
+    body = b"resend-me-" * 3000
+    r, _ = get(gw, "/doc", method="PUT", body=body)
+    assert r.status == 200, r
+    assert [(q.method, q.body) for q in upstream.traffic()] == [("PUT", body)]
+    assert prom.value(prom.scrape(gw), "gateway_upstream_connect_failures_total",
+                      upstream="up") == 1
+
+
+def test_chunked_body_arriving_during_the_retry_backoff_is_sent_whole(gateway_factory, upstream):
+    dead = f"127.0.0.1:{free_port()}"
+    gw = retry_gateway(gateway_factory, [dead, upstream])
+    with Client(gw.port, timeout=10) as c:
+        c.send(b"PUT /doc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\nhello\r\n")
+        time.sleep(0.2)  # the first attempt has failed by now
+        c.send(b"6\r\n world\r\n0\r\n\r\n")
+        r = c.read_response()
+    assert r.status == 200, r
+    assert [(q.method, q.body) for q in upstream.traffic()] == [("PUT", b"hello world")]
+
+
+def test_put_with_body_is_not_retried_once_sent(first_try_503):
+    gw, a, b = first_try_503
+    r, _ = get(gw, "/doc", method="PUT", body=b"payload")
+    assert r.status == 503 and r.json()["upstream"] == "a", r
+    assert b.traffic() == [], "a body already streamed was sent again"
+
+
 def test_retry_budget_caps_retries(gateway_factory, upstream):
     # One endpoint that always answers 503: without a budget each request would be tried
     # three times (attempts: 2). Retries stay within a fifth of the requests (plus 3).
@@ -488,3 +520,35 @@ def test_least_request_prefers_the_fast_endpoint(gateway_factory, upstream_facto
     n_fast, n_slow = len(fast.traffic()), len(slow.traffic())
     assert n_fast + n_slow == 48
     assert n_fast >= 0.75 * 48, f"fast {n_fast}, slow {n_slow}"
+
+
+def test_bulkhead_queued_request_keeps_its_body(gateway_factory, upstream):
+    # The body arrives with the head while the request waits for a connection: it must
+    # reach the upstream whole once one frees, not be dropped as if already answered.
+    gw = gateway_factory(config([upstream], workers=1, max_connections=1, max_pending=4,
+                                timeouts={"upstream_connect": "5s"}))
+    body = b"queued-body-" * 1000
+    with Client(gw.port, timeout=15) as busy, Client(gw.port, timeout=15) as queued:
+        busy.send(b"GET /slow?delay=500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream.wait_requests(1, timeout=5)
+        r = queued.request("POST", "/queued", body=body)
+        assert r.status == 200, r
+        assert busy.read_response().status == 200
+    posted = [q for q in upstream.traffic() if q.path == "/queued"]
+    assert len(posted) == 1 and posted[0].body == body
+
+
+def test_bulkhead_queued_chunked_request_keeps_its_body(gateway_factory, upstream):
+    gw = gateway_factory(config([upstream], workers=1, max_connections=1, max_pending=4,
+                                timeouts={"upstream_connect": "5s"}))
+    with Client(gw.port, timeout=15) as busy, Client(gw.port, timeout=15) as queued:
+        busy.send(b"GET /slow?delay=500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream.wait_requests(1, timeout=5)
+        queued.send(b"POST /queued HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n")
+        time.sleep(0.1)  # more of the body while the request still waits
+        queued.send(b"6\r\n world\r\n0\r\n\r\n")
+        assert queued.read_response().status == 200
+        assert busy.read_response().status == 200
+    posted = [q for q in upstream.traffic() if q.path == "/queued"]
+    assert len(posted) == 1 and posted[0].body == b"hello world"
