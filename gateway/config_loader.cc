@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <atomic>
 #include <set>
-#include <thread>
 #include <tuple>
 
 #include "filters/api_key/api_key_config.h"
@@ -13,6 +12,7 @@
 #include "filters/rate_limit/rate_limit_config.h"
 #include "filters/registry.h"
 #include "gateway/config_sections.h"
+#include "gateway/cpu_count.h"
 
 namespace gw {
 namespace {
@@ -24,7 +24,7 @@ constexpr uint64_t kMaxWorkers = 1024;
 std::optional<uint32_t> parseWorkers(const YAML::Node& node, ConfigContext& ctx) {
   auto text = ctx.string(node);
   if (!text) return std::nullopt;
-  if (*text == "auto") return std::max(1u, std::thread::hardware_concurrency());
+  if (*text == "auto") return usableCpus();
   auto n = ctx.unsignedInt(node, 1, kMaxWorkers);
   return n ? std::optional(static_cast<uint32_t>(*n)) : std::nullopt;
 }
@@ -128,7 +128,7 @@ void parseRoot(const YAML::Node& root, ConfigContext& ctx, Config& config) {
        "upstreams", "rate_limit_store", "jwt_providers", "api_keys", "default_filters", "routes"});
   if (!map) return;
   ctx.require(*map, {"listeners"});
-  config.workers = std::max(1u, std::thread::hardware_concurrency());
+  config.workers = usableCpus();
   ctx.read(*map, "workers", config.workers,
            [&](const YAML::Node& n) { return parseWorkers(n, ctx); });
   // Sections are parsed in dependency order, whatever their order in the file.

@@ -2,6 +2,7 @@
 message, exit 1), bad command lines (exit 2), bad configuration or an unbindable
 listener at start (exit 1), ${NAME} substitution."""
 
+import os
 import re
 import socket
 
@@ -219,3 +220,31 @@ def test_overlapping_listeners_of_one_configuration_start(gateway_factory, upstr
     gw = gateway_factory(config)
     with Client(gw.port) as c:
         assert c.request("GET", "/x").status == 200
+
+
+def started_workers(gw) -> int:
+    started = [e for e in gw.app_log() if e.get("message") == "gateway started"]
+    assert started, gw.app_log_text()
+    return int(started[0]["workers"])
+
+
+@pytest.mark.parametrize("workers", [None, "auto"])
+def test_auto_workers_follow_the_cpus_the_process_may_use(gateway_factory, upstream, workers):
+    # `taskset -c 0 gateway` (or a container's cpuset) leaves one usable CPU on a bigger
+    # machine: one event loop, not one per host core.
+    allowed = os.sched_getaffinity(0)
+    if len(allowed) < 2:
+        pytest.skip("needs a machine with 2 or more usable CPUs")
+    config = simple_config(upstream)
+    if workers:
+        config["workers"] = workers
+    else:
+        del config["workers"]  # the harness sets 2
+    os.sched_setaffinity(0, {min(allowed)})  # inherited by the gateway
+    try:
+        gw = gateway_factory(config)
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert started_workers(gw) == 1
+    wide = gateway_factory(config)
+    assert started_workers(wide) == len(allowed)
