@@ -337,6 +337,25 @@ def test_https_request_is_proxied_with_the_gateways_headers(gateway_factory, ups
     assert metric(gw, "gateway_tls_handshakes_total", listener="http") == 0
 
 
+def test_https_request_queued_by_the_bulkhead_keeps_its_body(gateway_factory, upstream, certs):
+    # The body waits as TLS records the gateway has not decrypted yet, or as plaintext it
+    # has: both must reach the upstream once a connection frees.
+    cfg = simple_config(upstream, listeners=[tls_listener("https", [certs.server_pair])],
+                        workers=1, timeouts={"upstream_connect": "5s"})
+    cfg["upstreams"][0].update(max_connections=1, max_pending=4)
+    gw = gateway_factory(as_template(cfg))
+    ctx = client_ctx(certs)
+    body = bytes(range(256)) * 800  # 200 KiB: many records
+    with https_client(gw.port, ctx) as busy, https_client(gw.port, ctx) as queued:
+        busy.send(b"GET /slow?delay=500 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        upstream.wait_requests(1, timeout=5)
+        r = queued.request("POST", "/queued", body=body, host="localhost")
+        assert r.status == 200, r
+        assert busy.read_response().status == 200
+    posted = [q for q in upstream.traffic() if q.path == "/queued"]
+    assert len(posted) == 1 and posted[0].body == body
+
+
 def test_gateway_errors_over_tls_carry_hsts_and_tls_in_the_log(gateway_factory, upstream,
                                                                 certs):
     """Every response on a TLS connection is a response to a TLS connection: HSTS and
