@@ -2,13 +2,15 @@
 
 #include <spdlog/async.h>
 #include <spdlog/async_logger.h>
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <mutex>
-#include <vector>
 
 #include "gateway/http_util.h"
 
@@ -16,14 +18,70 @@ namespace gw::log {
 
 namespace {
 
+// The access log's one sink, stdout or a file, retargeted in place (a reload naming another
+// path, SIGUSR1 after logrotate moved the file): the logger the workers write to is never
+// replaced, so none can be left writing to a dead one, and a rotated file is closed.
+class AccessSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  ~AccessSink() override { closeFile(); }
+
+  // "stdout" or a path, opened for appending; on failure the current target stays.
+  bool open(const std::string& target, std::string* error) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    FILE* file = stdout;
+    if (target != "stdout") {
+      file = std::fopen(target.c_str(), "ae");
+      if (!file) {
+        if (error) *error = std::strerror(errno);
+        return false;
+      }
+    }
+    closeFile();
+    file_ = file;
+    target_ = target;
+    return true;
+  }
+
+  bool reopen(std::string* error) {
+    std::string target;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      target = target_;
+    }
+    return open(target, error);
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    if (!file_) return;
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    std::fwrite(line.data(), 1, line.size(), file_);
+  }
+  void flush_() override {
+    if (file_) std::fflush(file_);
+  }
+
+ private:
+  void closeFile() {
+    if (!file_) return;
+    std::fflush(file_);
+    if (file_ != stdout) std::fclose(file_);
+    file_ = nullptr;
+  }
+
+  FILE* file_ = nullptr;
+  std::string target_;
+};
+
 std::once_flag g_pool_once;
 std::shared_ptr<spdlog::logger> g_app;
-std::atomic<spdlog::logger*> g_access{nullptr};
+std::shared_ptr<AccessSink> g_access_sink;
+std::shared_ptr<spdlog::logger> g_access_logger;  // writes to g_access_sink
+std::atomic<spdlog::logger*> g_access{nullptr};   // g_access_logger while the log is on
 std::atomic<bool> g_access_unflushed{false};
 std::atomic<int> g_level{int(LogLevel::Info)};
-// Access loggers replaced by a reload stay alive: a worker may still be writing to one.
-std::vector<std::shared_ptr<spdlog::logger>> g_access_keep;
-std::mutex g_access_mutex;
+std::mutex g_access_mutex;  // opening and reopening (the main thread, tests)
 
 void ensurePool() {
   std::call_once(g_pool_once, [] {
@@ -103,26 +161,25 @@ void write(LogLevel level, std::string_view message, std::initializer_list<Field
 
 bool openAccessLog(const std::string& target, std::string* error) {
   ensurePool();
-  std::shared_ptr<spdlog::logger> logger;
+  std::lock_guard<std::mutex> lock(g_access_mutex);
   if (target == "off") {
     if (auto* old = g_access.exchange(nullptr)) old->flush();  // its last lines, now
     return true;
   }
-  try {
-    if (target == "stdout") {
-      logger = makeAsync("access", std::make_shared<spdlog::sinks::stdout_sink_mt>());
-    } else {
-      logger = makeAsync("access", std::make_shared<spdlog::sinks::basic_file_sink_mt>(target));
-    }
-  } catch (const std::exception& e) {
-    if (error) *error = e.what();
-    return false;
+  if (!g_access_logger) {
+    g_access_sink = std::make_shared<AccessSink>();
+    g_access_logger = makeAsync("access", g_access_sink);
   }
-  std::lock_guard<std::mutex> lock(g_access_mutex);
-  g_access_keep.push_back(logger);
-  // The replaced logger is flushed once more: the periodic flush only reaches the current one.
-  if (auto* old = g_access.exchange(logger.get())) old->flush();
+  // Lines still queued go to the new target: the writer thread takes them after this.
+  if (!g_access_sink->open(target, error)) return false;
+  g_access.store(g_access_logger.get());
   return true;
+}
+
+bool reopenAccessLog(std::string* error) {
+  std::lock_guard<std::mutex> lock(g_access_mutex);
+  if (!g_access.load()) return true;  // off
+  return g_access_sink->reopen(error);
 }
 
 bool accessLogEnabled() { return g_access.load(std::memory_order_relaxed) != nullptr; }

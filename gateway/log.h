@@ -29,6 +29,10 @@ bool enabled(LogLevel level);
 // Lines for the access log (SPEC §6): "stdout", "off" or a file path. Returns false and
 // sets `error` when the file cannot be opened.
 bool openAccessLog(const std::string& target, std::string* error);
+// Opens the access log's file again under the same path (SIGUSR1, after logrotate moved it),
+// as nginx does on USR1; lines still queued go to the new file. False, with `error`, when
+// the path cannot be opened: the old file is kept.
+bool reopenAccessLog(std::string* error);
 bool accessLogEnabled();
 void writeAccessLine(std::string_view line);
 // Has the access log's writer thread flush what it buffered, if a line came since the

@@ -267,7 +267,8 @@ int Server::run() {
   admin_ = std::make_unique<Worker>(*this, config.workers);
   admin_->init(runtime_, {admin_socket_});
   uv_loop_t* loop = admin_->loop();
-  for (auto [sig, handle] : {std::pair{SIGHUP, &sighup_}, {SIGTERM, &sigterm_}, {SIGINT, &sigint_}}) {
+  for (auto [sig, handle] : {std::pair{SIGHUP, &sighup_}, {SIGTERM, &sigterm_}, {SIGINT, &sigint_},
+                             {SIGUSR1, &sigusr1_}}) {
     uv_signal_init(loop, handle);
     handle->data = this;
     uv_signal_start(handle, onSignal, sig);
@@ -297,6 +298,13 @@ void Server::onSignal(uv_signal_t* h, int signum) {
   auto* s = static_cast<Server*>(h->data);
   if (signum == SIGHUP) {
     s->reload();
+  } else if (signum == SIGUSR1) {
+    std::string error;
+    if (log::reopenAccessLog(&error)) {
+      log::info("access log reopened");
+    } else {
+      log::error("cannot reopen the access log; still writing to the old file", {{"error", error}});
+    }
   } else if (s->draining()) {
     log::warn("second stop signal: closing all connections now");
     s->stopWorkers();
@@ -377,6 +385,7 @@ void Server::onWorkerExit(uv_async_t* h) {
   for (uv_handle_t* handle : {reinterpret_cast<uv_handle_t*>(&s->sighup_),
                               reinterpret_cast<uv_handle_t*>(&s->sigterm_),
                               reinterpret_cast<uv_handle_t*>(&s->sigint_),
+                              reinterpret_cast<uv_handle_t*>(&s->sigusr1_),
                               reinterpret_cast<uv_handle_t*>(&s->worker_exit_),
                               reinterpret_cast<uv_handle_t*>(&s->drain_timer_)}) {
     uv_close(handle, nullptr);

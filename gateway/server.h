@@ -68,7 +68,7 @@ class Server {
   std::unique_ptr<HealthChecker> health_checker_;
   std::vector<std::vector<ListenSocket>> worker_sockets_;
   ListenSocket admin_socket_;
-  uv_signal_t sighup_{}, sigterm_{}, sigint_{};
+  uv_signal_t sighup_{}, sigterm_{}, sigint_{}, sigusr1_{};
   uv_async_t worker_exit_{};
   uv_timer_t drain_timer_{};
 };

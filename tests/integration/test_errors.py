@@ -3,7 +3,9 @@ closing without an answer, garbage), 503 (upstream down, connect timeout), 504 (
 timeout), responses cut short, and the fields of each access-log line."""
 
 import json
+import os
 import re
+import signal
 import socket
 import time
 
@@ -115,6 +117,55 @@ def test_access_log_file_is_written_while_the_gateway_runs(gateway_factory, upst
     wait_until(lambda: logged() == ["file-0", "file-1", "file-2"], timeout=5, what=f"3 lines in {path}")
     assert gw.running
     assert gw.access_log() == []  # nothing on stdout
+
+
+def open_paths(gw) -> set[str]:
+    fd_dir = f"/proc/{gw.pid}/fd"
+    return {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+
+
+def logged_ids(path) -> list[str]:
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line)["request_id"] for line in text.splitlines()]
+
+
+def test_sigusr1_reopens_the_access_log_after_rotation(gateway_factory, upstream, tmp_path):
+    # logrotate's default (no copytruncate): move the file, then tell the gateway, as nginx
+    # is told with USR1. The moved file gets no new line and is no longer held open.
+    path, rotated = tmp_path / "access.log", tmp_path / "access.log.1"
+    gw = gateway_factory(simple_config(upstream, logging={"access_log": str(path)},
+                                       default_filters={"request_id": {}}))
+    with Client(gw.port) as c:
+        assert c.request("GET", "/before", headers={"X-Request-ID": "before"}).status == 200
+        wait_until(lambda: logged_ids(path) == ["before"], timeout=5, what="the first line")
+        path.rename(rotated)
+        gw.signal(signal.SIGUSR1)
+        wait_until(lambda: path.exists(), timeout=5, what="a new file at the configured path")
+        assert c.request("GET", "/after", headers={"X-Request-ID": "after"}).status == 200
+    wait_until(lambda: logged_ids(path) == ["after"], timeout=5, what="the new line in the new file")
+    assert logged_ids(rotated) == ["before"]
+    assert str(rotated) not in open_paths(gw)
+    assert any(e.get("message") == "access log reopened" for e in gw.app_log())
+    assert gw.running
+
+
+def test_sigusr1_keeps_the_old_file_when_the_path_cannot_be_opened(gateway_factory, upstream,
+                                                                 tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "access.log"
+    gw = gateway_factory(simple_config(upstream, logging={"access_log": str(path)},
+                                       default_filters={"request_id": {}}))
+    path.unlink()
+    logs.rmdir()  # nothing can be opened at the path now, whoever the gateway runs as
+    gw.signal(signal.SIGUSR1)
+    wait_until(lambda: any(e.get("message", "").startswith("cannot reopen the access log")
+                           for e in gw.app_log()), timeout=5, what="the error line")
+    with Client(gw.port) as c:
+        assert c.request("GET", "/still").status == 200
+    assert gw.running
+    # Still writing to the file it had (deleted, so only /proc shows it).
+    assert f"{path} (deleted)" in open_paths(gw), open_paths(gw)
 
 
 def test_503_when_upstream_is_down(gateway_factory):

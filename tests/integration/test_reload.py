@@ -67,6 +67,29 @@ def test_sighup_changes_routing_and_keeps_connections(gateway_factory, upstream)
     assert any(e.get("message") == "configuration reloaded" for e in gw.app_log())
 
 
+def test_sighup_moves_the_access_log_to_a_new_path(gateway_factory, upstream, tmp_path):
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+
+    def config(path):
+        return routes_config(upstream, "/", logging={"access_log": str(path)},
+                             default_filters={"request_id": {}})
+
+    def ids(path):
+        return [line.split('"request_id":"')[1].split('"')[0]
+                for line in (path.read_text().splitlines() if path.exists() else [])]
+
+    gw = gateway_factory(config(first))
+    with Client(gw.port) as c:
+        assert c.request("GET", "/a", headers={"X-Request-ID": "one"}).status == 200
+        wait_until(lambda: ids(first) == ["one"], timeout=5, what="the line in the first file")
+        reload(gw, config(second))
+        assert c.request("GET", "/b", headers={"X-Request-ID": "two"}).status == 200
+    wait_until(lambda: ids(second) == ["two"], timeout=5, what="the line in the second file")
+    assert ids(first) == ["one"]
+    fd_dir = f"/proc/{gw.pid}/fd"
+    assert str(first) not in {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+
+
 def test_request_in_flight_during_a_reload_completes(gateway_factory, upstream):
     gw = gateway_factory(routes_config(upstream, "/old"))
     with Client(gw.port) as c:
