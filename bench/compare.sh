@@ -18,6 +18,9 @@
 #                                                    see the case_* functions
 #   JWT_ALG=ES256 JWT_USERS=1000                     the jwt case's tokens
 #   PROXIES="gateway nginx haproxy"                  which proxies to run
+#   FLOOR=1                                          the plain cases also run "forward"
+#                                                    (bench/l4_forward.c: bytes copied, no
+#                                                    HTTP), the kernel's floor; FLOOR=0: not
 #   LOAD_CPUS=0 PROXY_CPUS=1 WIDE_CPUS=0,1           pinning (taskset -c)
 #   NICE=0                                           e.g. -10: every process started runs at that
 #                                                    niceness, ahead of other work on the machine
@@ -55,6 +58,7 @@ PROXY_CPUS=${PROXY_CPUS:-1}
 WIDE_CPUS=${WIDE_CPUS:-$LOAD_CPUS,$PROXY_CPUS}
 GATEWAY=${GATEWAY:-$root/build/gateway}
 KEEP=${KEEP:-0}
+FLOOR=${FLOOR:-1}
 NICE=${NICE:-0}
 
 SMALL_BYTES=13      # /small answers "hello, world\n"
@@ -216,6 +220,7 @@ take_port; GW_PORT=$port
 take_port; GW_ADMIN_PORT=$port
 take_port; NGINX_PORT=$port
 take_port; HAPROXY_PORT=$port
+take_port; FORWARD_PORT=$port
 
 head -c "$LARGE_BYTES" /dev/zero | tr '\0' 'x' >"$work/www/16k"
 cat >"$work/upstream.conf" <<EOF
@@ -441,15 +446,25 @@ variant_nginx() {  # DIR NAME BASE
 # A case describes itself (CASE_*), sets the hooks and writes the three configs into $1.
 # To add one: write case_NAME and add NAME to CASES.
 
+# The floor beside the proxies: bench/l4_forward.c copies bytes between each client
+# connection and an upstream connection of its own, with no HTTP. What it costs per request
+# is what the kernel costs any proxy; its "x nginx" is the most a proxy could reach here.
+forward_target() {
+  [[ $FLOOR == 1 ]] || return 0
+  add_target forward forward "$1/forward" "$FORWARD_PORT" "$CASE_PATH"
+}
+
 case_plain_small() {
   CASE_DESC="plain proxy, no filters, ${SMALL_BYTES}-byte response"
   write_configs "$1"
+  forward_target "$1"
 }
 
 case_plain_16k() {
   CASE_DESC="plain proxy, no filters, 16 KiB response"
   CASE_PATH=/16k CASE_BODY_BYTES=$LARGE_BYTES
   write_configs "$1"
+  forward_target "$1"
 }
 
 # Two workers (gateway workers, nginx worker_processes, HAProxy nbthread) spanning both
@@ -719,6 +734,7 @@ start_proxy() {
     gateway) start "$name" "$CASE_CPUS" "$work/gateway" -c "$conf" ;;
     nginx) start "$name" "$CASE_CPUS" nginx -p "$(dirname "$conf")" -e "$(dirname "$conf")/nginx-error.log" -c "$conf" ;;
     haproxy) start "$name" "$CASE_CPUS" haproxy -f "$conf" -db ;;
+    forward) start "$name" "$CASE_CPUS" "$work/l4_forward" "$port" "$UP_PORT" ;;
     *) die "unknown proxy $proxy" ;;
   esac
   proxy_pid=$started_pid
@@ -913,6 +929,9 @@ stream_case() {
 }
 
 cp "$GATEWAY" "$work/gateway"   # others may rebuild build/gateway meanwhile
+if [[ $FLOOR == 1 ]]; then
+  cc -O2 -o "$work/l4_forward" "$here/l4_forward.c" || die "cannot build bench/l4_forward.c (FLOOR=0 skips it)"
+fi
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 revision=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
 log "compare.sh: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, $REPEATS runs per proxy;" \

@@ -358,6 +358,10 @@ def table(path, clk_tck):
         if proxy == "direct" and (case, "gateway") in summary:
             g = summary[(case, "gateway")]
             notes.append(f"gateway / direct upstream, {case}: req/s {g['rps'] / s['rps']:.2f}x")
+        if proxy == "forward" and "cpu_us" in s:
+            notes.append(f"{case}/forward: bytes copied with no HTTP, the kernel's floor: "
+                         f"{s['cpu_us']:.1f} us CPU per request ({s['cpu_us'] - s['sys_us']:.1f} in "
+                         f"user space); x nginx of forward is the most any proxy could reach here")
         if "aux_us" in s:
             notes.append(f"{case}/{proxy}: the case's auxiliary server (e.g. redis-server) "
                          f"spent {s['aux_us']:.1f} us CPU per request")
