@@ -45,10 +45,7 @@ void appendHex(Buffer& out, uint64_t v) {
 }
 
 void appendHeader(Buffer& out, std::string_view name, std::string_view value) {
-  out.append(name);
-  out.append(": ", 2);
-  out.append(value);
-  out.append("\r\n", 2);
+  out.appendFieldLine(name, value);
 }
 
 uint64_t monotonicNs() {

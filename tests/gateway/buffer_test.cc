@@ -542,5 +542,26 @@ TEST(InputBlockTest, DestructorReturnsTheSlice) {
   EXPECT_EQ(SlicePool::local().freeCount(), 1u);
 }
 
+TEST(BufferTest, AppendFieldLineWritesNameColonValueCrlf) {
+  Buffer b;
+  b.append("HTTP/1.1 200 OK\r\n");
+  b.appendFieldLine("Content-Type", "text/plain");
+  b.appendFieldLine("X-Empty", "");
+  b.appendFieldLine("", "odd");
+  EXPECT_EQ(b.toString(), "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Empty: \r\n: odd\r\n");
+}
+
+TEST(BufferTest, AppendFieldLineAcrossASliceBoundaryAndBehindAnExternalSegment) {
+  const std::string value = pattern(kSliceSize);  // never fits behind the tail
+  std::string ext = "external";
+  Buffer b;
+  b.append(pattern(kSliceSize - 3));  // 3 bytes of room: the line spills into a new slice
+  b.appendFieldLine("Name", "v");
+  b.appendExternal(ext.data(), ext.size());  // no tail room after it
+  b.appendFieldLine("Long", value);
+  EXPECT_EQ(b.toString(), pattern(kSliceSize - 3) + "Name: v\r\n" + ext + "Long: " + value + "\r\n");
+  EXPECT_EQ(b.size(), b.toString().size());
+}
+
 }  // namespace
 }  // namespace gw
