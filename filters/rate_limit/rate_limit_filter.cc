@@ -240,10 +240,14 @@ void RouteLimits::writeHeaders(const LimitStatus* st, HeaderList& headers,
   }
   if (tight < 0) return;
   const LimitStatus& t = st[tight];
-  headers.setRef("RateLimit-Limit", arenaNumber(arena, limits_[tight].limit->burst));
-  headers.setRef("RateLimit-Remaining", arenaNumber(arena, t.remaining));
-  headers.setRef("RateLimit-Reset", arenaNumber(arena, t.reset_s));
-  headers.setRef("RateLimit-Policy", policy_header_);
+  // These fields replace any of the same names, the upstream's included.
+  static constexpr std::string_view kFields[] = {"RateLimit-Limit", "RateLimit-Remaining",
+                                                 "RateLimit-Reset", "RateLimit-Policy", "RateLimit"};
+  headers.removeAny(kFields);
+  headers.addRef("RateLimit-Limit", arenaNumber(arena, limits_[tight].limit->burst));
+  headers.addRef("RateLimit-Remaining", arenaNumber(arena, t.remaining));
+  headers.addRef("RateLimit-Reset", arenaNumber(arena, t.reset_s));
+  headers.addRef("RateLimit-Policy", policy_header_);
   // RateLimit: "name";r=R;t=T for every limit that was evaluated.
   char* out = arena.allocate(field_bytes);
   char* p = out;
@@ -261,7 +265,7 @@ void RouteLimits::writeHeaders(const LimitStatus* st, HeaderList& headers,
     std::memcpy(p, ";t=", 3);
     p = std::to_chars(p + 3, p + 13, st[i].reset_s).ptr;
   }
-  headers.setRef("RateLimit", std::string_view(out, size_t(p - out)));
+  headers.addRef("RateLimit", std::string_view(out, size_t(p - out)));
   if (refused) headers.setRef("Retry-After", arenaNumber(arena, std::max<uint32_t>(1, retry)));
 }
 

@@ -3,7 +3,7 @@
 namespace gw::security_headers {
 
 void SecurityHeadersFilter::onResponseHeaders(RequestContext& ctx, ResponseHead& response) const {
-  for (const std::string& name : config_->hide_headers) response.headers.remove(name);
+  response.headers.removeAny(config_->hide_headers);
   bool https = ctx.tls || ctx.forwarded_https;
   for (const HeaderSetting& h : config_->headers) {
     if (h.tls_only && !https) continue;

@@ -181,6 +181,22 @@ TEST(HeaderListTest, RemoveReturnsHowManyAndKeepsTheOrderOfTheRest) {
   EXPECT_EQ(h[2].name, "D");
 }
 
+TEST(HeaderListTest, RemoveAnyTakesEveryNamedFieldInOnePassAndKeepsTheOrder) {
+  HeaderList h;
+  for (const char* n : {"Server", "date", "X-Powered-By", "server", "Vary", "X-POWERED-BY"}) {
+    h.addRef(n, n);
+  }
+  const std::vector<std::string> hidden = {"server", "x-powered-by"};
+  EXPECT_EQ(h.removeAny(hidden), 4u);
+  ASSERT_EQ(h.size(), 2u);
+  EXPECT_EQ(h[0].name, "date");
+  EXPECT_EQ(h[1].name, "Vary");
+  constexpr std::string_view none[] = {"Server", "Missing"};
+  EXPECT_EQ(h.removeAny(none), 0u);
+  EXPECT_EQ(h.removeAny(std::vector<std::string>{}), 0u);
+  EXPECT_EQ(h.size(), 2u);
+}
+
 TEST(HeaderListTest, AddCopiesIntoTheArena) {
   StringArena arena;
   HeaderList h(&arena);

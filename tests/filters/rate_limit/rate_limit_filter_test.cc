@@ -48,6 +48,27 @@ TEST(RateLimitFilterTest, SixthOfFivePerHourIsRefused) {
   EXPECT_EQ(route.run(again), 429);
 }
 
+TEST(RateLimitFilterTest, ItsFieldsReplaceTheUpstreamsAndLeaveTheRest) {
+  SimulatedClock clock;
+  Route route("replaces-upstream-fields", "limits: [{key: client_ip, requests: 5, per: 1h}]");
+  Request r;
+  for (auto [n, v] : {std::pair{"RateLimit-Remaining", "999"}, {"ratelimit", "\"x\";r=9"},
+                      {"Content-Type", "text/plain"}, {"RATELIMIT-POLICY", "\"x\";q=9"},
+                      {"Retry-After", "30"}}) {
+    r.response.headers.addRef(n, v);
+  }
+  EXPECT_EQ(route.run(r), 200);
+  const HeaderList& h = r.response.headers;
+  EXPECT_EQ(h.count("RateLimit-Remaining"), 1u);
+  EXPECT_EQ(h.get("RateLimit-Remaining"), "4");
+  EXPECT_EQ(h.count("RateLimit"), 1u);
+  EXPECT_EQ(h.count("RateLimit-Policy"), 1u);
+  EXPECT_EQ(h.count("RateLimit-Limit"), 1u);
+  EXPECT_EQ(h.count("RateLimit-Reset"), 1u);
+  EXPECT_EQ(h.get("Content-Type"), "text/plain");
+  EXPECT_EQ(h.get("Retry-After"), "30");  // not refused: the upstream's own stays
+}
+
 TEST(RateLimitFilterTest, BurstThenSteadyRate) {
   SimulatedClock clock;
   Route route("burst", "limits: [{key: client_ip, requests: 10, per: 1s, burst: 20}]");
