@@ -1488,8 +1488,10 @@ void DownstreamConnection::abortRequest() {
     r.upstream = nullptr;
   }
   if (r.status == 0) r.status = 499;  // nginx's "client closed request", for the log
-  // With a write in flight libuv still owns write_req: the close callback frees it.
-  if (r.writing_bytes == 0) releaseRequest();
+  // Not released here: the caller may be a parser callback or a handler nested in one
+  // (a local reply whose write fails at once), and those still hold the request. Every
+  // abort is followed by closeConnection(), whose close callback releases it, after a
+  // write libuv may still own has been cancelled.
 }
 
 void DownstreamConnection::countUnfinishedHandshake() {
