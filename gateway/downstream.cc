@@ -1077,15 +1077,9 @@ void DownstreamConnection::sendLocalReply(int status, std::string_view error_cod
     closeConnection();
     return;
   }
-  if (r.upstream) {
-    r.upstream->abort();
-    r.upstream = nullptr;
-  }
-  if (r.attempt_open) {
-    r.attempt_open = false;
-    upstreamPool().requestEnded(r.endpoint_index);
-    if (r.breaker_trial) upstreamPool().endpointState(r.endpoint_index).releaseTrial();
-  }
+  // The answer may come while the request waits for an upstream (a chunked body passing
+  // the limit in the bulkhead queue or in a retry's backoff): nothing may wake it later.
+  detachUpstream();
   if (r.waiting_filter && r.request_framing == BodyFraming::None && !r.message_complete) {
     // An asynchronous filter answers a bodiless request: complete it (see continueRequest)
     // so that the connection is kept alive.
@@ -1463,8 +1457,7 @@ void DownstreamConnection::disarmDeadline() {
   deadline_kind_ = DeadlineKind::None;
 }
 
-void DownstreamConnection::abortRequest() {
-  if (!req_) return;
+void DownstreamConnection::detachUpstream() {
   Request& r = *req_;
   cancelRetryTimer();
   if (r.waiting_upstream) {
@@ -1477,16 +1470,22 @@ void DownstreamConnection::abortRequest() {
     upstreamPool().requestEnded(r.endpoint_index);
     if (r.breaker_trial) upstreamPool().endpointState(r.endpoint_index).releaseTrial();
   }
+  if (r.upstream) {
+    r.upstream->abort();
+    r.upstream = nullptr;
+  }
+}
+
+void DownstreamConnection::abortRequest() {
+  if (!req_) return;
+  Request& r = *req_;
   if (r.waiting_filter && r.ctx.route && r.filters_run > 0) {
     // The filter's asynchronous call must not resume a request that is gone.
     r.waiting_filter = false;
     in_.setPinned(false);
     r.ctx.route->chain[r.filters_run - 1]->onAbandon(r.ctx);
   }
-  if (r.upstream) {
-    r.upstream->abort();
-    r.upstream = nullptr;
-  }
+  detachUpstream();
   if (r.status == 0) r.status = 499;  // nginx's "client closed request", for the log
   // Not released here: the caller may be a parser callback or a handler nested in one
   // (a local reply whose write fails at once), and those still hold the request. Every

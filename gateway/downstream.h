@@ -158,6 +158,9 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver,
   void finishRequest();
   void releaseRequest();
   void recordMetrics(const Request& r);
+  // Ends every tie of the request to an upstream: connection, open attempt, bulkhead
+  // queue, retry backoff.
+  void detachUpstream();
   void abortRequest();
   void closeConnection();
   void lingerThenClose();

@@ -448,6 +448,29 @@ def test_bulkhead_sheds_beyond_max_connections_and_max_pending(gateway_factory, 
                       reason="upstream_unavailable") == 2
 
 
+def test_a_request_answered_while_queued_leaves_the_queue(gateway_factory, upstream):
+    """A chunked upload waiting in the bulkhead is answered 413 as its body passes the
+    limit: it must leave the queue. (It stayed there: the connection, freed once the client
+    closed, was woken when the slot freed, a heap-use-after-free; and its place in
+    max_pending was never given back.)"""
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": {"endpoints": [upstream.address], "max_connections": 1, "max_pending": 1}},
+        routes=ROUTE, workers=1, limits={"max_body_bytes": 100},
+        timeouts={"upstream_connect": "5s"}))
+    with Client(gw.port, timeout=15) as busy:
+        busy.send(b"GET /slow?delay=800 HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream.wait_requests(1, timeout=5)
+        with Client(gw.port) as c:
+            c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"c8\r\n" + b"x" * 200 + b"\r\n")
+            assert c.read_response().status == 413
+        assert busy.read_response().status == 200
+    for i in range(3):  # the queue's one place is free again, and nothing stale is woken
+        r, _ = get(gw, f"/after{i}")
+        assert r.status == 200, r
+    assert [q.path for q in upstream.traffic()] == ["/slow", "/after0", "/after1", "/after2"]
+
+
 def test_bulkhead_with_idle_connections_on_another_worker(gateway_factory, upstream):
     # max_connections counts connections of every worker. Sequential requests never need
     # more than one connection, so none may be refused, whichever worker takes them.
