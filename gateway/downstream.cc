@@ -97,6 +97,8 @@ void Request::reset() {
   ctx.recycle();  // ctx.worker is set again by the connection that takes the request
   arena.reset();
   out.clear();
+  upstream_head.clear();
+  host_from_endpoint = false;
   writing_bytes = 0;
   generation = nullptr;
   upstream = nullptr;
@@ -238,8 +240,8 @@ void DownstreamConnection::onRead(ssize_t nread) {
     return;
   }
   if (nread < 0) {
-    if (nread == UV_ENOBUFS && req_ && req_->waiting_filter) {
-      stopReading();  // continueRequest() reads again
+    if (nread == UV_ENOBUFS && req_ && (req_->waiting_filter || req_->waiting_upstream)) {
+      stopReading();  // continueRequest() or onUpstreamAvailable() reads again
       return;
     }
     if (nread == UV_ENOBUFS && req_ && !req_->head_complete) {
@@ -388,7 +390,7 @@ void DownstreamConnection::processInput() {
       armDeadline(DeadlineKind::Idle);
       return;
     }
-    if (r.message_complete || r.waiting_filter || r.response_complete) return;
+    if (r.message_complete || r.waiting_filter || r.waiting_upstream || r.response_complete) return;
     // Until the head is complete its bytes stay unconsumed at the front of the block
     // (parsing resumes at r.parsed), so the block may move or grow under the head's
     // offsets without invalidating them.
@@ -631,6 +633,9 @@ int DownstreamConnection::onHeadersComplete() {
 int DownstreamConnection::headDone() {
   Request& r = *req_;
   if (r.waiting_filter) return HPE_PAUSED;  // resumed by continueRequest()
+  // Queued in the bulkhead: the body has nowhere to go yet and must not be parsed (and
+  // dropped); it waits in the input block until onUpstreamAvailable().
+  if (r.waiting_upstream && r.request_framing != BodyFraming::None) return HPE_PAUSED;
   // Answered locally: a request without a body still completes in the parser (so the
   // connection can carry the next one); with a body, parsing stops and the connection
   // closes after the answer.
@@ -726,6 +731,7 @@ void DownstreamConnection::proxyRequest() {
     flushClient();
     if (closing_) return;
   }
+  serializeUpstreamHead();
   r.upstream_start_ns = monotonicNs();
   upstreamPool().countRequest();
   startUpstream();
@@ -754,13 +760,20 @@ void DownstreamConnection::startUpstream() {
       return;
   }
   r.upstream = up;
+  // A body that waited in the input block while the request was queued (see headDone)
+  // may be parsed from now on: resumed before anything here (a flush's drain callback)
+  // parses on, as a paused parser would report a stale position.
+  if (r.request_framing != BodyFraming::None && !r.message_complete) llhttp_resume(&r.parser);
   r.breaker_trial = trial;
   r.endpoint_index = up->endpointIndex();
   r.attempt_open = true;
   ++r.attempts;
   pool.requestStarted(r.endpoint_index);
   r.upstream_endpoint = up->endpoint().text;
-  serializeUpstreamHead();
+  Buffer& o = up->out();
+  o.appendCopy(r.upstream_head);
+  if (r.host_from_endpoint) appendHeader(o, "Host", r.upstream_endpoint);
+  o.append("\r\n", 2);
   const RouteConfig& route = *r.ctx.route;
   uint64_t timeout = uint64_t((route.timeout ? *route.timeout : r.ctx.config->timeouts.upstream_response).count());
   up->expectResponse(timeout, r.head_method);
@@ -826,11 +839,15 @@ void DownstreamConnection::onUpstreamAvailable(bool expired) {
     return;
   }
   startUpstream();
+  if (closing_ || !req_->upstream || req_->message_complete) return;
+  startReading();
+  processInput();
+  if (!closing_ && tls_ && tls_->session.pendingInput() > 0 && !read_paused_) onTlsRead(nullptr, 0);
 }
 
 void DownstreamConnection::serializeUpstreamHead() {
   Request& r = *req_;
-  Buffer& o = r.upstream->out();
+  Buffer& o = r.upstream_head;
   o.append(r.ctx.method);
   o.append(" ", 1);
   o.append(r.upstream_path);
@@ -866,7 +883,13 @@ void DownstreamConnection::serializeUpstreamHead() {
     }
     appendHeader(o, n, h.value);
   }
-  if (!has_host) appendHeader(o, "Host", r.ctx.host.empty() ? r.upstream_endpoint : r.ctx.host);
+  if (!has_host) {
+    if (r.ctx.host.empty()) {
+      r.host_from_endpoint = true;  // known per attempt
+    } else {
+      appendHeader(o, "Host", r.ctx.host);
+    }
+  }
   o.append("X-Forwarded-For: ");
   if (has_xff) {
     for (const Header& h : r.headers) {
@@ -890,7 +913,6 @@ void DownstreamConnection::serializeUpstreamHead() {
   } else if (r.request_framing == BodyFraming::Chunked) {
     o.append("Transfer-Encoding: chunked\r\n");
   }
-  o.append("\r\n", 2);
 }
 
 // ---------------------------------------------------------------------------------------

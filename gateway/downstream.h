@@ -47,6 +47,12 @@ struct Request {
   size_t writing_bytes = 0;
   std::string path_buf;      // normalised path
   std::string upstream_path;  // after strip_prefix
+  // The head sent upstream, but for the blank line (and the Host of an endpoint when the
+  // client named none): built once, as the request is proxied, from views into the input
+  // block, which move or go back to the pool as soon as body or pipelined bytes arrive.
+  // Every attempt (after the bulkhead queue, a retry's backoff) sends a copy.
+  Buffer upstream_head;
+  bool host_from_endpoint = false;
 
   Generation* generation = nullptr;
   UpstreamConnection* upstream = nullptr;

@@ -471,6 +471,34 @@ def test_a_request_answered_while_queued_leaves_the_queue(gateway_factory, upstr
     assert [q.path for q in upstream.traffic()] == ["/slow", "/after0", "/after1", "/after2"]
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_queued_request_keeps_its_head_and_body(gateway_factory, upstream, chunked):
+    """A request with a body that waits in the bulkhead reaches the upstream whole once a
+    connection frees. (Its body was dropped while it waited, and its head, sent from views
+    into an input block that had gone back to the pool meanwhile, was garbage; a body
+    parked in the input block must also be parsed on from the right place once it flows.)"""
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": {"endpoints": [upstream.address], "max_connections": 1, "max_pending": 4}},
+        routes=ROUTE, workers=1, timeouts={"upstream_connect": "5s"}))
+    body = bytes(range(256)) * 800  # more than the input block holds while it waits
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    wire = (b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n") if chunked else body
+    with Client(gw.port, timeout=15) as busy, Client(gw.port, timeout=15) as c:
+        busy.send(b"GET /slow?delay=600 HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream.wait_requests(1, timeout=5)
+        c.send(f"PUT /queued?sink=0 HTTP/1.1\r\nHost: example.test\r\nX-Check: kept\r\n"
+               f"{framing}\r\n\r\n".encode() + wire[:100])
+        time.sleep(0.2)  # the rest of the body arrives while the request waits
+        c.send(wire[100:])
+        assert busy.read_response().status == 200
+        r = c.read_response()
+        assert r.status == 200, r
+    q = upstream.traffic()[-1]
+    assert (q.method, q.target, q.header("x-check"), q.header("host")) == \
+        ("PUT", "/queued?sink=0", "kept", "example.test"), q
+    assert q.body == body
+
+
 def test_bulkhead_with_idle_connections_on_another_worker(gateway_factory, upstream):
     # max_connections counts connections of every worker. Sequential requests never need
     # more than one connection, so none may be refused, whichever worker takes them.
