@@ -303,9 +303,22 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
     return;
   }
   if (!req_ && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
+  size_t unparsed = in_.unconsumed();
   processInput();
-  // The block had no room for everything: now that the parser took some, decrypt the rest.
-  if (!closing_ && s.pendingInput() > 0 && !read_paused_) onTlsRead(nullptr, 0);
+  if (closing_ || s.pendingInput() == 0 || read_paused_) return;
+  // The block had no room for everything. A parser that took nothing (a body its request
+  // cannot take yet) would leave it full forever: stop reading until resumeInput().
+  if (res.sink_full && in_.unconsumed() == unparsed) {
+    stopReading();
+    return;
+  }
+  onTlsRead(nullptr, 0);  // the parser took some: decrypt the rest
+}
+
+void DownstreamConnection::resumeInput() {
+  startReading();
+  processInput();
+  if (!closing_ && tls_ && tls_->session.pendingInput() > 0 && !read_paused_) onTlsRead(nullptr, 0);
 }
 
 void DownstreamConnection::flushTls() {
@@ -711,7 +724,7 @@ void DownstreamConnection::continueRequest() {
   // Paused at the end of a bodiless head with no bytes left, llhttp completes the message
   // only on its next execute: feed it nothing, or the connection would not be kept alive.
   if (!req_->message_complete && in_.unconsumed() == 0) llhttp_execute(&req_->parser, "", 0);
-  processInput();
+  resumeInput();
 }
 
 void DownstreamConnection::proxyRequest() {
@@ -840,9 +853,7 @@ void DownstreamConnection::onUpstreamAvailable(bool expired) {
   }
   startUpstream();
   if (closing_ || !req_->upstream || req_->message_complete) return;
-  startReading();
-  processInput();
-  if (!closing_ && tls_ && tls_->session.pendingInput() > 0 && !read_paused_) onTlsRead(nullptr, 0);
+  resumeInput();
 }
 
 void DownstreamConnection::serializeUpstreamHead() {
@@ -1289,11 +1300,7 @@ void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_starte
 void DownstreamConnection::onUpstreamDrained() {
   EventScope scope(this);
   if (read_paused_ && req_ && (!req_->message_complete || req_->tunnel) && !req_->waiting_filter) {
-    if (req_->upstream && req_->upstream->pendingBytes() < kLowWatermark) {
-      startReading();
-      processInput();
-      if (!closing_ && tls_ && tls_->session.pendingInput() > 0 && !read_paused_) onTlsRead(nullptr, 0);
-    }
+    if (req_->upstream && req_->upstream->pendingBytes() < kLowWatermark) resumeInput();
   }
 }
 

@@ -139,6 +139,9 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver,
   void startReading();
   void stopReading();
   void onRead(ssize_t nread);
+  // Reading again after a stop: the bytes waiting in the block are parsed, then those
+  // waiting undecrypted in the TLS session.
+  void resumeInput();
   void processInput();
   void beginRequest();
   int onHeadersComplete();

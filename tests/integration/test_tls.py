@@ -30,6 +30,7 @@ import threading
 import time
 import types
 import warnings
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -792,3 +793,30 @@ def test_handshake_timeouts_are_counted(gateway_factory, upstream, certs):
         for s in socks:
             s.close()
     wait_metric(gw, "gateway_tls_handshake_errors_total", 2, listener="https")
+
+
+def test_a_tls_body_that_must_wait_fills_the_block_without_recursing(gateway_factory, upstream,
+                                                                     certs):
+    """Over TLS, a body that cannot be parsed yet (its request queued in the bulkhead) fills
+    the input block while ciphertext is left over: reading stops until the request can take
+    it, and the body then reaches the upstream whole. (onTlsRead called itself again for
+    the leftover ciphertext for as long as the block stayed full: a stack overflow.)"""
+    cfg = gateway_config(
+        upstreams={"up": {"endpoints": [upstream.address], "max_connections": 1, "max_pending": 4}},
+        routes=[{"name": "r", "match": {"path_prefix": "/"}, "upstream": "up"}], workers=1,
+        timeouts={"upstream_connect": "5s"},
+        listeners=[tls_listener("https", [(certs.server, certs.dir / "server.key")])])
+    gw = gateway_factory(as_template(cfg))
+    body = bytes(range(256)) * 1024  # 256 KiB: many times the block
+    with https_client(gw.port, client_ctx(certs)) as busy, \
+            https_client(gw.port, client_ctx(certs)) as c:
+        busy.sock.settimeout(15)
+        c.sock.settimeout(15)
+        busy.send(b"GET /slow?delay=800 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        upstream.wait_requests(1, timeout=5)
+        c.send(f"PUT /queued?sink=1 HTTP/1.1\r\nHost: localhost\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert busy.read_response().status == 200
+        r = c.read_response()
+        assert r.status == 200, r
+        assert (r.json()["body_len"], r.json()["body_crc"]) == (len(body), zlib.crc32(body))
