@@ -240,8 +240,11 @@ void DownstreamConnection::onRead(ssize_t nread) {
     return;
   }
   if (nread < 0) {
-    if (nread == UV_ENOBUFS && req_ && (req_->waiting_filter || req_->waiting_upstream)) {
-      stopReading();  // continueRequest() or onUpstreamAvailable() reads again
+    if (nread == UV_ENOBUFS && req_ && req_->head_complete) {
+      // The block is full of what the parser cannot take yet: a body whose request waits
+      // (continueRequest() or onUpstreamAvailable() reads again) or requests pipelined
+      // behind this one (finishRequest() reads again). Not a reason to drop the client.
+      stopReading();
       return;
     }
     if (nread == UV_ENOBUFS && req_ && !req_->head_complete) {
@@ -1376,7 +1379,7 @@ void DownstreamConnection::afterEvent() {
       continue;
     }
     ++depth_;
-    processInput();
+    resumeInput();  // a pipelined head may continue in ciphertext the block had no room for
     --depth_;
     if (!req_) return;
   }
