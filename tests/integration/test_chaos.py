@@ -327,11 +327,16 @@ class Actions:
     def pipelined(self):
         c = self.connect()
         try:
-            n = self.rng.randint(2, 6)
+            burst = self.rng.random() < 0.2  # more than the input block holds
+            n = self.rng.randint(30, 60) if burst else self.rng.randint(2, 6)
             reqs = []
             data = b""
-            for _ in range(n):
-                target, headers, allowed, size = self.request_parts()
+            for k in range(n):
+                if burst:  # small answers: nothing is read until everything is sent
+                    target, allowed, size = f"/e{k}?status=204", {204} | UPSTREAM_TRIES, None
+                    headers = [("X-Pad", "p" * self.rng.randint(500, 1500))]
+                else:
+                    target, headers, allowed, size = self.request_parts()
                 method = self.rng.choice(["GET", "HEAD"])
                 reqs.append((method, target, allowed, size))
                 data += build_request(method, target, headers)
@@ -399,6 +404,24 @@ class Actions:
             if rng.random() < 0.3:
                 time.sleep(rng.random() * 0.05)
         except (Closed, ConnectionResetError):
+            pass
+        finally:
+            c.abort()
+
+    def stall(self):
+        """Sends a head and part of its body, then nothing for longer than the route's
+        timeout: the gateway must end the exchange by itself."""
+        rng = self.rng
+        c = self.connect()
+        try:
+            n = rng.randint(10, 5000)
+            data = build_request("POST", rng.choice(["/u?sink=1", "/small", "/limited/x"]),
+                                 [("Content-Length", str(n))])
+            c.send(data + rng.randbytes(rng.randint(0, n - 1)))
+            c.sock.settimeout(HANG)
+            r = c.response()
+            check_status(r, {413, 429, 408} | UPSTREAM_TRIES, "stalled body")
+        except Closed:
             pass
         finally:
             c.abort()
@@ -554,7 +577,9 @@ class Actions:
         c = self.connect()
         try:
             key = base64.b64encode(rng.randbytes(16)).decode()
-            head = (f"GET /ws/chat HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\n"
+            refused = rng.random() < 0.15  # the upstream answers the handshake with a 403
+            path = "/ws/chat?status=403" if refused else "/ws/chat"
+            head = (f"GET {path} HTTP/1.1\r\nHost: example.test\r\nUpgrade: websocket\r\n"
                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                     f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
             first = websocket_frame(rng.randbytes(rng.randint(0, 300))) if rng.random() < .3 else b""
@@ -562,7 +587,7 @@ class Actions:
             if rng.random() < 0.2:
                 return  # vanish before the 101
             r = c.response(allow_interim=True)
-            check_status(r, {101} | UPSTREAM_TRIES, "websocket handshake")
+            check_status(r, {403} if refused else {101} | UPSTREAM_TRIES, "websocket handshake")
             if r.status != 101:
                 return
             sent = len(first)
@@ -585,8 +610,8 @@ class Actions:
         name = self.rng.choices(
             ["keepalive", "pipelined", "close_early", "slow_reader", "upload", "oversized",
              "garbage", "expect_continue", "preflight", "misbehaving_upstream", "websocket",
-             "tls_garbage"],
-            weights=[6, 3, 5, 1, 3, 2, 2, 2, 1, 3, 2, 1])[0]
+             "tls_garbage", "stall"],
+            weights=[6, 3, 5, 1, 3, 2, 2, 2, 1, 3, 2, 1, 0.3])[0]
         try:
             getattr(self, name)()
         except Exception as e:  # noqa: BLE001 (named and shortened for the report)
@@ -666,10 +691,19 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path):
                         stop.set()
 
         def chaos(stop):
+            try:
+                disturb(stop)
+            except Exception as e:  # noqa: BLE001 (reported with the clients' failures)
+                with lock:
+                    failures.append(f"chaos: {e!r}\n{traceback.format_exc()[-800:]}")
+
+        def disturb(stop):
             rng = random.Random(SEED)
             variant = 0
             next_kill = time.monotonic() + rng.uniform(1, 3)
             while not stop.wait(rng.uniform(0.3, 1.0)):
+                for path in ("/metrics", "/health", "/health/ready"):
+                    assert admin_get(gw, path)[0] in (200, 503), path
                 variant ^= 1
                 write_atomically(gw, config(variant))
                 gw.signal(signal.SIGHUP)
