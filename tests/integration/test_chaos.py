@@ -278,7 +278,8 @@ class Actions:
                     ("Authorization", f"Bearer {self.token if good else 'x.y.z'}"))
         if k == 8:
             return "/d?close=1&size=3000", {200} | UPSTREAM_TRIES, 3000
-        return f"/e{rng.randrange(1000)}", {200} | UPSTREAM_TRIES, None
+        interim = "?interim=1" if rng.random() < 0.3 else ""  # 100 and 103 before the 200
+        return f"/e{rng.randrange(1000)}{interim}", {200} | UPSTREAM_TRIES, None
 
     def request_parts(self):
         target, allowed, extra = self.target()
@@ -404,6 +405,40 @@ class Actions:
             if rng.random() < 0.3:
                 time.sleep(rng.random() * 0.05)
         except (Closed, ConnectionResetError):
+            pass
+        finally:
+            c.abort()
+
+    def oddities(self):
+        """Requests a proxy sees rarely: HTTP/1.0 without Host, absolute-form, chunk
+        extensions and trailers, OPTIONS *, CONNECT, lower-case and repeated headers."""
+        rng = self.rng
+        c = self.connect()
+        try:
+            kind = rng.randrange(6)
+            head = False
+            if kind == 0:
+                data, allowed = b"GET /old HTTP/1.0\r\n\r\n", {200} | UPSTREAM_TRIES
+            elif kind == 1:
+                data = b"GET http://example.test/abs?size=10 HTTP/1.1\r\nHost: example.test\r\n\r\n"
+                allowed = {200, 400} | UPSTREAM_TRIES
+            elif kind == 2:
+                data = (b"POST /u?sink=1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"5;name=value\r\nhello\r\n3;a\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n")
+                allowed = {200} | UPSTREAM_TRIES
+            elif kind == 3:
+                data, allowed = b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", REFUSALS | {200, 204, 404, 405} | UPSTREAM_TRIES
+            elif kind == 4:
+                data, allowed = b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n", REFUSALS | {404, 405}
+            else:
+                head = rng.random() < 0.5
+                data = (f"{'HEAD' if head else 'GET'} /d?size=3000&chunked=1 HTTP/1.1\r\nhost: x\r\n"
+                        "x-a: 1\r\nX-A: 2\r\naccept: */*\r\n\r\n").encode()
+                allowed = {200} | UPSTREAM_TRIES
+            c.send(data)
+            r = c.response(head=head)
+            check_status(r, allowed, f"oddity {data[:60]!r}")
+        except Closed:
             pass
         finally:
             c.abort()
@@ -610,8 +645,8 @@ class Actions:
         name = self.rng.choices(
             ["keepalive", "pipelined", "close_early", "slow_reader", "upload", "oversized",
              "garbage", "expect_continue", "preflight", "misbehaving_upstream", "websocket",
-             "tls_garbage", "stall"],
-            weights=[6, 3, 5, 1, 3, 2, 2, 2, 1, 3, 2, 1, 0.3])[0]
+             "tls_garbage", "stall", "oddities"],
+            weights=[6, 3, 5, 1, 3, 2, 2, 2, 1, 3, 2, 1, 0.3, 1])[0]
         try:
             getattr(self, name)()
         except Exception as e:  # noqa: BLE001 (named and shortened for the report)
