@@ -301,10 +301,9 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
     }
   }
   if (res.plaintext == 0 && !res.sink_full) return;
-  if (res.sink_full && req_ && !req_->head_complete) {
-    reject(431, "Request header fields too large");
-    return;
-  }
+  // A full block is no 431 by itself: the head may be complete in it, not parsed yet (a
+  // pipelined head begun before the rest of it was decrypted). processInput() answers 431
+  // when the head alone passes the limit.
   if (!req_ && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
   size_t unparsed = in_.unconsumed();
   processInput();

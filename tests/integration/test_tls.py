@@ -837,3 +837,25 @@ def test_pipelined_requests_beyond_the_input_block_over_tls(gateway_factory, ups
         rs = [c.read_response() for _ in range(60)]
         assert [r.status for r in rs] == [204] * 60
     assert [q.path for q in upstream.snapshot()] == [f"/many/{i}" for i in range(60)]
+
+
+def test_a_pipelined_head_completed_by_a_full_block_is_no_431(gateway_factory, upstream, certs):
+    """A pipelined head begun in one read and completed by the next, which also brings more
+    than the input block holds: the head is whole in the full block, only not parsed yet.
+    (The full block was answered 431 before the parser looked at it.)"""
+    gw = gateway_factory(tls_config(upstream, [tls_listener("https", [certs.server_pair])]))
+    first = b"GET /first?status=204 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    data = first + b"".join(f"GET /many/{i}?status=204 HTTP/1.1\r\nHost: localhost\r\n"
+                            f"X-Pad: {'p' * 1000}\r\n\r\n".encode() for i in range(60))
+    cut = len(first) + 20  # into the second head
+    with https_client(gw.port, client_ctx(certs)) as c:
+        c.sock.settimeout(10)
+        c.send(data[:cut])
+        assert c.read_response().status == 204
+        gw.signal(signal.SIGSTOP)  # so that all of the rest is there for one read
+        try:
+            c.send(data[cut:])
+        finally:
+            gw.signal(signal.SIGCONT)
+        rs = [c.read_response() for _ in range(60)]
+        assert [r.status for r in rs] == [204] * 60
