@@ -210,8 +210,10 @@ def check_pattern(r, size, what):
 # -- actions ------------------------------------------------------------------------------
 
 class Actions:
-    def __init__(self, port, rng: random.Random, token: str, tls_port=None, tls=None):
+    def __init__(self, port, rng: random.Random, token: str, tls_port=None, tls=None,
+                 admin_port=None):
         self.port = port
+        self.admin_port = admin_port
         self.rng = rng
         self.token = token
         self.tls_port = tls_port
@@ -445,6 +447,30 @@ class Actions:
         finally:
             c.abort()
 
+    def admin_abuse(self):
+        """The admin listener gets pipelined scrapes, garbage, and clients that vanish while
+        /metrics streams."""
+        rng = self.rng
+        c = ChaosClient(self.admin_port, rst=rng.random() < 0.5)
+        try:
+            kind = rng.randrange(3)
+            if kind == 0:
+                paths = [rng.choice(["/metrics", "/health", "/health/live", "/health/ready",
+                                     "/nope"]) for _ in range(rng.randint(1, 5))]
+                c.send(b"".join(build_request("GET", p) for p in paths))
+                for p in paths:
+                    r = c.response()
+                    check_status(r, {404} if p == "/nope" else {200, 503}, f"admin {p}")
+            elif kind == 1:
+                c.send(rng.randbytes(rng.randint(1, 500)) + b"\r\n\r\n")
+            else:
+                c.send(build_request("GET", "/metrics"))
+                c.sock.recv(rng.randint(1, 2000))
+        except (Closed, ConnectionResetError):
+            pass
+        finally:
+            c.abort()
+
     def stall(self):
         """Sends a head and part of its body, then nothing for longer than the route's
         timeout: the gateway must end the exchange by itself."""
@@ -649,8 +675,8 @@ class Actions:
         name = self.rng.choices(
             ["keepalive", "pipelined", "close_early", "slow_reader", "upload", "oversized",
              "garbage", "expect_continue", "preflight", "misbehaving_upstream", "websocket",
-             "tls_garbage", "stall", "oddities"],
-            weights=[6, 3, 5, 1, 3, 2, 2, 2, 1, 3, 2, 1, 0.3, 1])[0]
+             "tls_garbage", "stall", "oddities", "admin_abuse"],
+            weights=[6, 3, 5, 1, 3, 2, 2, 2, 1, 3, 2, 1, 0.3, 1, 0.5])[0]
         try:
             getattr(self, name)()
         except Exception as e:  # noqa: BLE001 (named and shortened for the report)
@@ -708,7 +734,7 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path):
 
         def client(i, stop, lenient=False):
             rng = random.Random(SEED * 1000 + i)
-            actions = Actions(gw.port, rng, token, tls_port, tls_client)
+            actions = Actions(gw.port, rng, token, tls_port, tls_client, gw.admin_port)
             while not stop.is_set():
                 try:
                     name = actions.run_one()
