@@ -47,11 +47,15 @@ from client import Client, ProtocolError, build_request, chunked_body, websocket
 from harness import (SOURCE_DIR, admin_get, gateway_config, is_sanitized_build, reserve_port,
                      wait_until)
 from jwt_support import KeyPair, provider, sign
+from redis_server import RedisServer
 from upstream import UpstreamProcess, pattern_crc, websocket_echo
 
 SEED = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1 << 31))
 LOAD_SECONDS = float(os.environ.get("CHAOS_SECONDS", "20"))
 CLIENTS = int(os.environ.get("CHAOS_CLIENTS", "12"))
+# CHAOS_REDIS=1: the rate limits live in a redis-server that is SIGKILLed, restarted and
+# SIGSTOPped too (every request then waits on an asynchronous filter)
+REDIS = os.environ.get("CHAOS_REDIS") == "1"
 HANG = 20.0  # seconds: no exchange may take longer (route timeout 1 s, header_read 2 s)
 
 API_KEY = "chaos-key-0123456789"
@@ -84,7 +88,7 @@ def chaos_template(cfg, tls_port, certs):
     return json.dumps(cfg, indent=2) + "\n"
 
 
-def chaos_config(tmp, ep_a, ep_b, ws, variant=0):
+def chaos_config(tmp, ep_a, ep_b, ws, variant=0, redis=None):
     # the bulkhead small enough that clients queue in it and vanish from it; a reload
     # that changes the endpoints' order and the balancing makes a new pool
     # variant 2 also drops the WebSocket route (tunnels open stay; new upgrades are 400)
@@ -115,6 +119,9 @@ def chaos_config(tmp, ep_a, ep_b, ws, variant=0):
         ],
         workers=2,
         logging={"level": "warn"},
+        **({"rate_limit_store": {"type": "redis", "redis": {
+            "address": redis, "timeout": "50ms", "on_error": "allow" if variant != 1 else "local"}}}
+           if redis else {}),
         limits={"max_request_header_bytes": "8KiB", "max_uri_bytes": "2KiB",
                 "max_body_bytes": MAX_BODY},
         timeouts={"header_read": "2s", "idle": "3s", "upstream_connect": "500ms",
@@ -718,9 +725,11 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path):
     ws = upstream_factory("ws")
     ws.handler = websocket_echo
 
+    redis = RedisServer(tmp_path).start() if REDIS else None
+
     def config(variant=0):
         return chaos_template(chaos_config(tmp_path, ep_a.address, ep_b.address, ws.address,
-                                           variant), tls_port, certs)
+                                           variant, redis and redis.address), tls_port, certs)
 
     try:
         gw = gateway_factory(config())
@@ -772,6 +781,15 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path):
                 variant = rng.choice([v for v in (0, 1, 2) if v != variant])
                 write_atomically(gw, config(variant))
                 gw.signal(signal.SIGHUP)
+                if redis and rng.random() < 0.2:
+                    if rng.random() < 0.5:
+                        redis.kill()
+                        stop.wait(rng.uniform(0.1, 1.0))
+                        redis.start()
+                    else:
+                        os.kill(redis.proc.pid, signal.SIGSTOP)
+                        stop.wait(rng.uniform(0.1, 1.0))
+                        os.kill(redis.proc.pid, signal.SIGCONT)
                 if rng.random() < 0.15:
                     ep_b.pause()
                     stop.wait(rng.uniform(0.2, 1.2))
@@ -848,3 +866,5 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path):
         tls_reservation.close()
         ep_a.stop()
         ep_b.stop()
+        if redis:
+            redis.stop()
