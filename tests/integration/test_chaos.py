@@ -48,6 +48,7 @@ from harness import (SOURCE_DIR, admin_get, gateway_config, is_sanitized_build, 
                      wait_until)
 from jwt_support import KeyPair, provider, sign
 from redis_server import RedisServer
+from test_tls import TlsUpstream
 from upstream import UpstreamProcess, pattern_crc, websocket_echo
 
 SEED = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1 << 31))
@@ -88,7 +89,7 @@ def chaos_template(cfg, tls_port, certs):
     return json.dumps(cfg, indent=2) + "\n"
 
 
-def chaos_config(tmp, ep_a, ep_b, ws, variant=0, redis=None):
+def chaos_config(tmp, ep_a, ep_b, ws, secure, ca, variant=0, redis=None):
     # the bulkhead small enough that clients queue in it and vanish from it; a reload
     # that changes the endpoints' order and the balancing makes a new pool
     # variant 2 also drops the WebSocket route (tunnels open stay; new upgrades are 400)
@@ -104,7 +105,8 @@ def chaos_config(tmp, ep_a, ep_b, ws, variant=0, redis=None):
     ws_route = [] if variant == 2 else [
         {"name": "ws", "match": {"path_prefix": "/ws"}, "upstream": "ws", "websocket": True}]
     return gateway_config(
-        upstreams={"up": up, "ws": {"endpoints": [ws]}},
+        upstreams={"up": up, "ws": {"endpoints": [ws]},
+                   "secure": {"endpoints": [secure], "tls": {"ca": str(ca)}}},
         routes=ws_route + [
             {"name": "key", "match": {"path_prefix": "/key"}, "upstream": "up",
              "filters": {"api_key": {"set": "partners"}}},
@@ -115,6 +117,7 @@ def chaos_config(tmp, ep_a, ep_b, ws, variant=0, redis=None):
                  {"key": "route", "requests": limited, "per": "1s"}]}}},
             {"name": "small", "match": {"path_prefix": "/small"}, "upstream": "up",
              "filters": {"body_limit": {"max_bytes": SMALL_LIMIT}}},
+            {"name": "tls", "match": {"path_prefix": "/tls"}, "upstream": "secure", "timeout": "1s"},
             {"name": "default", "match": {"path_prefix": "/"}, "upstream": "up", "timeout": "1s"},
         ],
         workers=2,
@@ -288,6 +291,9 @@ class Actions:
             return ("/jwt/x", {200} | UPSTREAM_TRIES if good else {401},
                     ("Authorization", f"Bearer {self.token if good else 'x.y.z'}"))
         if k == 8:
+            if rng.random() < 0.5:  # an upstream over TLS
+                size = rng.choice([0, 100, 70000])
+                return f"/tls/d?size={size}", {200} | UPSTREAM_TRIES, size
             return "/d?close=1&size=3000", {200} | UPSTREAM_TRIES, 3000
         interim = "?interim=1" if rng.random() < 0.3 else ""  # 100 and 103 before the 200
         return f"/e{rng.randrange(1000)}{interim}", {200} | UPSTREAM_TRIES, None
@@ -631,10 +637,11 @@ class Actions:
                                "truncate=%d&size=50000" % rng.randint(0, 49999),
                                "truncate=%d&size=50000&chunked=1" % rng.randint(0, 49999)])
             method = rng.choice(["GET", "POST"])
-            c.request(method, f"/m?{kind}", body=b"x" * rng.randint(0, 10) if method == "POST" else b"",
+            kind = rng.choice(["/m", "/tls/m"]) + "?" + kind
+            c.request(method, kind, body=b"x" * rng.randint(0, 10) if method == "POST" else b"",
                       read=False)
             r = c.response()
-            check_status(r, UPSTREAM_TRIES, f"{method} /m?{kind}")
+            check_status(r, UPSTREAM_TRIES, f"{method} {kind}")
         except Closed as e:
             if "truncate" not in kind:
                 raise Failure(f"{kind}: closed without an answer: {e}")
@@ -727,9 +734,12 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path):
 
     redis = RedisServer(tmp_path).start() if REDIS else None
 
+    secure = TlsUpstream("secure", (certs / "upstream.crt", certs / "upstream.key"))
+
     def config(variant=0):
         return chaos_template(chaos_config(tmp_path, ep_a.address, ep_b.address, ws.address,
-                                           variant, redis and redis.address), tls_port, certs)
+                                           secure.address, certs / "ca.crt", variant,
+                                           redis and redis.address), tls_port, certs)
 
     try:
         gw = gateway_factory(config())
@@ -866,5 +876,6 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path):
         tls_reservation.close()
         ep_a.stop()
         ep_b.stop()
+        secure.stop()
         if redis:
             redis.stop()
