@@ -251,8 +251,8 @@ void DownstreamConnection::onRead(ssize_t nread) {
       reject(431, "Request header fields too large");
       return;
     }
-    // The client is gone (or half-closed). A complete request still gets its answer.
-    if (req_ && req_->message_complete && nread == UV_EOF && !req_->tunnel) {
+    // The client is gone (or half-closed).
+    if (nread == UV_EOF && answersAfterEof()) {
       close_after_response_ = true;
       stopReading();
       return;
@@ -292,7 +292,7 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
   flushTls();  // handshake messages, tickets
   if (closing_) return;
   if (s.peerClosed()) {
-    if (req_ && req_->message_complete && !req_->tunnel) {
+    if (answersAfterEof()) {
       close_after_response_ = true;
     } else {
       if (req_) abortRequest();
@@ -315,6 +315,14 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
     return;
   }
   onTlsRead(nullptr, 0);  // the parser took some: decrypt the rest
+}
+
+bool DownstreamConnection::answersAfterEof() const {
+  // A complete request still gets its answer, and so does one whose body waits unparsed in
+  // the block until the request can go on: all of it has come, or never will (then the
+  // upstream's timeout ends the exchange).
+  return req_ && !req_->tunnel &&
+         (req_->message_complete || req_->waiting_upstream || req_->waiting_filter);
 }
 
 void DownstreamConnection::resumeInput() {

@@ -142,6 +142,8 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver,
   // Reading again after a stop: the bytes waiting in the block are parsed, then those
   // waiting undecrypted in the TLS session.
   void resumeInput();
+  // Whether the request in progress is still answered once the client half-closes.
+  bool answersAfterEof() const;
   void processInput();
   void beginRequest();
   int onHeadersComplete();

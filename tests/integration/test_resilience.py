@@ -7,6 +7,7 @@ Timeouts: connect timeout → 503 and response timeout → 504 are in test_error
 
 import json
 import re
+import socket
 import threading
 import time
 
@@ -497,6 +498,22 @@ def test_a_queued_request_keeps_its_head_and_body(gateway_factory, upstream, chu
     assert (q.method, q.target, q.header("x-check"), q.header("host")) == \
         ("PUT", "/queued?sink=0", "kept", "example.test"), q
     assert q.body == body
+
+
+def test_a_queued_request_from_a_half_closed_client_is_answered(gateway_factory, upstream):
+    """A client sends a whole request with its body, then half-closes, while the request
+    waits in the bulkhead: the request still goes through and is answered."""
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": {"endpoints": [upstream.address], "max_connections": 1, "max_pending": 4}},
+        routes=ROUTE, workers=1, timeouts={"upstream_connect": "5s"}))
+    with Client(gw.port, timeout=15) as busy, Client(gw.port, timeout=15) as c:
+        busy.send(b"GET /slow?delay=500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream.wait_requests(1, timeout=5)
+        c.send(b"POST /half HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        c.sock.shutdown(socket.SHUT_WR)
+        assert busy.read_response().status == 200
+        r = c.read_response()
+        assert r.status == 200 and r.json()["body"] == "hello", r
 
 
 def test_bulkhead_with_idle_connections_on_another_worker(gateway_factory, upstream):
