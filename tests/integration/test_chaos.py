@@ -384,11 +384,18 @@ class Actions:
                 time.sleep(rng.random() * 0.15)
             elif kind == 6:  # half-close: the request still gets its answer
                 target, headers, allowed, size = self.request_parts()
-                c.send(build_request("GET", target, headers))
+                body = b""
+                if rng.random() < 0.5:  # a body, which may wait in the bulkhead queue
+                    body = rng.randbytes(rng.randint(1, 20000))
+                    target, allowed, size = "/u?sink=1", {200} | UPSTREAM_TRIES, None
+                c.send(build_request("POST" if body else "GET", target, headers, body))
                 if not isinstance(c.sock, ssl.SSLSocket):  # Python's TLS cannot half-close
                     c.sock.shutdown(socket.SHUT_WR)
                 r = c.response()
-                check_status(r, allowed, f"half-closed GET {target}")
+                check_status(r, allowed, f"half-closed request {target}")
+                if body and r.status == 200 and r.json()["body_len"] != len(body):
+                    raise Failure(f"half-closed upload of {len(body)} bytes arrived as "
+                                  f"{r.json()['body_len']}")
                 if size is not None:
                     check_pattern(r, size, f"half-closed GET {target}")
             elif kind == 0:  # mid-head
