@@ -254,6 +254,12 @@ void Buffer::moveFrom(Buffer& other) {
   setTail();
 }
 
+void Buffer::appendCopy(const Buffer& other) {
+  for (size_t i = other.head_; i < other.segments_.size(); ++i) {
+    append(other.segments_[i].data, other.segments_[i].len);
+  }
+}
+
 std::string Buffer::toString() const {
   std::string out;
   out.reserve(size_);

@@ -112,6 +112,8 @@ class Buffer {
   void clear();
   // Moves all of `other` to the tail of this buffer.
   void moveFrom(Buffer& other);
+  // Copies all of `other` to the tail of this buffer; `other` keeps its bytes.
+  void appendCopy(const Buffer& other);
   std::string toString() const;  // tests and small bodies only
 
  private:

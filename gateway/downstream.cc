@@ -102,6 +102,8 @@ void Request::reset() {
   arena.reset();
   out.clear();
   held_body.clear();
+  upstream_head.clear();
+  host_from_endpoint = false;
   writing_bytes = 0;
   generation = nullptr;
   upstream = nullptr;
@@ -244,16 +246,19 @@ void DownstreamConnection::onRead(ssize_t nread) {
     return;
   }
   if (nread < 0) {
-    if (nread == UV_ENOBUFS && req_ && req_->waiting_filter) {
-      stopReading();  // continueRequest() reads again
+    if (nread == UV_ENOBUFS && req_ && req_->head_complete) {
+      // The block is full of what the parser cannot take yet: a body whose request waits
+      // (continueRequest() or onUpstreamAvailable() reads again) or requests pipelined
+      // behind this one (finishRequest() reads again). Not a reason to drop the client.
+      stopReading();
       return;
     }
     if (nread == UV_ENOBUFS && req_ && !req_->head_complete) {
       reject(431, "Request header fields too large");
       return;
     }
-    // The client is gone (or half-closed). A complete request still gets its answer.
-    if (req_ && req_->message_complete && nread == UV_EOF && !req_->tunnel) {
+    // The client is gone (or half-closed).
+    if (nread == UV_EOF && answersAfterEof()) {
       close_after_response_ = true;
       stopReading();
       return;
@@ -293,7 +298,7 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
   flushTls();  // handshake messages, tickets
   if (closing_) return;
   if (s.peerClosed()) {
-    if (req_ && req_->message_complete && !req_->tunnel) {
+    if (answersAfterEof()) {
       close_after_response_ = true;
     } else {
       if (req_) abortRequest();
@@ -302,14 +307,35 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
     }
   }
   if (res.plaintext == 0 && !res.sink_full) return;
-  if (res.sink_full && req_ && !req_->head_complete) {
-    reject(431, "Request header fields too large");
+  // A full block is no 431 by itself: the head may be complete in it, not parsed yet (a
+  // pipelined head begun before the rest of it was decrypted). processInput() answers 431
+  // when the head alone passes the limit.
+  if (!req_ && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
+  size_t unparsed = in_.unconsumed();
+  processInput();
+  if (closing_ || s.pendingInput() == 0 || read_paused_) return;
+  // The block had no room for everything. A parser that took nothing (a body its request
+  // cannot take yet) would leave it full forever: stop reading until resumeInput().
+  if (res.sink_full && in_.unconsumed() == unparsed) {
+    stopReading();
     return;
   }
-  if (!req_ && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
+  onTlsRead(nullptr, 0);  // the parser took some: decrypt the rest
+}
+
+bool DownstreamConnection::answersAfterEof() const {
+  // A complete request still gets its answer, and so does one whose body waits unparsed in
+  // the block until the request can go on: all of it has come, or never will (then the
+  // upstream's timeout ends the exchange).
+  return req_ && !req_->tunnel &&
+         (req_->message_complete || req_->waiting_upstream || req_->waiting_filter ||
+          bodyAwaitsUpstream(*req_));
+}
+
+void DownstreamConnection::resumeInput() {
+  startReading();
   processInput();
-  // The block had no room for everything: now that the parser took some, decrypt the rest.
-  if (!closing_ && s.pendingInput() > 0 && !read_paused_) onTlsRead(nullptr, 0);
+  if (!closing_ && tls_ && tls_->session.pendingInput() > 0 && !read_paused_) onTlsRead(nullptr, 0);
 }
 
 void DownstreamConnection::flushTls() {
@@ -396,7 +422,7 @@ void DownstreamConnection::processInput() {
     }
     if (r.message_complete || r.waiting_filter || r.response_complete) return;
     if (bodyAwaitsUpstream(r)) {
-      stopReading();  // onUpstreamDrained() reads again once a connection takes the body
+      stopReading();  // resumeInput() reads again once a connection takes the body
       return;
     }
     // Until the head is complete its bytes stay unconsumed at the front of the block
@@ -648,8 +674,8 @@ int DownstreamConnection::headDone() {
   // connection can carry the next one); with a body, parsing stops and the connection
   // closes after the answer.
   if (r.response_started && r.request_framing != BodyFraming::None) return HPE_PAUSED;
-  // Queued for an upstream connection: the body stays unparsed until one takes it
-  // (startUpstream resumes the parser).
+  // Queued in the bulkhead: the body has nowhere to go yet and must not be parsed (and
+  // dropped); it waits in the input block until startUpstream() resumes the parser.
   if (bodyAwaitsUpstream(r)) return HPE_PAUSED;
   return 0;
 }
@@ -722,7 +748,7 @@ void DownstreamConnection::continueRequest() {
   // Paused at the end of a bodiless head with no bytes left, llhttp completes the message
   // only on its next execute: feed it nothing, or the connection would not be kept alive.
   if (!req_->message_complete && in_.unconsumed() == 0) llhttp_execute(&req_->parser, "", 0);
-  processInput();
+  resumeInput();
 }
 
 void DownstreamConnection::proxyRequest() {
@@ -742,6 +768,7 @@ void DownstreamConnection::proxyRequest() {
     flushClient();
     if (closing_) return;
   }
+  serializeUpstreamHead();
   r.upstream_start_ns = monotonicNs();
   upstreamPool().countRequest();
   startUpstream();
@@ -770,19 +797,23 @@ void DownstreamConnection::startUpstream() {
       return;
   }
   r.upstream = up;
+  // A body that waited in the input block while the request was queued (see headDone)
+  // may be parsed from now on: resumed before anything here (a flush's drain callback)
+  // parses on, as a paused parser would report a stale position.
+  if (r.request_framing != BodyFraming::None && !r.message_complete) llhttp_resume(&r.parser);
   r.breaker_trial = trial;
   r.endpoint_index = up->endpointIndex();
   r.attempt_open = true;
   ++r.attempts;
   pool.requestStarted(r.endpoint_index);
   r.upstream_endpoint = up->endpoint().text;
-  size_t queued_before = up->out().size();
-  serializeUpstreamHead();
-  r.upstream_head_bytes = up->out().size() - queued_before;
-  up->out().moveFrom(r.held_body);  // what an earlier attempt that never connected took
-  if (!r.message_complete && !r.waiting_filter && llhttp_get_errno(&r.parser) == HPE_PAUSED) {
-    llhttp_resume(&r.parser);  // paused in headDone() while queued
-  }
+  Buffer& o = up->out();
+  size_t queued_before = o.size();
+  o.appendCopy(r.upstream_head);
+  if (r.host_from_endpoint) appendHeader(o, "Host", r.upstream_endpoint);
+  o.append("\r\n", 2);
+  r.upstream_head_bytes = o.size() - queued_before;
+  o.moveFrom(r.held_body);  // what an earlier attempt that never connected took
   const RouteConfig& route = *r.ctx.route;
   uint64_t timeout = uint64_t((route.timeout ? *route.timeout : r.ctx.config->timeouts.upstream_response).count());
   up->expectResponse(timeout, r.head_method);
@@ -849,11 +880,13 @@ void DownstreamConnection::onUpstreamAvailable(bool expired) {
     return;
   }
   startUpstream();
+  if (closing_ || !req_->upstream || req_->message_complete) return;
+  resumeInput();
 }
 
 void DownstreamConnection::serializeUpstreamHead() {
   Request& r = *req_;
-  Buffer& o = r.upstream->out();
+  Buffer& o = r.upstream_head;
   o.append(r.ctx.method);
   o.append(" ", 1);
   o.append(r.upstream_path);
@@ -889,7 +922,13 @@ void DownstreamConnection::serializeUpstreamHead() {
     }
     appendHeader(o, n, h.value);
   }
-  if (!has_host) appendHeader(o, "Host", r.ctx.host.empty() ? r.upstream_endpoint : r.ctx.host);
+  if (!has_host) {
+    if (r.ctx.host.empty()) {
+      r.host_from_endpoint = true;  // known per attempt
+    } else {
+      appendHeader(o, "Host", r.ctx.host);
+    }
+  }
   o.append("X-Forwarded-For: ");
   if (has_xff) {
     for (const Header& h : r.headers) {
@@ -913,7 +952,6 @@ void DownstreamConnection::serializeUpstreamHead() {
   } else if (r.request_framing == BodyFraming::Chunked) {
     o.append("Transfer-Encoding: chunked\r\n");
   }
-  o.append("\r\n", 2);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1100,15 +1138,9 @@ void DownstreamConnection::sendLocalReply(int status, std::string_view error_cod
     closeConnection();
     return;
   }
-  if (r.upstream) {
-    r.upstream->abort();
-    r.upstream = nullptr;
-  }
-  if (r.attempt_open) {
-    r.attempt_open = false;
-    upstreamPool().requestEnded(r.endpoint_index);
-    if (r.breaker_trial) upstreamPool().endpointState(r.endpoint_index).releaseTrial();
-  }
+  // The answer may come while the request waits for an upstream (a chunked body passing
+  // the limit in the bulkhead queue or in a retry's backoff): nothing may wake it later.
+  detachUpstream();
   if (r.waiting_filter && r.request_framing == BodyFraming::None && !r.message_complete) {
     // An asynchronous filter answers a bodiless request: complete it (see continueRequest)
     // so that the connection is kept alive.
@@ -1305,11 +1337,7 @@ void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_starte
 void DownstreamConnection::onUpstreamDrained() {
   EventScope scope(this);
   if (read_paused_ && req_ && (!req_->message_complete || req_->tunnel) && !req_->waiting_filter) {
-    if (req_->upstream && req_->upstream->pendingBytes() < kLowWatermark) {
-      startReading();
-      processInput();
-      if (!closing_ && tls_ && tls_->session.pendingInput() > 0 && !read_paused_) onTlsRead(nullptr, 0);
-    }
+    if (req_->upstream && req_->upstream->pendingBytes() < kLowWatermark) resumeInput();
   }
 }
 
@@ -1385,7 +1413,7 @@ void DownstreamConnection::afterEvent() {
       continue;
     }
     ++depth_;
-    processInput();
+    resumeInput();  // a pipelined head may continue in ciphertext the block had no room for
     --depth_;
     if (!req_) return;
   }
@@ -1495,8 +1523,7 @@ void DownstreamConnection::disarmDeadline() {
   deadline_kind_ = DeadlineKind::None;
 }
 
-void DownstreamConnection::abortRequest() {
-  if (!req_) return;
+void DownstreamConnection::detachUpstream() {
   Request& r = *req_;
   cancelRetryTimer();
   if (r.waiting_upstream) {
@@ -1509,19 +1536,27 @@ void DownstreamConnection::abortRequest() {
     upstreamPool().requestEnded(r.endpoint_index);
     if (r.breaker_trial) upstreamPool().endpointState(r.endpoint_index).releaseTrial();
   }
+  if (r.upstream) {
+    r.upstream->abort();
+    r.upstream = nullptr;
+  }
+}
+
+void DownstreamConnection::abortRequest() {
+  if (!req_) return;
+  Request& r = *req_;
   if (r.waiting_filter && r.ctx.route && r.filters_run > 0) {
     // The filter's asynchronous call must not resume a request that is gone.
     r.waiting_filter = false;
     in_.setPinned(false);
     r.ctx.route->chain[r.filters_run - 1]->onAbandon(r.ctx);
   }
-  if (r.upstream) {
-    r.upstream->abort();
-    r.upstream = nullptr;
-  }
+  detachUpstream();
   if (r.status == 0) r.status = 499;  // nginx's "client closed request", for the log
-  // With a write in flight libuv still owns write_req: the close callback frees it.
-  if (r.writing_bytes == 0) releaseRequest();
+  // Not released here: the caller may be a parser callback or a handler nested in one
+  // (a local reply whose write fails at once), and those still hold the request. Every
+  // abort is followed by closeConnection(), whose close callback releases it, after a
+  // write libuv may still own has been cancelled.
 }
 
 void DownstreamConnection::countUnfinishedHandshake() {

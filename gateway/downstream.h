@@ -49,6 +49,12 @@ struct Request {
   size_t writing_bytes = 0;
   std::string path_buf;      // normalised path
   std::string upstream_path;  // after strip_prefix
+  // The head sent upstream, but for the blank line (and the Host of an endpoint when the
+  // client named none): built once, as the request is proxied, from views into the input
+  // block, which move or go back to the pool as soon as body or pipelined bytes arrive.
+  // Every attempt (after the bulkhead queue, a retry's backoff) sends a copy.
+  Buffer upstream_head;
+  bool host_from_endpoint = false;
 
   Generation* generation = nullptr;
   UpstreamConnection* upstream = nullptr;
@@ -136,6 +142,11 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver,
   void startReading();
   void stopReading();
   void onRead(ssize_t nread);
+  // Reading again after a stop: the bytes waiting in the block are parsed, then those
+  // waiting undecrypted in the TLS session.
+  void resumeInput();
+  // Whether the request in progress is still answered once the client half-closes.
+  bool answersAfterEof() const;
   void processInput();
   void beginRequest();
   int onHeadersComplete();
@@ -161,6 +172,9 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver,
   void finishRequest();
   void releaseRequest();
   void recordMetrics(const Request& r);
+  // Ends every tie of the request to an upstream: connection, open attempt, bulkhead
+  // queue, retry backoff.
+  void detachUpstream();
   void abortRequest();
   void closeConnection();
   void lingerThenClose();

@@ -280,6 +280,25 @@ TEST(BufferTest, MoveFromAppendsEverythingAndEmptiesTheSource) {
   EXPECT_EQ(dst.toString(), expected + "+more");
 }
 
+TEST(BufferTest, AppendCopyCopiesEverythingAndKeepsTheSource) {
+  std::string ext = "external";
+  Buffer src;
+  src.append("dropped:");
+  src.append(pattern(kSliceSize + 5));
+  src.appendExternal(ext.data(), ext.size());
+  src.drain(8);  // a drained front is not copied
+  const std::string expected = pattern(kSliceSize + 5) + ext;
+  Buffer dst;
+  dst.append("start:");
+  dst.appendCopy(src);
+  dst.appendCopy(src);  // the source can be sent again, as a retried request head is
+  EXPECT_EQ(dst.toString(), "start:" + expected + expected);
+  EXPECT_FALSE(dst.hasExternal());  // copies are owned
+  EXPECT_EQ(src.toString(), expected);
+  ext.assign(ext.size(), '#');  // the copy does not view the external bytes
+  EXPECT_EQ(dst.toString().substr(6 + kSliceSize + 5, 8), "external");
+}
+
 TEST(BufferTest, MoveFromEmptyBufferChangesNothing) {
   Buffer src;
   Buffer dst;

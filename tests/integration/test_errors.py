@@ -7,10 +7,12 @@ import os
 import re
 import signal
 import socket
+import struct
 import time
 
 import pytest
 
+import prom
 from client import Client, ProtocolError
 from harness import ACCESS_LOG_KEYS, free_port, gateway_config, simple_config, wait_until
 
@@ -364,6 +366,29 @@ def test_head_error_reply_has_no_body(gw):
         assert r.status == 404 and r.body == b""
         assert int(r.header("content-length")) > 0
         assert c.request("GET", "/app/next").status == 200
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /nowhere HTTP/1.1\r\nHost: example.test\r\n\r\n",  # 404 from routing
+    b"GET /app/x HTTP/1.1\r\n\r\n",  # 400 before routing
+])
+def test_client_reset_behind_a_request_answered_locally(gw, request_bytes):
+    """The request and the client's RST are both queued when the gateway reads: the answer's
+    write fails inside the parser's callback. (It used to free the request there and crash
+    on it right after.) The gateway is stopped meanwhile so that both are queued for sure."""
+    c = Client(gw.port)
+    prom.wait_value(gw, "gateway_connections_active", 1, timeout=5, listener="http")
+    gw.signal(signal.SIGSTOP)
+    try:
+        c.send(request_bytes)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+    finally:
+        gw.signal(signal.SIGCONT)
+    prom.wait_value(gw, "gateway_connections_active", 0, timeout=5, listener="http")
+    assert gw.running
+    with Client(gw.port) as c2:
+        assert c2.request("GET", "/nowhere").status == 404
 
 
 def test_408_when_the_head_is_too_slow(gateway_factory, upstream):

@@ -84,6 +84,20 @@ def test_pipelined_requests_are_answered_in_order(gw, upstream):
     assert [q.path for q in upstream.snapshot()] == [f"/p/{i}" for i in range(1, 6)]
 
 
+def test_pipelined_requests_beyond_the_input_block(gw, upstream):
+    """60 requests of 1 KiB in one write, more than the input block holds: the gateway
+    stops reading until it gets to them, and answers every one. (The full block was taken
+    for a client to drop: the connection closed without a single response.)"""
+    data = b"".join(build_request("GET", f"/many/{i}?status=204", [("X-Pad", "p" * 1000)])
+                    for i in range(60))
+    with Client(gw.port) as c:
+        c.send(data)
+        rs = [c.read_response() for _ in range(60)]
+        assert [r.status for r in rs] == [204] * 60
+        assert c.still_open()
+    assert [q.path for q in upstream.snapshot()] == [f"/many/{i}" for i in range(60)]
+
+
 def test_pipeline_stops_at_connection_close(gw, upstream):
     data = b"".join([
         build_request("GET", "/pc/1"),

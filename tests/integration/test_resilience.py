@@ -7,6 +7,7 @@ Timeouts: connect timeout → 503 and response timeout → 504 are in test_error
 
 import json
 import re
+import socket
 import threading
 import time
 
@@ -478,6 +479,73 @@ def test_bulkhead_sheds_beyond_max_connections_and_max_pending(gateway_factory, 
     assert upstream.connections <= 2
     assert prom.value(prom.scrape(gw), "gateway_request_rejected_total", route="r",
                       reason="upstream_unavailable") == 2
+
+
+def test_a_request_answered_while_queued_leaves_the_queue(gateway_factory, upstream):
+    """A chunked upload waiting in the bulkhead is answered 413 as its body passes the
+    limit: it must leave the queue. (It stayed there: the connection, freed once the client
+    closed, was woken when the slot freed, a heap-use-after-free; and its place in
+    max_pending was never given back.)"""
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": {"endpoints": [upstream.address], "max_connections": 1, "max_pending": 1}},
+        routes=ROUTE, workers=1, limits={"max_body_bytes": 100},
+        timeouts={"upstream_connect": "5s"}))
+    with Client(gw.port, timeout=15) as busy:
+        busy.send(b"GET /slow?delay=800 HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream.wait_requests(1, timeout=5)
+        with Client(gw.port) as c:
+            c.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"c8\r\n" + b"x" * 200 + b"\r\n")
+            assert c.read_response().status == 413
+        assert busy.read_response().status == 200
+    for i in range(3):  # the queue's one place is free again, and nothing stale is woken
+        r, _ = get(gw, f"/after{i}")
+        assert r.status == 200, r
+    assert [q.path for q in upstream.traffic()] == ["/slow", "/after0", "/after1", "/after2"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_queued_request_keeps_its_head_and_body(gateway_factory, upstream, chunked):
+    """A request with a body that waits in the bulkhead reaches the upstream whole once a
+    connection frees. (Its body was dropped while it waited, and its head, sent from views
+    into an input block that had gone back to the pool meanwhile, was garbage; a body
+    parked in the input block must also be parsed on from the right place once it flows.)"""
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": {"endpoints": [upstream.address], "max_connections": 1, "max_pending": 4}},
+        routes=ROUTE, workers=1, timeouts={"upstream_connect": "5s"}))
+    body = bytes(range(256)) * 800  # more than the input block holds while it waits
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    wire = (b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n") if chunked else body
+    with Client(gw.port, timeout=15) as busy, Client(gw.port, timeout=15) as c:
+        busy.send(b"GET /slow?delay=600 HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream.wait_requests(1, timeout=5)
+        c.send(f"PUT /queued?sink=0 HTTP/1.1\r\nHost: example.test\r\nX-Check: kept\r\n"
+               f"{framing}\r\n\r\n".encode() + wire[:100])
+        time.sleep(0.2)  # the rest of the body arrives while the request waits
+        c.send(wire[100:])
+        assert busy.read_response().status == 200
+        r = c.read_response()
+        assert r.status == 200, r
+    q = upstream.traffic()[-1]
+    assert (q.method, q.target, q.header("x-check"), q.header("host")) == \
+        ("PUT", "/queued?sink=0", "kept", "example.test"), q
+    assert q.body == body
+
+
+def test_a_queued_request_from_a_half_closed_client_is_answered(gateway_factory, upstream):
+    """A client sends a whole request with its body, then half-closes, while the request
+    waits in the bulkhead: the request still goes through and is answered."""
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": {"endpoints": [upstream.address], "max_connections": 1, "max_pending": 4}},
+        routes=ROUTE, workers=1, timeouts={"upstream_connect": "5s"}))
+    with Client(gw.port, timeout=15) as busy, Client(gw.port, timeout=15) as c:
+        busy.send(b"GET /slow?delay=500 HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream.wait_requests(1, timeout=5)
+        c.send(b"POST /half HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        c.sock.shutdown(socket.SHUT_WR)
+        assert busy.read_response().status == 200
+        r = c.read_response()
+        assert r.status == 200 and r.json()["body"] == "hello", r
 
 
 def test_bulkhead_with_idle_connections_on_another_worker(gateway_factory, upstream):

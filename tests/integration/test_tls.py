@@ -30,6 +30,7 @@ import threading
 import time
 import types
 import warnings
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -811,3 +812,69 @@ def test_handshake_timeouts_are_counted(gateway_factory, upstream, certs):
         for s in socks:
             s.close()
     wait_metric(gw, "gateway_tls_handshake_errors_total", 2, listener="https")
+
+
+def test_a_tls_body_that_must_wait_fills_the_block_without_recursing(gateway_factory, upstream,
+                                                                     certs):
+    """Over TLS, a body that cannot be parsed yet (its request queued in the bulkhead) fills
+    the input block while ciphertext is left over: reading stops until the request can take
+    it, and the body then reaches the upstream whole. (onTlsRead called itself again for
+    the leftover ciphertext for as long as the block stayed full: a stack overflow.)"""
+    cfg = gateway_config(
+        upstreams={"up": {"endpoints": [upstream.address], "max_connections": 1, "max_pending": 4}},
+        routes=[{"name": "r", "match": {"path_prefix": "/"}, "upstream": "up"}], workers=1,
+        timeouts={"upstream_connect": "5s"},
+        listeners=[tls_listener("https", [(certs.server, certs.dir / "server.key")])])
+    gw = gateway_factory(as_template(cfg))
+    body = bytes(range(256)) * 1024  # 256 KiB: many times the block
+    with https_client(gw.port, client_ctx(certs)) as busy, \
+            https_client(gw.port, client_ctx(certs)) as c:
+        busy.sock.settimeout(15)
+        c.sock.settimeout(15)
+        busy.send(b"GET /slow?delay=800 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        upstream.wait_requests(1, timeout=5)
+        c.send(f"PUT /queued?sink=1 HTTP/1.1\r\nHost: localhost\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert busy.read_response().status == 200
+        r = c.read_response()
+        assert r.status == 200, r
+        assert (r.json()["body_len"], r.json()["body_crc"]) == (len(body), zlib.crc32(body))
+
+
+def test_pipelined_requests_beyond_the_input_block_over_tls(gateway_factory, upstream, certs):
+    """Over TLS, pipelined requests that do not fit in the input block wait as ciphertext
+    in the session: each is decrypted as the parser gets to it. (onTlsRead recursed for as
+    long as the block stayed full: a stack overflow; then the head cut at the block's end
+    was never completed from that ciphertext: 408 after header_read.)"""
+    gw = gateway_factory(tls_config(upstream, [tls_listener("https", [certs.server_pair])],
+                                    timeouts={"header_read": "2s"}))
+    data = b"".join(f"GET /many/{i}?status=204 HTTP/1.1\r\nHost: localhost\r\n"
+                    f"X-Pad: {'p' * 1000}\r\n\r\n".encode() for i in range(60))
+    with https_client(gw.port, client_ctx(certs)) as c:
+        c.sock.settimeout(10)
+        c.send(data)
+        rs = [c.read_response() for _ in range(60)]
+        assert [r.status for r in rs] == [204] * 60
+    assert [q.path for q in upstream.snapshot()] == [f"/many/{i}" for i in range(60)]
+
+
+def test_a_pipelined_head_completed_by_a_full_block_is_no_431(gateway_factory, upstream, certs):
+    """A pipelined head begun in one read and completed by the next, which also brings more
+    than the input block holds: the head is whole in the full block, only not parsed yet.
+    (The full block was answered 431 before the parser looked at it.)"""
+    gw = gateway_factory(tls_config(upstream, [tls_listener("https", [certs.server_pair])]))
+    first = b"GET /first?status=204 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    data = first + b"".join(f"GET /many/{i}?status=204 HTTP/1.1\r\nHost: localhost\r\n"
+                            f"X-Pad: {'p' * 1000}\r\n\r\n".encode() for i in range(60))
+    cut = len(first) + 20  # into the second head
+    with https_client(gw.port, client_ctx(certs)) as c:
+        c.sock.settimeout(10)
+        c.send(data[:cut])
+        assert c.read_response().status == 204
+        gw.signal(signal.SIGSTOP)  # so that all of the rest is there for one read
+        try:
+            c.send(data[cut:])
+        finally:
+            gw.signal(signal.SIGCONT)
+        rs = [c.read_response() for _ in range(60)]
+        assert [r.status for r in rs] == [204] * 60
