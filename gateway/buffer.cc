@@ -254,9 +254,9 @@ void Buffer::moveFrom(Buffer& other) {
   setTail();
 }
 
-void Buffer::appendCopy(const Buffer& other) {
+void Buffer::appendViews(const Buffer& other) {
   for (size_t i = other.head_; i < other.segments_.size(); ++i) {
-    append(other.segments_[i].data, other.segments_[i].len);
+    appendExternal(other.segments_[i].data, other.segments_[i].len);
   }
 }
 

@@ -112,8 +112,9 @@ class Buffer {
   void clear();
   // Moves all of `other` to the tail of this buffer.
   void moveFrom(Buffer& other);
-  // Copies all of `other` to the tail of this buffer; `other` keeps its bytes.
-  void appendCopy(const Buffer& other);
+  // Appends `other`'s bytes as external segments, without copying them: `other` keeps
+  // them and must not change until this buffer's next internalize().
+  void appendViews(const Buffer& other);
   std::string toString() const;  // tests and small bodies only
 
  private:

@@ -809,9 +809,14 @@ void DownstreamConnection::startUpstream() {
   r.upstream_endpoint = up->endpoint().text;
   Buffer& o = up->out();
   size_t queued_before = o.size();
-  o.appendCopy(r.upstream_head);
-  if (r.host_from_endpoint) appendHeader(o, "Host", r.upstream_endpoint);
-  o.append("\r\n", 2);
+  // The request's head outlives every attempt: sent from where it is, and copied only if
+  // the kernel does not take it at once (flush() internalizes). An endpoint's Host is known
+  // only now.
+  o.appendViews(r.upstream_head);
+  if (r.host_from_endpoint) {
+    appendHeader(o, "Host", r.upstream_endpoint);
+    o.append("\r\n", 2);
+  }
   r.upstream_head_bytes = o.size() - queued_before;
   o.moveFrom(r.held_body);  // what an earlier attempt that never connected took
   const RouteConfig& route = *r.ctx.route;
@@ -952,6 +957,7 @@ void DownstreamConnection::serializeUpstreamHead() {
   } else if (r.request_framing == BodyFraming::Chunked) {
     o.append("Transfer-Encoding: chunked\r\n");
   }
+  if (!r.host_from_endpoint) o.append("\r\n", 2);  // else after the Host, per attempt
 }
 
 // ---------------------------------------------------------------------------------------

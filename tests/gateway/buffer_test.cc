@@ -280,23 +280,27 @@ TEST(BufferTest, MoveFromAppendsEverythingAndEmptiesTheSource) {
   EXPECT_EQ(dst.toString(), expected + "+more");
 }
 
-TEST(BufferTest, AppendCopyCopiesEverythingAndKeepsTheSource) {
+TEST(BufferTest, AppendViewsSharesTheBytesUntilInternalizeAndKeepsTheSource) {
   std::string ext = "external";
   Buffer src;
   src.append("dropped:");
   src.append(pattern(kSliceSize + 5));
   src.appendExternal(ext.data(), ext.size());
-  src.drain(8);  // a drained front is not copied
+  src.drain(8);  // a drained front is not viewed
   const std::string expected = pattern(kSliceSize + 5) + ext;
   Buffer dst;
   dst.append("start:");
-  dst.appendCopy(src);
-  dst.appendCopy(src);  // the source can be sent again, as a retried request head is
+  dst.appendViews(src);
+  dst.appendViews(src);  // the source can be sent again, as a retried request head is
   EXPECT_EQ(dst.toString(), "start:" + expected + expected);
-  EXPECT_FALSE(dst.hasExternal());  // copies are owned
+  EXPECT_TRUE(dst.hasExternal());
   EXPECT_EQ(src.toString(), expected);
-  ext.assign(ext.size(), '#');  // the copy does not view the external bytes
-  EXPECT_EQ(dst.toString().substr(6 + kSliceSize + 5, 8), "external");
+  dst.internalize();  // from here on dst owns copies
+  EXPECT_FALSE(dst.hasExternal());
+  ext.assign(ext.size(), '#');
+  src.clear();
+  EXPECT_EQ(dst.toString(), "start:" + pattern(kSliceSize + 5) + "external" +
+                                pattern(kSliceSize + 5) + "external");
 }
 
 TEST(BufferTest, MoveFromEmptyBufferChangesNothing) {
