@@ -52,7 +52,7 @@ struct Request {
   // The head sent upstream, but for the blank line (and the Host of an endpoint when the
   // client named none): built once, as the request is proxied, from views into the input
   // block, which move or go back to the pool as soon as body or pipelined bytes arrive.
-  // Every attempt (after the bulkhead queue, a retry's backoff) sends a copy.
+  // Every attempt (after the bulkhead queue, a retry's backoff) sends it as views.
   Buffer upstream_head;
   bool host_from_endpoint = false;
 

@@ -30,6 +30,8 @@ class AccessSink final : public spdlog::sinks::base_sink<std::mutex> {
     std::lock_guard<std::mutex> lock(mutex_);
     FILE* file = stdout;
     if (target != "stdout") {
+      // A missing directory is the loader's error (FILE:LINE:COL) at start and at a reload;
+      // one removed since, at SIGUSR1, is this one: nothing is created behind the operator.
       file = std::fopen(target.c_str(), "ae");
       if (!file) {
         if (error) *error = std::strerror(errno);

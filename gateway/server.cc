@@ -300,7 +300,9 @@ void Server::onSignal(uv_signal_t* h, int signum) {
     s->reload();
   } else if (signum == SIGUSR1) {
     std::string error;
-    if (log::reopenAccessLog(&error)) {
+    if (!log::accessLogEnabled()) {
+      log::info("access log is off: nothing to reopen");
+    } else if (log::reopenAccessLog(&error)) {
       log::info("access log reopened");
     } else {
       log::error("cannot reopen the access log; still writing to the old file", {{"error", error}});

@@ -151,6 +151,16 @@ def test_sigusr1_reopens_the_access_log_after_rotation(gateway_factory, upstream
     assert gw.running
 
 
+def test_sigusr1_with_the_access_log_off_reopens_nothing(gateway_factory, upstream):
+    gw = gateway_factory(simple_config(upstream, logging={"access_log": "off"}))
+    gw.signal(signal.SIGUSR1)
+    wait_until(lambda: any(e.get("message") == "access log is off: nothing to reopen"
+                           for e in gw.app_log()), timeout=5, what="the line")
+    assert not any(e.get("message") == "access log reopened" for e in gw.app_log())
+    with Client(gw.port) as c:
+        assert c.request("GET", "/x").status == 200
+
+
 def test_sigusr1_keeps_the_old_file_when_the_path_cannot_be_opened(gateway_factory, upstream,
                                                                  tmp_path):
     logs = tmp_path / "logs"
