@@ -287,7 +287,11 @@ void Worker::releaseUnusedMemory() {
   // began for a whole period) after a release; it then briefly takes every arena's lock,
   // other workers' included, once per burst rather than once a second.
   if (requests_this_period_ == 0 && released_since_trim_ > 0) {
+#ifndef __SANITIZE_ADDRESS__
+    // Under AddressSanitizer glibc's heap is not the one in use: malloc_trim() would walk
+    // an arena that was never set up (a SEGV in mtrim).
     malloc_trim(0);
+#endif
     released_since_trim_ = 0;
   }
   requests_this_period_ = 0;

@@ -359,6 +359,19 @@ def admin_get(gw: Gateway, path: str, timeout: float = 5.0):
         return e.code, e.read()
 
 
+def open_paths(gw: Gateway) -> set[str]:
+    """What the gateway's file descriptors point at (/proc/PID/fd), e.g. to see that a log
+    file was closed."""
+    fd_dir = f"/proc/{gw.pid}/fd"
+    paths = set()
+    for fd in os.listdir(fd_dir):
+        try:
+            paths.add(os.readlink(f"{fd_dir}/{fd}"))
+        except FileNotFoundError:  # closed since the listing (a socket, a pipe)
+            pass
+    return paths
+
+
 def wait_until(pred, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

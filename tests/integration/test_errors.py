@@ -3,7 +3,6 @@ closing without an answer, garbage), 503 (upstream down, connect timeout), 504 (
 timeout), responses cut short, and the fields of each access-log line."""
 
 import json
-import os
 import re
 import signal
 import socket
@@ -14,7 +13,7 @@ import pytest
 
 import prom
 from client import Client, ProtocolError
-from harness import ACCESS_LOG_KEYS, free_port, gateway_config, simple_config, wait_until
+from harness import ACCESS_LOG_KEYS, free_port, gateway_config, open_paths, simple_config, wait_until
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -119,11 +118,6 @@ def test_access_log_file_is_written_while_the_gateway_runs(gateway_factory, upst
     wait_until(lambda: logged() == ["file-0", "file-1", "file-2"], timeout=5, what=f"3 lines in {path}")
     assert gw.running
     assert gw.access_log() == []  # nothing on stdout
-
-
-def open_paths(gw) -> set[str]:
-    fd_dir = f"/proc/{gw.pid}/fd"
-    return {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
 
 
 def logged_ids(path) -> list[str]:

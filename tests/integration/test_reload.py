@@ -12,7 +12,7 @@ import pytest
 
 import prom
 from client import Client, ProtocolError
-from harness import gateway_config, wait_until
+from harness import gateway_config, open_paths, wait_until
 from upstream import UpstreamProcess
 
 LOAD_SECONDS = 6.0
@@ -86,8 +86,7 @@ def test_sighup_moves_the_access_log_to_a_new_path(gateway_factory, upstream, tm
         assert c.request("GET", "/b", headers={"X-Request-ID": "two"}).status == 200
     wait_until(lambda: ids(second) == ["two"], timeout=5, what="the line in the second file")
     assert ids(first) == ["one"]
-    fd_dir = f"/proc/{gw.pid}/fd"
-    assert str(first) not in {os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)}
+    assert str(first) not in open_paths(gw)
 
 
 def test_request_in_flight_during_a_reload_completes(gateway_factory, upstream):
