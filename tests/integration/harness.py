@@ -50,6 +50,19 @@ def free_port() -> int:
         s.close()
 
 
+_REFUSING: list[socket.socket] = []
+
+
+def refusing_address() -> str:
+    """127.0.0.1:PORT where every connect is refused for the rest of the run: a socket bound
+    there (without SO_REUSEADDR/SO_REUSEPORT, so nothing else can bind it) never listens. A
+    port that free_port() only looked up could be taken meanwhile by another test's server."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    _REFUSING.append(s)
+    return f"127.0.0.1:{s.getsockname()[1]}"
+
+
 def reserve_port() -> socket.socket:
     """Binds port 0 and keeps it: the returned socket does not listen, so a later bind with
     SO_REUSEADDR (as the gateway's) succeeds, while other bind(0) calls skip the port."""

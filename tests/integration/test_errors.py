@@ -13,7 +13,8 @@ import pytest
 
 import prom
 from client import Client, ProtocolError
-from harness import ACCESS_LOG_KEYS, free_port, gateway_config, open_paths, simple_config, wait_until
+from harness import (ACCESS_LOG_KEYS, gateway_config, open_paths, refusing_address, simple_config,
+                     wait_until)
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -175,7 +176,7 @@ def test_sigusr1_keeps_the_old_file_when_the_path_cannot_be_opened(gateway_facto
 
 
 def test_503_when_upstream_is_down(gateway_factory):
-    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    dead = refusing_address()
     gw = gateway_factory(gateway_config(
         upstreams={"up": [dead]},
         routes=[{"name": "r", "match": {"path_prefix": "/"}, "upstream": "up"}]))

@@ -9,7 +9,7 @@ import pytest
 from client import Client
 import json
 
-from harness import admin_get, free_port, gateway_config, wait_until
+from harness import admin_get, gateway_config, reserve_port, wait_until
 from jwt_support import JwksServer, Keys, provider, sign
 
 
@@ -48,7 +48,11 @@ def status(gw, token=None):
 
 
 def test_503_until_the_first_key_set_loads(gateway_factory, upstream, jwks_factory, keys):
-    port = free_port()
+    # Held (bound, not listening: a connect is refused) until the identity provider comes
+    # up there: a port only looked up could be taken meanwhile by a server of another test
+    # (once, a gateway answering 503).
+    reservation = reserve_port()
+    port = reservation.getsockname()[1]
     gw = gateway_factory(config(upstream, f"http://127.0.0.1:{port}/jwks.json"))
     token = keys.token("ES256")
     with Client(gw.port) as c:
@@ -65,6 +69,7 @@ def test_503_until_the_first_key_set_loads(gateway_factory, upstream, jwks_facto
     assert "cannot connect" in check["last_error"]
     assert admin_get(gw, "/health/ready")[0] == 503
 
+    reservation.close()
     jwks_factory(keys.jwks(), port=port)  # the identity provider comes up
     wait_until(lambda: status(gw, token) == 200, timeout=20, what="first key set loaded")
     assert upstream.last().header("X-User-Id") == "alice"

@@ -15,7 +15,7 @@ import pytest
 
 import prom
 from client import Client
-from harness import admin_get, free_port, gateway_config, wait_until
+from harness import admin_get, gateway_config, refusing_address, wait_until
 from upstream import UpstreamProcess
 
 HEALTH_CHECK = {"path": "/healthz", "interval": "200ms", "timeout": "100ms",
@@ -291,7 +291,7 @@ def test_circuit_breaker_failed_trial_reopens_it(gateway_factory, upstream):
 
 
 def test_connect_failures_open_the_breaker(gateway_factory):
-    dead = f"127.0.0.1:{free_port()}"
+    dead = refusing_address()
     gw = gateway_factory(config([dead], circuit_breaker=BREAKER))
     with Client(gw.port) as c:
         for i in range(3):
@@ -381,7 +381,7 @@ def test_status_not_listed_is_not_retried(gateway_factory, upstream_factory):
 
 
 def test_connect_refused_is_retried_on_the_other_endpoint(gateway_factory, upstream):
-    dead = f"127.0.0.1:{free_port()}"
+    dead = refusing_address()
     gw = retry_gateway(gateway_factory, [dead, upstream])
     r, _ = get(gw, "/x")
     assert r.status == 200, r
@@ -392,7 +392,7 @@ def test_connect_refused_is_retried_on_the_other_endpoint(gateway_factory, upstr
 
 def test_put_with_body_is_retried_when_the_upstream_was_never_reached(gateway_factory, upstream):
     # SPEC: retries for "bodies not yet streamed": a refused connect sent nothing.
-    dead = f"127.0.0.1:{free_port()}"
+    dead = refusing_address()
     gw = retry_gateway(gateway_factory, [dead, upstream])
     body = b"resend-me-" * 3000
     r, _ = get(gw, "/doc", method="PUT", body=body)
@@ -403,7 +403,7 @@ def test_put_with_body_is_retried_when_the_upstream_was_never_reached(gateway_fa
 
 
 def test_chunked_body_arriving_during_the_retry_backoff_is_sent_whole(gateway_factory, upstream):
-    dead = f"127.0.0.1:{free_port()}"
+    dead = refusing_address()
     gw = retry_gateway(gateway_factory, [dead, upstream])
     with Client(gw.port, timeout=10) as c:
         c.send(b"PUT /doc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
