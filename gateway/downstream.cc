@@ -328,8 +328,7 @@ bool DownstreamConnection::answersAfterEof() const {
   // the block until the request can go on: all of it has come, or never will (then the
   // upstream's timeout ends the exchange).
   return req_ && !req_->tunnel &&
-         (req_->message_complete || req_->waiting_upstream || req_->waiting_filter ||
-          bodyAwaitsUpstream(*req_));
+         (req_->message_complete || req_->waiting_filter || bodyAwaitsUpstream(*req_));
 }
 
 void DownstreamConnection::resumeInput() {
@@ -1303,14 +1302,12 @@ void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_starte
     return;
   }
   endAttempt(true);
-  bool connect_failure = e == UpstreamError::ConnectFailed || e == UpstreamError::ConnectTimeout ||
-                         e == UpstreamError::TlsFailed;
   // An upstream never reached has none of the body: what it queued goes to the next attempt.
-  bool body_unsent =
-      failed && (e == UpstreamError::ConnectFailed || e == UpstreamError::ConnectTimeout);
+  bool never_reached = e == UpstreamError::ConnectFailed || e == UpstreamError::ConnectTimeout;
+  bool connect_failure = never_reached || e == UpstreamError::TlsFailed;
   if (!response_started &&
       retryPossible(connect_failure && upstreamPool().config().retries.on_connect_failure,
-                    body_unsent)) {
+                    never_reached && failed)) {
     if (r.request_framing != BodyFraming::None) {
       r.held_body.moveFrom(failed->out());
       r.held_body.drain(r.upstream_head_bytes);

@@ -41,6 +41,7 @@ import threading
 import time
 import traceback
 import zlib
+from contextlib import contextmanager
 
 import prom
 from client import Client, ProtocolError, build_request, chunked_body, websocket_frame
@@ -233,6 +234,18 @@ class Actions:
         self.tls = tls
         self.closed: list[str] = []  # exchanges the gateway closed without a response
 
+    @contextmanager
+    def exchange(self, what: str, **kw):
+        """A connection for one action, aborted at the end. A response cut short (by a
+        killed upstream endpoint) is recorded under `what`, not failed."""
+        c = self.connect(**kw)
+        try:
+            yield c
+        except Closed as e:
+            self.closed.append(f"{what}: {e}")
+        finally:
+            c.abort()
+
     def connect(self, **kw):
         rst = self.rng.random() < 0.5
         if self.tls is not None and self.rng.random() < 0.3:
@@ -346,8 +359,7 @@ class Actions:
             c.abort()
 
     def pipelined(self):
-        c = self.connect()
-        try:
+        with self.exchange("pipelined") as c:
             burst = self.rng.random() < 0.2  # more than the input block holds
             n = self.rng.randint(30, 60) if burst else self.rng.randint(2, 6)
             reqs = []
@@ -369,10 +381,6 @@ class Actions:
                     check_pattern(r, size, f"pipelined GET {target}")
                 if r.header("Connection", "").lower() == "close":
                     break
-        except Closed as e:
-            self.closed.append(f"pipelined: {e}")
-        finally:
-            c.abort()
 
     def close_early(self):
         """Closes mid-head, mid-body, right after sending, or while the response streams."""
@@ -533,8 +541,7 @@ class Actions:
         """POST with Content-Length or chunked (random chunk sizes); the echo checks the
         bytes that reached the upstream."""
         rng = self.rng
-        c = self.connect()
-        try:
+        with self.exchange("upload") as c:
             route, limit = rng.choice([("/u", BODY_LIMIT), ("/small", SMALL_LIMIT)])
             n = rng.choice([0, 1, 50, 99, 100, 101, 5000, BODY_LIMIT - 1, BODY_LIMIT, BODY_LIMIT + 1, 100000])
             body = rng.randbytes(n)
@@ -561,15 +568,10 @@ class Actions:
                     doc.pop("body", None)
                     raise Failure(f"upload of {n} bytes chunked={chunked} reached the upstream "
                                   f"as {doc['body_len']}: {doc}")
-        except Closed as e:
-            self.closed.append(f"upload: {e}")
-        finally:
-            c.abort()
 
     def oversized(self):
         rng = self.rng
-        c = self.connect()
-        try:
+        with self.exchange("oversized") as c:
             kind = rng.randrange(3)
             if kind == 0:
                 data, allowed = build_request("GET", "/x", [("X-Big", "b" * 10000)]), {431}
@@ -584,30 +586,20 @@ class Actions:
                 pass
             r = c.response()
             check_status(r, allowed, f"oversized kind {kind}")
-        except Closed as e:
-            self.closed.append(f"oversized: {e}")
-        finally:
-            c.abort()
 
     def garbage(self):
         rng = self.rng
-        c = self.connect()
-        try:
+        with self.exchange("garbage") as c:
             prefix = rng.choice([b"", b"GET ", b"POST /x HTTP/1.1\r\n", b"\x16\x03\x01"])
             data = prefix + rng.randbytes(rng.randint(1, 3000)) + b"\r\n\r\n"
             c.send(data)
             if rng.random() < 0.5:
                 r = c.response()
                 check_status(r, REFUSALS | {404, 405}, f"garbage {data[:40]!r}")
-        except Closed as e:
-            self.closed.append(f"garbage: {e}")
-        finally:
-            c.abort()
 
     def expect_continue(self):
         rng = self.rng
-        c = self.connect()
-        try:
+        with self.exchange("expect_continue") as c:
             n = rng.choice([10, 5000, BODY_LIMIT + 10, MAX_BODY + 10])
             c.send(build_request("POST", "/u?sink=1", [("Expect", "100-continue"),
                                                       ("Content-Length", str(n))]))
@@ -619,24 +611,15 @@ class Actions:
                 r = c.response()
             check_status(r, {413} if n > BODY_LIMIT else {200} | UPSTREAM_TRIES,
                          f"100-continue {n}")
-        except Closed as e:
-            self.closed.append(f"expect_continue: {e}")
-        finally:
-            c.abort()
 
     def preflight(self):
-        c = self.connect()
-        try:
+        with self.exchange("preflight") as c:
             origin = self.rng.choice(["https://app.example.com", "https://evil.test"])
             r = c.request("OPTIONS", "/e", headers=[("Origin", origin),
                                                    ("Access-Control-Request-Method", "PUT")],
                           read=False)
             r = c.response()
             check_status(r, {204} if origin.startswith("https://app") else {403}, "preflight")
-        except Closed as e:
-            self.closed.append(f"preflight: {e}")
-        finally:
-            c.abort()
 
     def misbehaving_upstream(self):
         rng = self.rng
