@@ -39,7 +39,7 @@ test-asan asan:
 # (copy a reproducer into the seed corpus once fixed). Not part of `make test`.
 FUZZ_SECONDS ?= 60
 FUZZ_DIR ?= build-fuzz
-FUZZ_TARGETS ?= request_head_fuzz config_fuzz path_fuzz
+FUZZ_TARGETS ?= request_head_fuzz response_head_fuzz config_fuzz path_fuzz
 FUZZ_FLAGS ?=
 fuzz:
 	@CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_DIR) -DGATEWAY_FUZZ=ON -DGATEWAY_TESTS=OFF \

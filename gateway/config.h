@@ -90,8 +90,14 @@ struct LoggingConfig {
   std::string access_log = "stdout";  // "stdout", "off", or a file path
 };
 
+// The largest head limit accepted (requests and responses): heads are kept whole in one block.
+constexpr uint64_t kMaxHeadLimit = 1024 * 1024;
+
 struct LimitsConfig {
   uint64_t max_request_header_bytes = 16 * 1024;
+  // An upstream's response head (status line and fields, interim 1xx heads apart); longer
+  // ones are answered 502 (nginx's proxy_buffer_size ceiling, Envoy's 60 KiB).
+  uint64_t max_response_header_bytes = 64 * 1024;
   uint64_t max_uri_bytes = 8 * 1024;
   uint64_t max_body_bytes = 10 * 1024 * 1024;
   uint64_t max_connections = 100000;
@@ -100,6 +106,9 @@ struct LimitsConfig {
 
 struct TimeoutsConfig {
   Millis header_read{10000};
+  // Between two reads of a request body (reset by progress): a client too slow to send
+  // its body gets 408, and the upstream's response timeout starts only once it has all.
+  Millis body_read{60000};
   Millis idle{60000};
   Millis upstream_connect{2000};
   Millis upstream_response{30000};

@@ -214,23 +214,26 @@ void parseLogging(const YAML::Node& node, ConfigContext& ctx, Config& config) {
 
 void parseLimits(const YAML::Node& node, ConfigContext& ctx, Config& config) {
   auto map = ctx.expectMap(node, "limits",
-                           {"max_request_header_bytes", "max_uri_bytes", "max_body_bytes",
-                            "max_connections", "max_connections_per_ip"});
+                           {"max_request_header_bytes", "max_response_header_bytes",
+                            "max_uri_bytes", "max_body_bytes", "max_connections",
+                            "max_connections_per_ip"});
   if (!map) return;
   LimitsConfig& limits = config.limits;
-  // A zero header or URI limit would refuse every request: surely a mistake.
-  auto readPositiveSize = [&](std::string_view key, uint64_t& out) {
+  // A zero head or URI limit would refuse every request: surely a mistake. A head is kept
+  // whole in one block while it arrives, so its limit also bounds that block.
+  auto readHeadSize = [&](std::string_view key, uint64_t& out) {
     ctx.read(*map, key, out, [&](const YAML::Node& n) -> std::optional<uint64_t> {
       auto v = ctx.size(n);
-      if (v && *v == 0) {
-        ctx.error(n, std::string(key) + " must be greater than 0");
+      if (v && (*v == 0 || *v > kMaxHeadLimit)) {
+        ctx.error(n, std::string(key) + " must be greater than 0 and at most 1MiB");
         return std::nullopt;
       }
       return v;
     });
   };
-  readPositiveSize("max_request_header_bytes", limits.max_request_header_bytes);
-  readPositiveSize("max_uri_bytes", limits.max_uri_bytes);
+  readHeadSize("max_request_header_bytes", limits.max_request_header_bytes);
+  readHeadSize("max_response_header_bytes", limits.max_response_header_bytes);
+  readHeadSize("max_uri_bytes", limits.max_uri_bytes);
   ctx.readSize(*map, "max_body_bytes", limits.max_body_bytes);
   ctx.readUint(*map, "max_connections", limits.max_connections, 1);
   ctx.readUint(*map, "max_connections_per_ip", limits.max_connections_per_ip);
@@ -238,10 +241,12 @@ void parseLimits(const YAML::Node& node, ConfigContext& ctx, Config& config) {
 
 void parseTimeouts(const YAML::Node& node, ConfigContext& ctx, Config& config) {
   auto map = ctx.expectMap(
-      node, "timeouts", {"header_read", "idle", "upstream_connect", "upstream_response", "drain"});
+      node, "timeouts",
+      {"header_read", "body_read", "idle", "upstream_connect", "upstream_response", "drain"});
   if (!map) return;
   TimeoutsConfig& t = config.timeouts;
   ctx.readDuration(*map, "header_read", t.header_read, kAtLeastOneMs);
+  ctx.readDuration(*map, "body_read", t.body_read, kAtLeastOneMs);
   ctx.readDuration(*map, "idle", t.idle, kAtLeastOneMs);
   ctx.readDuration(*map, "upstream_connect", t.upstream_connect, kAtLeastOneMs);
   ctx.readDuration(*map, "upstream_response", t.upstream_response, kAtLeastOneMs);

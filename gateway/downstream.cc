@@ -109,7 +109,7 @@ void Request::reset() {
   upstream = nullptr;
   upstream_name = upstream_endpoint = {};
   filters_run = 0;
-  head_complete = message_complete = response_started = response_complete = false;
+  head_complete = message_complete = response_started = response_flushed = response_complete = false;
   keep_alive = true;
   http10 = head_method = expect_continue = chunked_request = chunked_response = false;
   upgrade = tunnel = false;
@@ -196,12 +196,28 @@ void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t 
 
 void DownstreamConnection::startReading() {
   read_paused_ = false;
+  watchBody();
   if (reading_ || closing_) return;
   reading_ = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAllocCb, onReadCb) == 0;
 }
 
+void DownstreamConnection::watchBody() {
+  // body_read runs while the body is read (reset by each piece of it): a request that
+  // stalls its body would otherwise hold its upstream connection and, through the
+  // upstream's response timeout, have the endpoint blamed.
+  const Request* r = req_;
+  if (r && r->head_complete && !r->message_complete && r->request_framing != BodyFraming::None &&
+      !r->tunnel && !r->response_started && !r->waiting_filter &&
+      (deadline_kind_ == DeadlineKind::None || deadline_kind_ == DeadlineKind::BodyRead)) {
+    armDeadline(DeadlineKind::BodyRead);
+  }
+}
+
 void DownstreamConnection::stopReading() {
   read_paused_ = true;
+  // Not reading is the gateway's choice (backpressure, a queued or held body), never the
+  // client's slowness.
+  if (deadline_kind_ == DeadlineKind::BodyRead) disarmDeadline();
   if (!reading_) return;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
   reading_ = false;
@@ -529,7 +545,7 @@ int DownstreamConnection::onHeadersComplete() {
     reject(400, "Malformed HTTP request");
     return headDone();
   }
-  r.keep_alive = llhttp_should_keep_alive(&p) && !close_after_response_ && !draining_;
+  r.keep_alive = keepsAlive(p) && !close_after_response_ && !draining_;
   r.ctx.method = llhttp_method_name(static_cast<llhttp_method_t>(p.method));
   r.head_method = p.method == HTTP_HEAD;
   r.chunked_request = (p.flags & F_CHUNKED) != 0;
@@ -669,6 +685,7 @@ int DownstreamConnection::onHeadersComplete() {
 int DownstreamConnection::headDone() {
   Request& r = *req_;
   if (r.waiting_filter) return HPE_PAUSED;  // resumed by continueRequest()
+  watchBody();
   // Answered locally: a request without a body still completes in the parser (so the
   // connection can carry the next one); with a body, parsing stops and the connection
   // closes after the answer.
@@ -821,6 +838,7 @@ void DownstreamConnection::startUpstream() {
   const RouteConfig& route = *r.ctx.route;
   uint64_t timeout = uint64_t((route.timeout ? *route.timeout : r.ctx.config->timeouts.upstream_response).count());
   up->expectResponse(timeout, r.head_method);
+  if (r.request_framing == BodyFraming::None || r.message_complete) up->requestComplete();
   up->flush();
 }
 
@@ -966,6 +984,7 @@ int DownstreamConnection::onBody(llhttp_t* p, const char* at, size_t len) {
   auto* c = fromParser(p);
   Request& r = *c->req_;
   r.body_bytes += len;
+  c->watchBody();  // progress
   if (r.body_bytes > r.ctx.max_body_bytes) {
     r.reject_status = 413;
     c->close_after_response_ = true;
@@ -1000,7 +1019,9 @@ int DownstreamConnection::onMessageComplete(llhttp_t* p) {
   auto* c = fromParser(p);
   Request& r = *c->req_;
   r.message_complete = true;
+  if (c->deadline_kind_ == DeadlineKind::BodyRead) c->disarmDeadline();
   if (r.upstream && r.chunked_request) r.upstream->out().append("0\r\n\r\n", 5);
+  if (r.upstream && r.request_framing != BodyFraming::None) r.upstream->requestComplete();
   return HPE_PAUSED;  // one request at a time: pipelined ones wait in the input block
 }
 
@@ -1138,10 +1159,16 @@ void DownstreamConnection::sendLocalReply(int status, std::string_view error_cod
   if (!req_ || closing_) return;
   Request& r = *req_;
   if (r.response_started) {
-    // Part of a response is already on the wire: the only honest signal left is a reset.
-    abortRequest();
-    closeConnection();
-    return;
+    if (r.response_flushed || r.writing_bytes > 0 || r.tunnel) {
+      // Part of a response is already on the wire: the only honest signal left is a reset.
+      abortRequest();
+      closeConnection();
+      return;
+    }
+    // The head of an upstream response that failed before any of it left: take it back
+    // and answer instead.
+    r.out.clear();
+    r.response_started = false;
   }
   // The answer may come while the request waits for an upstream (a chunked body passing
   // the limit in the bulkhead queue or in a retry's backoff): nothing may wake it later.
@@ -1302,6 +1329,7 @@ void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_starte
     return;
   }
   endAttempt(true);
+  countBadResponse(e, response_started);
   // An upstream never reached has none of the body: what it queued goes to the next attempt.
   bool never_reached = e == UpstreamError::ConnectFailed || e == UpstreamError::ConnectTimeout;
   bool connect_failure = never_reached || e == UpstreamError::TlsFailed;
@@ -1334,7 +1362,23 @@ void DownstreamConnection::onUpstreamError(UpstreamError e, bool response_starte
     case UpstreamError::BadResponse:
       reject(502, "Invalid or interrupted upstream response");
       break;
+    case UpstreamError::HeadTooLarge:
+      reject(502, "Upstream response header fields too large");
+      break;
   }
+}
+
+void DownstreamConnection::countBadResponse(UpstreamError e, bool response_started) {
+  static const uint16_t kHeadTooLarge = metrics::labelId("head_too_large");
+  static const uint16_t kMalformed = metrics::labelId("malformed");
+  static const uint16_t kTruncated = metrics::labelId("truncated");
+  uint16_t reason = e == UpstreamError::HeadTooLarge  ? kHeadTooLarge
+                    : e == UpstreamError::BadResponse ? kMalformed
+                    : e == UpstreamError::Reset && response_started ? kTruncated
+                                                                    : 0;
+  if (reason == 0) return;
+  uint16_t upstream = upstreamPool().config().metrics_label;
+  metrics::local().add(metrics::Id::UpstreamBadResponses, {upstream, reason, 0});
 }
 
 void DownstreamConnection::onUpstreamDrained() {
@@ -1346,6 +1390,7 @@ void DownstreamConnection::onUpstreamDrained() {
 
 void DownstreamConnection::flushClient() {
   Request& r = *req_;
+  r.response_flushed |= r.response_started;
   if (tls_) {
     r.bytes_out += r.out.size();
     if (!tls_->session.encrypt(r.out)) {
@@ -1507,6 +1552,10 @@ void DownstreamConnection::armDeadline(DeadlineKind kind) {
       list = &worker().headerDeadlines();
       ms = l.header_read_ms;
       break;
+    case DeadlineKind::BodyRead:
+      list = &worker().bodyDeadlines();
+      ms = l.body_read_ms;
+      break;
     case DeadlineKind::Idle:
       list = &worker().idleDeadlines();
       ms = l.idle_ms;
@@ -1578,6 +1627,13 @@ void DownstreamConnection::onDeadline() {
   if (kind == DeadlineKind::HeaderRead && req_ && in_.length() > 0 && !req_->head_complete) {
     close_after_response_ = true;
     reject(408, "Request header timeout");
+    return;
+  }
+  if (kind == DeadlineKind::BodyRead && req_ && !req_->response_started) {
+    // The client stopped sending its body: its fault, not the upstream's (the attempt ends
+    // with no verdict on the endpoint).
+    close_after_response_ = true;
+    reject(408, "Request body timeout");
     return;
   }
   if (req_) abortRequest();

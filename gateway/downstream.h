@@ -65,6 +65,7 @@ struct Request {
   bool head_complete = false;
   bool message_complete = false;  // the whole request was received
   bool response_started = false;  // a response head was queued for the client
+  bool response_flushed = false;  // and handed to the socket: it can no longer be taken back
   bool response_complete = false;
   bool keep_alive = true;     // the client's connection can carry another request
   bool http10 = false;
@@ -103,7 +104,7 @@ struct Request {
 };
 
 // Which of the worker's deadline lists the connection is in.
-enum class DeadlineKind : uint8_t { None, HeaderRead, Idle, WriteStall };
+enum class DeadlineKind : uint8_t { None, HeaderRead, BodyRead, Idle, WriteStall };
 
 // A DeadlineNode by inheritance, so the worker's deadline lists get back to the connection
 // with a static_cast rather than offsetof on a non-standard-layout class.
@@ -141,6 +142,8 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver,
 
   void startReading();
   void stopReading();
+  void watchBody();
+  void countBadResponse(UpstreamError e, bool response_started);
   void onRead(ssize_t nread);
   // Reading again after a stop: the bytes waiting in the block are parsed, then those
   // waiting undecrypted in the TLS session.

@@ -179,21 +179,33 @@ bool headIsUnambiguous(const HeaderList& headers) {
   return true;
 }
 
-bool rawHeadIsStrict(const char* p, const char* end) {
+HeadScan scanStrictHead(const char* first, const char** pos, const char* end) {
   // llhttp lets through an LF without its CR, a CR inside a line, and a line that starts
-  // with whitespace. Line by line, with memchr. Empty lines before the request line are
-  // skipped, as llhttp skips them.
-  while (end - p >= 2 && p[0] == '\r' && p[1] == '\n') p += 2;
-  const char* line = p;
+  // with whitespace. Line by line, with memchr.
+  const char* line = *pos;
   while (line < end) {
+    if (line != first && (*line == ' ' || *line == '\t')) return HeadScan::Malformed;  // folded
     const char* lf = static_cast<const char*>(std::memchr(line, '\n', size_t(end - line)));
-    if (!lf || lf == p || lf[-1] != '\r') return false;
-    if (lf - 1 > line && std::memchr(line, '\r', size_t(lf - 1 - line))) return false;
-    if (lf - line == 1 && line != p) return true;  // "\r\n" alone: the head is over
-    line = lf + 1;
-    if (line < end && (*line == ' ' || *line == '\t')) return false;  // a folded line
+    if (!lf) break;
+    if (lf == line || lf[-1] != '\r') return HeadScan::Malformed;
+    if (lf - 1 > line && std::memchr(line, '\r', size_t(lf - 1 - line))) return HeadScan::Malformed;
+    bool empty = lf - line == 1;
+    const char* next = lf + 1;
+    if (empty && line != first) {  // "\r\n" alone: the head is over
+      *pos = next;
+      return HeadScan::Complete;
+    }
+    line = next;
   }
-  return false;
+  *pos = line;
+  return HeadScan::Incomplete;
+}
+
+bool rawHeadIsStrict(const char* p, const char* end) {
+  // Empty lines before the request line are skipped, as llhttp skips them.
+  while (end - p >= 2 && p[0] == '\r' && p[1] == '\n') p += 2;
+  const char* pos = p;
+  return scanStrictHead(p, &pos, end) == HeadScan::Complete;
 }
 
 bool isHopByHopHeader(std::string_view name) {

@@ -27,6 +27,12 @@ bool headIsUnambiguous(const HeaderList& headers);
 // llhttp tolerates but other parsers read differently: a bare LF or CR, a NUL, or a line
 // that starts with whitespace (obs-fold, even after an empty value).
 bool rawHeadIsStrict(const char* p, const char* end);
+// The same check, resumable, for a head that arrives in pieces: scans the lines from *pos
+// (a line's start; `first` is the head's first line) that are complete before `end`.
+// Complete: *pos is just past the empty line that ends the head. Incomplete: *pos is the
+// start of the first line not yet complete (scan again from there when more has come).
+enum class HeadScan { Incomplete, Complete, Malformed };
+HeadScan scanStrictHead(const char* first, const char** pos, const char* end);
 // True for headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
 bool isHopByHopHeader(std::string_view name);
 // Calls f(token) for each comma-separated token of a header value, trimmed.

@@ -37,6 +37,7 @@ enum class Id : uint8_t {
   AuthFailures,              // route, reason
   CorsPreflights,            // route
   RequestRejected,           // route, reason
+  UpstreamBadResponses,      // upstream, reason (an extension)
   ConnectionsActive,         // listener
   ConnectionsTotal,          // listener
   ConnectionsRejected,       // listener, reason (an extension)

@@ -8,14 +8,6 @@
 
 namespace gw {
 
-namespace {
-// The largest response head accepted; a longer one is a bad response.
-constexpr size_t kMaxResponseHead = 64 * 1024;
-constexpr size_t kMaxResponseHeaders = 256;
-
-UpstreamConnection* fromParser(llhttp_t* p) { return static_cast<UpstreamConnection*>(p->data); }
-}  // namespace
-
 // ---------------------------------------------------------------------------------------
 // UpstreamPool
 
@@ -110,14 +102,10 @@ AcquireResult UpstreamPool::acquire(UpstreamHandler* handler, size_t avoid_endpo
   }
   c->busy_ = true;
   c->handler_ = handler;
-  c->response_started_ = false;
-  c->response_complete_ = false;
   c->response_bytes_ = 0;
   c->keep_alive_ = true;
-  c->head_.reset();
-  c->headers_.clear();
-  llhttp_init(&c->parser_, HTTP_RESPONSE, &UpstreamConnection::parserSettings());
-  c->parser_.data = c;
+  c->awaiting_response_ = false;
+  c->response_.reset(worker_.limits().max_response_head_bytes);
   *out = c;
   return AcquireResult::Connection;
 }
@@ -173,7 +161,7 @@ void UpstreamPool::onWaitTimer(uv_timer_t* t) noexcept {
 
 void UpstreamPool::release(UpstreamConnection* c) {
   c->handler_ = nullptr;
-  bool reusable = c->keep_alive_ && c->response_complete_ && c->out_.empty() &&
+  bool reusable = c->keep_alive_ && c->response_.complete() && c->out_.empty() &&
                   c->writing_bytes_ == 0 && c->in_.unconsumed() == 0 && !retired_ &&
                   c->state_ == UpstreamConnection::State::Active;
   if (!reusable || endpoints_[c->endpoint_index_].idle_count >= config_.keepalive.max_idle) {
@@ -243,7 +231,6 @@ UpstreamConnection::UpstreamConnection(UpstreamPool& pool, size_t endpoint_index
   timer_.data = this;
   connect_req_.data = this;
   write_req_.data = this;
-  headers_.setArena(nullptr);
 }
 
 const SocketAddress& UpstreamConnection::endpoint() const {
@@ -287,14 +274,19 @@ void UpstreamConnection::onConnected(int status) {
 }
 
 void UpstreamConnection::expectResponse(uint64_t timeout_ms, bool head_request) {
-  head_request_ = head_request;
+  response_.setHeadRequest(head_request);
   response_timeout_ms_ = timeout_ms;
+}
+
+void UpstreamConnection::requestComplete() {
+  if (response_.headComplete()) return;  // answered early: its body has no timeout to meet
   response_timeout_pending_ = true;
   if (state_ != State::Connecting) armResponseTimer();
 }
 
 void UpstreamConnection::armResponseTimer() {
   response_timeout_pending_ = false;
+  awaiting_response_ = true;
   if (response_timeout_ms_ > 0) {
     setDeadline(response_timeout_ms_);
   } else {
@@ -319,6 +311,12 @@ void UpstreamConnection::flush() {
       if (handler_) handler_->onUpstreamDrained();
       break;
     case WriteResult::Pending:
+      // Until the request is complete the response timeout does not run, so an upstream
+      // that stops reading the body would hold the exchange forever: the same timeout
+      // bounds each wait for it to take more (nginx's proxy_send_timeout).
+      if (!awaiting_response_ && !response_.headComplete() && response_timeout_ms_ > 0) {
+        setDeadline(response_timeout_ms_);
+      }
       break;
     case WriteResult::Failed:
       fail(UpstreamError::Reset);
@@ -339,6 +337,7 @@ void UpstreamConnection::onWritten(int status) {
     return;
   }
   wire().drain(done);
+  if (!awaiting_response_ && state_ == State::Active) clearDeadline();  // the upstream took it
   flush();
 }
 
@@ -372,8 +371,8 @@ void UpstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noexce
     buf->len = n;
     return;
   }
-  if (c->response_started_ || c->large_responses_) c->in_.reserveBulk();
-  char* p = c->in_.writable(&n, kMaxResponseHead + kSliceSize);
+  if (c->response_.headComplete() || c->large_responses_) c->in_.reserveBulk();
+  char* p = c->in_.writable(&n, c->inputLimit());
   buf->base = p;
   buf->len = p ? n : 0;
 }
@@ -394,17 +393,7 @@ void UpstreamConnection::onRead(ssize_t nread) {
       close();
       return;
     }
-    if (response_started_ && !tunnel_ && nread == UV_EOF) {
-      // A close-delimited body ends here.
-      llhttp_errno_t err = llhttp_finish(&parser_);
-      if ((err == HPE_OK || err == HPE_PAUSED) && response_complete_) {
-        keep_alive_ = false;
-        if (handler_) handler_->onUpstreamReadDone();
-        UpstreamHandler* h = handler_;
-        if (h) h->onUpstreamComplete();
-        return;
-      }
-    }
+    if (!tunnel_ && nread == UV_EOF && endsAtEof()) return;
     fail(UpstreamError::Reset);
     return;
   }
@@ -413,7 +402,7 @@ void UpstreamConnection::onRead(ssize_t nread) {
     // any plaintext; only application bytes mean the connection is out of step.
     size_t scratch_len;
     TlsFeedResult res = tls_->feed(TlsSession::scratchInput(&scratch_len), size_t(nread), in_,
-                                   kMaxResponseHead + kSliceSize);
+                                   inputLimit());
     if (tls_->wantsWrite()) flush();
     if (state_ == State::Closing) return;
     if (res.plaintext == 0 && tls_->state() == TlsState::Established && !tls_->peerClosed()) {
@@ -435,13 +424,13 @@ void UpstreamConnection::onRead(ssize_t nread) {
     // Decrypt everything the read brought, parsing as the block fills.
     for (;;) {
       bool handshaken = tls_->state() != TlsState::Handshaking;
-      TlsFeedResult res = tls_->feed(data, len, in_, kMaxResponseHead + kSliceSize);
+      TlsFeedResult res = tls_->feed(data, len, in_, inputLimit());
       data = nullptr;
       len = 0;
       if (tls_->state() == TlsState::Error) {
         // Only a failed handshake is the upstream being unusable (502 "TLS handshake");
         // an error on an established session is a connection cut short.
-        fail(response_started_ || handshaken ? UpstreamError::Reset : UpstreamError::TlsFailed);
+        fail(response_.headComplete() || handshaken ? UpstreamError::Reset : UpstreamError::TlsFailed);
         return;
       }
       if (tls_->wantsWrite()) flush();  // handshake messages
@@ -451,12 +440,12 @@ void UpstreamConnection::onRead(ssize_t nread) {
         if (state_ == State::Closing || !handler_) return;
       }
       if (!res.sink_full) break;
-      if (in_.unconsumed() == in_.length() && in_.length() >= kMaxResponseHead) {
-        fail(UpstreamError::BadResponse);
+      if (in_.unconsumed() == in_.capacity() && !response_.headComplete()) {
+        fail(UpstreamError::HeadTooLarge);  // parseInput() took nothing from a full block
         return;
       }
     }
-    if (tls_->peerClosed() && !response_complete_) fail(UpstreamError::Reset);
+    if (tls_->peerClosed() && !response_.complete() && !endsAtEof()) fail(UpstreamError::Reset);
     return;
   }
   in_.added(size_t(nread));
@@ -465,138 +454,87 @@ void UpstreamConnection::onRead(ssize_t nread) {
 }
 
 void UpstreamConnection::parseInput() {
-  const char* start = in_.data() + in_.consumed();
-  size_t len = in_.unconsumed();
   if (tunnel_) {
-    handler_->onUpstreamTunnelData(start, len);
+    handler_->onUpstreamTunnelData(in_.data() + in_.consumed(), in_.unconsumed());
     if (!handler_) return;
-    in_.consume(len);
-    handler_->onUpstreamReadDone();
-    if (handler_) in_.compact();
-    return;
-  }
-  llhttp_errno_t err = llhttp_execute(&parser_, start, len);
-  if (err == HPE_PAUSED_UPGRADE && response_started_ && parser_.status_code == 101) {
-    // Switched protocols: what follows the head is the tunnel's first bytes.
-    tunnel_ = true;
-    keep_alive_ = false;
-    clearDeadline();
-    size_t used = size_t(llhttp_get_error_pos(&parser_) - start);
-    in_.consume(used);
-    if (!handler_) return;
-    if (in_.unconsumed() > 0) {
-      handler_->onUpstreamTunnelData(in_.data() + in_.consumed(), in_.unconsumed());
-      if (!handler_) return;
-      in_.consume(in_.unconsumed());
-    }
-    handler_->onUpstreamReadDone();
-    if (handler_) in_.compact();
-    return;
-  }
-  if (err == HPE_PAUSED) {
-    // Paused after a complete response: anything after it is a protocol violation.
-    size_t used = size_t(llhttp_get_error_pos(&parser_) - start);
-    in_.consume(used);
-    if (in_.unconsumed() > 0) keep_alive_ = false;
     in_.consume(in_.unconsumed());
-  } else if (err != HPE_OK) {
-    fail(UpstreamError::BadResponse);
+    handler_->onUpstreamReadDone();
+    if (handler_) in_.compact();
     return;
-  } else {
-    in_.consume(len);
+  }
+  switch (response_.parse(in_)) {
+    case ResponseParser::Status::More:
+      break;
+    case ResponseParser::Status::Complete:
+      // Anything after a complete response is a protocol violation.
+      if (in_.unconsumed() > 0) keep_alive_ = false;
+      in_.consume(in_.unconsumed());
+      break;
+    case ResponseParser::Status::Upgrade:
+      startTunnel();
+      return;
+    case ResponseParser::Status::Stopped:
+      return;
+    case ResponseParser::Status::HeadTooLarge:
+      fail(UpstreamError::HeadTooLarge);
+      return;
+    case ResponseParser::Status::Malformed:
+      fail(UpstreamError::BadResponse);
+      return;
   }
   if (!handler_) return;
-  if (response_started_) {
+  if (response_.headComplete()) {
     // The head has been handed over: the block can be reused from the start.
     handler_->onUpstreamReadDone();
     if (!handler_) return;
     in_.compact();
-  } else if (in_.length() >= kMaxResponseHead) {
-    fail(UpstreamError::BadResponse);
-    return;
   }
-  if (response_complete_) {
-    UpstreamHandler* h = handler_;
-    h->onUpstreamComplete();
+  if (response_.complete()) completeResponse();
+}
+
+bool UpstreamConnection::endsAtEof() {
+  if (!response_.finishAtEof()) return false;  // only a close-delimited body ends so
+  keep_alive_ = false;
+  if (handler_) handler_->onUpstreamReadDone();
+  completeResponse();
+  return true;
+}
+
+void UpstreamConnection::completeResponse() {
+  large_responses_ = response_bytes_ > kSliceSize;
+  if (handler_) handler_->onUpstreamComplete();
+}
+
+void UpstreamConnection::startTunnel() {
+  // Switched protocols: what follows the head is the tunnel's first bytes.
+  tunnel_ = true;
+  keep_alive_ = false;
+  clearDeadline();
+  if (!handler_) return;
+  if (in_.unconsumed() > 0) {
+    handler_->onUpstreamTunnelData(in_.data() + in_.consumed(), in_.unconsumed());
+    if (!handler_) return;
+    in_.consume(in_.unconsumed());
   }
+  handler_->onUpstreamReadDone();
+  if (handler_) in_.compact();
 }
 
-int UpstreamConnection::onStatus(llhttp_t*, const char*, size_t) { return 0; }
-
-int UpstreamConnection::onHeaderField(llhttp_t* p, const char* at, size_t len) {
-  auto* c = fromParser(p);
-  c->head_.onField(c->in_.data(), at, len);
-  return c->head_.fieldCount() > kMaxResponseHeaders ? -1 : 0;
+size_t UpstreamConnection::inputLimit() const {
+  // Room for the largest head accepted and one slice more, so that a head just below the
+  // limit still has its terminator and the first body bytes read with it.
+  return pool_.worker().limits().max_response_head_bytes + kSliceSize;
 }
 
-int UpstreamConnection::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
-  auto* c = fromParser(p);
-  c->head_.onValue(c->in_.data(), at, len);
-  return 0;
+bool UpstreamConnection::onResponseHead(UpstreamResponseHead& head) {
+  clearDeadline();
+  keep_alive_ = head.keep_alive;
+  if (handler_) handler_->onUpstreamHead(head);
+  return handler_ != nullptr;
 }
 
-int UpstreamConnection::onHeadersComplete(llhttp_t* p) {
-  auto* c = fromParser(p);
-  int status = p->status_code;
-  if (status >= 100 && status < 200 && status != 101) {
-    // Interim responses (100 Continue, 103) end here; the final response follows on the
-    // same connection. The gateway answers 100-continue to clients itself.
-    c->head_.reset();
-    return 0;
-  }
-  c->clearDeadline();
-  c->response_started_ = true;
-  c->keep_alive_ = llhttp_should_keep_alive(p);
-  UpstreamResponseHead head;
-  head.status = status;
-  head.http_minor = p->http_minor;
-  c->headers_.clear();
-  c->head_.toHeaders(c->in_.data(), c->headers_);
-  head.headers = &c->headers_;
-  head.keep_alive = c->keep_alive_;
-  bool no_body = c->head_request_ || status == 101 || status == 204 || status == 304;
-  if (no_body) {
-    head.framing = BodyFraming::None;
-  } else if (p->flags & F_CHUNKED) {
-    head.framing = BodyFraming::Chunked;
-  } else if (p->flags & F_CONTENT_LENGTH) {
-    head.framing = BodyFraming::ContentLength;
-    head.content_length = p->content_length;
-  } else {
-    head.framing = BodyFraming::UntilClose;
-  }
-  if (c->handler_) c->handler_->onUpstreamHead(head);
-  return no_body ? 1 : 0;
-}
-
-int UpstreamConnection::onBody(llhttp_t* p, const char* at, size_t len) {
-  auto* c = fromParser(p);
-  if (c->handler_) c->handler_->onUpstreamBody(at, len);
-  return 0;
-}
-
-int UpstreamConnection::onMessageComplete(llhttp_t* p) {
-  auto* c = fromParser(p);
-  if (!c->response_started_) return 0;  // an interim response
-  if (p->upgrade && p->status_code == 101) return 0;  // llhttp pauses for the upgrade next
-  c->response_complete_ = true;
-  c->large_responses_ = c->response_bytes_ > kSliceSize;
-  return HPE_PAUSED;
-}
-
-const llhttp_settings_t& UpstreamConnection::parserSettings() {
-  static const llhttp_settings_t settings = [] {
-    llhttp_settings_t s;
-    llhttp_settings_init(&s);
-    s.on_status = onStatus;
-    s.on_header_field = onHeaderField;
-    s.on_header_value = onHeaderValue;
-    s.on_headers_complete = onHeadersComplete;
-    s.on_body = onBody;
-    s.on_message_complete = onMessageComplete;
-    return s;
-  }();
-  return settings;
+void UpstreamConnection::onResponseBody(const char* data, size_t len) {
+  if (handler_) handler_->onUpstreamBody(data, len);
 }
 
 void UpstreamConnection::setDeadline(uint64_t timeout_ms) {
@@ -629,7 +567,7 @@ void UpstreamConnection::onTimer() {
       fail(connect_failed_ ? UpstreamError::ConnectFailed : UpstreamError::ConnectTimeout);
       break;
     case State::Active:
-      fail(response_started_ ? UpstreamError::Reset : UpstreamError::ResponseTimeout);
+      fail(response_.headComplete() ? UpstreamError::Reset : UpstreamError::ResponseTimeout);
       break;
     case State::Idle:
       pool_.removeIdle(this);
@@ -643,8 +581,8 @@ void UpstreamConnection::onTimer() {
 void UpstreamConnection::becomeIdle() {
   pool_.releaseBusy(this);
   state_ = State::Idle;
-  head_request_ = false;
   response_timeout_pending_ = false;
+  awaiting_response_ = false;
   in_.release();
   if (tls_) tls_->releaseIdleMemory();
   pool_.pushIdle(this);
@@ -655,7 +593,7 @@ void UpstreamConnection::becomeIdle() {
 
 void UpstreamConnection::fail(UpstreamError e) {
   UpstreamHandler* h = handler_;
-  bool started = response_started_;
+  bool started = response_.headComplete();
   handler_ = nullptr;
   close();
   if (h) h->onUpstreamError(e, started, reused_);

@@ -21,7 +21,7 @@
 #include "gateway/buffer.h"
 #include "gateway/config.h"
 #include "gateway/endpoint_state.h"
-#include "gateway/http_head.h"
+#include "gateway/http1/response_parser.h"
 #include "gateway/tls_session.h"
 
 namespace gw {
@@ -37,20 +37,8 @@ enum class UpstreamError {
                     // but not to an upstream we can talk to
   ResponseTimeout,  // no response head within the timeout
   Reset,            // closed or reset before a complete response
-  BadResponse,      // unparsable response
-};
-
-enum class BodyFraming { None, ContentLength, Chunked, UntilClose };
-
-struct UpstreamResponseHead {
-  int status = 0;
-  int http_minor = 1;
-  BodyFraming framing = BodyFraming::None;
-  uint64_t content_length = 0;
-  bool keep_alive = true;
-  // Its views are valid during onUpstreamHead only; the handler may take the fields
-  // (swapFields) instead of copying them.
-  HeaderList* headers = nullptr;
+  BadResponse,      // not a response every HTTP/1.1 parser reads the same way
+  HeadTooLarge,     // no complete head within limits.max_response_header_bytes
 };
 
 class UpstreamHandler {
@@ -82,13 +70,17 @@ enum class AcquireResult {
   Overflow,    // max_connections and max_pending both reached: 503 at once
 };
 
-class UpstreamConnection {
+class UpstreamConnection final : private ResponseParser::Sink {
  public:
   Buffer& out() { return out_; }
   // Sends what is in out(); safe to call while connecting (sent once connected).
   void flush();
-  // Arms the response timeout (called once the request head is queued).
+  // Before the request is queued: its response timeout, and whether it is a HEAD.
   void expectResponse(uint64_t timeout_ms, bool head_request);
+  // The whole request (head and body) is queued: the response timeout runs from now (from
+  // the connect if still connecting). A client slow to send its body is not the upstream's
+  // fault, so the timer must not run while the body arrives.
+  void requestComplete();
   void pauseReading();
   void resumeReading();
   bool reused() const { return reused_; }
@@ -131,14 +123,12 @@ class UpstreamConnection {
   static void onCloseCb(uv_handle_t* h) noexcept;
   void armResponseTimer();
 
-  // llhttp callbacks
-  static int onStatus(llhttp_t* p, const char* at, size_t len);
-  static int onHeaderField(llhttp_t* p, const char* at, size_t len);
-  static int onHeaderValue(llhttp_t* p, const char* at, size_t len);
-  static int onHeadersComplete(llhttp_t* p);
-  static int onBody(llhttp_t* p, const char* at, size_t len);
-  static int onMessageComplete(llhttp_t* p);
-  static const llhttp_settings_t& parserSettings();
+  bool onResponseHead(UpstreamResponseHead& head) override;
+  void onResponseBody(const char* data, size_t len) override;
+  void startTunnel();
+  void completeResponse();
+  bool endsAtEof();
+  size_t inputLimit() const;
 
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
@@ -151,9 +141,7 @@ class UpstreamConnection {
   size_t endpoint_index_;
   UpstreamHandler* handler_ = nullptr;
   State state_ = State::Connecting;
-  llhttp_t parser_{};
-  HeadCollector head_;
-  HeaderList headers_;
+  ResponseParser response_{*this};
   InputBlock in_;
   Buffer out_;
   size_t writing_bytes_ = 0;  // in the write in flight
@@ -161,9 +149,6 @@ class UpstreamConnection {
   bool reading_ = false;
   bool read_paused_ = false;
   bool reused_ = false;
-  bool response_started_ = false;
-  bool response_complete_ = false;
-  bool head_request_ = false;
   bool keep_alive_ = true;
   bool tunnel_ = false;  // switched protocols: bytes pass through unparsed
   bool busy_ = false;    // counted in the upstream's connections in use (bulkhead)
@@ -173,6 +158,7 @@ class UpstreamConnection {
   uint64_t response_bytes_ = 0;  // read so far of the current response
   bool connect_failed_ = false;  // uv_tcp_connect refused at once; reported from the timer
   bool response_timeout_pending_ = false;  // armed once connected
+  bool awaiting_response_ = false;        // the response timeout runs
   uint64_t response_timeout_ms_ = 0;
   UpstreamConnection* idle_next_ = nullptr;  // pool's idle stack
   UpstreamConnection* idle_prev_ = nullptr;

@@ -197,10 +197,12 @@ void Worker::adoptRuntime(std::shared_ptr<const Runtime> runtime) {
         i < g->runtime->upstream_tls.size() ? g->runtime->upstream_tls[i] : nullptr));
   }
   limits_.header_read_ms = uint64_t(cfg.timeouts.header_read.count());
+  limits_.body_read_ms = uint64_t(cfg.timeouts.body_read.count());
   limits_.idle_ms = uint64_t(cfg.timeouts.idle.count());
   // A client that reads nothing for this long while we have bytes for it is gone.
   limits_.write_ms = uint64_t(cfg.timeouts.idle.count());
   limits_.max_head_bytes = cfg.limits.max_request_header_bytes;
+  limits_.max_response_head_bytes = cfg.limits.max_response_header_bytes;
   limits_.max_uri_bytes = cfg.limits.max_uri_bytes;
   if (current_) current_->retired = true;
   current_ = g.get();
@@ -341,7 +343,7 @@ void Worker::expireDeadlines() {
   uv_update_time(&loop_);
   uint64_t now = nowMs();
   uint64_t next = UINT64_MAX;
-  for (DeadlineList* list : {&header_deadlines_, &idle_deadlines_, &write_deadlines_}) {
+  for (DeadlineList* list : {&header_deadlines_, &idle_deadlines_, &write_deadlines_, &body_deadlines_}) {
     while (DeadlineNode* n = list->front()) {
       if (n->deadline_ms > now) {
         next = std::min(next, n->deadline_ms);

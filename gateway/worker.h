@@ -111,14 +111,17 @@ class Worker final : public WorkerServices {
   DeadlineList& headerDeadlines() { return header_deadlines_; }
   DeadlineList& idleDeadlines() { return idle_deadlines_; }
   DeadlineList& writeDeadlines() { return write_deadlines_; }
+  DeadlineList& bodyDeadlines() { return body_deadlines_; }
   void scheduleDeadline(uint64_t deadline_ms);
 
   // Connection-level limits of the current configuration, cached per generation.
   struct ConnectionLimits {
     uint64_t header_read_ms = 10000;
+    uint64_t body_read_ms = 60000;
     uint64_t idle_ms = 60000;
     uint64_t write_ms = 60000;
     uint64_t max_head_bytes = 16 * 1024;
+    uint64_t max_response_head_bytes = 64 * 1024;
     uint64_t max_uri_bytes = 8 * 1024;
   };
   const ConnectionLimits& limits() const { return limits_; }
@@ -173,6 +176,7 @@ class Worker final : public WorkerServices {
   DeadlineList header_deadlines_;
   DeadlineList idle_deadlines_;
   DeadlineList write_deadlines_;
+  DeadlineList body_deadlines_;
   bool draining_ = false;
   bool stopping_ = false;
   bool collect_pending_ = false;

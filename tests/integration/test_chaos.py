@@ -61,7 +61,7 @@ CLIENTS = int(os.environ.get("CHAOS_CLIENTS", "12"))
 # CHAOS_REDIS=1: the rate limits live in a redis-server that is SIGKILLed, restarted and
 # SIGSTOPped too (every request then waits on an asynchronous filter)
 REDIS = os.environ.get("CHAOS_REDIS") == "1"
-HANG = 20.0  # seconds: no exchange may take longer (route timeout 1 s, header_read 2 s)
+HANG = 20.0  # seconds: no exchange may take longer (route timeout 1 s, header_read and body_read 2 s)
 
 API_KEY = "chaos-key-0123456789"
 BODY_LIMIT = 64 * 1024       # default_filters body_limit
@@ -131,8 +131,8 @@ def chaos_config(tmp, ep_a, ep_b, ws, secure, ca, variant=0, redis=None):
            if redis else {}),
         limits={"max_request_header_bytes": "8KiB", "max_uri_bytes": "2KiB",
                 "max_body_bytes": MAX_BODY},
-        timeouts={"header_read": "2s", "idle": "3s", "upstream_connect": "500ms",
-                  "upstream_response": "2s", "drain": "3s"},
+        timeouts={"header_read": "2s", "body_read": "2s", "idle": "3s",
+                  "upstream_connect": "500ms", "upstream_response": "2s", "drain": "3s"},
         api_keys=[{"name": "partners", "keys_file": str(tmp / "keys.txt")}],
         jwt_providers=[provider(jwks_file=str(tmp / "jwks.json"), algorithms=["HS256"])],
         default_filters={
@@ -503,8 +503,8 @@ class Actions:
             c.abort()
 
     def stall(self):
-        """Sends a head and part of its body, then nothing for longer than the route's
-        timeout: the gateway must end the exchange by itself."""
+        """Sends a head and part of its body, then nothing for longer than body_read: the
+        gateway must end the exchange by itself."""
         rng = self.rng
         c = self.connect()
         try:

@@ -149,6 +149,36 @@ def test_http10_keepalive(gw, upstream):
         assert c.still_open()
 
 
+@pytest.mark.parametrize("connection", [
+    "Connection: keep-alive, close", "Connection: close, keep-alive",
+    "Connection: keep-alive\r\nConnection: close", "Connection: close\r\nConnection: keep-alive",
+], ids=["ka-close", "close-ka", "two-fields", "two-fields-reversed"])
+def test_http10_close_wins_over_keep_alive(gw, upstream, connection):
+    # RFC 9112 §9.3: "close" ends the connection whatever else the field says; the next
+    # pipelined request used to be served.
+    with Client(gw.port) as c:
+        c.send(f"GET /first HTTP/1.0\r\n{connection}\r\n\r\n"
+               f"GET /second HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".encode())
+        r = c.read_response()
+        assert r.status == 200 and r.json()["path"] == "/first", r
+        assert r.header("connection", "").lower() == "close", r
+        assert c.closed_by_peer(), "the pipelined request was served"
+    assert [q.path for q in upstream.traffic()] == ["/first"]
+
+
+def test_http10_upstream_close_wins_over_keep_alive(gateway_factory, upstream_factory):
+    def answer(req, conn):
+        conn.sock.sendall(b"HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\n"
+                          b"Content-Length: 2\r\n\r\nok")
+        return True  # would serve a second request on this connection
+    upstream = upstream_factory(handler=answer)
+    gw = gateway_factory(simple_config(upstream))
+    with Client(gw.port) as c:
+        for _ in range(2):
+            assert c.request("GET", "/x").body == b"ok"
+    assert upstream.connections == 2, "a connection the upstream said to close was reused"
+
+
 def test_http10_gets_close_delimited_body_for_chunked_upstream_response(gw, upstream):
     with Client(gw.port) as c:
         c.send(b"GET /c10?size=100000&chunked=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
