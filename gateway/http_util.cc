@@ -73,31 +73,95 @@ std::string_view errorCodeFor(int status) {
   }
 }
 
-void appendJsonEscaped(std::string& out, std::string_view s) {
-  static const char kHex[] = "0123456789abcdef";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          out += "\\u00";
-          out += kHex[c >> 4];
-          out += kHex[c & 15];
-        } else if (c >= 0x80) {
-          // Request data is not guaranteed UTF-8; escape raw bytes so every line stays
-          // valid JSON (U+0080..U+00FF stand for the bytes).
-          out += "\\u00";
-          out += kHex[c >> 4];
-          out += kHex[c & 15];
-        } else {
-          out += char(c);
-        }
-    }
+namespace {
+
+constexpr int32_t kIllFormed = -1;
+
+// The code point of the UTF-8 sequence at p[0] (a byte >= 0x80), with `len` its bytes; or
+// kIllFormed with `len` the bytes of its maximal subpart (Unicode §3.9, Table 3-7: the
+// second byte's range depends on the first, which is what rules out overlong forms,
+// surrogates and code points past U+10FFFF).
+int32_t decodeUtf8(const unsigned char* p, size_t avail, size_t& len) {
+  const unsigned char b = p[0];
+  int32_t cp;
+  int more;
+  unsigned char lo = 0x80, hi = 0xbf;
+  if (b >= 0xc2 && b <= 0xdf) {
+    cp = b & 0x1f;
+    more = 1;
+  } else if (b >= 0xe0 && b <= 0xef) {
+    cp = b & 0x0f;
+    more = 2;
+    if (b == 0xe0) lo = 0xa0;
+    if (b == 0xed) hi = 0x9f;
+  } else if (b >= 0xf0 && b <= 0xf4) {
+    cp = b & 0x07;
+    more = 3;
+    if (b == 0xf0) lo = 0x90;
+    if (b == 0xf4) hi = 0x8f;
+  } else {
+    len = 1;
+    return kIllFormed;
   }
+  len = 1;
+  for (; more > 0; --more, lo = 0x80, hi = 0xbf) {
+    if (len == avail || p[len] < lo || p[len] > hi) return kIllFormed;
+    cp = (cp << 6) | (p[len++] & 0x3f);
+  }
+  return cp;
+}
+
+// Valid JSON as it is, but a C1 control can act as a terminal escape (like ESC, DEL) and
+// U+2028/U+2029 break lines in some viewers: one log line must stay one line.
+bool escapedAnyway(int32_t cp) { return cp <= 0x9f || cp == 0x2028 || cp == 0x2029; }
+
+void appendEscape(std::string& out, int32_t cp) {
+  static const char kHex[] = "0123456789abcdef";
+  switch (cp) {
+    case '"': out += "\\\""; return;
+    case '\\': out += "\\\\"; return;
+    case '\n': out += "\\n"; return;
+    case '\r': out += "\\r"; return;
+    case '\t': out += "\\t"; return;
+    // The escape, not the character: the raw line then tells this substitution from a
+    // U+FFFD the client sent.
+    case kIllFormed: out += "\\ufffd"; return;
+    default: break;
+  }
+  char u[6] = {'\\', 'u', kHex[(cp >> 12) & 15], kHex[(cp >> 8) & 15], kHex[(cp >> 4) & 15],
+               kHex[cp & 15]};
+  out.append(u, 6);
+}
+
+}  // namespace
+
+// Runs of bytes that need nothing are appended whole: this is on every access-log line.
+void appendJsonEscaped(std::string& out, std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  size_t copied = 0;  // s[copied, i) is still to be appended as it is
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = p[i];
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+      ++i;
+      continue;
+    }
+    size_t len = 1;
+    int32_t cp = c;
+    if (c >= 0x80) {
+      cp = decodeUtf8(p + i, n - i, len);
+      if (cp != kIllFormed && !escapedAnyway(cp)) {
+        i += len;
+        continue;
+      }
+    }
+    out.append(s.data() + copied, i - copied);
+    appendEscape(out, cp);
+    i += len;
+    copied = i;
+  }
+  out.append(s.data() + copied, n - copied);
 }
 
 uint64_t wallClockMs() {

@@ -10,7 +10,9 @@ namespace gw {
 std::string_view reasonPhrase(int status);
 // SPEC §3's error_code for a status the gateway answers with ("BAD_REQUEST", ...).
 std::string_view errorCodeFor(int status);
-// Appends `s` with JSON string escaping (no surrounding quotes).
+// Appends `s` with JSON string escaping (no surrounding quotes). Well-formed UTF-8 is
+// written as it is (C0/C1 controls, DEL, U+2028 and U+2029 as \uXXXX); each maximal
+// subpart of ill-formed UTF-8 becomes the escape \ufffd. The output is valid UTF-8.
 void appendJsonEscaped(std::string& out, std::string_view s);
 // "2026-11-21T10:30:00.123Z"; writes exactly 24 characters.
 void formatTimestamp(uint64_t unix_ms, char out[24]);

@@ -263,7 +263,9 @@ void RouteLimits::writeHeaders(const LimitStatus* st, HeaderList& headers,
     std::memcpy(p, ";r=", 3);
     p = std::to_chars(p + 3, p + 13, st[i].remaining).ptr;
     std::memcpy(p, ";t=", 3);
-    p = std::to_chars(p + 3, p + 13, st[i].reset_s).ptr;
+    // A refusing limit's t names the moment of Retry-After, its next token (the draft:
+    // both fields on one response point at the same time); otherwise, when it is full.
+    p = std::to_chars(p + 3, p + 13, st[i].conforms ? st[i].reset_s : st[i].retry_s).ptr;
   }
   headers.addRef("RateLimit", std::string_view(out, size_t(p - out)));
   if (refused) headers.setRef("Retry-After", arenaNumber(arena, std::max<uint32_t>(1, retry)));

@@ -65,17 +65,35 @@ TEST(HttpUtilTest, ErrorCodeForOtherStatusesFallsBackByClass) {
 // ---------------------------------------------------------------------------------------
 // appendJsonEscaped
 
-// Escapes `raw`, checks that the result is printable ASCII, and parses it back as a JSON
-// string; returns what the JSON parser read.
+// nlohmann's dump() refuses ill-formed UTF-8: an oracle written by someone else.
+bool isValidUtf8(const std::string& s) {
+  try {
+    (void)nlohmann::json(s).dump();
+    return true;
+  } catch (const nlohmann::json::exception&) {
+    return false;
+  }
+}
+
+// Escapes `raw`, checks that the result is valid UTF-8 with no raw control character (so
+// one log line stays one line whatever the input), and parses it back as a JSON string;
+// returns what the JSON parser read.
 std::string roundTrip(std::string_view raw) {
   std::string escaped;
   appendJsonEscaped(escaped, raw);
+  EXPECT_TRUE(isValidUtf8(escaped)) << "ill-formed UTF-8 left in the output: " << escaped;
   for (unsigned char c : escaped) {
-    EXPECT_TRUE(c >= 0x20 && c < 0x7f) << "raw byte " << int(c) << " left in the output";
+    EXPECT_TRUE(c >= 0x20 && c != 0x7f) << "raw control byte " << int(c) << " in the output";
   }
   nlohmann::json parsed = nlohmann::json::parse("\"" + escaped + "\"", nullptr, false);
   EXPECT_FALSE(parsed.is_discarded()) << escaped;
   return parsed.is_string() ? parsed.get<std::string>() : std::string("<not a string>");
+}
+
+std::string escaped(std::string_view raw) {
+  std::string out;
+  appendJsonEscaped(out, raw);
+  return out;
 }
 
 TEST(HttpUtilTest, JsonEscapingOfSpecialCharacters) {
@@ -97,29 +115,125 @@ TEST(HttpUtilTest, JsonEscapingOfSpecialCharacters) {
   }
 }
 
-TEST(HttpUtilTest, JsonEscapingOfEverySingleByteParsesBack) {
-  for (int b = 0; b < 256; ++b) {
-    std::string raw(1, char(b));
-    std::string back = roundTrip(raw);
-    if (b < 0x80) {
-      EXPECT_EQ(back, raw) << "byte " << b;
-    } else {
-      // A byte >= 0x80 stands for U+0080..U+00FF: two bytes of UTF-8.
-      std::string utf8 = {char(0xc0 | (b >> 6)), char(0x80 | (b & 0x3f))};
-      EXPECT_EQ(back, utf8) << "byte " << b;
+TEST(HttpUtilTest, JsonEscapingPassesWellFormedUtf8Through) {
+  // 2, 3 and 4 bytes, and the edges of Unicode's Table 3-7 (the first and last code point of
+  // each row): written as they are, not byte by byte.
+  const std::string_view cases[] = {
+      "Jos\xc3\xa9",                  // é
+      "\xe6\x97\xa5\xe6\x9c\xac",     // 日本
+      "\xf0\x9f\x98\x80",             // 😀
+      "Jos\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80",
+      "\xc2\xa0", "\xdf\xbf",         // U+00A0, U+07FF
+      "\xe0\xa0\x80", "\xe0\xbf\xbf", // U+0800, U+0FFF
+      "\xe1\x80\x80", "\xec\xbf\xbf", // U+1000, U+CFFF
+      "\xed\x80\x80", "\xed\x9f\xbf", // U+D000, U+D7FF (the last before the surrogates)
+      "\xee\x80\x80", "\xef\xbf\xbf", // U+E000, U+FFFF
+      "\xef\xbf\xbd",                 // U+FFFD sent by the client is kept as it is
+      "\xf0\x90\x80\x80", "\xf0\xbf\xbf\xbf",  // U+10000, U+3FFFF
+      "\xf1\x80\x80\x80", "\xf3\xbf\xbf\xbf",  // U+40000, U+FFFFF
+      "\xf4\x80\x80\x80", "\xf4\x8f\xbf\xbf",  // U+100000, U+10FFFF
+  };
+  for (std::string_view raw : cases) {
+    EXPECT_EQ(escaped(raw), raw);
+    EXPECT_EQ(roundTrip(raw), raw);
+  }
+}
+
+TEST(HttpUtilTest, JsonEscapingReplacesIllFormedUtf8) {
+  // Each maximal subpart of an ill-formed sequence becomes one \ufffd (Unicode §3.9, as
+  // browsers and Python's errors="replace" decode), written as an escape so that the raw
+  // line tells a substitution from a U+FFFD the client sent.
+  const std::pair<std::string_view, std::string_view> cases[] = {
+      // overlong encodings
+      {"\xc0\xaf", "\\ufffd\\ufffd"},
+      {"\xc1\xbf", "\\ufffd\\ufffd"},
+      {"\xe0\x80\xaf", "\\ufffd\\ufffd\\ufffd"},
+      {"\xe0\x9f\xbf", "\\ufffd\\ufffd\\ufffd"},
+      {"\xf0\x80\x80\xaf", "\\ufffd\\ufffd\\ufffd\\ufffd"},
+      {"\xf0\x8f\xbf\xbf", "\\ufffd\\ufffd\\ufffd\\ufffd"},
+      // surrogates D800-DFFF encoded in UTF-8 (CESU-8 style pairs too)
+      {"\xed\xa0\x80", "\\ufffd\\ufffd\\ufffd"},
+      {"\xed\xbf\xbf", "\\ufffd\\ufffd\\ufffd"},
+      {"\xed\xa0\xbd\xed\xb8\x80", "\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd"},
+      // truncated sequences: the valid prefix is one subpart
+      {"\xc3", "\\ufffd"},
+      {"\xe2\x82", "\\ufffd"},
+      {"\xf0\x9f\x98", "\\ufffd"},
+      {"caf\xc3", "caf\\ufffd"},
+      {"\xe2\x82x", "\\ufffdx"},
+      {"\xf0\x9f\x98 ok", "\\ufffd ok"},
+      {"\xc3\xc3\xa9", "\\ufffd\xc3\xa9"},
+      {"\xf0\x9f\x98\"", "\\ufffd\\\""},
+      // bytes that never start a sequence, and beyond U+10FFFF
+      {"\xf5\x80\x80\x80", "\\ufffd\\ufffd\\ufffd\\ufffd"},
+      {"\xf8\x88\x80\x80\x80", "\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd"},
+      {"\xff", "\\ufffd"},
+      {"\xfe\xff", "\\ufffd\\ufffd"},
+      {"\xf4\x90\x80\x80", "\\ufffd\\ufffd\\ufffd\\ufffd"},
+      // lone continuation bytes
+      {"\x80", "\\ufffd"},
+      {"\xbf", "\\ufffd"},
+      {"a\x80\x80z", "a\\ufffd\\ufffdz"},
+      {"\xc3\xa9\xa9", "\xc3\xa9\\ufffd"},
+  };
+  for (const auto& [raw, want] : cases) {
+    EXPECT_EQ(escaped(raw), want);
+    roundTrip(raw);
+  }
+}
+
+TEST(HttpUtilTest, JsonEscapingOfControlCodePoints) {
+  // C0, DEL and C1 controls and the Unicode line and paragraph separators are escaped as
+  // code points: a log viewer must not see a line break or a terminal escape in a value.
+  const std::pair<std::string_view, std::string_view> cases[] = {
+      {"\x1b[31m", "\\u001b[31m"},
+      {"\xc2\x80", "\\u0080"},
+      {"\xc2\x85", "\\u0085"},
+      {"\xc2\x9b" "31m", "\\u009b31m"},
+      {"\xc2\x9f", "\\u009f"},
+      {"a\xe2\x80\xa8z", "a\\u2028z"},
+      {"\xe2\x80\xa9", "\\u2029"},
+  };
+  for (const auto& [raw, want] : cases) {
+    EXPECT_EQ(escaped(raw), want);
+    EXPECT_EQ(roundTrip(raw), raw);
+  }
+}
+
+TEST(HttpUtilTest, JsonEscapingOfEveryOneAndTwoByteStringIsValid) {
+  // Whatever the bytes: valid JSON, valid UTF-8, and well-formed input read back unchanged.
+  for (int a = 0; a < 256; ++a) {
+    std::string one(1, char(a));
+    std::string back = roundTrip(one);
+    if (a < 0x80) EXPECT_EQ(back, one) << "byte " << a;
+    else EXPECT_EQ(back, "\xef\xbf\xbd") << "byte " << a;
+    for (int b = 0; b < 256; ++b) {
+      std::string two = {char(a), char(b)};
+      back = roundTrip(two);
+      if (isValidUtf8(two)) EXPECT_EQ(back, two) << a << " " << b;
+      else EXPECT_NE(back.find("\xef\xbf\xbd"), std::string::npos) << a << " " << b;
     }
   }
 }
 
-TEST(HttpUtilTest, JsonEscapingOfInvalidUtf8StaysValidJson) {
-  // Truncated and overlong sequences, a lone continuation byte, a surrogate's encoding.
-  const std::string_view cases[] = {"\xc3", "\xe2\x82", "\xc0\xaf", "\x80", "\xed\xa0\x80",
-                                    "ok \xff\xfe end", "caf\xc3\xa9"};
-  for (std::string_view raw : cases) {
-    std::string back = roundTrip(raw);
-    EXPECT_EQ(back.size(), raw.size() * 2 - std::count_if(raw.begin(), raw.end(), [](char c) {
-                             return static_cast<unsigned char>(c) < 0x80;
-                           }));
+TEST(HttpUtilTest, JsonEscapingOfLongerSequencesAgreesWithAnIndependentValidator) {
+  // Every lead byte from C0, then two bytes from a set that covers each boundary of Table
+  // 3-7 and a fourth that ends, continues or restarts a sequence: well-formed input comes
+  // back as it was, ill-formed never does.
+  const unsigned char edges[] = {0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0,
+                                 0xbf, 0xc0, 0xc2, 0xe0, 0xed, 0xf0, 0xf4, 0xff};
+  const unsigned char last[] = {0x41, 0x80, 0xbf, 0xc2};
+  for (int lead = 0xc0; lead < 0x100; ++lead) {
+    for (unsigned char b : edges) {
+      for (unsigned char c : edges) {
+        for (unsigned char d : last) {
+          std::string raw = {char(lead), char(b), char(c), char(d)};
+          std::string back = roundTrip(raw);
+          if (isValidUtf8(raw)) EXPECT_EQ(back, raw);
+          else EXPECT_NE(back, raw);
+        }
+      }
+    }
   }
 }
 
@@ -178,6 +292,14 @@ TEST(HttpUtilTest, ErrorBodyEscapesWhatItIsGiven) {
   EXPECT_EQ(j.value("request_id", ""), id);
   EXPECT_EQ(j.value("message", "").substr(0, 13), message.substr(0, 13));
   EXPECT_EQ(j.value("timestamp", ""), "1970-01-01T00:00:00.000Z");
+}
+
+TEST(HttpUtilTest, ErrorBodyKeepsUnicodeAndReplacesIllFormedBytes) {
+  std::string body = errorBody("BAD_REQUEST", "caf\xc3\xa9 \xe6\x97\xa5 \xff", "r", 0);
+  EXPECT_TRUE(isValidUtf8(body)) << body;
+  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << body;
+  EXPECT_EQ(j.value("message", ""), "caf\xc3\xa9 \xe6\x97\xa5 \xef\xbf\xbd");
 }
 
 TEST(HttpUtilTest, ErrorBodyWithEmptyRequestId) {

@@ -92,6 +92,33 @@ def test_access_log_fields_for_a_proxied_request(gw, upstream):
     assert e["tls"] is False
 
 
+def test_bytes_that_are_not_utf8_keep_every_access_log_line_valid(gateway_factory, upstream):
+    # Bytes that are not UTF-8 in the request line and in headers the gateway reads (the
+    # request id, X-Forwarded-For from a trusted peer): every line stays valid JSON and valid
+    # UTF-8, and none of those bytes is logged as it came (docs/observability.md).
+    gw = gateway_factory(gateway_config(
+        upstreams={"up": [upstream]}, trusted_proxies=["127.0.0.1/32"],
+        default_filters={"request_id": {}},
+        routes=[{"name": "only", "match": {"path_prefix": "/app"}, "upstream": "up"}]))
+    bad = b"\xff\xfe\xc0\xaf\xed\xa0\x80\xe2\x82"
+    requests = [
+        b"GET /app/caf\xc3\xa9/" + bad + b" HTTP/1.1\r\nHost: example.test\r\n\r\n",
+        b"GET /app/x HTTP/1.1\r\nHost: example.test\r\nUser-Agent: " + bad + b"\r\n"
+        b"X-Request-ID: " + bad + b"\r\nX-Forwarded-For: 192.0.2.1, " + bad + b"\r\n\r\n",
+    ]
+    for raw in requests:
+        with Client(gw.port) as c:
+            c.send(raw)
+            assert c.read_response().status in (200, 400)
+    gw.wait_access_log(len(requests))
+    for line in gw.stdout_path.read_bytes().splitlines():
+        assert bad not in line
+        text = line.decode("utf-8")  # strict: a raw byte that is not UTF-8 fails here
+        assert not any(ord(ch) < 0x20 for ch in text), line
+        entry = json.loads(text)
+        assert not any(bad.decode("latin-1") in v for v in entry.values() if isinstance(v, str))
+
+
 def test_access_log_counts_bytes(gw, upstream):
     with Client(gw.port) as c:
         r = c.request("GET", "/app/big?size=100000")

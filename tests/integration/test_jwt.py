@@ -208,6 +208,19 @@ def test_user_in_access_log_and_no_token_anywhere(gw, keys):
             assert part not in logs
 
 
+def test_a_non_ascii_subject_is_logged_as_its_characters(gw, keys):
+    # python3-jwt writes the payload with \u escapes (a surrogate pair for the emoji): the
+    # gateway holds the subject as UTF-8, and the log must give back those characters, not
+    # each of their bytes read as Latin-1.
+    sub = "Jos\u00e9 \u65e5\u672c \U0001f600"  # "José 日本 😀"
+    assert get(gw, token=keys.token("ES256", sub=sub)).status == 200
+    e = gw.find_access(lambda e: e["route"] == "api" and e["status"] == 200)
+    assert e["user"] == sub
+    line = next(line for line in gw.stdout_path.read_bytes().splitlines()
+                if b'"request_id":"%s"' % e["request_id"].encode() in line)
+    assert b'"user":"' + sub.encode() + b'"' in line  # written through as UTF-8
+
+
 def test_sighup_reloads_the_jwks_file(gw, keys, tmp_path):
     newcomer = Keys("rotated")
     token = newcomer.token("ES256")

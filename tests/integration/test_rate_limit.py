@@ -36,6 +36,8 @@ def test_sixth_of_five_per_hour_is_refused_whichever_worker(gateway_factory, ups
             assert body["error_code"] == "RATE_LIMITED", body
             assert r.header("content-type") == "application/json"
             assert r.header("retry-after") == "720"  # one token per 12 minutes
+            # The draft: t names the moment Retry-After names, not the bucket full again.
+            assert r.header("ratelimit") == '"client_ip-1h";r=0;t=720'
     assert statuses == [200] * 5 + [429] * 5
     # Keep-alive: the same count on one connection.
     with Client(gw.port) as c:

@@ -69,6 +69,7 @@ def test_exact_count_kept_in_redis(gateway_factory, upstream, redis):
         if r.status == 429:
             assert r.json()["error_code"] == "RATE_LIMITED"
             assert r.header("retry-after") == "720"
+            assert r.header("ratelimit") == '"client_ip-1h";r=0;t=720'  # Retry-After's moment
     assert statuses == [200] * 5 + [429] * 3
     keys = redis.command("KEYS", "gw:rl:*")
     assert keys == ["gw:rl:r:limited:0:5/3600000ms/5:127.0.0.1"], keys

@@ -48,6 +48,31 @@ TEST(RateLimitFilterTest, SixthOfFivePerHourIsRefused) {
   EXPECT_EQ(route.run(again), 429);
 }
 
+TEST(RateLimitFilterTest, ARefusalsResetNamesTheMomentOfRetryAfter) {
+  // draft-ietf-httpapi-ratelimit-headers: with Retry-After, a refusing limit's t names the
+  // same moment (its next token), not the moment its bucket is full again (3600 s here).
+  SimulatedClock clock;
+  Route route("t-is-retry-after", "limits: [{key: client_ip, requests: 5, per: 1h}]");
+  for (int i = 0; i < 5; ++i) {
+    Request r;
+    EXPECT_EQ(route.run(r), 200) << i;
+  }
+  Request sixth;
+  EXPECT_EQ(route.run(sixth), 429);
+  EXPECT_EQ(sixth.header("Retry-After"), "720");
+  EXPECT_EQ(sixth.header("RateLimit"), R"("client_ip-1h";r=0;t=720)");
+  advance(719);
+  Request early;
+  EXPECT_EQ(route.run(early), 429);
+  EXPECT_EQ(early.header("Retry-After"), "1");
+  EXPECT_EQ(early.header("RateLimit"), R"("client_ip-1h";r=0;t=1)");
+  // Admitted: t stays the time until the bucket is full (one token spent: 720 s).
+  advance(1);
+  Request admitted;
+  EXPECT_EQ(route.run(admitted), 200);
+  EXPECT_EQ(admitted.header("RateLimit"), R"("client_ip-1h";r=0;t=3600)");
+}
+
 TEST(RateLimitFilterTest, ItsFieldsReplaceTheUpstreamsAndLeaveTheRest) {
   SimulatedClock clock;
   Route route("replaces-upstream-fields", "limits: [{key: client_ip, requests: 5, per: 1h}]");
@@ -166,6 +191,22 @@ TEST(RateLimitFilterTest, EveryLimitAppliesAndARefusalTakesNothing) {
   EXPECT_EQ(d.header("RateLimit"), R"("client_ip-1s";r=1;t=1, "client_ip-1m";r=0;t=59)");
   EXPECT_EQ(route.run(e), 429);  // per minute now
   EXPECT_EQ(e.header("Retry-After"), "19");
+}
+
+TEST(RateLimitFilterTest, OnlyTheRefusingLimitsResetFollowsRetryAfter) {
+  // The minute's limit refuses at 2 s (its next token at 20 s); the second's had a token
+  // (given back): its item still says when it is full again.
+  SimulatedClock clock;
+  Route route("t-of-the-refuser", limitsOf({kTwoPerSecond, kThreePerMinute}));
+  for (int i = 0; i < 3; ++i) {
+    if (i) advance(1);
+    Request r;
+    EXPECT_EQ(route.run(r), 200) << i;
+  }
+  Request refused;
+  EXPECT_EQ(route.run(refused), 429);
+  EXPECT_EQ(refused.header("Retry-After"), "18");
+  EXPECT_EQ(refused.header("RateLimit"), R"("client_ip-1s";r=1;t=1, "client_ip-1m";r=0;t=18)");
 }
 
 TEST(RateLimitFilterTest, ATokenGivenBackShowsInTheAnswer) {

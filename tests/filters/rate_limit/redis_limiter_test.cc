@@ -163,12 +163,14 @@ TEST_F(RedisLimiterTest, CountsExactlyWithRedisTime) {
   EXPECT_EQ(run(route, sixth, worker), 429);
   EXPECT_EQ(sixth.header("Retry-After"), "720");
   EXPECT_EQ(sixth.header("RateLimit-Reset"), "3600");
+  EXPECT_EQ(sixth.header("RateLimit"), R"("client_ip-1h";r=0;t=720)");  // t: Retry-After's moment
   // The refusal is remembered: the next one is refused without asking Redis.
   Request seventh;
   bool waited = true;
   EXPECT_EQ(run(route, seventh, worker, &waited), 429);
   EXPECT_FALSE(waited);
   EXPECT_EQ(seventh.header("Retry-After"), "720");
+  EXPECT_EQ(seventh.header("RateLimit"), R"("client_ip-1h";r=0;t=720)");
   // The key carries its expiry: the time until the bucket is full again.
   long long pttl = redis.integer({"PTTL", "t1:rl:r:redis-exact:0:5/3600000ms/5:192.0.2.1"});
   EXPECT_GT(pttl, 3'590'000);
@@ -243,6 +245,7 @@ TEST_F(RedisLimiterTest, TimeoutFollowsOnError) {
   Request l3;
   EXPECT_EQ(pausedCheck(local, l3), 429);
   EXPECT_EQ(l3.header("Retry-After"), "1800");
+  EXPECT_EQ(l3.header("RateLimit"), R"("client_ip-1h";r=0;t=1800)");
 }
 
 TEST_F(RedisLimiterTest, DownIsDecidedAtOnceAndRecovers) {
