@@ -4,7 +4,7 @@ BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps deps-test deps-bench build run test test-asan asan bench fuzz check clean
+.PHONY: all deps deps-test deps-bench build run test test-asan asan test-fuzz fuzz-build bench fuzz check clean
 
 all: build
 
@@ -41,10 +41,18 @@ FUZZ_SECONDS ?= 60
 FUZZ_DIR ?= build-fuzz
 FUZZ_TARGETS ?= request_head_fuzz response_head_fuzz config_fuzz path_fuzz
 FUZZ_FLAGS ?=
-fuzz:
+fuzz-build:
+	@scripts/install-deps.sh fuzz
 	@CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_DIR) -DGATEWAY_FUZZ=ON -DGATEWAY_TESTS=OFF \
 	  -DGATEWAY_BENCH=OFF -DGATEWAY_LTO=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	@cmake --build $(FUZZ_DIR) -j$(JOBS) --target $(FUZZ_TARGETS)
+
+# What CI runs of the fuzzers: each target's short deterministic run and its seed corpus,
+# reproducers of fixed crashes included (ctest label fuzz).
+test-fuzz: fuzz-build
+	@cd $(FUZZ_DIR) && ctest --output-on-failure -L fuzz -j$(JOBS)
+
+fuzz: fuzz-build
 	@status=0; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/artifacts; \
 	  seeds=tests/fuzz/corpus/$$t; [ -d $$seeds ] || seeds=; \

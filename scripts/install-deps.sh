@@ -4,6 +4,7 @@
 #   scripts/install-deps.sh            build + run dependencies
 #   scripts/install-deps.sh test       ... plus what the test suite uses
 #   scripts/install-deps.sh bench      ... plus the peers the benchmarks compare with
+#   scripts/install-deps.sh fuzz       ... plus clang and libFuzzer for tests/fuzz
 set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config libuv1-dev node-llhttp libssl-dev libspdlog-dev
@@ -12,13 +13,15 @@ build_pkgs=(build-essential cmake pkg-config libuv1-dev node-llhttp libssl-dev l
 test_pkgs=(redis-server python3-pytest python3-jwt python3-cryptography python3-yaml prometheus
   testssl.sh chromium)
 bench_pkgs=(nginx haproxy wrk apache2-utils redis-server)
+fuzz_pkgs=(clang-14 libclang-rt-14-dev)
 
 pkgs=("${build_pkgs[@]}")
 for what in "$@"; do
   case "$what" in
     test) pkgs+=("${test_pkgs[@]}") ;;
     bench) pkgs+=("${bench_pkgs[@]}") ;;
-    *) echo "install-deps: unknown set '$what' (known: test, bench)" >&2; exit 2 ;;
+    fuzz) pkgs+=("${fuzz_pkgs[@]}") ;;
+    *) echo "install-deps: unknown set '$what' (known: test, bench, fuzz)" >&2; exit 2 ;;
   esac
 done
 

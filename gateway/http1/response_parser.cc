@@ -111,9 +111,10 @@ int ResponseParser::onHeadersComplete(llhttp_t* p) {
   int status = p->status_code;
   if (status < 200 && status != 101) {
     // Interim: the final response follows on the same connection. The gateway answers
-    // 100-continue to clients itself.
+    // 100-continue to clients itself. An interim response has no body whatever its fields
+    // say (RFC 9110 §15.2); llhttp would read one after a Transfer-Encoding.
     r->head_.reset();
-    return 0;
+    return 1;
   }
   r->head_.toHeaders(r->head_base_, r->headers_);
   if (!headIsUnambiguous(r->headers_)) {

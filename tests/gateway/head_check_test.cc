@@ -254,5 +254,41 @@ TEST(HeadCollectorTest, ResetForgetsThePreviousHead) {
   EXPECT_EQ(two.fields[1].second, "3");
 }
 
+// scanStrictHead is what the response parser runs as an upstream's head arrives read by
+// read: resuming from where it stopped must reach the verdict the whole head gets.
+TEST(StrictHeadScanTest, ResumedScanAgreesWithTheWholeHead) {
+  const std::string heads[] = {
+      "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\n\r\nbody",
+      "HTTP/1.1 200 OK\r\nA: 1\r\n b\r\n\r\n",     // folded
+      "HTTP/1.1 200 OK\rX: 1\r\n\r\n",             // bare CR
+      "HTTP/1.1 200 OK\r\nA: 1\n\r\n",             // bare LF
+      "HTTP/1.1 204 No Content\r\n\r\n",
+  };
+  for (const std::string& h : heads) {
+    const char* first = h.data();
+    const char* whole_pos = first;
+    HeadScan whole = scanStrictHead(first, &whole_pos, h.data() + h.size());
+    for (size_t step = 1; step <= h.size(); ++step) {
+      const char* pos = first;
+      HeadScan scan = HeadScan::Incomplete;
+      for (size_t have = step; scan == HeadScan::Incomplete; have += step) {
+        scan = scanStrictHead(first, &pos, first + std::min(have, h.size()));
+        if (have >= h.size()) break;
+      }
+      EXPECT_EQ(scan, whole) << h << " in steps of " << step;
+      if (whole == HeadScan::Complete) {
+        EXPECT_EQ(pos, whole_pos) << h;
+      }
+    }
+  }
+}
+
+TEST(StrictHeadScanTest, IncompleteStopsAtTheLineNotYetEnded) {
+  std::string h = "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2";
+  const char* pos = h.data();
+  EXPECT_EQ(scanStrictHead(h.data(), &pos, h.data() + h.size()), HeadScan::Incomplete);
+  EXPECT_EQ(std::string_view(pos), "B: 2");
+}
+
 }  // namespace
 }  // namespace gw

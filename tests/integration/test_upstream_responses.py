@@ -155,6 +155,18 @@ def test_invalid_status_codes_are_502(gateway_factory, upstream_factory, status_
     assert bad_responses(gw, "malformed") == 1
 
 
+def test_interim_response_never_has_a_body(gateway_factory, upstream_factory):
+    # Found by response_head_fuzz: llhttp reads a body after an interim head that names a
+    # Transfer-Encoding, and its bytes were handed on as the final response's body.
+    upstream = upstream_factory(handler=raw_response(
+        b"HTTP/1.1 100 Continue\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    gw = start(gateway_factory, upstream)
+    with Client(gw.port) as c:
+        r = c.request("GET", "/x")
+    assert r.status == 200 and r.body == b"ok", r
+
+
 def test_status_without_reason_phrase_passes(gateway_factory, upstream_factory):
     upstream = upstream_factory(handler=raw_response(b"HTTP/1.1 201\r\nContent-Length: 2\r\n\r\nok"))
     gw = start(gateway_factory, upstream)
