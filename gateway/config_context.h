@@ -34,7 +34,8 @@ struct ConfigError {
   int column = 0;  // 1-based
   std::string message;
 
-  // "FILE:LINE:COL: message"
+  // "FILE:LINE:COL: message", always one line: control characters that reached the
+  // message unquoted (from yaml-cpp, OpenSSL, RE2) are escaped here as a last resort.
   std::string format() const;
 };
 
@@ -151,6 +152,11 @@ class ConfigContext {
 
 // Reads a whole file; on failure returns false and sets `error` (strerror-style).
 bool readWholeFile(const std::string& path, std::string& out, std::string& error);
+// A configuration value for a message: in single quotes, with backslash, quote, control
+// characters, DEL and invalid UTF-8 escaped (\\, \', \n, \t, \xHH) and so are Unicode
+// line breaks and direction overrides (\uXXXX): whatever a value holds (an ${ENV} with a
+// newline, a NUL, an ESC sequence), the message stays one line and prints as it reads.
+std::string quoteValue(std::string_view value);
 // RFC 9110 token characters only, at least one.
 bool isHttpToken(std::string_view s);
 // No CR, LF or NUL (a header value that cannot split a response).
@@ -174,7 +180,7 @@ std::optional<E> ConfigContext::oneOf(
     if (*text == name) return value;
     names.emplace_back(name);
   }
-  error(node, "'" + *text + "' is not one of: " + joinStrings(names, ", "));
+  error(node, quoteValue(*text) + " is not one of: " + joinStrings(names, ", "));
   return std::nullopt;
 }
 

@@ -61,13 +61,13 @@ PkeyPtr readPrivateKey(const std::string& path) {
 bool checkCertificates(ConfigContext& ctx, const YAML::Node& at, const std::string& path) {
   int count = 0;
   if (readFirstCertificate(path, &count)) return true;
-  ctx.error(at, "'" + path + "' holds no PEM certificate (" + opensslReason() + ")");
+  ctx.error(at, quoteValue(path) + " holds no PEM certificate (" + opensslReason() + ")");
   return false;
 }
 
 bool checkPrivateKey(ConfigContext& ctx, const YAML::Node& at, const std::string& path) {
   if (readPrivateKey(path)) return true;
-  ctx.error(at, "'" + path + "' holds no unencrypted PEM private key (" + opensslReason() + ")");
+  ctx.error(at, quoteValue(path) + " holds no unencrypted PEM private key (" + opensslReason() + ")");
   return false;
 }
 
@@ -79,7 +79,8 @@ void checkKeyMatchesCertificate(ConfigContext& ctx, const YAML::Node& at,
   if (!cert || !key) return;  // already reported
   if (X509_check_private_key(cert.get(), key.get()) == 1) return;
   ERR_clear_error();
-  ctx.error(at, "private key '" + key_path + "' does not match certificate '" + cert_path + "'");
+  ctx.error(at, "private key " + quoteValue(key_path) + " does not match certificate " +
+                    quoteValue(cert_path));
 }
 
 std::optional<std::string> readJwksFile(ConfigContext& ctx, const YAML::Node& at,
@@ -87,11 +88,11 @@ std::optional<std::string> readJwksFile(ConfigContext& ctx, const YAML::Node& at
   std::string text;
   std::string problem;
   if (!readWholeFile(path, text, problem)) {
-    ctx.error(at, "cannot read JWKS file '" + path + "': " + problem);
+    ctx.error(at, "cannot read JWKS file " + quoteValue(path) + ": " + problem);
     return std::nullopt;
   }
   auto fail = [&](const std::string& why) {
-    ctx.error(at, "JWKS file '" + path + "': " + why);
+    ctx.error(at, "JWKS file " + quoteValue(path) + ": " + why);
     return std::nullopt;
   };
   nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);

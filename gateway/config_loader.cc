@@ -57,12 +57,12 @@ void checkFilterReferences(ConfigContext& ctx, const Config& config) {
     if (filter->name == "jwt") {
       const auto& jwt = static_cast<const jwt::JwtConfig&>(*filter->config);
       if (!hasNamed(config.jwt_providers, jwt.provider())) {
-        ctx.error(jwt.providerLocation(), "unknown jwt provider '" + jwt.provider() + "'");
+        ctx.error(jwt.providerLocation(), "unknown jwt provider " + quoteValue(jwt.provider()));
       }
     } else if (filter->name == "api_key") {
       const auto& api_key = static_cast<const api_key::ApiKeyConfig&>(*filter->config);
       if (!hasNamed(config.api_keys, api_key.set())) {
-        ctx.error(api_key.setLocation(), "unknown api key set '" + api_key.set() + "'");
+        ctx.error(api_key.setLocation(), "unknown api key set " + quoteValue(api_key.set()));
       }
     } else if (filter->name == "rate_limit") {
       const auto& limits = static_cast<const rate_limit::RateLimitConfig&>(*filter->config);
@@ -70,8 +70,8 @@ void checkFilterReferences(ConfigContext& ctx, const Config& config) {
         if (limit.shared.empty()) continue;
         auto [it, inserted] = shared.emplace(limit.shared, &limit);
         if (!inserted && !limit.sameBucketAs(*it->second)) {
-          ctx.error(limit.where, "shared limit '" + limit.shared +
-                                     "' must have the same key, requests, per and burst "
+          ctx.error(limit.where, "shared limit " + quoteValue(limit.shared) +
+                                     " must have the same key, requests, per and burst "
                                      "everywhere (first defined at line " +
                                      std::to_string(it->second->where.line) + ")");
         }
@@ -92,7 +92,7 @@ void checkRouteFilters(ConfigContext& ctx, const RouteConfig& route) {
   const RouteFilter* api_key = find("api_key");
   if (jwt && api_key) {
     ctx.error(route.where,
-              "route '" + route.name + "' has both jwt and api_key; set one of them to off");
+              "route " + quoteValue(route.name) + " has both jwt and api_key; set one of them to off");
   }
   const RouteFilter* limits = find("rate_limit");
   if (!limits) return;
@@ -101,8 +101,9 @@ void checkRouteFilters(ConfigContext& ctx, const RouteConfig& route) {
     bool claim = limit.key_type == rate_limit::KeyType::Claim;
     bool key = limit.key_type == rate_limit::KeyType::ApiKey;
     if ((claim && !jwt) || (key && !api_key)) {
-      ctx.error(limit.where, "rate limit keyed by '" + limit.key + "' on route '" + route.name +
-                                 "' needs the " + (claim ? "jwt" : "api_key") + " filter there");
+      ctx.error(limit.where, "rate limit keyed by " + quoteValue(limit.key) + " on route " +
+                                 quoteValue(route.name) + " needs the " + (claim ? "jwt" : "api_key") +
+                                 " filter there");
     }
   }
 }

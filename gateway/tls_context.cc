@@ -54,7 +54,7 @@ struct LoadedCertificate {
 };
 
 std::string fileError(const std::string& path, const std::string& message) {
-  return path + ": " + message;
+  return quoteValue(path) + ": " + message;
 }
 
 std::string readCertificateFile(const std::string& path, LoadedCertificate& out) {
@@ -136,7 +136,7 @@ std::string loadCertificate(const TlsCertificate& files, LoadedCertificate& out)
   if (X509_check_private_key(out.leaf.get(), out.key.get()) != 1) {
     ERR_clear_error();
     return fileError(files.key_file,
-                     "private key does not match certificate '" + files.cert_file + "'");
+                     "private key does not match certificate " + quoteValue(files.cert_file));
   }
   out.names = certificateNames(out.leaf.get());
   return {};
@@ -418,9 +418,9 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(const ListenerTl
     auto [same, added] = key_types[identity].emplace(key_type, i);
     if (!added) {
       return fail(fileError(files.cert_file,
-                            "same names and key type as '" +
-                                config.certificates[same->second].cert_file +
-                                "' (one certificate per key type for a set of names)"));
+                            "same names and key type as " +
+                                quoteValue(config.certificates[same->second].cert_file) +
+                                " (one certificate per key type for a set of names)"));
     }
     if (std::string e = installCertificate(self->contexts_[identity], cert, files.cert_file);
         !e.empty()) {

@@ -487,5 +487,20 @@ TEST(ConfigLoaderTest, UpstreamAndStoreSections) {
                           "test.yaml:9:51: 'retry' is not one of: allow, deny, local"));
 }
 
+// Issue 20: values that forge lines of `--check`.
+
+TEST(ConfigValuesInMessagesTest, AnEnvironmentValueCannotAddALine) {
+  setenv("GW_HARDEN_ADDRESS", "x\nconfiguration OK\x1b[2J", 1);
+  auto errors = errorsOf(
+      "listeners: [{name: http, address: '${GW_HARDEN_ADDRESS}'}]\n"
+      "upstreams: [{name: api, endpoints: [127.0.0.1:9000]}]\n");
+  unsetenv("GW_HARDEN_ADDRESS");
+  EXPECT_THAT(errors, ElementsAre("test.yaml:1:35: bad address 'x\\nconfiguration "
+                                  "OK\\x1b[2J' (expected host:port)"));
+  // A key is a value too (YAML escapes in a double-quoted key).
+  EXPECT_THAT(errorsOf(std::string(kMinimal) + "\"a\\nb\\0c\": 1\n"),
+              Contains(HasSubstr("unknown key 'a\\nb\\x00c' in the configuration")));
+}
+
 }  // namespace
 }  // namespace gw

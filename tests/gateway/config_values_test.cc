@@ -152,5 +152,29 @@ TEST(ConfigContextTest, ClosestMatchSuggestsOnlyNearMisses) {
   EXPECT_EQ(closestMatch("certificate", keys), "");
 }
 
+TEST(QuoteValueTest, EveryValueStaysOneReadableLine) {
+  EXPECT_EQ(quoteValue("plain value"), "'plain value'");
+  EXPECT_EQ(quoteValue(""), "''");
+  EXPECT_EQ(quoteValue("a\nconfiguration OK"), "'a\\nconfiguration OK'");
+  EXPECT_EQ(quoteValue("tab\tcr\r"), "'tab\\tcr\\r'");
+  EXPECT_EQ(quoteValue(std::string("nul\0cut", 7)), "'nul\\x00cut'");
+  EXPECT_EQ(quoteValue("\x1b[31mred\x7f"), "'\\x1b[31mred\\x7f'");
+  EXPECT_EQ(quoteValue("it's a \\ path"), "'it\\'s a \\\\ path'");
+  EXPECT_EQ(quoteValue("caf\xc3\xa9 \xe2\x82\xac"), "'caf\xc3\xa9 \xe2\x82\xac'");  // kept
+  // Invalid UTF-8: stray continuation, cut sequence, overlong '/', surrogate.
+  EXPECT_EQ(quoteValue("\x80|\xe2\x82|\xc0\xaf|\xed\xa0\x80"),
+            "'\\x80|\\xe2\\x82|\\xc0\\xaf|\\xed\\xa0\\x80'");
+  // NEL, LINE SEPARATOR, RIGHT-TO-LEFT OVERRIDE: terminals act on them.
+  EXPECT_EQ(quoteValue("\xc2\x85|\xe2\x80\xa8|\xe2\x80\xae"), "'\\u0085|\\u2028|\\u202e'");
+}
+
+TEST(ConfigErrorTest, FormatIsOneLineWhateverTheMessageHolds) {
+  ConfigError e{"dir\n/x.yaml", 3, 4, "from a library: bad\nline\x1b"};
+  EXPECT_EQ(e.format(), "dir\\n/x.yaml:3:4: from a library: bad\\nline\\x1b");
+  // A quoted value is not escaped twice.
+  ConfigError q{"x.yaml", 1, 1, "bad " + quoteValue("a\nb\\")};
+  EXPECT_EQ(q.format(), "x.yaml:1:1: bad 'a\\nb\\\\'");
+}
+
 }  // namespace
 }  // namespace gw

@@ -248,3 +248,22 @@ def test_auto_workers_follow_the_cpus_the_process_may_use(gateway_factory, upstr
     assert started_workers(gw) == 1
     wide = gateway_factory(config)
     assert started_workers(wide) == len(allowed)
+
+
+# ---- issue 20: what an outside attack probe found ------------------------------------------
+
+def test_check_messages_escape_configuration_values(tmp_path):
+    # An ${ENV} value with a newline once printed a line "configuration OK" with exit code 1;
+    # a NUL cut the message short; ESC sequences reached the terminal.
+    text = MINIMAL.replace("@PORT@", "8080").replace("@ADMIN_PORT@", "9901") \
+        .replace("127.0.0.1:8080", '"${GW_TEST_FORGED}"') \
+        .replace("upstream: up}", 'upstream: "up\\0after-nul\\u2028\\e[2J"}')
+    p = write(tmp_path, "forged.yaml", text)
+    r = run_gateway_cli(["--check", "-c", str(p)],
+                        env={"GW_TEST_FORGED": "x\nconfiguration OK\n\x1b[31mred"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "configuration OK" not in r.stdout.splitlines(), r.stdout
+    assert "\x1b" not in r.stdout and "\u2028" not in r.stdout, repr(r.stdout)
+    msgs = [m for _, _, m in errors_of(r.stdout, p)]  # each line is FILE:LINE:COL: message
+    assert "bad address 'x\\nconfiguration OK\\n\\x1b[31mred' (expected host:port)" in msgs, msgs
+    assert "unknown upstream 'up\\x00after-nul\\u2028\\x1b[2J'" in msgs, msgs
