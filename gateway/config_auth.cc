@@ -99,7 +99,7 @@ void loadKeysFile(const YAML::Node& at, ConfigContext& ctx, ApiKeySetConfig& set
   set.keys_file = *path;
   std::string text;
   std::string problem;
-  if (!readWholeFile(*path, text, problem)) {
+  if (!readBoundedFile(*path, text, problem)) {
     ctx.error(at, "cannot read keys file " + quoteValue(*path) + ": " + problem);
     return;
   }

@@ -1,7 +1,5 @@
 #include "gateway/config_context.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -418,15 +416,13 @@ std::optional<std::string> ConfigContext::token(const YAML::Node& node, std::str
 std::optional<std::string> ConfigContext::readableFile(const YAML::Node& node) {
   auto path = nonEmptyString(node);
   if (!path) return std::nullopt;
-  struct stat st {};
-  if (stat(path->c_str(), &st) != 0 || access(path->c_str(), R_OK) != 0) {
-    error(node, "cannot read file " + quoteValue(*path) + ": " + std::strerror(errno));
+  std::string problem;
+  int fd = openBoundedFile(*path, problem);
+  if (fd < 0) {
+    error(node, "cannot read file " + quoteValue(*path) + ": " + problem);
     return std::nullopt;
   }
-  if (!S_ISREG(st.st_mode)) {
-    error(node, quoteValue(*path) + " is not a regular file");
-    return std::nullopt;
-  }
+  close(fd);
   return path;
 }
 
@@ -474,29 +470,6 @@ bool ConfigContext::readStringList(const MapNode& map, std::string_view key,
 }
 
 // ---- text helpers ----
-
-bool readWholeFile(const std::string& path, std::string& out, std::string& error) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    error = std::strerror(errno);
-    return false;
-  }
-  out.clear();
-  char buffer[16384];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n == 0) break;
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      error = std::strerror(errno);  // e.g. EISDIR: open() succeeds on a directory
-      close(fd);
-      return false;
-    }
-    out.append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
-  return true;
-}
 
 bool isHttpToken(std::string_view s) {
   static constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";

@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "gateway/bounded_file.h"
 #include "gateway/config.h"
 
 namespace gw {
@@ -150,8 +151,6 @@ class ConfigContext {
   std::vector<std::pair<YAML::Node, YAML::Mark>> null_value_keys_;
 };
 
-// Reads a whole file; on failure returns false and sets `error` (strerror-style).
-bool readWholeFile(const std::string& path, std::string& out, std::string& error);
 // A configuration value for a message: in single quotes, with backslash, quote, control
 // characters, DEL and invalid UTF-8 escaped (\\, \', \n, \t, \xHH) and so are Unicode
 // line breaks and direction overrides (\uXXXX): whatever a value holds (an ${ENV} with a

@@ -289,7 +289,7 @@ bool validationOnly() { return g_validation_only.load(); }
 LoadResult loadConfigFile(const std::string& path) {
   std::string text;
   std::string problem;
-  if (!readWholeFile(path, text, problem)) {
+  if (!readBoundedFile(path, text, problem)) {
     LoadResult result;
     result.errors.push_back({path, 0, 0, "cannot read configuration file: " + problem});
     return result;

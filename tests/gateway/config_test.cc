@@ -235,6 +235,11 @@ TEST(ConfigLoaderTest, MissingFilesAreReportedAtTheirValue) {
                           "directory",
                           "test.yaml:6:36: cannot read file 'missing.key': No such file or "
                           "directory"));
+  // What is not a regular file is refused before anything is read (a FIFO would block
+  // open(), /dev/zero would be read until memory runs out).
+  EXPECT_THAT(errorsOf("api_keys: [{name: k, keys_file: /dev/zero}]\n"),
+              Contains("test.yaml:1:33: cannot read file '/dev/zero': not a regular file (a "
+                       "character device)"));
   LoadResult unreadable = loadConfigFile("no/such/gateway.yaml");
   ASSERT_EQ(unreadable.errors.size(), 1u);
   EXPECT_EQ(unreadable.errors[0].format(),

@@ -2,11 +2,14 @@
 #include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 
 #include "gateway/config.h"
 #include "gateway/config_context.h"
+#include "tests/gateway/config_test_util.h"
 
 namespace gw {
 namespace {
@@ -150,6 +153,49 @@ TEST(ConfigContextTest, ClosestMatchSuggestsOnlyNearMisses) {
   EXPECT_EQ(closestMatch("adress", keys), "address");
   EXPECT_EQ(closestMatch("nmae", keys), "name");
   EXPECT_EQ(closestMatch("certificate", keys), "");
+}
+
+std::string readError(const std::string& path) {
+  std::string text = "untouched";
+  std::string error;
+  EXPECT_FALSE(readBoundedFile(path, text, error)) << path;
+  EXPECT_TRUE(text.empty()) << path;
+  return error;
+}
+
+TEST(BoundedFileTest, ReadsARegularFileWithinTheLimit) {
+  test_util::ScratchDir dir;
+  dir.write("a.yaml", "workers: 2\n");
+  std::string text;
+  std::string error;
+  ASSERT_TRUE(readBoundedFile("a.yaml", text, error)) << error;
+  EXPECT_EQ(text, "workers: 2\n");
+  ASSERT_EQ(truncate("a.yaml", off_t(kMaxConfigFileBytes)), 0);
+  ASSERT_TRUE(readBoundedFile("a.yaml", text, error)) << error;
+  EXPECT_EQ(text.size(), kMaxConfigFileBytes);
+}
+
+TEST(BoundedFileTest, RefusesWhatIsNotARegularFileWithoutBlocking) {
+  test_util::ScratchDir dir;
+  ASSERT_EQ(mkfifo("fifo", 0600), 0);  // no writer: a blocking open() would never return
+  EXPECT_EQ(readError("fifo"), "not a regular file (a FIFO)");
+  EXPECT_EQ(readError("/dev/zero"), "not a regular file (a character device)");
+  EXPECT_EQ(readError("."), "not a regular file (a directory)");
+  EXPECT_EQ(readError("absent"), "No such file or directory");
+}
+
+TEST(BoundedFileTest, RefusesAFileOverTheLimitWithoutReadingIt) {
+  test_util::ScratchDir dir;
+  dir.write("big.yaml", "");
+  ASSERT_EQ(truncate("big.yaml", off_t(kMaxConfigFileBytes) + 1), 0);
+  EXPECT_EQ(readError("big.yaml"), "larger than the 16 MiB limit");
+  ASSERT_EQ(truncate("big.yaml", off_t(2) << 30), 0);  // sparse: costs no disk
+  EXPECT_EQ(readError("big.yaml"), "larger than the 16 MiB limit");
+  // /proc files say they are empty: the limit holds while reading too.
+  std::string text;
+  std::string error;
+  EXPECT_TRUE(readBoundedFile("/proc/self/status", text, error)) << error;
+  EXPECT_FALSE(text.empty());
 }
 
 TEST(QuoteValueTest, EveryValueStaysOneReadableLine) {

@@ -84,7 +84,11 @@ TEST(TlsServerContextTest, ReportsBadFilesWithTheirPath) {
                    q(pki.default_ecdsa.cert_file));
 
   e = buildError(listenerTls({{pki.path("missing.crt"), pki.default_ecdsa.key_file}}));
-  EXPECT_THAT(e, StartsWith(q(pki.path("missing.crt")) + ": cannot open"));
+  EXPECT_THAT(e, StartsWith(q(pki.path("missing.crt")) + ": cannot read (No such file"));
+
+  // Read as every configuration file is: never a device or a FIFO, never past 16 MiB.
+  e = buildError(listenerTls({{"/dev/zero", pki.default_ecdsa.key_file}}));
+  EXPECT_EQ(e, "'/dev/zero': cannot read (not a regular file (a character device))");
 
   e = buildError(listenerTls({pki.weak_rsa}));
   EXPECT_THAT(e, StartsWith(q(pki.weak_rsa.cert_file) + ": certificate refused ("));

@@ -5,6 +5,7 @@ listener at start (exit 1), ${NAME} substitution."""
 import os
 import re
 import socket
+import time
 
 import pytest
 
@@ -251,6 +252,80 @@ def test_auto_workers_follow_the_cpus_the_process_may_use(gateway_factory, upstr
 
 
 # ---- issue 20: what an outside attack probe found ------------------------------------------
+
+# The address space a --check that must stay bounded gets: a valid one needs a few MiB, the
+# loader that read /dev/zero needed all the machine had.
+CHECK_MEMORY = 512 << 20
+PROMPT = 10.0  # seconds; each of these answers in well under one
+
+
+def check_bounded(path, **kw):
+    start = time.monotonic()
+    r = run_gateway_cli(["--check", "-c", str(path)], timeout=30, max_memory=CHECK_MEMORY, **kw)
+    return r, time.monotonic() - start
+
+
+def make_special(tmp_path, kind):
+    """A path that is not a regular file, or is one over the 16 MiB limit."""
+    if kind == "fifo":
+        p = tmp_path / "fifo.yaml"
+        os.mkfifo(p)  # nobody writes: a blocking open() never returns
+        return p, "not a regular file (a FIFO)"
+    if kind in ("/dev/zero", "/dev/urandom"):
+        return kind, "not a regular file (a character device)"
+    if kind == "directory":
+        return tmp_path, "not a regular file (a directory)"
+    p = tmp_path / f"{kind}.yaml"
+    with open(p, "wb") as f:  # sparse: costs no disk
+        f.truncate(2 << 30 if kind == "sparse-2GiB" else (16 << 20) + 1)
+    return p, "larger than the 16 MiB limit"
+
+
+SPECIAL = ["fifo", "/dev/zero", "/dev/urandom", "directory", "sparse-2GiB", "16MiB+1"]
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_check_refuses_a_config_that_is_not_a_regular_file(tmp_path, kind):
+    path, reason = make_special(tmp_path, kind)
+    r, took = check_bounded(path)
+    assert r.returncode == 1, (r.returncode, r.stdout[:500], r.stderr[:500])
+    assert r.stdout == f"{path}:0:0: cannot read configuration file: {reason}\n", r.stdout[:500]
+    assert took < PROMPT
+
+
+def test_start_refuses_a_config_that_is_a_fifo(tmp_path):
+    path, reason = make_special(tmp_path, "fifo")
+    r = run_gateway_cli(["-c", str(path)], timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{path}:0:0: cannot read configuration file: {reason}" in r.stderr, r.stderr
+
+
+NAMED_FILE = {
+    "jwks_file": "listeners: [{name: http, address: 127.0.0.1:8080}]\n"
+                 "jwt_providers: [{name: p, jwks_file: '@F@'}]\n",
+    "keys_file": "listeners: [{name: http, address: 127.0.0.1:8080}]\n"
+                 "api_keys: [{name: k, keys_file: '@F@'}]\n",
+    "tls_cert": "listeners: [{name: https, address: 127.0.0.1:8443,\n"
+                "             tls: {certificates: [{cert: '@F@', key: '@F@'}]}}]\n",
+}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "sparse-2GiB"])
+@pytest.mark.parametrize("key", list(NAMED_FILE))
+def test_check_refuses_a_named_file_that_is_not_a_regular_file(tmp_path, key, kind):
+    # Certificates, keys, JWKS and key lists are read whole like the configuration itself.
+    path, reason = make_special(tmp_path, kind)
+    text = NAMED_FILE[key].replace("@F@", str(path)) + \
+        "upstreams: [{name: up, endpoints: ['127.0.0.1:9']}]\n" \
+        "routes: [{name: r, match: {path_prefix: /}, upstream: up}]\n"
+    p = write(tmp_path, "named.yaml", text)
+    r, took = check_bounded(p)
+    assert r.returncode == 1, (r.returncode, r.stdout[:500], r.stderr[:500])
+    errs = errors_of(r.stdout, p)
+    line, col = position_of(text, f"'{path}'")
+    assert (line, col, f"cannot read file '{path}': {reason}") in errs, errs
+    assert took < PROMPT
+
 
 def test_check_messages_escape_configuration_values(tmp_path):
     # An ${ENV} value with a newline once printed a line "configuration OK" with exit code 1;
