@@ -151,6 +151,7 @@ std::string ConfigError::format() const {
   appendEscaped(out, file, /*all=*/false);
   out += ":" + std::to_string(line) + ":" + std::to_string(column) + ": ";
   appendEscaped(out, message, /*all=*/false);
+  if (repeats > 0) out += " (and " + std::to_string(repeats) + " more times through YAML aliases)";
   return out;
 }
 
@@ -182,11 +183,25 @@ void ConfigContext::error(const YAML::Node& at, std::string message) {
 }
 
 void ConfigContext::error(const SourceLocation& at, std::string message) {
-  errors_.push_back({at.file.empty() ? file_ : at.file, at.line, at.column, std::move(message)});
+  ++reported_;
+  const std::string& file = at.file.empty() ? file_ : at.file;
+  std::string key = file + '\0' + std::to_string(at.line) + ':' + std::to_string(at.column) +
+                    '\0' + message;
+  auto [it, inserted] = error_index_.try_emplace(std::move(key), errors_.size());
+  if (!inserted) {
+    ++errors_[it->second].repeats;
+    return;
+  }
+  errors_.push_back({file, at.line, at.column, std::move(message)});
 }
 
 void ConfigContext::errorAt(int line, int column, std::string message) {
-  errors_.push_back({file_, line, column, std::move(message)});
+  error(SourceLocation{file_, line, column}, std::move(message));
+}
+
+std::vector<ConfigError> ConfigContext::takeErrors() {
+  error_index_.clear();
+  return std::move(errors_);
 }
 
 // ---- maps ----
@@ -258,7 +273,11 @@ bool ConfigContext::require(const MapNode& map, std::initializer_list<std::strin
 // ---- scalars ----
 
 std::optional<std::string> ConfigContext::substituteEnv(const YAML::Node& node,
-                                                        const std::string& raw) {
+                                                        const std::string& raw, bool report) {
+  auto fail = [&](std::string message) -> std::optional<std::string> {
+    if (report) error(node, std::move(message));
+    return std::nullopt;
+  };
   std::string out;
   out.reserve(raw.size());
   size_t i = 0;
@@ -273,10 +292,7 @@ std::optional<std::string> ConfigContext::substituteEnv(const YAML::Node& node,
       continue;
     }
     size_t close = raw.find('}', i + 2);
-    if (close == std::string::npos) {
-      error(node, "unterminated '${' in value");
-      return std::nullopt;
-    }
+    if (close == std::string::npos) return fail("unterminated '${' in value");
     std::string_view body(raw.data() + i + 2, close - i - 2);
     size_t name_end = 0;
     while (name_end < body.size() && isEnvNameChar(body[name_end], name_end == 0)) ++name_end;
@@ -284,9 +300,8 @@ std::optional<std::string> ConfigContext::substituteEnv(const YAML::Node& node,
     std::string_view rest = body.substr(name_end);
     bool has_default = rest.substr(0, 2) == ":-";
     if (name.empty() || (!rest.empty() && !has_default)) {
-      error(node, "bad environment reference " + quoteValue("${" + std::string(body) + "}") +
-                      " (expected ${NAME} or ${NAME:-default})");
-      return std::nullopt;
+      return fail("bad environment reference " + quoteValue("${" + std::string(body) + "}") +
+                  " (expected ${NAME} or ${NAME:-default})");
     }
     const char* value = std::getenv(name.c_str());
     if (value) {
@@ -295,23 +310,23 @@ std::optional<std::string> ConfigContext::substituteEnv(const YAML::Node& node,
       out += rest.substr(2);
     } else {
       // `name` is [A-Za-z_][A-Za-z0-9_]*: nothing to escape.
-      error(node, "environment variable '" + name + "' is not set (use ${" + name +
-                      ":-default} to give a default)");
-      return std::nullopt;
+      return fail("environment variable '" + name + "' is not set (use ${" + name +
+                  ":-default} to give a default)");
     }
     i = close + 1;
   }
   return out;
 }
 
-std::optional<std::string> ConfigContext::scalar(const YAML::Node& node, std::string_view what) {
+std::optional<std::string> ConfigContext::scalar(const YAML::Node& node, std::string_view what,
+                                                 bool report) {
   if (!node.IsScalar()) {
-    error(node, "expected " + std::string(what) + ", got " + typeName(node));
+    if (report) error(node, "expected " + std::string(what) + ", got " + typeName(node));
     return std::nullopt;
   }
   const std::string& raw = node.Scalar();
   if (raw.find("${") == std::string::npos) return raw;
-  return substituteEnv(node, raw);
+  return substituteEnv(node, raw, report);
 }
 
 std::optional<std::string> ConfigContext::string(const YAML::Node& node) {
@@ -427,11 +442,8 @@ std::optional<std::string> ConfigContext::readableFile(const YAML::Node& node) {
 }
 
 bool ConfigContext::isOff(const YAML::Node& node) {
-  if (!node.IsScalar()) return false;
   // A bad ${...} is reported by whichever parser reads the value next, not twice.
-  size_t reported = errors_.size();
-  auto text = scalar(node, "a string");
-  errors_.resize(reported);
+  auto text = scalar(node, "a string", /*report=*/false);
   return text && *text == "off";
 }
 

@@ -21,6 +21,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,9 @@ struct ConfigError {
   int line = 0;    // 1-based; 0 when the error concerns the whole file
   int column = 0;  // 1-based
   std::string message;
+  // The same message at the same position again: a node reached more than once through
+  // YAML aliases. Reported once, with the count, not once per use.
+  size_t repeats = 0;
 
   // "FILE:LINE:COL: message", always one line: control characters that reached the
   // message unquoted (from yaml-cpp, OpenSSL, RE2) are escaped here as a last resort.
@@ -70,8 +74,10 @@ class ConfigContext {
 
   const std::string& file() const { return file_; }
   const std::vector<ConfigError>& errors() const { return errors_; }
-  size_t errorCount() const { return errors_.size(); }
-  std::vector<ConfigError> takeErrors() { return std::move(errors_); }
+  // Every report, repeats included: parsers compare it before and after a step to see
+  // whether that step found a problem.
+  size_t errorCount() const { return reported_; }
+  std::vector<ConfigError> takeErrors();
 
   // --- reporting ---
   void error(const YAML::Node& at, std::string message);
@@ -139,13 +145,21 @@ class ConfigContext {
   }
 
  private:
-  // The scalar's text after ${...} substitution; reports non-scalars as "expected `what`".
-  std::optional<std::string> scalar(const YAML::Node& node, std::string_view what);
-  std::optional<std::string> substituteEnv(const YAML::Node& node, const std::string& raw);
+  // The scalar's text after ${...} substitution; reports non-scalars as "expected `what`"
+  // (unless `report` is false: isOff() only peeks).
+  std::optional<std::string> scalar(const YAML::Node& node, std::string_view what,
+                                    bool report = true);
+  // `report` false: a bad reference yields nullopt silently (it is reported by whichever
+  // parser reads the value for good).
+  std::optional<std::string> substituteEnv(const YAML::Node& node, const std::string& raw,
+                                           bool report = true);
   std::optional<MapNode> mapEntries(const YAML::Node& node, std::string_view what);
 
   std::string file_;
   std::vector<ConfigError> errors_;
+  size_t reported_ = 0;
+  // "line:column:message" -> index in errors_, to fold repeats.
+  std::unordered_map<std::string, size_t> error_index_;
   // Null values (`key:` with nothing after it) carry the position of whatever follows
   // them; errors about them point at their key instead.
   std::vector<std::pair<YAML::Node, YAML::Mark>> null_value_keys_;

@@ -23,6 +23,7 @@ using test_util::ScratchDir;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::StartsWith;
 
 std::vector<std::string> filterNames(const std::vector<RouteFilter>& filters) {
@@ -492,7 +493,39 @@ TEST(ConfigLoaderTest, UpstreamAndStoreSections) {
                           "test.yaml:9:51: 'retry' is not one of: allow, deny, local"));
 }
 
-// Issue 20: values that forge lines of `--check`.
+// Issue 20: YAML aliases that multiply a small file, values that forge lines of
+// `--check`.
+
+// `copies` uses of an anchored list of `items` scalars.
+std::string aliasedList(size_t items, size_t copies) {
+  std::string yaml = std::string(kMinimal) + "trusted_proxies: &cidrs [";
+  for (size_t i = 0; i < items; ++i) yaml += (i ? ", 10.0.0." : "10.0.0.") + std::to_string(i % 256);
+  yaml += "]\nroutes:\n";
+  for (size_t i = 0; i < copies; ++i) {
+    yaml += "  - {name: r" + std::to_string(i) +
+            ", match: {path_prefix: /}, upstream: api, filters: {ip_access: {allow: *cidrs}}}\n";
+  }
+  return yaml;
+}
+
+TEST(ConfigExpansionTest, AliasesMayNotExpandPastTheNodeLimit) {
+  // 1,000 CIDRs in 900 routes: 900,000 nodes, within the limit (and loads).
+  LoadResult within = loadConfigString(aliasedList(1000, 900), "test.yaml");
+  EXPECT_THAT(within.errors, IsEmpty());
+  // 10,000 CIDRs in 1,000 routes: 10 million. Refused before any section is parsed (no
+  // error about a route), at the top-level key where the limit was passed.
+  EXPECT_THAT(errorsOf(aliasedList(10000, 1000)),
+              ElementsAre("test.yaml:8:1: more than 1000000 YAML nodes once aliases are "
+                          "expanded (the limit of a configuration; each use of an *alias "
+                          "counts all the nodes of its &anchor again)"));
+}
+
+TEST(ConfigExpansionTest, AnAliasInsideItsOwnAnchorIsRefused) {
+  // yaml-cpp resolves it to the node being defined: a cycle.
+  EXPECT_THAT(errorsOf(std::string(kMinimal) + "trusted_proxies: &loop [10.0.0.1, *loop]\n"),
+              ElementsAre(HasSubstr("test.yaml:7:1: nested more than 1000 levels deep once "
+                                    "aliases are expanded")));
+}
 
 TEST(ConfigValuesInMessagesTest, AnEnvironmentValueCannotAddALine) {
   setenv("GW_HARDEN_ADDRESS", "x\nconfiguration OK\x1b[2J", 1);

@@ -222,5 +222,20 @@ TEST(ConfigErrorTest, FormatIsOneLineWhateverTheMessageHolds) {
   EXPECT_EQ(q.format(), "x.yaml:1:1: bad 'a\\nb\\\\'");
 }
 
+TEST(ConfigErrorTest, TheSameErrorAtTheSamePlaceIsReportedOnceWithItsCount) {
+  ConfigContext ctx("f.yaml");
+  for (int i = 0; i < 3; ++i) ctx.errorAt(2, 5, "unknown key 'x' in route");
+  ctx.errorAt(2, 5, "another problem at the same place");
+  ctx.errorAt(3, 5, "unknown key 'x' in route");
+  EXPECT_EQ(ctx.errorCount(), 5u);  // every report counts: parsers compare it
+  std::vector<std::string> out;
+  for (const auto& e : ctx.takeErrors()) out.push_back(e.format());
+  EXPECT_THAT(out,
+              ElementsAre("f.yaml:2:5: unknown key 'x' in route (and 2 more times through YAML "
+                          "aliases)",
+                          "f.yaml:2:5: another problem at the same place",
+                          "f.yaml:3:5: unknown key 'x' in route"));
+}
+
 }  // namespace
 }  // namespace gw

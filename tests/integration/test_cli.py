@@ -254,7 +254,7 @@ def test_auto_workers_follow_the_cpus_the_process_may_use(gateway_factory, upstr
 # ---- issue 20: what an outside attack probe found ------------------------------------------
 
 # The address space a --check that must stay bounded gets: a valid one needs a few MiB, the
-# loader that read /dev/zero needed all the machine had.
+# loader that read /dev/zero or expanded aliases without bound needed gigabytes.
 CHECK_MEMORY = 512 << 20
 PROMPT = 10.0  # seconds; each of these answers in well under one
 
@@ -324,6 +324,60 @@ def test_check_refuses_a_named_file_that_is_not_a_regular_file(tmp_path, key, ki
     errs = errors_of(r.stdout, p)
     line, col = position_of(text, f"'{path}'")
     assert (line, col, f"cannot read file '{path}': {reason}") in errs, errs
+    assert took < PROMPT
+
+
+def cidr_amplification():
+    """245 KiB: 10,000 CIDRs anchored once and used in 1,000 routes (10 million nodes)."""
+    cidrs = ", ".join(f"10.{i // 256}.{i % 256}.0/24" for i in range(10000))
+    lines = ["listeners: [{name: http, address: 127.0.0.1:8080}]",
+             "upstreams: [{name: up, endpoints: ['127.0.0.1:9']}]",
+             "routes:",
+             "  - {name: r0, match: {path_prefix: /}, upstream: up,"
+             f" filters: {{ip_access: {{allow: &cidrs [{cidrs}]}}}}}}"]
+    lines += [f"  - {{name: r{i}, match: {{path_prefix: /}}, upstream: up,"
+              " filters: {ip_access: {allow: *cidrs}}}" for i in range(1, 1000)]
+    return "\n".join(lines) + "\n"
+
+
+def unknown_keys_amplification(uses):
+    """A map of 1,000 unknown keys anchored once and used as `uses` routes."""
+    keys = ", ".join(f"unknown_key_{i:04}: 1" for i in range(1000))
+    lines = ["listeners: [{name: http, address: 127.0.0.1:8080}]",
+             "upstreams: [{name: up, endpoints: ['127.0.0.1:9']}]",
+             "routes:",
+             f"  - &m {{{keys}}}"]
+    lines += ["  - *m"] * (uses - 1)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("kind", ["cidrs", "unknown_keys"])
+def test_check_refuses_alias_amplification_promptly(tmp_path, kind):
+    text = cidr_amplification() if kind == "cidrs" else unknown_keys_amplification(1000)
+    assert len(text) < 250 * 1024
+    p = write(tmp_path, "amplified.yaml", text)
+    r, took = check_bounded(p)
+    assert r.returncode == 1, (r.returncode, r.stdout[:500], r.stderr[:500])
+    # One line, at the section where the limit was passed, not a million.
+    assert len(r.stdout) < 1000, (len(r.stdout), r.stdout[:500])
+    assert errors_of(r.stdout, p) == [
+        (3, 1, "more than 1000000 YAML nodes once aliases are expanded (the limit of a "
+               "configuration; each use of an *alias counts all the nodes of its &anchor again)")]
+    assert took < PROMPT
+
+
+def test_check_prints_an_error_repeated_through_aliases_once(tmp_path):
+    # 400 uses of 1,000 unknown keys stay within the node limit: 400,000 reports, 1,003 lines.
+    text = unknown_keys_amplification(400)
+    p = write(tmp_path, "repeated.yaml", text)
+    r, took = check_bounded(p)
+    assert r.returncode == 1, (r.returncode, r.stdout[:500], r.stderr[:500])
+    errs = errors_of(r.stdout, p)
+    unknown = [e for e in errs if e[2].startswith("unknown key")]
+    assert len(unknown) == 1000 and len(errs) == 1003, (len(errs), errs[:5])
+    line, col = position_of(text, "unknown_key_0007")
+    assert (line, col, "unknown key 'unknown_key_0007' in route "
+                       "(and 399 more times through YAML aliases)") in errs
     assert took < PROMPT
 
 
