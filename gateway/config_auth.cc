@@ -105,7 +105,8 @@ void loadKeysFile(const YAML::Node& at, ConfigContext& ctx, ApiKeySetConfig& set
   }
   api_key::ApiKeyFile file = api_key::parseApiKeyFile(text);
   for (const auto& [line, problem] : file.problems) {
-    ctx.error(at, "keys file " + quoteValue(*path) + " line " + std::to_string(line) + ": " + problem);
+    ctx.error(at, "keys file " + quoteValue(*path) + " line " + std::to_string(line) + ": " +
+                      problem);
   }
   set.keys = std::move(file.entries);
 }

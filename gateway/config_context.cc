@@ -388,7 +388,8 @@ std::optional<Millis> ConfigContext::duration(const YAML::Node& node, Millis min
   auto d = parseDuration(*s);
   if (!d) {
     error(node,
-          "bad duration " + quoteValue(*s) + " (expected a whole number with a unit: 250ms, 10s, 5m, 1h)");
+          "bad duration " + quoteValue(*s) +
+              " (expected a whole number with a unit: 250ms, 10s, 5m, 1h)");
     return std::nullopt;
   }
   if (*d < min) {
@@ -404,7 +405,8 @@ std::optional<uint64_t> ConfigContext::size(const YAML::Node& node) {
   if (!s) return std::nullopt;
   auto v = parseSize(*s);
   if (!v) {
-    error(node, "bad size " + quoteValue(*s) + " (expected bytes as an integer, or 16KiB, 10MiB, 1GiB)");
+    error(node, "bad size " + quoteValue(*s) +
+                    " (expected bytes as an integer, or 16KiB, 10MiB, 1GiB)");
     return std::nullopt;
   }
   return v;
@@ -414,7 +416,10 @@ std::optional<Cidr> ConfigContext::cidr(const YAML::Node& node) {
   auto s = scalar(node, "a CIDR");
   if (!s) return std::nullopt;
   auto c = parseCidr(*s);
-  if (!c) error(node, "bad CIDR " + quoteValue(*s) + " (expected e.g. 10.0.0.0/8, 2001:db8::/32 or an IP)");
+  if (!c) {
+    error(node, "bad CIDR " + quoteValue(*s) +
+                    " (expected e.g. 10.0.0.0/8, 2001:db8::/32 or an IP)");
+  }
   return c;
 }
 

@@ -93,7 +93,8 @@ void checkRouteFilters(ConfigContext& ctx, const RouteConfig& route) {
   const RouteFilter* api_key = find("api_key");
   if (jwt && api_key) {
     ctx.error(route.where,
-              "route " + quoteValue(route.name) + " has both jwt and api_key; set one of them to off");
+              "route " + quoteValue(route.name) +
+                  " has both jwt and api_key; set one of them to off");
   }
   const RouteFilter* limits = find("rate_limit");
   if (!limits) return;
@@ -103,8 +104,8 @@ void checkRouteFilters(ConfigContext& ctx, const RouteConfig& route) {
     bool key = limit.key_type == rate_limit::KeyType::ApiKey;
     if ((claim && !jwt) || (key && !api_key)) {
       ctx.error(limit.where, "rate limit keyed by " + quoteValue(limit.key) + " on route " +
-                                 quoteValue(route.name) + " needs the " + (claim ? "jwt" : "api_key") +
-                                 " filter there");
+                                 quoteValue(route.name) + " needs the " +
+                                 (claim ? "jwt" : "api_key") + " filter there");
     }
   }
 }

@@ -37,7 +37,8 @@ std::optional<std::string> parseHost(const YAML::Node& node, ConfigContext& ctx)
   if (ok && !rest.empty() && rest.front() == '[') ok = rest.back() == ']';
   else if (ok && colons == 1) ok = false;
   if (!ok) {
-    ctx.error(node, "bad host " + quoteValue(*host) + " (expected a name without a port, or *.example.com)");
+    ctx.error(node, "bad host " + quoteValue(*host) +
+                        " (expected a name without a port, or *.example.com)");
     return std::nullopt;
   }
   return lower;

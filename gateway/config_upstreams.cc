@@ -64,7 +64,8 @@ void parseRetryOn(const YAML::Node& node, ConfigContext& ctx, RetryConfig& retri
   int status = digits ? std::stoi(*text) : 0;
   if (status < 400 || status > 599) {
     ctx.error(node,
-              "retries.on takes connect_failure or HTTP statuses 400-599, got " + quoteValue(*text));
+              "retries.on takes connect_failure or HTTP statuses 400-599, got " +
+                  quoteValue(*text));
     return;
   }
   retries.on_statuses.push_back(status);

@@ -214,7 +214,8 @@ void checkPurpose(const Json& key, KeyFamily family, std::optional<Algorithm>& a
       return;
     }
     if (familyOf(*alg) != family) {
-      problem = {true, "\"alg\" " + quoteValue(a->get<std::string>()) + " does not fit the key type"};
+      problem = {true,
+                 "\"alg\" " + quoteValue(a->get<std::string>()) + " does not fit the key type"};
     }
   }
 }
@@ -278,7 +279,9 @@ std::string describeKey(size_t index, const Json& key) {
   std::string out = "key " + std::to_string(index);
   if (key.is_object()) {
     auto kid = key.find("kid");
-    if (kid != key.end() && kid->is_string()) out += " (kid " + quoteValue(kid->get<std::string>()) + ")";
+    if (kid != key.end() && kid->is_string()) {
+      out += " (kid " + quoteValue(kid->get<std::string>()) + ")";
+    }
   }
   return out;
 }
