@@ -13,14 +13,19 @@ namespace {
 
 constexpr Millis kAtLeastOneMs{1};
 
-// "1.2.3.4:80" whatever way the address was written, to find two listeners on one socket.
-std::string numericAddress(const SocketAddress& address) {
+// "1.2.3.4#80" whatever way the address was written, to find two sockets of the
+// configuration (listeners, admin) that would collide. None for an address not set, or
+// with port 0: the kernel gives each socket bound there a free port of its own, so two of
+// them never collide.
+std::optional<std::string> fixedSocketKey(const SocketAddress& address) {
+  if (address.length == 0) return std::nullopt;
   char host[NI_MAXHOST];
   char port[NI_MAXSERV];
   if (getnameinfo(address.sa(), address.length, host, sizeof(host), port, sizeof(port),
                   NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
     return address.text;
   }
+  if (std::string_view(port) == "0") return std::nullopt;
   return std::string(host) + "#" + port;
 }
 
@@ -88,7 +93,9 @@ std::string resolveAddress(const std::string& text, bool allow_port_zero, Socket
     port = text.substr(close + 2);
   } else {
     size_t colon = text.rfind(':');
-    if (colon == std::string::npos) return "bad address " + quoteValue(text) + " (expected host:port)";
+    if (colon == std::string::npos) {
+      return "bad address " + quoteValue(text) + " (expected host:port)";
+    }
     host = text.substr(0, colon);
     port = text.substr(colon + 1);
     if (host.find(':') != std::string::npos) {
@@ -151,8 +158,9 @@ void parseListeners(const YAML::Node& node, ConfigContext& ctx, Config& config) 
   bool any_tls = false;
   for (const auto& listener : config.listeners) {
     any_tls = any_tls || listener.tls.has_value();
-    if (listener.address.length == 0) continue;
-    auto [it, inserted] = by_address.emplace(numericAddress(listener.address), &listener);
+    auto key = fixedSocketKey(listener.address);
+    if (!key) continue;
+    auto [it, inserted] = by_address.emplace(*key, &listener);
     if (!inserted) {
       ctx.error(listener.where, "listener " + quoteValue(listener.name) +
                                     " uses the same address as " + quoteValue(it->second->name));
@@ -161,7 +169,8 @@ void parseListeners(const YAML::Node& node, ConfigContext& ctx, Config& config) 
   for (const auto& listener : config.listeners) {
     if (listener.redirect_https && !any_tls) {
       ctx.error(listener.where,
-                "listener " + quoteValue(listener.name) + " has redirect_https but no listener has tls");
+                "listener " + quoteValue(listener.name) +
+                    " has redirect_https but no listener has tls");
     }
   }
 }
@@ -172,11 +181,12 @@ void parseAdmin(const YAML::Node& node, ConfigContext& ctx, Config& config) {
   if (!map) return;
   ctx.read(*map, "address", config.admin.address,
            [&](const YAML::Node& n) { return parseAddress(ctx, n, /*allow_port_zero=*/true); });
+  auto admin_key = fixedSocketKey(config.admin.address);
   for (const auto& listener : config.listeners) {
-    if (listener.address.length && config.admin.address.length &&
-        numericAddress(listener.address) == numericAddress(config.admin.address)) {
+    if (admin_key && fixedSocketKey(listener.address) == admin_key) {
       const YAML::Node* at = map->find("address");
-      std::string message = "admin address is also listener " + quoteValue(listener.name) + "'s address";
+      std::string message =
+          "admin address is also the address of listener " + quoteValue(listener.name);
       if (at) {
         ctx.error(*at, message);
       } else {

@@ -24,6 +24,7 @@ using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 std::vector<std::string> filterNames(const std::vector<RouteFilter>& filters) {
@@ -494,12 +495,14 @@ TEST(ConfigLoaderTest, UpstreamAndStoreSections) {
 }
 
 // Issue 20: YAML aliases that multiply a small file, values that forge lines of
-// `--check`.
+// `--check`, port 0 refused for admin.
 
 // `copies` uses of an anchored list of `items` scalars.
 std::string aliasedList(size_t items, size_t copies) {
   std::string yaml = std::string(kMinimal) + "trusted_proxies: &cidrs [";
-  for (size_t i = 0; i < items; ++i) yaml += (i ? ", 10.0.0." : "10.0.0.") + std::to_string(i % 256);
+  for (size_t i = 0; i < items; ++i) {
+    yaml += (i ? ", 10.0.0." : "10.0.0.") + std::to_string(i % 256);
+  }
   yaml += "]\nroutes:\n";
   for (size_t i = 0; i < copies; ++i) {
     yaml += "  - {name: r" + std::to_string(i) +
@@ -538,6 +541,23 @@ TEST(ConfigValuesInMessagesTest, AnEnvironmentValueCannotAddALine) {
   // A key is a value too (YAML escapes in a double-quoted key).
   EXPECT_THAT(errorsOf(std::string(kMinimal) + "\"a\\nb\\0c\": 1\n"),
               Contains(HasSubstr("unknown key 'a\\nb\\x00c' in the configuration")));
+}
+
+TEST(PortZeroTest, PortZeroNeverCollides) {
+  const std::string rest = "upstreams: [{name: api, endpoints: [127.0.0.1:9000]}]\n";
+  EXPECT_THAT(errorsOf("listeners: [{name: h, address: 127.0.0.1:0}]\n"
+                       "admin: {address: 127.0.0.1:0}\n" + rest),
+              IsEmpty());
+  EXPECT_THAT(errorsOf("listeners: [{name: a, address: 127.0.0.1:0}, "
+                       "{name: b, address: 127.0.0.1:0}]\n" + rest),
+              IsEmpty());
+  // A fixed port is still one socket.
+  EXPECT_THAT(errorsOf("listeners: [{name: h, address: 127.0.0.1:8080}]\n"
+                       "admin: {address: 127.0.0.1:8080}\n" + rest),
+              ElementsAre("test.yaml:2:18: admin address is also the address of listener 'h'"));
+  EXPECT_THAT(errorsOf("listeners: [{name: a, address: 127.0.0.1:8080}, "
+                       "{name: b, address: '127.0.0.1:8080'}]\n" + rest),
+              Not(IsEmpty()));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 message, exit 1), bad command lines (exit 2), bad configuration or an unbindable
 listener at start (exit 1), ${NAME} substitution."""
 
+import json
 import os
 import re
 import socket
@@ -10,7 +11,7 @@ import time
 import pytest
 
 from client import Client
-from harness import free_port, run_gateway_cli, simple_config
+from harness import Gateway, free_port, run_gateway_cli, simple_config, wait_until
 
 MINIMAL = """\
 workers: 2
@@ -396,3 +397,53 @@ def test_check_messages_escape_configuration_values(tmp_path):
     msgs = [m for _, _, m in errors_of(r.stdout, p)]  # each line is FILE:LINE:COL: message
     assert "bad address 'x\\nconfiguration OK\\n\\x1b[31mred' (expected host:port)" in msgs, msgs
     assert "unknown upstream 'up\\x00after-nul\\u2028\\x1b[2J'" in msgs, msgs
+
+
+PORT_ZERO = """\
+workers: 2
+listeners: [{name: h, address: 127.0.0.1:0}]
+admin: {address: 127.0.0.1:0}
+upstreams: [{name: up, endpoints: ['@UP@']}]
+routes: [{name: default, match: {path_prefix: /}, upstream: up}]
+"""
+
+
+class PortZeroGateway(Gateway):
+    """A gateway whose ports the kernel picks: learnt from its log ("listener bound")."""
+
+    def wait_ready(self, timeout):
+        def bound():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited with {self.proc.returncode}:\n"
+                                     f"{self.app_log_text()}")
+            found = {}
+            for line in self.app_log_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("message") in ("listener bound", "admin listener bound"):
+                    found[entry["message"]] = int(entry["address"].rsplit(":", 1)[1])
+            return found if len(found) == 2 else None
+        ports = wait_until(bound, timeout=timeout, what="both sockets bound")
+        self.port, self.admin_port = ports["listener bound"], ports["admin listener bound"]
+        super().wait_ready(timeout)
+
+
+def test_port_zero_for_a_listener_and_admin(tmp_path, upstream):
+    # docs/configuration.md: port 0 means any free port; two such never collide.
+    text = PORT_ZERO.replace("@UP@", upstream.address)
+    p = write(tmp_path, "zero.yaml", text)
+    r = run_gateway_cli(["--check", "-c", str(p)])
+    assert (r.returncode, r.stdout) == (0, "configuration OK\n"), r.stdout + r.stderr
+    gw = PortZeroGateway(tmp_path, text, name="zero")
+    try:
+        gw.start()
+        assert gw.port != gw.admin_port
+        with Client(gw.port) as c:
+            assert c.request("GET", "/x").status == 200
+    finally:
+        if gw.running:
+            assert gw.stop() == 0
+        gw.kill()
+
