@@ -23,7 +23,7 @@ std::optional<std::string> parseAlgorithm(const YAML::Node& node, ConfigContext&
     ctx.error(node, "algorithm 'none' is never accepted");
   } else {
     std::vector<std::string> all(std::begin(kAlgorithms), std::end(kAlgorithms));
-    ctx.error(node, "unknown JWT algorithm '" + *name + "' (expected one of " +
+    ctx.error(node, "unknown JWT algorithm " + quoteValue(*name) + " (expected one of " +
                         joinStrings(all, ", ") + ")");
   }
   return std::nullopt;
@@ -35,7 +35,7 @@ std::optional<std::string> parseJwksUri(const YAML::Node& node, ConfigContext& c
   for (std::string_view scheme : {"http://", "https://"}) {
     if (uri->size() > scheme.size() && uri->compare(0, scheme.size(), scheme) == 0) return uri;
   }
-  ctx.error(node, "jwks_uri must be an http:// or https:// URL, got '" + *uri + "'");
+  ctx.error(node, "jwks_uri must be an http:// or https:// URL, got " + quoteValue(*uri));
   return std::nullopt;
 }
 
@@ -87,7 +87,7 @@ void parseJwtProvider(const YAML::Node& node, ConfigContext& ctx, Config& config
   }
   if (file && !provider.jwks_file_content.empty()) {
     for (const auto& problem : jwt::checkJwks(provider.jwks_file_content, provider.algorithms)) {
-      ctx.error(*file, "JWKS file '" + provider.jwks_file + "': " + problem);
+      ctx.error(*file, "JWKS file " + quoteValue(provider.jwks_file) + ": " + problem);
     }
   }
   config.jwt_providers.push_back(std::move(provider));
@@ -99,13 +99,14 @@ void loadKeysFile(const YAML::Node& at, ConfigContext& ctx, ApiKeySetConfig& set
   set.keys_file = *path;
   std::string text;
   std::string problem;
-  if (!readWholeFile(*path, text, problem)) {
-    ctx.error(at, "cannot read keys file '" + *path + "': " + problem);
+  if (!readBoundedFile(*path, text, problem)) {
+    ctx.error(at, "cannot read keys file " + quoteValue(*path) + ": " + problem);
     return;
   }
   api_key::ApiKeyFile file = api_key::parseApiKeyFile(text);
   for (const auto& [line, problem] : file.problems) {
-    ctx.error(at, "keys file '" + *path + "' line " + std::to_string(line) + ": " + problem);
+    ctx.error(at, "keys file " + quoteValue(*path) + " line " + std::to_string(line) + ": " +
+                      problem);
   }
   set.keys = std::move(file.entries);
 }

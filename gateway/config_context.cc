@@ -1,7 +1,5 @@
 #include "gateway/config_context.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,7 +45,93 @@ bool isEnvNameChar(char c, bool first) {
          (!first && c >= '0' && c <= '9');
 }
 
+// The code point of the well-formed UTF-8 sequence at s[i] and its length; 0 when s[i]
+// starts none (a stray continuation byte, a cut sequence, an overlong form, a surrogate,
+// a value past U+10FFFF).
+size_t decodeUtf8(std::string_view s, size_t i, uint32_t& cp) {
+  auto c = static_cast<unsigned char>(s[i]);
+  size_t n = 0;
+  uint32_t min = 0;
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2, cp = c & 0x1fu, min = 0x80;
+  } else if ((c & 0xf0) == 0xe0) {
+    n = 3, cp = c & 0x0fu, min = 0x800;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4, cp = c & 0x07u, min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (s.size() - i < n) return 0;
+  for (size_t k = 1; k < n; ++k) {
+    auto next = static_cast<unsigned char>(s[i + k]);
+    if ((next & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (next & 0x3fu);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return n;
+}
+
+// Characters a terminal acts on or hides rather than shows: C1 controls (NEL ends a line
+// for some), the Unicode line and paragraph separators, and the marks that reorder text
+// (a value could otherwise make a message read differently from what it says).
+bool actsOnTerminal(uint32_t cp) {
+  return cp <= 0x9f || cp == 0x2028 || cp == 0x2029 || cp == 0x200e || cp == 0x200f ||
+         (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+// Appends `s` escaped for a one-line message. `all` (inside quoteValue()) escapes backslash
+// and quote too, so that what is between the quotes reads back unambiguously; without it
+// only what could break, cut or hide a line is escaped, and escaping twice changes nothing.
+void appendEscaped(std::string& out, std::string_view s, bool all) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  auto hex = [&](const char* prefix, uint32_t value, int digits) {
+    out += prefix;
+    for (int shift = (digits - 1) * 4; shift >= 0; shift -= 4) out += kHex[(value >> shift) & 15];
+  };
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      uint32_t cp = 0;
+      size_t n = decodeUtf8(s, i, cp);
+      if (n == 0) {
+        hex("\\x", c, 2);
+        ++i;
+      } else {
+        if (actsOnTerminal(cp)) {
+          hex("\\u", cp, 4);
+        } else {
+          out.append(s.substr(i, n));
+        }
+        i += n;
+      }
+      continue;
+    }
+    ++i;
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c < 0x20 || c == 0x7f) {
+      hex("\\x", c, 2);
+    } else if (all && (c == '\\' || c == '\'')) {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+}
+
 }  // namespace
+
+std::string quoteValue(std::string_view value) {
+  std::string out = "'";
+  appendEscaped(out, value, /*all=*/true);
+  out += '\'';
+  return out;
+}
 
 std::string_view closestMatch(std::string_view word, std::span<const std::string_view> candidates) {
   std::string_view best;
@@ -63,7 +147,12 @@ std::string_view closestMatch(std::string_view word, std::span<const std::string
 }
 
 std::string ConfigError::format() const {
-  return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + message;
+  std::string out;
+  appendEscaped(out, file, /*all=*/false);
+  out += ":" + std::to_string(line) + ":" + std::to_string(column) + ": ";
+  appendEscaped(out, message, /*all=*/false);
+  if (repeats > 0) out += " (and " + std::to_string(repeats) + " more times through YAML aliases)";
+  return out;
 }
 
 const YAML::Node* MapNode::find(std::string_view key) const {
@@ -94,11 +183,25 @@ void ConfigContext::error(const YAML::Node& at, std::string message) {
 }
 
 void ConfigContext::error(const SourceLocation& at, std::string message) {
-  errors_.push_back({at.file.empty() ? file_ : at.file, at.line, at.column, std::move(message)});
+  ++reported_;
+  const std::string& file = at.file.empty() ? file_ : at.file;
+  std::string key = file + '\0' + std::to_string(at.line) + ':' + std::to_string(at.column) +
+                    '\0' + message;
+  auto [it, inserted] = error_index_.try_emplace(std::move(key), errors_.size());
+  if (!inserted) {
+    ++errors_[it->second].repeats;
+    return;
+  }
+  errors_.push_back({file, at.line, at.column, std::move(message)});
 }
 
 void ConfigContext::errorAt(int line, int column, std::string message) {
-  errors_.push_back({file_, line, column, std::move(message)});
+  error(SourceLocation{file_, line, column}, std::move(message));
+}
+
+std::vector<ConfigError> ConfigContext::takeErrors() {
+  error_index_.clear();
+  return std::move(errors_);
 }
 
 // ---- maps ----
@@ -121,7 +224,7 @@ std::optional<MapNode> ConfigContext::mapEntries(const YAML::Node& node, std::st
       continue;
     }
     if (map.find(key.Scalar())) {
-      error(key, "duplicate key '" + key.Scalar() + "' in " + map.what_);
+      error(key, "duplicate key " + quoteValue(key.Scalar()) + " in " + map.what_);
       continue;
     }
     if (value.IsNull()) null_value_keys_.emplace_back(value, key.Mark());
@@ -144,7 +247,7 @@ std::optional<MapNode> ConfigContext::expectMap(const YAML::Node& node, std::str
       known.push_back(e);
       continue;
     }
-    std::string message = "unknown key '" + e.key + "' in " + map->what_;
+    std::string message = "unknown key " + quoteValue(e.key) + " in " + map->what_;
     std::string_view suggestion = closestMatch(e.key, {allowed.begin(), allowed.size()});
     if (!suggestion.empty()) message += " (did you mean '" + std::string(suggestion) + "'?)";
     error(e.key_node, std::move(message));
@@ -170,7 +273,11 @@ bool ConfigContext::require(const MapNode& map, std::initializer_list<std::strin
 // ---- scalars ----
 
 std::optional<std::string> ConfigContext::substituteEnv(const YAML::Node& node,
-                                                        const std::string& raw) {
+                                                        const std::string& raw, bool report) {
+  auto fail = [&](std::string message) -> std::optional<std::string> {
+    if (report) error(node, std::move(message));
+    return std::nullopt;
+  };
   std::string out;
   out.reserve(raw.size());
   size_t i = 0;
@@ -185,10 +292,7 @@ std::optional<std::string> ConfigContext::substituteEnv(const YAML::Node& node,
       continue;
     }
     size_t close = raw.find('}', i + 2);
-    if (close == std::string::npos) {
-      error(node, "unterminated '${' in value");
-      return std::nullopt;
-    }
+    if (close == std::string::npos) return fail("unterminated '${' in value");
     std::string_view body(raw.data() + i + 2, close - i - 2);
     size_t name_end = 0;
     while (name_end < body.size() && isEnvNameChar(body[name_end], name_end == 0)) ++name_end;
@@ -196,9 +300,8 @@ std::optional<std::string> ConfigContext::substituteEnv(const YAML::Node& node,
     std::string_view rest = body.substr(name_end);
     bool has_default = rest.substr(0, 2) == ":-";
     if (name.empty() || (!rest.empty() && !has_default)) {
-      error(node, "bad environment reference '${" + std::string(body) +
-                      "}' (expected ${NAME} or ${NAME:-default})");
-      return std::nullopt;
+      return fail("bad environment reference " + quoteValue("${" + std::string(body) + "}") +
+                  " (expected ${NAME} or ${NAME:-default})");
     }
     const char* value = std::getenv(name.c_str());
     if (value) {
@@ -206,23 +309,24 @@ std::optional<std::string> ConfigContext::substituteEnv(const YAML::Node& node,
     } else if (has_default) {
       out += rest.substr(2);
     } else {
-      error(node, "environment variable '" + name + "' is not set (use ${" + name +
-                      ":-default} to give a default)");
-      return std::nullopt;
+      // `name` is [A-Za-z_][A-Za-z0-9_]*: nothing to escape.
+      return fail("environment variable '" + name + "' is not set (use ${" + name +
+                  ":-default} to give a default)");
     }
     i = close + 1;
   }
   return out;
 }
 
-std::optional<std::string> ConfigContext::scalar(const YAML::Node& node, std::string_view what) {
+std::optional<std::string> ConfigContext::scalar(const YAML::Node& node, std::string_view what,
+                                                 bool report) {
   if (!node.IsScalar()) {
-    error(node, "expected " + std::string(what) + ", got " + typeName(node));
+    if (report) error(node, "expected " + std::string(what) + ", got " + typeName(node));
     return std::nullopt;
   }
   const std::string& raw = node.Scalar();
   if (raw.find("${") == std::string::npos) return raw;
-  return substituteEnv(node, raw);
+  return substituteEnv(node, raw, report);
 }
 
 std::optional<std::string> ConfigContext::string(const YAML::Node& node) {
@@ -243,7 +347,7 @@ std::optional<bool> ConfigContext::boolean(const YAML::Node& node) {
   if (!s) return std::nullopt;
   if (*s == "true") return true;
   if (*s == "false") return false;
-  error(node, "expected true or false, got '" + *s + "'");
+  error(node, "expected true or false, got " + quoteValue(*s));
   return std::nullopt;
 }
 
@@ -260,13 +364,13 @@ std::optional<uint64_t> ConfigContext::unsignedInt(const YAML::Node& node, uint6
     }
     uint64_t d = static_cast<uint64_t>(c - '0');
     if (value > (std::numeric_limits<uint64_t>::max() - d) / 10) {
-      error(node, "integer '" + *s + "' is too large");
+      error(node, "integer " + quoteValue(*s) + " is too large");
       return std::nullopt;
     }
     value = value * 10 + d;
   }
   if (!digits) {
-    error(node, "expected a non-negative integer, got '" + *s + "'");
+    error(node, "expected a non-negative integer, got " + quoteValue(*s));
     return std::nullopt;
   }
   if (value < min || value > max) {
@@ -284,12 +388,13 @@ std::optional<Millis> ConfigContext::duration(const YAML::Node& node, Millis min
   auto d = parseDuration(*s);
   if (!d) {
     error(node,
-          "bad duration '" + *s + "' (expected a whole number with a unit: 250ms, 10s, 5m, 1h)");
+          "bad duration " + quoteValue(*s) +
+              " (expected a whole number with a unit: 250ms, 10s, 5m, 1h)");
     return std::nullopt;
   }
   if (*d < min) {
     error(node,
-          "duration must be at least " + std::to_string(min.count()) + "ms, got '" + *s + "'");
+          "duration must be at least " + std::to_string(min.count()) + "ms, got " + quoteValue(*s));
     return std::nullopt;
   }
   return d;
@@ -300,7 +405,8 @@ std::optional<uint64_t> ConfigContext::size(const YAML::Node& node) {
   if (!s) return std::nullopt;
   auto v = parseSize(*s);
   if (!v) {
-    error(node, "bad size '" + *s + "' (expected bytes as an integer, or 16KiB, 10MiB, 1GiB)");
+    error(node, "bad size " + quoteValue(*s) +
+                    " (expected bytes as an integer, or 16KiB, 10MiB, 1GiB)");
     return std::nullopt;
   }
   return v;
@@ -310,7 +416,10 @@ std::optional<Cidr> ConfigContext::cidr(const YAML::Node& node) {
   auto s = scalar(node, "a CIDR");
   if (!s) return std::nullopt;
   auto c = parseCidr(*s);
-  if (!c) error(node, "bad CIDR '" + *s + "' (expected e.g. 10.0.0.0/8, 2001:db8::/32 or an IP)");
+  if (!c) {
+    error(node, "bad CIDR " + quoteValue(*s) +
+                    " (expected e.g. 10.0.0.0/8, 2001:db8::/32 or an IP)");
+  }
   return c;
 }
 
@@ -318,7 +427,7 @@ std::optional<std::string> ConfigContext::token(const YAML::Node& node, std::str
   auto s = scalar(node, what);
   if (!s) return std::nullopt;
   if (!isHttpToken(*s)) {
-    error(node, "'" + *s + "' is not a valid " + std::string(what));
+    error(node, quoteValue(*s) + " is not a valid " + std::string(what));
     return std::nullopt;
   }
   return s;
@@ -327,24 +436,19 @@ std::optional<std::string> ConfigContext::token(const YAML::Node& node, std::str
 std::optional<std::string> ConfigContext::readableFile(const YAML::Node& node) {
   auto path = nonEmptyString(node);
   if (!path) return std::nullopt;
-  struct stat st {};
-  if (stat(path->c_str(), &st) != 0 || access(path->c_str(), R_OK) != 0) {
-    error(node, "cannot read file '" + *path + "': " + std::strerror(errno));
+  std::string problem;
+  int fd = openBoundedFile(*path, problem);
+  if (fd < 0) {
+    error(node, "cannot read file " + quoteValue(*path) + ": " + problem);
     return std::nullopt;
   }
-  if (!S_ISREG(st.st_mode)) {
-    error(node, "'" + *path + "' is not a regular file");
-    return std::nullopt;
-  }
+  close(fd);
   return path;
 }
 
 bool ConfigContext::isOff(const YAML::Node& node) {
-  if (!node.IsScalar()) return false;
   // A bad ${...} is reported by whichever parser reads the value next, not twice.
-  size_t reported = errors_.size();
-  auto text = scalar(node, "a string");
-  errors_.resize(reported);
+  auto text = scalar(node, "a string", /*report=*/false);
   return text && *text == "off";
 }
 
@@ -383,29 +487,6 @@ bool ConfigContext::readStringList(const MapNode& map, std::string_view key,
 }
 
 // ---- text helpers ----
-
-bool readWholeFile(const std::string& path, std::string& out, std::string& error) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    error = std::strerror(errno);
-    return false;
-  }
-  out.clear();
-  char buffer[16384];
-  for (;;) {
-    ssize_t n = ::read(fd, buffer, sizeof(buffer));
-    if (n == 0) break;
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      error = std::strerror(errno);  // e.g. EISDIR: open() succeeds on a directory
-      close(fd);
-      return false;
-    }
-    out.append(buffer, static_cast<size_t>(n));
-  }
-  close(fd);
-  return true;
-}
 
 bool isHttpToken(std::string_view s) {
   static constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";

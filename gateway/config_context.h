@@ -21,9 +21,11 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "gateway/bounded_file.h"
 #include "gateway/config.h"
 
 namespace gw {
@@ -33,8 +35,12 @@ struct ConfigError {
   int line = 0;    // 1-based; 0 when the error concerns the whole file
   int column = 0;  // 1-based
   std::string message;
+  // The same message at the same position again: a node reached more than once through
+  // YAML aliases. Reported once, with the count, not once per use.
+  size_t repeats = 0;
 
-  // "FILE:LINE:COL: message"
+  // "FILE:LINE:COL: message", always one line: control characters that reached the
+  // message unquoted (from yaml-cpp, OpenSSL, RE2) are escaped here as a last resort.
   std::string format() const;
 };
 
@@ -68,8 +74,10 @@ class ConfigContext {
 
   const std::string& file() const { return file_; }
   const std::vector<ConfigError>& errors() const { return errors_; }
-  size_t errorCount() const { return errors_.size(); }
-  std::vector<ConfigError> takeErrors() { return std::move(errors_); }
+  // Every report, repeats included: parsers compare it before and after a step to see
+  // whether that step found a problem.
+  size_t errorCount() const { return reported_; }
+  std::vector<ConfigError> takeErrors();
 
   // --- reporting ---
   void error(const YAML::Node& at, std::string message);
@@ -137,20 +145,31 @@ class ConfigContext {
   }
 
  private:
-  // The scalar's text after ${...} substitution; reports non-scalars as "expected `what`".
-  std::optional<std::string> scalar(const YAML::Node& node, std::string_view what);
-  std::optional<std::string> substituteEnv(const YAML::Node& node, const std::string& raw);
+  // The scalar's text after ${...} substitution; reports non-scalars as "expected `what`"
+  // (unless `report` is false: isOff() only peeks).
+  std::optional<std::string> scalar(const YAML::Node& node, std::string_view what,
+                                    bool report = true);
+  // `report` false: a bad reference yields nullopt silently (it is reported by whichever
+  // parser reads the value for good).
+  std::optional<std::string> substituteEnv(const YAML::Node& node, const std::string& raw,
+                                           bool report = true);
   std::optional<MapNode> mapEntries(const YAML::Node& node, std::string_view what);
 
   std::string file_;
   std::vector<ConfigError> errors_;
+  size_t reported_ = 0;
+  // "line:column:message" -> index in errors_, to fold repeats.
+  std::unordered_map<std::string, size_t> error_index_;
   // Null values (`key:` with nothing after it) carry the position of whatever follows
   // them; errors about them point at their key instead.
   std::vector<std::pair<YAML::Node, YAML::Mark>> null_value_keys_;
 };
 
-// Reads a whole file; on failure returns false and sets `error` (strerror-style).
-bool readWholeFile(const std::string& path, std::string& out, std::string& error);
+// A configuration value for a message: in single quotes, with backslash, quote, control
+// characters, DEL and invalid UTF-8 escaped (\\, \', \n, \t, \xHH) and so are Unicode
+// line breaks and direction overrides (\uXXXX): whatever a value holds (an ${ENV} with a
+// newline, a NUL, an ESC sequence), the message stays one line and prints as it reads.
+std::string quoteValue(std::string_view value);
 // RFC 9110 token characters only, at least one.
 bool isHttpToken(std::string_view s);
 // No CR, LF or NUL (a header value that cannot split a response).
@@ -174,7 +193,7 @@ std::optional<E> ConfigContext::oneOf(
     if (*text == name) return value;
     names.emplace_back(name);
   }
-  error(node, "'" + *text + "' is not one of: " + joinStrings(names, ", "));
+  error(node, quoteValue(*text) + " is not one of: " + joinStrings(names, ", "));
   return std::nullopt;
 }
 

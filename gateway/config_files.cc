@@ -8,34 +8,14 @@
 #include <nlohmann/json.hpp>
 
 #include "gateway/config_sections.h"
+#include "gateway/openssl_util.h"
 
 namespace gw::config_detail {
 namespace {
 
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using BioPtr = std::unique_ptr<BIO, BioFree>;
-using X509Ptr = std::unique_ptr<X509, X509Free>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
-
-// OpenSSL's reason for the last failure, and a clean queue for whoever comes next.
-std::string opensslReason() {
-  unsigned long code = ERR_peek_last_error();
-  const char* reason = code ? ERR_reason_error_string(code) : nullptr;
-  std::string out = reason ? reason : "no PEM data";
-  ERR_clear_error();
-  return out;
-}
-
-X509Ptr readFirstCertificate(const std::string& path, int* count) {
-  BioPtr bio(BIO_new_file(path.c_str(), "r"));
+// The first certificate of the file and how many it holds; null with `problem` set.
+X509Ptr readFirstCertificate(const std::string& path, int* count, std::string& problem) {
+  BioPtr bio = boundedFileBio(path, problem);
   if (!bio) return nullptr;
   X509Ptr first;
   *count = 0;
@@ -45,53 +25,60 @@ X509Ptr readFirstCertificate(const std::string& path, int* count) {
   }
   // Reading until the end always leaves a "no start line" error behind.
   if (*count > 0) ERR_clear_error();
+  if (!first) problem = takeOpensslError("no PEM data");
   return first;
 }
 
-PkeyPtr readPrivateKey(const std::string& path) {
-  BioPtr bio(BIO_new_file(path.c_str(), "r"));
+PkeyPtr readPrivateKey(const std::string& path, std::string& problem) {
+  BioPtr bio = boundedFileBio(path, problem);
   if (!bio) return nullptr;
   // An empty passphrase callback: an encrypted key fails here instead of prompting.
   auto no_passphrase = [](char*, int, int, void*) { return 0; };
-  return PkeyPtr(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr));
+  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr));
+  if (!key) problem = takeOpensslError("no PEM data");
+  return key;
 }
 
 }  // namespace
 
 bool checkCertificates(ConfigContext& ctx, const YAML::Node& at, const std::string& path) {
   int count = 0;
-  if (readFirstCertificate(path, &count)) return true;
-  ctx.error(at, "'" + path + "' holds no PEM certificate (" + opensslReason() + ")");
+  std::string problem;
+  if (readFirstCertificate(path, &count, problem)) return true;
+  ctx.error(at, quoteValue(path) + " holds no PEM certificate (" + problem + ")");
   return false;
 }
 
 bool checkPrivateKey(ConfigContext& ctx, const YAML::Node& at, const std::string& path) {
-  if (readPrivateKey(path)) return true;
-  ctx.error(at, "'" + path + "' holds no unencrypted PEM private key (" + opensslReason() + ")");
+  std::string problem;
+  if (readPrivateKey(path, problem)) return true;
+  ctx.error(at, quoteValue(path) + " holds no unencrypted PEM private key (" + problem + ")");
   return false;
 }
 
 void checkKeyMatchesCertificate(ConfigContext& ctx, const YAML::Node& at,
                                 const std::string& cert_path, const std::string& key_path) {
   int count = 0;
-  X509Ptr cert = readFirstCertificate(cert_path, &count);
-  PkeyPtr key = readPrivateKey(key_path);
-  if (!cert || !key) return;  // already reported
+  std::string ignored;  // already reported
+  X509Ptr cert = readFirstCertificate(cert_path, &count, ignored);
+  PkeyPtr key = readPrivateKey(key_path, ignored);
+  if (!cert || !key) return;
   if (X509_check_private_key(cert.get(), key.get()) == 1) return;
   ERR_clear_error();
-  ctx.error(at, "private key '" + key_path + "' does not match certificate '" + cert_path + "'");
+  ctx.error(at, "private key " + quoteValue(key_path) + " does not match certificate " +
+                    quoteValue(cert_path));
 }
 
 std::optional<std::string> readJwksFile(ConfigContext& ctx, const YAML::Node& at,
                                         const std::string& path) {
   std::string text;
   std::string problem;
-  if (!readWholeFile(path, text, problem)) {
-    ctx.error(at, "cannot read JWKS file '" + path + "': " + problem);
+  if (!readBoundedFile(path, text, problem)) {
+    ctx.error(at, "cannot read JWKS file " + quoteValue(path) + ": " + problem);
     return std::nullopt;
   }
   auto fail = [&](const std::string& why) {
-    ctx.error(at, "JWKS file '" + path + "': " + why);
+    ctx.error(at, "JWKS file " + quoteValue(path) + ": " + why);
     return std::nullopt;
   };
   nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);

@@ -37,7 +37,8 @@ std::optional<std::string> parseHost(const YAML::Node& node, ConfigContext& ctx)
   if (ok && !rest.empty() && rest.front() == '[') ok = rest.back() == ']';
   else if (ok && colons == 1) ok = false;
   if (!ok) {
-    ctx.error(node, "bad host '" + *host + "' (expected a name without a port, or *.example.com)");
+    ctx.error(node, "bad host " + quoteValue(*host) +
+                        " (expected a name without a port, or *.example.com)");
     return std::nullopt;
   }
   return lower;
@@ -58,7 +59,7 @@ void parseMatchHeaders(const YAML::Node& node, ConfigContext& ctx, RouteMatch& m
   if (!map) return;
   for (const auto& entry : map->entries()) {
     if (!isHttpToken(entry.key)) {
-      ctx.error(entry.key_node, "'" + entry.key + "' is not a valid header name");
+      ctx.error(entry.key_node, quoteValue(entry.key) + " is not a valid header name");
       continue;
     }
     auto value = ctx.string(entry.value);
@@ -82,7 +83,7 @@ void parseMatch(const YAML::Node& node, ConfigContext& ctx, RouteMatch& match) {
     options.set_log_errors(false);
     auto compiled = text ? std::make_shared<const RE2>(*text, options) : nullptr;
     if (compiled && !compiled->ok()) {
-      ctx.error(*regex, "bad path_regex '" + *text + "': " + compiled->error());
+      ctx.error(*regex, "bad path_regex " + quoteValue(*text) + ": " + compiled->error());
     } else if (compiled) {
       match.path_regex = *text;
       match.regex = std::move(compiled);
@@ -106,8 +107,8 @@ void checkStripPrefix(const MapNode& map, ConfigContext& ctx, const RouteConfig&
   const std::string& matched =
       route.match.path_prefix.empty() ? route.match.path : route.match.path_prefix;
   if (!matched.empty() && matched.compare(0, route.strip_prefix.size(), route.strip_prefix) != 0) {
-    ctx.error(*node, "strip_prefix '" + route.strip_prefix +
-                         "' is not a prefix of the matched path '" + matched + "'");
+    ctx.error(*node, "strip_prefix " + quoteValue(route.strip_prefix) +
+                         " is not a prefix of the matched path " + quoteValue(matched));
   }
 }
 
@@ -132,7 +133,7 @@ void parseRoute(const YAML::Node& node, ConfigContext& ctx, Config& config,
     if (it != config.upstreams.end()) {
       route.upstream_index = static_cast<size_t>(it - config.upstreams.begin());
     } else if (!route.upstream.empty()) {
-      ctx.error(*upstream, "unknown upstream '" + route.upstream + "'");
+      ctx.error(*upstream, "unknown upstream " + quoteValue(route.upstream));
     }
   }
   ctx.read(*map, "strip_prefix", route.strip_prefix,
@@ -157,7 +158,7 @@ FilterSettings parseFilterMap(const YAML::Node& node, ConfigContext& ctx, bool r
   for (const auto& entry : map->entries()) {
     const FilterDescriptor* filter = findFilter(entry.key);
     if (!filter) {
-      std::string message = "unknown filter '" + entry.key + "'";
+      std::string message = "unknown filter " + quoteValue(entry.key);
       std::string_view suggestion = closestMatch(entry.key, kNames);
       if (!suggestion.empty()) message += " (did you mean '" + std::string(suggestion) + "'?)";
       ctx.error(entry.key_node, message);

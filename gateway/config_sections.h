@@ -89,8 +89,8 @@ void checkUniqueNames(ConfigContext& ctx, const std::vector<T>& items, std::stri
     if (item.name.empty()) continue;
     auto [it, inserted] = seen.emplace(item.name, &item);
     if (inserted) continue;
-    ctx.error(item.where, "duplicate " + std::string(what) + " name '" + item.name +
-                              "' (first defined at line " + std::to_string(it->second->where.line) +
+    ctx.error(item.where, "duplicate " + std::string(what) + " name " + quoteValue(item.name) +
+                              " (first defined at line " + std::to_string(it->second->where.line) +
                               ")");
   }
 }

@@ -13,14 +13,19 @@ namespace {
 
 constexpr Millis kAtLeastOneMs{1};
 
-// "1.2.3.4:80" whatever way the address was written, to find two listeners on one socket.
-std::string numericAddress(const SocketAddress& address) {
+// "1.2.3.4#80" whatever way the address was written, to find two sockets of the
+// configuration (listeners, admin) that would collide. None for an address not set, or
+// with port 0: the kernel gives each socket bound there a free port of its own, so two of
+// them never collide.
+std::optional<std::string> fixedSocketKey(const SocketAddress& address) {
+  if (address.length == 0) return std::nullopt;
   char host[NI_MAXHOST];
   char port[NI_MAXSERV];
   if (getnameinfo(address.sa(), address.length, host, sizeof(host), port, sizeof(port),
                   NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
     return address.text;
   }
+  if (std::string_view(port) == "0") return std::nullopt;
   return std::string(host) + "#" + port;
 }
 
@@ -82,24 +87,26 @@ std::string resolveAddress(const std::string& text, bool allow_port_zero, Socket
   if (!text.empty() && text[0] == '[') {
     size_t close = text.find(']');
     if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return "bad address '" + text + "' (expected [IPv6]:port)";
+      return "bad address " + quoteValue(text) + " (expected [IPv6]:port)";
     }
     host = text.substr(1, close - 1);
     port = text.substr(close + 2);
   } else {
     size_t colon = text.rfind(':');
-    if (colon == std::string::npos) return "bad address '" + text + "' (expected host:port)";
+    if (colon == std::string::npos) {
+      return "bad address " + quoteValue(text) + " (expected host:port)";
+    }
     host = text.substr(0, colon);
     port = text.substr(colon + 1);
     if (host.find(':') != std::string::npos) {
-      return "bad address '" + text + "' (write an IPv6 address in brackets: [::1]:80)";
+      return "bad address " + quoteValue(text) + " (write an IPv6 address in brackets: [::1]:80)";
     }
   }
   bool digits = !port.empty() && port.size() <= 5 &&
                 port.find_first_not_of("0123456789") == std::string::npos;
   int port_number = digits ? std::stoi(port) : -1;
   if (host.empty() || port_number < (allow_port_zero ? 0 : 1) || port_number > 65535) {
-    return "bad address '" + text + "' (expected host:port with a port from " +
+    return "bad address " + quoteValue(text) + " (expected host:port with a port from " +
            (allow_port_zero ? "0" : "1") + " to 65535)";
   }
   addrinfo hints{};
@@ -109,8 +116,8 @@ std::string resolveAddress(const std::string& text, bool allow_port_zero, Socket
   addrinfo* result = nullptr;
   int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &result);
   if (rc != 0 || !result) {
-    return "cannot resolve '" + host +
-           "': " + (rc == EAI_SYSTEM ? std::strerror(errno) : gai_strerror(rc));
+    return "cannot resolve " + quoteValue(host) + ": " +
+           (rc == EAI_SYSTEM ? std::strerror(errno) : gai_strerror(rc));
   }
   // The first answer, as connect() would try it: the runtime resolves names again.
   std::memcpy(&out.storage, result->ai_addr, result->ai_addrlen);
@@ -151,17 +158,19 @@ void parseListeners(const YAML::Node& node, ConfigContext& ctx, Config& config) 
   bool any_tls = false;
   for (const auto& listener : config.listeners) {
     any_tls = any_tls || listener.tls.has_value();
-    if (listener.address.length == 0) continue;
-    auto [it, inserted] = by_address.emplace(numericAddress(listener.address), &listener);
+    auto key = fixedSocketKey(listener.address);
+    if (!key) continue;
+    auto [it, inserted] = by_address.emplace(*key, &listener);
     if (!inserted) {
-      ctx.error(listener.where, "listener '" + listener.name + "' uses the same address as '" +
-                                    it->second->name + "'");
+      ctx.error(listener.where, "listener " + quoteValue(listener.name) +
+                                    " uses the same address as " + quoteValue(it->second->name));
     }
   }
   for (const auto& listener : config.listeners) {
     if (listener.redirect_https && !any_tls) {
       ctx.error(listener.where,
-                "listener '" + listener.name + "' has redirect_https but no listener has tls");
+                "listener " + quoteValue(listener.name) +
+                    " has redirect_https but no listener has tls");
     }
   }
 }
@@ -172,11 +181,12 @@ void parseAdmin(const YAML::Node& node, ConfigContext& ctx, Config& config) {
   if (!map) return;
   ctx.read(*map, "address", config.admin.address,
            [&](const YAML::Node& n) { return parseAddress(ctx, n, /*allow_port_zero=*/true); });
+  auto admin_key = fixedSocketKey(config.admin.address);
   for (const auto& listener : config.listeners) {
-    if (listener.address.length && config.admin.address.length &&
-        numericAddress(listener.address) == numericAddress(config.admin.address)) {
+    if (admin_key && fixedSocketKey(listener.address) == admin_key) {
       const YAML::Node* at = map->find("address");
-      std::string message = "admin address is also listener '" + listener.name + "''s address";
+      std::string message =
+          "admin address is also the address of listener " + quoteValue(listener.name);
       if (at) {
         ctx.error(*at, message);
       } else {
@@ -208,7 +218,7 @@ void parseLogging(const YAML::Node& node, ConfigContext& ctx, Config& config) {
   std::string directory = slash == std::string::npos ? "." : path->substr(0, slash + 1);
   struct stat st {};
   if (stat(directory.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    ctx.error(*access_log, "access_log directory '" + directory + "' does not exist");
+    ctx.error(*access_log, "access_log directory " + quoteValue(directory) + " does not exist");
   }
 }
 

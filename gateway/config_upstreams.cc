@@ -64,7 +64,8 @@ void parseRetryOn(const YAML::Node& node, ConfigContext& ctx, RetryConfig& retri
   int status = digits ? std::stoi(*text) : 0;
   if (status < 400 || status > 599) {
     ctx.error(node,
-              "retries.on takes connect_failure or HTTP statuses 400-599, got '" + *text + "'");
+              "retries.on takes connect_failure or HTTP statuses 400-599, got " +
+                  quoteValue(*text));
     return;
   }
   retries.on_statuses.push_back(status);
@@ -173,7 +174,7 @@ std::optional<std::string> parseRedisAddress(const YAML::Node& node, ConfigConte
   if (!text) return std::nullopt;
   if (text->rfind("unix:", 0) == 0) {
     if (text->size() > 5 && (*text)[5] == '/') return text;
-    ctx.error(node, "expected unix:/absolute/path, got '" + *text + "'");
+    ctx.error(node, "expected unix:/absolute/path, got " + quoteValue(*text));
     return std::nullopt;
   }
   if (!resolve) return text;

@@ -1,4 +1,5 @@
-// Owning pointers for OpenSSL objects and a readable form of its error queue.
+// Owning pointers for OpenSSL objects, a readable form of its error queue, and the one way
+// the gateway reads a PEM file.
 //
 // Contract: header-only; each alias frees with the matching OpenSSL function, so an
 // object handed to a call that takes ownership (the set0/add0 family) must be release()d.
@@ -12,6 +13,8 @@
 
 #include <memory>
 #include <string>
+
+#include "gateway/bounded_file.h"
 
 namespace gw {
 
@@ -45,6 +48,24 @@ inline std::string takeOpensslError(const char* fallback = "unknown OpenSSL erro
   std::string out = reason ? reason : fallback;
   ERR_clear_error();
   return out;
+}
+
+// A memory BIO holding the file at `path`, read by readBoundedFile(): BIO_new_file() would
+// read a device or a FIFO named in the configuration for ever. Null with `error` set.
+inline BioPtr boundedFileBio(const std::string& path, std::string& error) {
+  std::string text;
+  if (!readBoundedFile(path, text, error)) return nullptr;
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  // EOF reads as the end of the data, not as "retry later" as for a memory BIO being filled.
+  if (bio) BIO_set_mem_eof_return(bio.get(), 0);
+  if (!bio || BIO_write(bio.get(), text.data(), static_cast<int>(text.size())) !=
+                  static_cast<int>(text.size())) {
+    bio.reset();
+    error = takeOpensslError("out of memory");
+  }
+  // Key files pass through here: leave no copy of the key behind in freed memory.
+  OPENSSL_cleanse(text.data(), text.size());
+  return bio;
 }
 
 }  // namespace gw

@@ -54,12 +54,13 @@ struct LoadedCertificate {
 };
 
 std::string fileError(const std::string& path, const std::string& message) {
-  return path + ": " + message;
+  return quoteValue(path) + ": " + message;
 }
 
 std::string readCertificateFile(const std::string& path, LoadedCertificate& out) {
-  BioPtr bio(BIO_new_file(path.c_str(), "r"));
-  if (!bio) return fileError(path, "cannot open (" + takeOpensslError() + ")");
+  std::string problem;
+  BioPtr bio = boundedFileBio(path, problem);
+  if (!bio) return fileError(path, "cannot read (" + problem + ")");
   out.leaf.reset(PEM_read_bio_X509_AUX(bio.get(), nullptr, nullptr, nullptr));
   if (!out.leaf) return fileError(path, "no PEM certificate (" + takeOpensslError() + ")");
   out.chain.reset(sk_X509_new_null());
@@ -79,8 +80,9 @@ std::string readCertificateFile(const std::string& path, LoadedCertificate& out)
 }
 
 std::string readKeyFile(const std::string& path, PkeyPtr& out) {
-  BioPtr bio(BIO_new_file(path.c_str(), "r"));
-  if (!bio) return fileError(path, "cannot open (" + takeOpensslError() + ")");
+  std::string problem;
+  BioPtr bio = boundedFileBio(path, problem);
+  if (!bio) return fileError(path, "cannot read (" + problem + ")");
   // No passphrase callback: an encrypted key fails here instead of prompting.
   auto no_passphrase = [](char*, int, int, void*) noexcept { return 0; };
   out.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr));
@@ -136,7 +138,7 @@ std::string loadCertificate(const TlsCertificate& files, LoadedCertificate& out)
   if (X509_check_private_key(out.leaf.get(), out.key.get()) != 1) {
     ERR_clear_error();
     return fileError(files.key_file,
-                     "private key does not match certificate '" + files.cert_file + "'");
+                     "private key does not match certificate " + quoteValue(files.cert_file));
   }
   out.names = certificateNames(out.leaf.get());
   return {};
@@ -338,7 +340,7 @@ std::string sessionContextOf(const ListenerTls& config, std::string* error) {
   if (!config.client_ca.empty()) {
     std::string content;
     std::string problem;
-    if (!readWholeFile(config.client_ca, content, problem)) {
+    if (!readBoundedFile(config.client_ca, content, problem)) {
       *error = fileError(config.client_ca, "cannot read (" + problem + ")");
       return {};
     }
@@ -418,9 +420,9 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(const ListenerTl
     auto [same, added] = key_types[identity].emplace(key_type, i);
     if (!added) {
       return fail(fileError(files.cert_file,
-                            "same names and key type as '" +
-                                config.certificates[same->second].cert_file +
-                                "' (one certificate per key type for a set of names)"));
+                            "same names and key type as " +
+                                quoteValue(config.certificates[same->second].cert_file) +
+                                " (one certificate per key type for a set of names)"));
     }
     if (std::string e = installCertificate(self->contexts_[identity], cert, files.cert_file);
         !e.empty()) {

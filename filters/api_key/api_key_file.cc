@@ -28,7 +28,7 @@ std::string parseLine(std::string_view line, ApiKeyEntry& entry) {
   std::string_view name = line.substr(0, gap);
   std::string_view hex = trim(line.substr(gap));
   // The name is forwarded as the X-Consumer header and logged: keep it a plain token.
-  if (!isHttpToken(name)) return "name '" + std::string(name) + "' has characters not allowed";
+  if (!isHttpToken(name)) return "name " + quoteValue(name) + " has characters not allowed";
   if (hex.size() != 64) {
     return "expected 64 hex digits (a SHA-256) after the name, got " + std::to_string(hex.size()) +
            " characters";

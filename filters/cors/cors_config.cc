@@ -28,15 +28,15 @@ bool parseOrigin(const YAML::Node& node, ConfigContext& ctx, CorsConfig& config)
     options.set_log_errors(false);
     auto re = std::make_shared<RE2>(origin->substr(1), options);
     if (!re->ok()) {
-      ctx.error(node, "bad origin pattern '" + origin->substr(1) + "': " + re->error());
+      ctx.error(node, "bad origin pattern " + quoteValue(origin->substr(1)) + ": " + re->error());
       return false;
     }
     config.origin_patterns.push_back(std::move(re));
     return true;
   }
   if (!isOrigin(*origin)) {
-    ctx.error(node, "'" + *origin +
-                        "' is not an origin (expected scheme://host[:port] with no path, "
+    ctx.error(node, quoteValue(*origin) +
+                        " is not an origin (expected scheme://host[:port] with no path, "
                         "`*`, or ~pattern)");
     return false;
   }

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "filters/jwt/base64url.h"
+#include "gateway/config_context.h"  // quoteValue()
 
 namespace gw::jwt {
 namespace {
@@ -164,15 +165,15 @@ std::optional<KeyFamily> familyOfKey(const std::string& kty, const Json& key, Ke
     if (crv == "P-256") return KeyFamily::EcP256;
     if (crv == "P-384") return KeyFamily::EcP384;
     if (crv == "P-521") return KeyFamily::EcP521;
-    problem = {false, "unsupported EC curve '" + crv + "'"};
+    problem = {false, "unsupported EC curve " + quoteValue(crv)};
     return std::nullopt;
   }
   if (kty == "OKP") {
     if (crv == "Ed25519") return KeyFamily::Ed25519;
-    problem = {false, "unsupported OKP curve '" + crv + "'"};
+    problem = {false, "unsupported OKP curve " + quoteValue(crv)};
     return std::nullopt;
   }
-  problem = {false, "unsupported kty '" + kty + "'"};
+  problem = {false, "unsupported kty " + quoteValue(kty)};
   return std::nullopt;
 }
 
@@ -186,7 +187,7 @@ void checkPurpose(const Json& key, KeyFamily family, std::optional<Algorithm>& a
       return;
     }
     if (use->get_ref<const std::string&>() != "sig") {
-      problem = {false, "\"use\" is '" + use->get<std::string>() + "', not 'sig'"};
+      problem = {false, "\"use\" is " + quoteValue(use->get<std::string>()) + ", not 'sig'"};
       return;
     }
   }
@@ -208,12 +209,13 @@ void checkPurpose(const Json& key, KeyFamily family, std::optional<Algorithm>& a
     }
     alg = algorithmFromName(a->get_ref<const std::string&>());
     if (!alg) {
-      problem = {false,
-                 "\"alg\" '" + a->get<std::string>() + "' is not a supported signature algorithm"};
+      problem = {false, "\"alg\" " + quoteValue(a->get<std::string>()) +
+                            " is not a supported signature algorithm"};
       return;
     }
     if (familyOf(*alg) != family) {
-      problem = {true, "\"alg\" " + a->get<std::string>() + " does not fit the key type"};
+      problem = {true,
+                 "\"alg\" " + quoteValue(a->get<std::string>()) + " does not fit the key type"};
     }
   }
 }
@@ -277,7 +279,9 @@ std::string describeKey(size_t index, const Json& key) {
   std::string out = "key " + std::to_string(index);
   if (key.is_object()) {
     auto kid = key.find("kid");
-    if (kid != key.end() && kid->is_string()) out += " (kid \"" + kid->get<std::string>() + "\")";
+    if (kid != key.end() && kid->is_string()) {
+      out += " (kid " + quoteValue(kid->get<std::string>()) + ")";
+    }
   }
   return out;
 }

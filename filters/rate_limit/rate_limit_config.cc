@@ -27,8 +27,8 @@ bool parseKey(const YAML::Node& node, ConfigContext& ctx, Limit& limit) {
     limit.key_name = name;
     return true;
   }
-  ctx.error(node, "bad rate limit key '" + *key +
-                      "' (expected client_ip, route, header:NAME, claim:NAME or api_key)");
+  ctx.error(node, "bad rate limit key " + quoteValue(*key) +
+                      " (expected client_ip, route, header:NAME, claim:NAME or api_key)");
   return false;
 }
 

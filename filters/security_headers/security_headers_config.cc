@@ -26,7 +26,7 @@ void applyOverrides(const MapNode& overrides, ConfigContext& ctx,
                     std::vector<HeaderSetting>& headers) {
   for (const auto& entry : overrides.entries()) {
     if (!isHttpToken(entry.key)) {
-      ctx.error(entry.key_node, "'" + entry.key + "' is not a valid header name");
+      ctx.error(entry.key_node, quoteValue(entry.key) + " is not a valid header name");
       continue;
     }
     auto existing = std::find_if(headers.begin(), headers.end(), [&](const HeaderSetting& h) {

@@ -23,6 +23,8 @@ using test_util::ScratchDir;
 using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 std::vector<std::string> filterNames(const std::vector<RouteFilter>& filters) {
@@ -235,6 +237,11 @@ TEST(ConfigLoaderTest, MissingFilesAreReportedAtTheirValue) {
                           "directory",
                           "test.yaml:6:36: cannot read file 'missing.key': No such file or "
                           "directory"));
+  // What is not a regular file is refused before anything is read (a FIFO would block
+  // open(), /dev/zero would be read until memory runs out).
+  EXPECT_THAT(errorsOf("api_keys: [{name: k, keys_file: /dev/zero}]\n"),
+              Contains("test.yaml:1:33: cannot read file '/dev/zero': not a regular file (a "
+                       "character device)"));
   LoadResult unreadable = loadConfigFile("no/such/gateway.yaml");
   ASSERT_EQ(unreadable.errors.size(), 1u);
   EXPECT_EQ(unreadable.errors[0].format(),
@@ -485,6 +492,72 @@ TEST(ConfigLoaderTest, UpstreamAndStoreSections) {
                           "test.yaml:8:25: retries.on takes connect_failure or HTTP statuses "
                           "400-599, got 'reset'",
                           "test.yaml:9:51: 'retry' is not one of: allow, deny, local"));
+}
+
+// Issue 20: YAML aliases that multiply a small file, values that forge lines of
+// `--check`, port 0 refused for admin.
+
+// `copies` uses of an anchored list of `items` scalars.
+std::string aliasedList(size_t items, size_t copies) {
+  std::string yaml = std::string(kMinimal) + "trusted_proxies: &cidrs [";
+  for (size_t i = 0; i < items; ++i) {
+    yaml += (i ? ", 10.0.0." : "10.0.0.") + std::to_string(i % 256);
+  }
+  yaml += "]\nroutes:\n";
+  for (size_t i = 0; i < copies; ++i) {
+    yaml += "  - {name: r" + std::to_string(i) +
+            ", match: {path_prefix: /}, upstream: api, filters: {ip_access: {allow: *cidrs}}}\n";
+  }
+  return yaml;
+}
+
+TEST(ConfigExpansionTest, AliasesMayNotExpandPastTheNodeLimit) {
+  // 1,000 CIDRs in 900 routes: 900,000 nodes, within the limit (and loads).
+  LoadResult within = loadConfigString(aliasedList(1000, 900), "test.yaml");
+  EXPECT_THAT(within.errors, IsEmpty());
+  // 10,000 CIDRs in 1,000 routes: 10 million. Refused before any section is parsed (no
+  // error about a route), at the top-level key where the limit was passed.
+  EXPECT_THAT(errorsOf(aliasedList(10000, 1000)),
+              ElementsAre("test.yaml:8:1: more than 1000000 YAML nodes once aliases are "
+                          "expanded (the limit of a configuration; each use of an *alias "
+                          "counts all the nodes of its &anchor again)"));
+}
+
+TEST(ConfigExpansionTest, AnAliasInsideItsOwnAnchorIsRefused) {
+  // yaml-cpp resolves it to the node being defined: a cycle.
+  EXPECT_THAT(errorsOf(std::string(kMinimal) + "trusted_proxies: &loop [10.0.0.1, *loop]\n"),
+              ElementsAre(HasSubstr("test.yaml:7:1: nested more than 1000 levels deep once "
+                                    "aliases are expanded")));
+}
+
+TEST(ConfigValuesInMessagesTest, AnEnvironmentValueCannotAddALine) {
+  setenv("GW_HARDEN_ADDRESS", "x\nconfiguration OK\x1b[2J", 1);
+  auto errors = errorsOf(
+      "listeners: [{name: http, address: '${GW_HARDEN_ADDRESS}'}]\n"
+      "upstreams: [{name: api, endpoints: [127.0.0.1:9000]}]\n");
+  unsetenv("GW_HARDEN_ADDRESS");
+  EXPECT_THAT(errors, ElementsAre("test.yaml:1:35: bad address 'x\\nconfiguration "
+                                  "OK\\x1b[2J' (expected host:port)"));
+  // A key is a value too (YAML escapes in a double-quoted key).
+  EXPECT_THAT(errorsOf(std::string(kMinimal) + "\"a\\nb\\0c\": 1\n"),
+              Contains(HasSubstr("unknown key 'a\\nb\\x00c' in the configuration")));
+}
+
+TEST(PortZeroTest, PortZeroNeverCollides) {
+  const std::string rest = "upstreams: [{name: api, endpoints: [127.0.0.1:9000]}]\n";
+  EXPECT_THAT(errorsOf("listeners: [{name: h, address: 127.0.0.1:0}]\n"
+                       "admin: {address: 127.0.0.1:0}\n" + rest),
+              IsEmpty());
+  EXPECT_THAT(errorsOf("listeners: [{name: a, address: 127.0.0.1:0}, "
+                       "{name: b, address: 127.0.0.1:0}]\n" + rest),
+              IsEmpty());
+  // A fixed port is still one socket.
+  EXPECT_THAT(errorsOf("listeners: [{name: h, address: 127.0.0.1:8080}]\n"
+                       "admin: {address: 127.0.0.1:8080}\n" + rest),
+              ElementsAre("test.yaml:2:18: admin address is also the address of listener 'h'"));
+  EXPECT_THAT(errorsOf("listeners: [{name: a, address: 127.0.0.1:8080}, "
+                       "{name: b, address: '127.0.0.1:8080'}]\n" + rest),
+              Not(IsEmpty()));
 }
 
 }  // namespace

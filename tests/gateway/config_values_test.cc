@@ -2,11 +2,14 @@
 #include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 
 #include "gateway/config.h"
 #include "gateway/config_context.h"
+#include "tests/gateway/config_test_util.h"
 
 namespace gw {
 namespace {
@@ -150,6 +153,88 @@ TEST(ConfigContextTest, ClosestMatchSuggestsOnlyNearMisses) {
   EXPECT_EQ(closestMatch("adress", keys), "address");
   EXPECT_EQ(closestMatch("nmae", keys), "name");
   EXPECT_EQ(closestMatch("certificate", keys), "");
+}
+
+std::string readError(const std::string& path) {
+  std::string text = "untouched";
+  std::string error;
+  EXPECT_FALSE(readBoundedFile(path, text, error)) << path;
+  EXPECT_TRUE(text.empty()) << path;
+  return error;
+}
+
+TEST(BoundedFileTest, ReadsARegularFileWithinTheLimit) {
+  test_util::ScratchDir dir;
+  dir.write("a.yaml", "workers: 2\n");
+  std::string text;
+  std::string error;
+  ASSERT_TRUE(readBoundedFile("a.yaml", text, error)) << error;
+  EXPECT_EQ(text, "workers: 2\n");
+  ASSERT_EQ(truncate("a.yaml", off_t(kMaxConfigFileBytes)), 0);
+  ASSERT_TRUE(readBoundedFile("a.yaml", text, error)) << error;
+  EXPECT_EQ(text.size(), kMaxConfigFileBytes);
+}
+
+TEST(BoundedFileTest, RefusesWhatIsNotARegularFileWithoutBlocking) {
+  test_util::ScratchDir dir;
+  ASSERT_EQ(mkfifo("fifo", 0600), 0);  // no writer: a blocking open() would never return
+  EXPECT_EQ(readError("fifo"), "not a regular file (a FIFO)");
+  EXPECT_EQ(readError("/dev/zero"), "not a regular file (a character device)");
+  EXPECT_EQ(readError("."), "not a regular file (a directory)");
+  EXPECT_EQ(readError("absent"), "No such file or directory");
+}
+
+TEST(BoundedFileTest, RefusesAFileOverTheLimitWithoutReadingIt) {
+  test_util::ScratchDir dir;
+  dir.write("big.yaml", "");
+  ASSERT_EQ(truncate("big.yaml", off_t(kMaxConfigFileBytes) + 1), 0);
+  EXPECT_EQ(readError("big.yaml"), "larger than the 16 MiB limit");
+  ASSERT_EQ(truncate("big.yaml", off_t(2) << 30), 0);  // sparse: costs no disk
+  EXPECT_EQ(readError("big.yaml"), "larger than the 16 MiB limit");
+  // /proc files say they are empty: the limit holds while reading too.
+  std::string text;
+  std::string error;
+  EXPECT_TRUE(readBoundedFile("/proc/self/status", text, error)) << error;
+  EXPECT_FALSE(text.empty());
+}
+
+TEST(QuoteValueTest, EveryValueStaysOneReadableLine) {
+  EXPECT_EQ(quoteValue("plain value"), "'plain value'");
+  EXPECT_EQ(quoteValue(""), "''");
+  EXPECT_EQ(quoteValue("a\nconfiguration OK"), "'a\\nconfiguration OK'");
+  EXPECT_EQ(quoteValue("tab\tcr\r"), "'tab\\tcr\\r'");
+  EXPECT_EQ(quoteValue(std::string("nul\0cut", 7)), "'nul\\x00cut'");
+  EXPECT_EQ(quoteValue("\x1b[31mred\x7f"), "'\\x1b[31mred\\x7f'");
+  EXPECT_EQ(quoteValue("it's a \\ path"), "'it\\'s a \\\\ path'");
+  EXPECT_EQ(quoteValue("caf\xc3\xa9 \xe2\x82\xac"), "'caf\xc3\xa9 \xe2\x82\xac'");  // kept
+  // Invalid UTF-8: stray continuation, cut sequence, overlong '/', surrogate.
+  EXPECT_EQ(quoteValue("\x80|\xe2\x82|\xc0\xaf|\xed\xa0\x80"),
+            "'\\x80|\\xe2\\x82|\\xc0\\xaf|\\xed\\xa0\\x80'");
+  // NEL, LINE SEPARATOR, RIGHT-TO-LEFT OVERRIDE: terminals act on them.
+  EXPECT_EQ(quoteValue("\xc2\x85|\xe2\x80\xa8|\xe2\x80\xae"), "'\\u0085|\\u2028|\\u202e'");
+}
+
+TEST(ConfigErrorTest, FormatIsOneLineWhateverTheMessageHolds) {
+  ConfigError e{"dir\n/x.yaml", 3, 4, "from a library: bad\nline\x1b"};
+  EXPECT_EQ(e.format(), "dir\\n/x.yaml:3:4: from a library: bad\\nline\\x1b");
+  // A quoted value is not escaped twice.
+  ConfigError q{"x.yaml", 1, 1, "bad " + quoteValue("a\nb\\")};
+  EXPECT_EQ(q.format(), "x.yaml:1:1: bad 'a\\nb\\\\'");
+}
+
+TEST(ConfigErrorTest, TheSameErrorAtTheSamePlaceIsReportedOnceWithItsCount) {
+  ConfigContext ctx("f.yaml");
+  for (int i = 0; i < 3; ++i) ctx.errorAt(2, 5, "unknown key 'x' in route");
+  ctx.errorAt(2, 5, "another problem at the same place");
+  ctx.errorAt(3, 5, "unknown key 'x' in route");
+  EXPECT_EQ(ctx.errorCount(), 5u);  // every report counts: parsers compare it
+  std::vector<std::string> out;
+  for (const auto& e : ctx.takeErrors()) out.push_back(e.format());
+  EXPECT_THAT(out,
+              ElementsAre("f.yaml:2:5: unknown key 'x' in route (and 2 more times through YAML "
+                          "aliases)",
+                          "f.yaml:2:5: another problem at the same place",
+                          "f.yaml:3:5: unknown key 'x' in route"));
 }
 
 }  // namespace

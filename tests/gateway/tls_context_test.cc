@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "gateway/config_context.h"
 #include "gateway/tls_context.h"
 #include "tests/gateway/tls_test_util.h"
 
@@ -21,6 +22,9 @@ std::shared_ptr<const TlsServerContext> buildOk(const ListenerTls& tls) {
   EXPECT_TRUE(ctx) << error;
   return ctx;
 }
+
+// A path as messages show it.
+std::string q(const std::string& path) { return quoteValue(path); }
 
 std::string buildError(const ListenerTls& tls) {
   std::string error;
@@ -70,29 +74,33 @@ TEST(TlsServerContextTest, ReportsBadFilesWithTheirPath) {
   EXPECT_EQ(buildError(listenerTls({})), "a TLS listener needs a certificate");
 
   std::string e = buildError(listenerTls({{pki.garbage, pki.default_ecdsa.key_file}}));
-  EXPECT_THAT(e, StartsWith(pki.garbage + ": no PEM certificate"));
+  EXPECT_THAT(e, StartsWith(q(pki.garbage) + ": no PEM certificate"));
 
   e = buildError(listenerTls({{pki.default_ecdsa.cert_file, pki.garbage}}));
-  EXPECT_THAT(e, StartsWith(pki.garbage + ": no unencrypted PEM private key"));
+  EXPECT_THAT(e, StartsWith(q(pki.garbage) + ": no unencrypted PEM private key"));
 
   e = buildError(listenerTls({{pki.default_ecdsa.cert_file, pki.api.key_file}}));
-  EXPECT_EQ(e, pki.api.key_file + ": private key does not match certificate '" +
-                   pki.default_ecdsa.cert_file + "'");
+  EXPECT_EQ(e, q(pki.api.key_file) + ": private key does not match certificate " +
+                   q(pki.default_ecdsa.cert_file));
 
   e = buildError(listenerTls({{pki.path("missing.crt"), pki.default_ecdsa.key_file}}));
-  EXPECT_THAT(e, StartsWith(pki.path("missing.crt") + ": cannot open"));
+  EXPECT_THAT(e, StartsWith(q(pki.path("missing.crt")) + ": cannot read (No such file"));
+
+  // Read as every configuration file is: never a device or a FIFO, never past 16 MiB.
+  e = buildError(listenerTls({{"/dev/zero", pki.default_ecdsa.key_file}}));
+  EXPECT_EQ(e, "'/dev/zero': cannot read (not a regular file (a character device))");
 
   e = buildError(listenerTls({pki.weak_rsa}));
-  EXPECT_THAT(e, StartsWith(pki.weak_rsa.cert_file + ": certificate refused ("));
+  EXPECT_THAT(e, StartsWith(q(pki.weak_rsa.cert_file) + ": certificate refused ("));
   EXPECT_THAT(e, HasSubstr("too small"));
 
   e = buildError(listenerTls({pki.default_ecdsa, pki.evil}));
-  EXPECT_EQ(e, pki.evil.cert_file + ": same names and key type as '" +
-                   pki.default_ecdsa.cert_file +
-                   "' (one certificate per key type for a set of names)");
+  EXPECT_EQ(e, q(pki.evil.cert_file) + ": same names and key type as " +
+                   q(pki.default_ecdsa.cert_file) +
+                   " (one certificate per key type for a set of names)");
 
   e = buildError(listenerTls({pki.default_ecdsa}, "TLSv1.2", pki.garbage));
-  EXPECT_THAT(e, StartsWith(pki.garbage + ": no usable CA certificate"));
+  EXPECT_THAT(e, StartsWith(q(pki.garbage) + ": no usable CA certificate"));
 }
 
 TEST(TlsServerContextTest, ValidateAcceptsAGoodListener) {
@@ -113,11 +121,11 @@ TEST(TlsClientContextTest, BuildsAndReportsBadFiles) {
   EXPECT_TRUE(TlsClientContext::build(upstreamTls(""), &error)) << "system store: " << error;
 
   EXPECT_THAT(validateUpstreamTls(upstreamTls(pki.garbage)),
-              StartsWith(pki.garbage + ": no usable CA certificate"));
+              StartsWith(q(pki.garbage) + ": no usable CA certificate"));
   EXPECT_EQ(validateUpstreamTls(
                 upstreamTls(pki.root_ca, "", {pki.client.cert_file, pki.api.key_file})),
-            pki.api.key_file + ": private key does not match certificate '" +
-                pki.client.cert_file + "'");
+            q(pki.api.key_file) + ": private key does not match certificate " +
+                q(pki.client.cert_file));
   EXPECT_EQ(validateUpstreamTls(upstreamTls(pki.root_ca, "", pki.client)), "");
 }
 

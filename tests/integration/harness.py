@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -351,16 +352,24 @@ class Gateway:
             return False
 
 
-def run_gateway_cli(args, cwd=None, timeout: float = 30.0, env=None,
-                    unset=()) -> subprocess.CompletedProcess:
-    """Runs the binary to completion (--check, --version, bad command lines)."""
+def run_gateway_cli(args, cwd=None, timeout: float = 30.0, env=None, unset=(),
+                    max_memory: int | None = None) -> subprocess.CompletedProcess:
+    """Runs the binary to completion (--check, --version, bad command lines). `max_memory`
+    (bytes) limits its address space, so that a run that would take all the machine's
+    memory fails at once (std::bad_alloc) instead; not under a sanitizer, whose shadow
+    memory needs terabytes of address space."""
     e = dict(os.environ)
     if env:
         e.update(env)
     for name in unset:
         e.pop(name, None)
+    limit = None
+    if max_memory and not is_sanitized_build():
+        def limit():
+            resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
     return subprocess.run([GATEWAY_BIN, *args], cwd=cwd, env=e, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                          text=True, errors="replace", timeout=timeout,
+                          stdin=subprocess.DEVNULL, preexec_fn=limit)
 
 
 def admin_get(gw: Gateway, path: str, timeout: float = 5.0):

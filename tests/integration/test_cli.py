@@ -2,14 +2,16 @@
 message, exit 1), bad command lines (exit 2), bad configuration or an unbindable
 listener at start (exit 1), ${NAME} substitution."""
 
+import json
 import os
 import re
 import socket
+import time
 
 import pytest
 
 from client import Client
-from harness import free_port, run_gateway_cli, simple_config
+from harness import Gateway, free_port, run_gateway_cli, simple_config, wait_until
 
 MINIMAL = """\
 workers: 2
@@ -248,3 +250,200 @@ def test_auto_workers_follow_the_cpus_the_process_may_use(gateway_factory, upstr
     assert started_workers(gw) == 1
     wide = gateway_factory(config)
     assert started_workers(wide) == len(allowed)
+
+
+# ---- issue 20: what an outside attack probe found ------------------------------------------
+
+# The address space a --check that must stay bounded gets: a valid one needs a few MiB, the
+# loader that read /dev/zero or expanded aliases without bound needed gigabytes.
+CHECK_MEMORY = 512 << 20
+PROMPT = 10.0  # seconds; each of these answers in well under one
+
+
+def check_bounded(path, **kw):
+    start = time.monotonic()
+    r = run_gateway_cli(["--check", "-c", str(path)], timeout=30, max_memory=CHECK_MEMORY, **kw)
+    return r, time.monotonic() - start
+
+
+def make_special(tmp_path, kind):
+    """A path that is not a regular file, or is one over the 16 MiB limit."""
+    if kind == "fifo":
+        p = tmp_path / "fifo.yaml"
+        os.mkfifo(p)  # nobody writes: a blocking open() never returns
+        return p, "not a regular file (a FIFO)"
+    if kind in ("/dev/zero", "/dev/urandom"):
+        return kind, "not a regular file (a character device)"
+    if kind == "directory":
+        return tmp_path, "not a regular file (a directory)"
+    p = tmp_path / f"{kind}.yaml"
+    with open(p, "wb") as f:  # sparse: costs no disk
+        f.truncate(2 << 30 if kind == "sparse-2GiB" else (16 << 20) + 1)
+    return p, "larger than the 16 MiB limit"
+
+
+SPECIAL = ["fifo", "/dev/zero", "/dev/urandom", "directory", "sparse-2GiB", "16MiB+1"]
+
+
+@pytest.mark.parametrize("kind", SPECIAL)
+def test_check_refuses_a_config_that_is_not_a_regular_file(tmp_path, kind):
+    path, reason = make_special(tmp_path, kind)
+    r, took = check_bounded(path)
+    assert r.returncode == 1, (r.returncode, r.stdout[:500], r.stderr[:500])
+    assert r.stdout == f"{path}:0:0: cannot read configuration file: {reason}\n", r.stdout[:500]
+    assert took < PROMPT
+
+
+def test_start_refuses_a_config_that_is_a_fifo(tmp_path):
+    path, reason = make_special(tmp_path, "fifo")
+    r = run_gateway_cli(["-c", str(path)], timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{path}:0:0: cannot read configuration file: {reason}" in r.stderr, r.stderr
+
+
+NAMED_FILE = {
+    "jwks_file": "listeners: [{name: http, address: 127.0.0.1:8080}]\n"
+                 "jwt_providers: [{name: p, jwks_file: '@F@'}]\n",
+    "keys_file": "listeners: [{name: http, address: 127.0.0.1:8080}]\n"
+                 "api_keys: [{name: k, keys_file: '@F@'}]\n",
+    "tls_cert": "listeners: [{name: https, address: 127.0.0.1:8443,\n"
+                "             tls: {certificates: [{cert: '@F@', key: '@F@'}]}}]\n",
+}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "sparse-2GiB"])
+@pytest.mark.parametrize("key", list(NAMED_FILE))
+def test_check_refuses_a_named_file_that_is_not_a_regular_file(tmp_path, key, kind):
+    # Certificates, keys, JWKS and key lists are read whole like the configuration itself.
+    path, reason = make_special(tmp_path, kind)
+    text = NAMED_FILE[key].replace("@F@", str(path)) + \
+        "upstreams: [{name: up, endpoints: ['127.0.0.1:9']}]\n" \
+        "routes: [{name: r, match: {path_prefix: /}, upstream: up}]\n"
+    p = write(tmp_path, "named.yaml", text)
+    r, took = check_bounded(p)
+    assert r.returncode == 1, (r.returncode, r.stdout[:500], r.stderr[:500])
+    errs = errors_of(r.stdout, p)
+    line, col = position_of(text, f"'{path}'")
+    assert (line, col, f"cannot read file '{path}': {reason}") in errs, errs
+    assert took < PROMPT
+
+
+def cidr_amplification():
+    """245 KiB: 10,000 CIDRs anchored once and used in 1,000 routes (10 million nodes)."""
+    cidrs = ", ".join(f"10.{i // 256}.{i % 256}.0/24" for i in range(10000))
+    lines = ["listeners: [{name: http, address: 127.0.0.1:8080}]",
+             "upstreams: [{name: up, endpoints: ['127.0.0.1:9']}]",
+             "routes:",
+             "  - {name: r0, match: {path_prefix: /}, upstream: up,"
+             f" filters: {{ip_access: {{allow: &cidrs [{cidrs}]}}}}}}"]
+    lines += [f"  - {{name: r{i}, match: {{path_prefix: /}}, upstream: up,"
+              " filters: {ip_access: {allow: *cidrs}}}" for i in range(1, 1000)]
+    return "\n".join(lines) + "\n"
+
+
+def unknown_keys_amplification(uses):
+    """A map of 1,000 unknown keys anchored once and used as `uses` routes."""
+    keys = ", ".join(f"unknown_key_{i:04}: 1" for i in range(1000))
+    lines = ["listeners: [{name: http, address: 127.0.0.1:8080}]",
+             "upstreams: [{name: up, endpoints: ['127.0.0.1:9']}]",
+             "routes:",
+             f"  - &m {{{keys}}}"]
+    lines += ["  - *m"] * (uses - 1)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("kind", ["cidrs", "unknown_keys"])
+def test_check_refuses_alias_amplification_promptly(tmp_path, kind):
+    text = cidr_amplification() if kind == "cidrs" else unknown_keys_amplification(1000)
+    assert len(text) < 250 * 1024
+    p = write(tmp_path, "amplified.yaml", text)
+    r, took = check_bounded(p)
+    assert r.returncode == 1, (r.returncode, r.stdout[:500], r.stderr[:500])
+    # One line, at the section where the limit was passed, not a million.
+    assert len(r.stdout) < 1000, (len(r.stdout), r.stdout[:500])
+    assert errors_of(r.stdout, p) == [
+        (3, 1, "more than 1000000 YAML nodes once aliases are expanded (the limit of a "
+               "configuration; each use of an *alias counts all the nodes of its &anchor again)")]
+    assert took < PROMPT
+
+
+def test_check_prints_an_error_repeated_through_aliases_once(tmp_path):
+    # 400 uses of 1,000 unknown keys stay within the node limit: 400,000 reports, 1,003 lines.
+    text = unknown_keys_amplification(400)
+    p = write(tmp_path, "repeated.yaml", text)
+    r, took = check_bounded(p)
+    assert r.returncode == 1, (r.returncode, r.stdout[:500], r.stderr[:500])
+    errs = errors_of(r.stdout, p)
+    unknown = [e for e in errs if e[2].startswith("unknown key")]
+    assert len(unknown) == 1000 and len(errs) == 1003, (len(errs), errs[:5])
+    line, col = position_of(text, "unknown_key_0007")
+    assert (line, col, "unknown key 'unknown_key_0007' in route "
+                       "(and 399 more times through YAML aliases)") in errs
+    assert took < PROMPT
+
+
+def test_check_messages_escape_configuration_values(tmp_path):
+    # An ${ENV} value with a newline once printed a line "configuration OK" with exit code 1;
+    # a NUL cut the message short; ESC sequences reached the terminal.
+    text = MINIMAL.replace("@PORT@", "8080").replace("@ADMIN_PORT@", "9901") \
+        .replace("127.0.0.1:8080", '"${GW_TEST_FORGED}"') \
+        .replace("upstream: up}", 'upstream: "up\\0after-nul\\u2028\\e[2J"}')
+    p = write(tmp_path, "forged.yaml", text)
+    r = run_gateway_cli(["--check", "-c", str(p)],
+                        env={"GW_TEST_FORGED": "x\nconfiguration OK\n\x1b[31mred"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "configuration OK" not in r.stdout.splitlines(), r.stdout
+    assert "\x1b" not in r.stdout and "\u2028" not in r.stdout, repr(r.stdout)
+    msgs = [m for _, _, m in errors_of(r.stdout, p)]  # each line is FILE:LINE:COL: message
+    assert "bad address 'x\\nconfiguration OK\\n\\x1b[31mred' (expected host:port)" in msgs, msgs
+    assert "unknown upstream 'up\\x00after-nul\\u2028\\x1b[2J'" in msgs, msgs
+
+
+PORT_ZERO = """\
+workers: 2
+listeners: [{name: h, address: 127.0.0.1:0}]
+admin: {address: 127.0.0.1:0}
+upstreams: [{name: up, endpoints: ['@UP@']}]
+routes: [{name: default, match: {path_prefix: /}, upstream: up}]
+"""
+
+
+class PortZeroGateway(Gateway):
+    """A gateway whose ports the kernel picks: learnt from its log ("listener bound")."""
+
+    def wait_ready(self, timeout):
+        def bound():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"gateway exited with {self.proc.returncode}:\n"
+                                     f"{self.app_log_text()}")
+            found = {}
+            for line in self.app_log_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if entry.get("message") in ("listener bound", "admin listener bound"):
+                    found[entry["message"]] = int(entry["address"].rsplit(":", 1)[1])
+            return found if len(found) == 2 else None
+        ports = wait_until(bound, timeout=timeout, what="both sockets bound")
+        self.port, self.admin_port = ports["listener bound"], ports["admin listener bound"]
+        super().wait_ready(timeout)
+
+
+def test_port_zero_for_a_listener_and_admin(tmp_path, upstream):
+    # docs/configuration.md: port 0 means any free port; two such never collide.
+    text = PORT_ZERO.replace("@UP@", upstream.address)
+    p = write(tmp_path, "zero.yaml", text)
+    r = run_gateway_cli(["--check", "-c", str(p)])
+    assert (r.returncode, r.stdout) == (0, "configuration OK\n"), r.stdout + r.stderr
+    gw = PortZeroGateway(tmp_path, text, name="zero")
+    try:
+        gw.start()
+        assert gw.port != gw.admin_port
+        with Client(gw.port) as c:
+            assert c.request("GET", "/x").status == 200
+    finally:
+        if gw.running:
+            assert gw.stop() == 0
+        gw.kill()
+

@@ -133,6 +133,34 @@ def test_invalid_config_is_refused_and_the_old_keeps_serving(gateway_factory, up
         assert c.request("GET", "/new/x").status == 200
 
 
+def test_a_config_path_that_became_a_fifo_is_refused_and_the_old_keeps_serving(
+        gateway_factory, upstream):
+    # Issue 20: open() on a FIFO nobody writes to never returned, and the reload with it.
+    gw = gateway_factory(routes_config(upstream, "/old"))
+    os.unlink(gw.config_path)
+    os.mkfifo(gw.config_path)
+    try:
+        before = reloads(gw, "failure")
+        gw.signal(signal.SIGHUP)
+        wait_until(lambda: reloads(gw, "failure") == before + 1, timeout=10,
+                   what="reload refused")
+    finally:
+        try:  # a reader blocked on the FIFO (the defect) gets an end of file, not a hang
+            os.close(os.open(gw.config_path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    refused = [e for e in gw.app_log() if e.get("message") == "configuration reload refused"]
+    assert refused and refused[-1].get("level") == "error", gw.app_log_text()
+    assert refused[-1].get("error") == (f"{gw.config_path}:0:0: cannot read configuration "
+                                        "file: not a regular file (a FIFO)"), refused[-1]
+    with Client(gw.port) as c:
+        assert c.request("GET", "/old/x").status == 200
+    os.unlink(gw.config_path)
+    reload(gw, routes_config(upstream, "/new"))
+    with Client(gw.port) as c:
+        assert c.request("GET", "/new/x").status == 200
+
+
 def test_twenty_reloads_under_load_fail_nothing(gateway_factory, tmp_path):
     # The upstream runs in its own process so that the client threads have this one.
     up = UpstreamProcess("load", tmp_path / "load.requests.log")
