@@ -540,7 +540,7 @@ int DownstreamConnection::onHeadersComplete() {
   r.head.toHeaders(base, r.headers);
   r.http10 = p.http_major == 1 && p.http_minor == 0;
   if (p.http_major != 1 || p.http_minor > 1 || !headIsUnambiguous(r.headers) ||
-      !rawHeadIsStrict(base, in_.data() + in_.length())) {
+      !rawHeadIsStrict(base, in_.data() + in_.length(), in_.data() + in_.capacity())) {
     close_after_response_ = true;
     reject(400, "Malformed HTTP request");
     return headDone();

@@ -23,18 +23,27 @@ std::string errorBody(std::string_view error_code, std::string_view message,
 class HeaderList;
 // False for heads that HTTP/1.1 parsers may read differently and that llhttp's strict mode
 // still lets through (SPEC §2's refusals). The views MUST point into the contiguous head
-// bytes as parsed: the byte after each name is inspected.
+// bytes as parsed: the byte after each name is inspected. Line breaks (obs-fold, bare CR or
+// LF) are not looked for in the values: the raw head must also pass rawHeadIsStrict (or
+// scanStrictHead), which finds them once for the whole head.
 bool headIsUnambiguous(const HeaderList& headers);
 // False when the raw head bytes from `p` (the request line) to its empty line hold what
 // llhttp tolerates but other parsers read differently: a bare LF or CR, a NUL, or a line
 // that starts with whitespace (obs-fold, even after an empty value).
-bool rawHeadIsStrict(const char* p, const char* end);
+// `readable_end` (optional, >= end): the buffer's end, so that the scan may read whole
+// blocks past `end` (and ignore those bytes) instead of copying the last piece.
+bool rawHeadIsStrict(const char* p, const char* end, const char* readable_end = nullptr);
 // The same check, resumable, for a head that arrives in pieces: scans the lines from *pos
 // (a line's start; `first` is the head's first line) that are complete before `end`.
 // Complete: *pos is just past the empty line that ends the head. Incomplete: *pos is the
 // start of the first line not yet complete (scan again from there when more has come).
 enum class HeadScan { Incomplete, Complete, Malformed };
-HeadScan scanStrictHead(const char* first, const char** pos, const char* end);
+// On the first Incomplete of a head that turns out Malformed, the vector implementation may
+// already say Malformed: only the verdict on a whole head is the same.
+HeadScan scanStrictHead(const char* first, const char** pos, const char* end,
+                        const char* readable_end = nullptr);
+// The line-by-line reference (used where SSE2 is missing): the fuzzers hold the two equal.
+HeadScan scanStrictHeadByLine(const char* first, const char** pos, const char* end);
 // True for headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
 bool isHopByHopHeader(std::string_view name);
 // Calls f(token) for each comma-separated token of a header value, trimmed.

@@ -61,7 +61,7 @@ ResponseParser::Status ResponseParser::parseHead(InputBlock& in) {
   while (!head_done_) {
     const char* first = in.data() + in.consumed();
     const char* pos = first + scanned_;
-    HeadScan scan = scanStrictHead(first, &pos, in.data() + in.length());
+    HeadScan scan = scanStrictHead(first, &pos, in.data() + in.length(), in.data() + in.capacity());
     if (scan == HeadScan::Malformed) return Status::Malformed;
     size_t head_len = size_t(pos - first);
     if (scan == HeadScan::Incomplete) {

@@ -9,6 +9,8 @@
 // - What reaches the client is safe to write: a status in 100-599, field names that are
 //   tokens, values without CR, LF or NUL; a head longer than the limit is never accepted.
 // - A Content-Length body delivers at most that many bytes; a HEAD or 204/304 none.
+// - The vector head scan (scanStrictHead) agrees with the line-by-line reference
+//   (scanStrictHeadByLine) from every line start, resumed or not.
 // - Split invariance: read in one piece per block and in pieces of the chosen size, the
 //   same head, the same body and the same outcome (any refusal counts as one outcome: a
 //   line that is both too long and malformed may be seen as either first).
@@ -24,6 +26,7 @@
 
 #include "gateway/buffer.h"
 #include "gateway/http1/response_parser.h"
+#include "gateway/http_util.h"
 
 namespace {
 
@@ -126,6 +129,28 @@ Outcome run(std::string_view stream, size_t max_head, bool head_request, size_t 
   return out;
 }
 
+// From each line start of `s` (at most a few, the first ones), both scanners over the
+// whole rest and over a prefix cut at `cut`.
+void checkScanners(std::string_view s, size_t cut) {
+  const char* first = s.data();
+  const char* line = first;
+  for (int starts = 0; starts < 4 && line <= s.data() + s.size(); ++starts) {
+    for (const char* end : {s.data() + s.size(), std::min(s.data() + s.size(), line + cut)}) {
+      const char* vpos = line;
+      const char* rpos = line;
+      HeadScan v = scanStrictHead(first, &vpos, end);
+      HeadScan r = scanStrictHeadByLine(first, &rpos, end);
+      if (r == HeadScan::Incomplete && v == HeadScan::Malformed) continue;  // seen early
+      check(v == r, "the vector and line scans disagree");
+      check(vpos == rpos || r == HeadScan::Malformed, "the vector and line scans stop apart");
+    }
+    const char* lf = static_cast<const char*>(
+        std::memchr(line, '\n', size_t(s.data() + s.size() - line)));
+    if (!lf) break;
+    line = lf + 1;
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -136,6 +161,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   bool head_request = (data[0] & 4) != 0;
   size_t read_size = size_t(data[1]) + 1;
   std::string_view stream = g_input.substr(2);
+  checkScanners(stream, read_size);
 
   Outcome whole = run(stream, max_head, head_request, SIZE_MAX);
   Outcome split = run(stream, max_head, head_request, read_size);
