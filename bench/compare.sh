@@ -25,6 +25,10 @@
 #   NICE=0                                           e.g. -10: every process started runs at that
 #                                                    niceness, ahead of other work on the machine
 #   GATEWAY=build/gateway                            the binary (copied before use)
+#   GATEWAY_BEFORE=path/to/older/gateway             also run that binary with the same config
+#                                                    in every case (target gateway_before,
+#                                                    compared with gateway): a before/after in
+#                                                    one run, interleaved like the others
 #   KEEP=1                                           keep the temp dir (configs, logs, raw wrk output)
 #
 # Pinning: wrk and the upstream share LOAD_CPUS, the proxy runs alone on PROXY_CPUS,
@@ -57,6 +61,7 @@ LOAD_CPUS=${LOAD_CPUS:-0}
 PROXY_CPUS=${PROXY_CPUS:-1}
 WIDE_CPUS=${WIDE_CPUS:-$LOAD_CPUS,$PROXY_CPUS}
 GATEWAY=${GATEWAY:-$root/build/gateway}
+GATEWAY_BEFORE=${GATEWAY_BEFORE:-}
 KEEP=${KEEP:-0}
 FLOOR=${FLOOR:-1}
 NICE=${NICE:-0}
@@ -208,7 +213,7 @@ wait_ready() {
 # ------------------------------------------------------------------ upstream
 
 # Ports: one pool, taken in order (take_port sets $port; never call it in a subshell).
-read -ra port_pool <<<"$(python3 "$helper" free-ports 32)"
+read -ra port_pool <<<"$(python3 "$helper" free-ports 64)"
 port_next=0
 take_port() {
   ((port_next < ${#port_pool[@]})) || die "out of free ports"
@@ -417,7 +422,8 @@ write_configs() {
   for proxy in $PROXIES; do
     case $proxy in
       gateway) gateway_config "$dir/gateway.yaml" "$GW_PORT" "$GW_ADMIN_PORT"
-        add_target gateway gateway "$dir/gateway.yaml" "$GW_PORT" "$CASE_PATH" ;;
+        add_target gateway gateway "$dir/gateway.yaml" "$GW_PORT" "$CASE_PATH"
+        [[ -z $GATEWAY_BEFORE ]] || variant_gateway "$dir" gateway_before gateway "" gateway_before ;;
       nginx) nginx_config "$dir/nginx" "$NGINX_PORT"
         add_target nginx nginx "$dir/nginx/nginx.conf" "$NGINX_PORT" "$CASE_PATH" ;;
       haproxy) haproxy_config "$dir/haproxy.cfg" "$HAPROXY_PORT"
@@ -428,13 +434,14 @@ write_configs() {
 }
 
 # A second gateway (or nginx) beside the case's first, on ports of its own: a variant
-# with other filters, compared with BASE. variant_gateway DIR NAME BASE [HEADER]
+# with other filters, or (PROXY gateway_before) the older binary, compared with BASE.
+# variant_gateway DIR NAME BASE [HEADER [PROXY]]
 variant_gateway() {
   local admin
   take_port; admin=$port
   take_port
   gateway_config "$1/$2.yaml" "$port" "$admin"
-  add_target "$2" gateway "$1/$2.yaml" "$port" "$CASE_PATH" "$3" "${4:-}"
+  add_target "$2" "${5:-gateway}" "$1/$2.yaml" "$port" "$CASE_PATH" "$3" "${4:-}"
 }
 variant_nginx() {  # DIR NAME BASE
   take_port
@@ -732,6 +739,7 @@ start_proxy() {
   local proxy=$1 conf=$2 port=$3 path=$4 name=$5
   case $proxy in
     gateway) start "$name" "$CASE_CPUS" "$work/gateway" -c "$conf" ;;
+    gateway_before) start "$name" "$CASE_CPUS" "$work/gateway_before" -c "$conf" ;;
     nginx) start "$name" "$CASE_CPUS" nginx -p "$(dirname "$conf")" -e "$(dirname "$conf")/nginx-error.log" -c "$conf" ;;
     haproxy) start "$name" "$CASE_CPUS" haproxy -f "$conf" -db ;;
     forward) start "$name" "$CASE_CPUS" "$work/l4_forward" "$port" "$UP_PORT" ;;
@@ -929,6 +937,7 @@ stream_case() {
 }
 
 cp "$GATEWAY" "$work/gateway"   # others may rebuild build/gateway meanwhile
+[[ -z $GATEWAY_BEFORE ]] || cp "$GATEWAY_BEFORE" "$work/gateway_before"
 if [[ $FLOOR == 1 ]]; then
   cc -O2 -o "$work/l4_forward" "$here/l4_forward.c" || die "cannot build bench/l4_forward.c (FLOOR=0 skips it)"
 fi
