@@ -12,13 +12,15 @@ namespace gw {
 // UpstreamPool
 
 UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config,
-                           uint64_t connect_timeout_ms, std::shared_ptr<const TlsClientContext> tls)
+                           uint64_t connect_timeout_ms, std::shared_ptr<const TlsClientContext> tls,
+                           uint32_t workers)
     : worker_(worker),
       config_(config),
       connect_timeout_ms_(connect_timeout_ms),
       endpoints_(config.endpoints.size()),
       state_(upstreamState(config)),
-      tls_(std::move(tls)) {
+      tls_(std::move(tls)),
+      retry_budget_(workers) {
   // Spread workers over endpoints so that N workers do not all start on endpoint 0.
   next_endpoint_ = endpoints_.empty() ? 0 : worker.index() % endpoints_.size();
 }
@@ -109,6 +111,10 @@ AcquireResult UpstreamPool::acquire(UpstreamHandler* handler, size_t avoid_endpo
   *out = c;
   return AcquireResult::Connection;
 }
+
+void UpstreamPool::countRequest() { retry_budget_.countRequest(worker_.nowMs()); }
+
+bool UpstreamPool::takeRetry() { return retry_budget_.takeRetry(worker_.nowMs()); }
 
 void UpstreamPool::cancelWait(UpstreamHandler* handler) {
   for (auto it = waiters_.begin(); it != waiters_.end(); ++it) {

@@ -22,6 +22,7 @@
 #include "gateway/config.h"
 #include "gateway/endpoint_state.h"
 #include "gateway/http1/response_parser.h"
+#include "gateway/retry_budget.h"
 #include "gateway/tls_session.h"
 
 namespace gw {
@@ -167,8 +168,9 @@ class UpstreamConnection final : private ResponseParser::Sink {
 
 class UpstreamPool {
  public:
+  // `workers`: how many workers have a pool for this upstream (they share its retry floor).
   UpstreamPool(Worker& worker, const UpstreamConfig& config, uint64_t connect_timeout_ms,
-               std::shared_ptr<const TlsClientContext> tls);
+               std::shared_ptr<const TlsClientContext> tls, uint32_t workers);
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -187,15 +189,9 @@ class UpstreamPool {
   // Per-worker count of requests in flight per endpoint, for least_request.
   void requestStarted(size_t endpoint) { ++endpoints_[endpoint].active; }
   void requestEnded(size_t endpoint) { --endpoints_[endpoint].active; }
-  // Retry budget, per worker: retries may be at most a fifth of the requests (plus a
-  // floor of 3, so a quiet upstream can still retry its first failures), so that retries
-  // cannot multiply an outage.
-  void countRequest() { ++requests_; }
-  bool takeRetry() {
-    if (retries_ >= 3 && retries_ * 5 >= requests_) return false;
-    ++retries_;
-    return true;
-  }
+  // The retry budget (retry_budget.h), so that retries cannot multiply an outage.
+  void countRequest();
+  bool takeRetry();
   // Gives a connection whose response is complete back to the pool (or closes it when it
   // cannot be reused or the pool is full).
   void release(UpstreamConnection* c);
@@ -236,8 +232,7 @@ class UpstreamPool {
   };
   std::vector<Waiter> waiters_;  // FIFO; short
   uv_timer_t* wait_timer_ = nullptr;
-  uint64_t requests_ = 0;
-  uint64_t retries_ = 0;
+  RetryBudget retry_budget_;
 };
 
 }  // namespace gw

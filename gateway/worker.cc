@@ -194,7 +194,7 @@ void Worker::adoptRuntime(std::shared_ptr<const Runtime> runtime) {
     size_t i = g->pools.size();
     g->pools.push_back(std::make_unique<UpstreamPool>(
         *this, u, uint64_t(cfg.timeouts.upstream_connect.count()),
-        i < g->runtime->upstream_tls.size() ? g->runtime->upstream_tls[i] : nullptr));
+        i < g->runtime->upstream_tls.size() ? g->runtime->upstream_tls[i] : nullptr, cfg.workers));
   }
   limits_.header_read_ms = uint64_t(cfg.timeouts.header_read.count());
   limits_.body_read_ms = uint64_t(cfg.timeouts.body_read.count());
