@@ -76,13 +76,11 @@ std::string_view g_input;
     if (!(cond)) fail(#cond, __LINE__, (detail)); \
   } while (0)
 
-// CONFIG_FUZZ_IGNORE="loadall-loop,unroutable" lets an exploratory run go past known
-// findings; unset (ctest, `make fuzz`), every check counts.
-//   loadall-loop: skips the documents on which yaml-cpp 0.7's LoadAll() loops for ever
-//     (jbeder/yaml-cpp#1040: a document that starts with ','), recognised by a bounded
-//     walk of the event parser that yields too many documents; otherwise such an input
-//     hangs the target and libFuzzer reports a timeout (or the memory it eats, an OOM).
+// CONFIG_FUZZ_IGNORE="unroutable" lets an exploratory run go past known findings; unset
+// (ctest, `make fuzz`), every check counts.
 //   unroutable: accepts a configuration whose routes the Router refuses.
+// (yaml-cpp 0.7's LoadAll() loops for ever on some documents, jbeder/yaml-cpp#1040; the
+// loader no longer calls it, and timeout-endless-documents in the corpus keeps it so.)
 bool ignored(std::string_view what) {
   static const std::string list = [] {
     const char* env = std::getenv("CONFIG_FUZZ_IGNORE");
@@ -113,7 +111,16 @@ bool formatsAsLocation(const gw::ConfigError& e) {
   };
   if (!number(e.line) || pos >= f.size() || f[pos++] != ':') return false;
   if (!number(e.column) || f.compare(pos, 2, ": ") != 0) return false;
-  return f.substr(pos + 2) == e.message;
+  std::string_view rest = std::string_view(f).substr(pos + 2);
+  // One line, whatever the message held: control bytes are escaped (then it cannot be
+  // compared byte for byte), the rest is the message as it is.
+  for (unsigned char c : rest) {
+    if (c < 0x20 || c == 0x7f) return false;
+  }
+  bool plain = std::none_of(e.message.begin(), e.message.end(), [](unsigned char c) {
+    return c < 0x20 || c == 0x7f || c == '\\';
+  });
+  return !plain || rest.substr(0, e.message.size()) == e.message;
 }
 
 void checkErrors(const gw::LoadResult& r, std::string_view input) {
@@ -162,36 +169,6 @@ void checkConfig(const gw::Config& config) {
   }
 }
 
-struct NullHandler : YAML::EventHandler {
-  void OnDocumentStart(const YAML::Mark&) override {}
-  void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
-  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                const std::string&) override {}
-  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                       YAML::EmitterStyle::value) override {}
-  void OnSequenceEnd() override {}
-  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
-                  YAML::EmitterStyle::value) override {}
-  void OnMapEnd() override {}
-};
-
-bool loadAllWouldLoop(const std::string& text) {
-  if (!ignored("loadall-loop")) return false;
-  std::istringstream in(text);
-  try {
-    YAML::Parser parser(in);
-    NullHandler handler;
-    for (int documents = 0; documents < 64; ++documents) {
-      if (!parser.HandleNextDocument(handler)) return false;
-    }
-  } catch (const std::exception&) {
-    return false;
-  }
-  return true;  // 64 documents from at most 4 KiB: the loop
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -210,7 +187,6 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);
   g_input = text;
-  if (loadAllWouldLoop(text)) return 0;
   gw::LoadResult result;
   try {
     result = gw::loadConfigString(text, kDisplayName);

@@ -367,6 +367,18 @@ def test_check_refuses_alias_amplification_promptly(tmp_path, kind):
     assert took < PROMPT
 
 
+@pytest.mark.parametrize("text", ["''&x,", "''&'/,"])
+def test_check_refuses_endless_documents_promptly(tmp_path, text):
+    # Found by config_fuzz: yaml-cpp's LoadAll returns an empty document at the same place
+    # forever after a quoted scalar, an anchor and a comma; a 5-byte file took all memory.
+    p = write(tmp_path, "endless.yaml", text)
+    r, took = check_bounded(p)
+    assert r.returncode == 1, (r.returncode, r.stdout[:500], r.stderr[:500])
+    errs = errors_of(r.stdout, p)
+    assert len(errs) == 1 and errs[0][2] == "only one YAML document is allowed", errs
+    assert took < PROMPT
+
+
 def test_check_prints_an_error_repeated_through_aliases_once(tmp_path):
     # 400 uses of 1,000 unknown keys stay within the node limit: 400,000 reports, 1,003 lines.
     text = unknown_keys_amplification(400)
