@@ -112,13 +112,13 @@ bool formatsAsLocation(const gw::ConfigError& e) {
   if (!number(e.line) || pos >= f.size() || f[pos++] != ':') return false;
   if (!number(e.column) || f.compare(pos, 2, ": ") != 0) return false;
   std::string_view rest = std::string_view(f).substr(pos + 2);
-  // One line, whatever the message held: control bytes are escaped (then it cannot be
-  // compared byte for byte), the rest is the message as it is.
+  // One line, whatever the message held: control bytes and invalid UTF-8 are escaped
+  // (then it cannot be compared byte for byte); printable ASCII is the message as it is.
   for (unsigned char c : rest) {
     if (c < 0x20 || c == 0x7f) return false;
   }
-  bool plain = std::none_of(e.message.begin(), e.message.end(), [](unsigned char c) {
-    return c < 0x20 || c == 0x7f || c == '\\';
+  bool plain = std::all_of(e.message.begin(), e.message.end(), [](unsigned char c) {
+    return c >= 0x20 && c < 0x7f && c != '\\';
   });
   return !plain || rest.substr(0, e.message.size()) == e.message;
 }
