@@ -1,5 +1,6 @@
 #include "filters/rate_limit/rate_limit_stats.h"
 
+#include <array>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,9 +47,41 @@ void forEachRouteCounters(const std::function<void(const RouteCounters&)>& f) {
 
 uint64_t redisErrorsTotal() { return g_redis_errors.load(std::memory_order_relaxed); }
 
-void countRedisError() {
+std::string_view redisErrorReasonName(RedisErrorReason reason) {
+  switch (reason) {
+    case RedisErrorReason::Timeout: return "timeout";
+    case RedisErrorReason::Connect: return "connect";
+    case RedisErrorReason::Reply: return "error_reply";
+    case RedisErrorReason::BadReply: return "bad_reply";
+    case RedisErrorReason::MovedStorm: return "moved_storm";
+    case RedisErrorReason::ClusterDown: return "cluster_down";
+    case RedisErrorReason::Count: break;
+  }
+  return "error_reply";
+}
+
+namespace {
+uint16_t reasonLabel(RedisErrorReason reason) {
+  static const auto ids = [] {
+    std::array<uint16_t, size_t(RedisErrorReason::Count)> out{};
+    for (size_t i = 0; i < out.size(); ++i) {
+      out[i] = metrics::labelId(redisErrorReasonName(RedisErrorReason(i)));
+    }
+    return out;
+  }();
+  return ids[size_t(reason) < ids.size() ? size_t(reason) : size_t(RedisErrorReason::Reply)];
+}
+}  // namespace
+
+void countRedisError(RedisErrorReason reason) {
   g_redis_errors.fetch_add(1, std::memory_order_relaxed);
-  metrics::local().add(metrics::Id::RedisErrors, {0, 0, 0});
+  metrics::local().add(metrics::Id::RedisErrors, {reasonLabel(reason), 0, 0});
+}
+
+void declareRedisErrorSeries() {
+  for (size_t i = 0; i < size_t(RedisErrorReason::Count); ++i) {
+    metrics::process().add(metrics::Id::RedisErrors, {reasonLabel(RedisErrorReason(i)), 0, 0}, 0);
+  }
 }
 
 void setRedisLinkState(uint32_t worker_index, RedisLinkState state) {

@@ -31,10 +31,24 @@ struct RouteCounters {
 RouteCounters& routeCounters(std::string_view route);
 void forEachRouteCounters(const std::function<void(const RouteCounters&)>& f);
 
+// The `reason` label of gateway_redis_errors_total.
+enum class RedisErrorReason : uint8_t {
+  Timeout,      // no answer within `timeout`
+  Connect,      // no connection to the node (down, connecting again, refused)
+  Reply,        // an error reply (READONLY, OOM, a script error ...)
+  BadReply,     // a reply of the wrong type or size, or a garbage redirect or slot map
+  MovedStorm,   // more redirects for one check than a resharding can explain
+  ClusterDown,  // no master known for the slot, or CLUSTERDOWN
+  Count
+};
+std::string_view redisErrorReasonName(RedisErrorReason reason);
+
 // Rate-limit checks Redis did not answer (error reply, timeout, connection down): each
 // was decided by `on_error`.
 uint64_t redisErrorsTotal();
-void countRedisError();
+void countRedisError(RedisErrorReason reason);
+// Every reason's series at zero, so that alerts on its rate have a start (type: redis).
+void declareRedisErrorSeries();
 
 enum class RedisLinkState : uint8_t { Unused = 0, Up, Connecting, Down };
 

@@ -42,6 +42,7 @@ WHAT_TO_PATH = {
     "upstream tls": "upstreams[].tls",
     "rate_limit_store": "rate_limit_store",
     "redis": "rate_limit_store.redis",
+    "redis sentinel": "rate_limit_store.redis.sentinel",
     "jwt provider": "jwt_providers[]",
     "api key set": "api_keys[]",
     "route": "routes[]",
@@ -233,6 +234,8 @@ PARENT_CONTEXT = {
 COMPANIONS = {
     "upstreams[].tls.cert": {"key": "conf/tls/client.key"},
     "upstreams[].tls.key": {"cert": "conf/tls/client.crt"},
+    "rate_limit_store.redis.sentinel.master": {"addresses": ["127.0.0.1:26379"]},
+    "rate_limit_store.redis.sentinel.addresses": {"master": "gw"},
 }
 EXCLUDES = {"jwt_providers[].jwks_uri": ["jwks_file"]}
 

@@ -51,12 +51,16 @@ def redis_check(gw):
     return json.loads(body).get("checks", {}).get("redis", {})
 
 
-def metric(gw, name):
+def metric(gw, name, **labels):
+    """The sum of `name`'s series whose labels include `labels`."""
     _, body = admin_get(gw, "/metrics")
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
     for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
+        if (line.startswith(name + " ") or line.startswith(name + "{")) and \
+                all(w in line.split(" ")[0] for w in want):
+            total += float(line.split()[-1])
+    return total
 
 
 def test_exact_count_kept_in_redis(gateway_factory, upstream, redis):
