@@ -154,6 +154,15 @@ void registerRedisHealthCheck(RedisOnError on_error) {
     c.detail["workers_connected"] = h.up;
     c.detail["workers"] = h.workers;
     c.detail["errors_total"] = redisErrorsTotal();
+    nlohmann::json nodes = nlohmann::json::array();
+    for (const RedisNodeHealth& n : redisNodes()) {
+      nodes.push_back({{"address", n.address},
+                       {"role", n.role},
+                       {"status", std::string(n.status())},
+                       {"workers_connected", n.up},
+                       {"workers", n.workers}});
+    }
+    c.detail["nodes"] = std::move(nodes);
     if (h.used && h.up < h.workers) {
       c.status = h.up == 0 && on_error == RedisOnError::Deny ? health::Status::Unhealthy
                                                              : health::Status::Degraded;

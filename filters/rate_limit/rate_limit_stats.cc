@@ -23,6 +23,22 @@ Registry& registry() {
   return r;
 }
 
+struct NodeRegistry {
+  std::mutex mutex;
+  // address + role -> worker -> state
+  std::map<std::pair<std::string, std::string>, std::map<uint32_t, RedisLinkState>> nodes;
+};
+
+NodeRegistry& nodeRegistry() {
+  static NodeRegistry r;
+  return r;
+}
+
+std::string_view upDegradedDown(uint32_t up, uint32_t of) {
+  if (up == 0) return "down";
+  return up < of ? "degraded" : "up";
+}
+
 std::atomic<uint64_t> g_redis_errors{0};
 std::atomic<uint8_t> g_link_states[kMaxWorkers];
 
@@ -84,6 +100,39 @@ void declareRedisErrorSeries() {
   }
 }
 
+void setRedisNodeState(uint32_t worker_index, std::string_view address, std::string_view role,
+                       RedisLinkState state) {
+  NodeRegistry& r = nodeRegistry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto key = std::make_pair(std::string(address), std::string(role));
+  if (state != RedisLinkState::Unused) {
+    r.nodes[key][worker_index] = state;
+    return;
+  }
+  auto it = r.nodes.find(key);
+  if (it == r.nodes.end()) return;
+  it->second.erase(worker_index);
+  if (it->second.empty()) r.nodes.erase(it);
+}
+
+std::string_view RedisNodeHealth::status() const { return upDegradedDown(up, workers); }
+
+std::vector<RedisNodeHealth> redisNodes() {
+  NodeRegistry& r = nodeRegistry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  std::vector<RedisNodeHealth> out;
+  for (const auto& [key, workers] : r.nodes) {
+    RedisNodeHealth& n = out.emplace_back();
+    n.address = key.first;
+    n.role = key.second;
+    for (const auto& [worker, state] : workers) {
+      ++n.workers;
+      if (state == RedisLinkState::Up) ++n.up;
+    }
+  }
+  return out;
+}
+
 void setRedisLinkState(uint32_t worker_index, RedisLinkState state) {
   if (worker_index < kMaxWorkers) {
     g_link_states[worker_index].store(uint8_t(state), std::memory_order_relaxed);
@@ -91,9 +140,7 @@ void setRedisLinkState(uint32_t worker_index, RedisLinkState state) {
 }
 
 std::string_view RedisHealth::status() const {
-  if (!used) return "unused";
-  if (up == workers) return "up";
-  return up == 0 ? "down" : "degraded";
+  return used ? upDegradedDown(up, workers) : "unused";
 }
 
 RedisHealth redisHealth() {

@@ -15,6 +15,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace gw::rate_limit {
 
@@ -54,6 +55,23 @@ enum class RedisLinkState : uint8_t { Unused = 0, Up, Connecting, Down };
 
 // Each worker publishes the state of its Redis connection here.
 void setRedisLinkState(uint32_t worker_index, RedisLinkState state);
+
+// Each worker publishes the state of its connection to each Redis node it uses (on a
+// change, not per request); Unused forgets it. role: "master", "seed" (a cluster node asked
+// for the slot map only) or "sentinel".
+void setRedisNodeState(uint32_t worker_index, std::string_view address, std::string_view role,
+                       RedisLinkState state);
+
+struct RedisNodeHealth {
+  std::string address;
+  std::string role;
+  uint32_t workers = 0;  // workers connected or connecting to it
+  uint32_t up = 0;       // of which answering
+  // "up" when every such worker's connection answers, "degraded" when some do, "down"
+  // when none does.
+  std::string_view status() const;
+};
+std::vector<RedisNodeHealth> redisNodes();
 
 struct RedisHealth {
   bool used = false;      // some worker has a Redis connection (type: redis is in use)

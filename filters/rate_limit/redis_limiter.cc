@@ -409,11 +409,21 @@ class RedisLimiter::Node {
   State state() const { return state_; }
   bool retired() const { return retired_; }
   bool up() const { return ac_ && state_ == State::Up; }
-  // A check may be sent: the connection answers, or the first one is being made (the
-  // check queues behind it).
-  bool accepting() const {
-    return ac_ && (state_ == State::Up || (state_ == State::Connecting && first_connect_));
+  RedisLinkState linkState() const {
+    if (retired_) return RedisLinkState::Unused;
+    if (up()) return RedisLinkState::Up;
+    if (state_ == State::Connecting || state_ == State::Idle) return RedisLinkState::Connecting;
+    return RedisLinkState::Down;
   }
+
+  // What /health was last told about this node (RedisLimiter::publishState).
+  RedisLinkState published_state = RedisLinkState::Unused;
+  std::string_view published_role;
+  // The first connection after start, a reconfiguration or a new master is being made:
+  // checks wait for its handshake (never pipelined behind it: a refused AUTH or SELECT
+  // would let them run as the default user, or in database 0).
+  bool pending() const { return ac_ && state_ == State::Connecting && first_connect_; }
+  bool usable() const { return up() || pending(); }
 
   // Connects unless a connection exists or is due (backoff); a retired node is wanted again.
   void ensureConnected() {
@@ -437,6 +447,7 @@ class RedisLimiter::Node {
       redisAsyncFree(ac);
     }
     setState(State::Idle);
+    owner_->releaseWaiting(this, /*ready=*/false);
   }
 
   void close() {
@@ -539,6 +550,7 @@ class RedisLimiter::Node {
       self->attempts_ = 0;
       self->first_connect_ = false;
       self->setState(State::Up);
+      self->owner_->releaseWaiting(self, /*ready=*/true);
     }
   }
 
@@ -614,6 +626,7 @@ class RedisLimiter::Node {
     delay = delay * 3 / 4 + rng % (delay / 2 + 1);  // +-25%: replicas do not reconnect in step
     retry_timer_->start(delay);
     setState(State::Backoff);
+    owner_->releaseWaiting(this, /*ready=*/false);
     owner_->nodeLost(this);
   }
 
@@ -749,7 +762,12 @@ void RedisLimiter::configure(const std::shared_ptr<const RedisSettings>& setting
 void RedisLimiter::shutdown() {
   if (closed_) return;
   closed_ = true;
-  for (auto& node : nodes_) node->close();  // answers every pending part with no reply
+  for (auto& node : nodes_) {
+    if (node->published_state == RedisLinkState::Unused) continue;
+    setRedisNodeState(worker_index_, node->endpoint().text, node->published_role,
+                      RedisLinkState::Unused);
+  }
+  for (auto& node : nodes_) node->close();  // answers every part sent or waiting with no reply
   slots_timer_->close();
   call_timer_->close();
   flush_->close();
@@ -797,33 +815,39 @@ bool RedisLimiter::connected() const {
   return true;
 }
 
-// The worker's state for /health: up when every node it needs answers.
+// The worker's state for /health: up when every node it needs answers; and each node's.
 void RedisLimiter::publishState() {
   if (closed_ || !settings_) return;
-  RedisLinkState link = RedisLinkState::Up;
-  auto account = [&](const Node* n) {
-    if (!n) {
-      link = RedisLinkState::Down;
-    } else if (n->state() == Node::State::Connecting || n->state() == Node::State::Idle) {
-      if (link == RedisLinkState::Up) link = RedisLinkState::Connecting;
-    } else if (!n->up()) {
-      link = RedisLinkState::Down;
+  bool cluster = settings_->config.mode == RedisMode::Cluster;
+  bool master[kMaxNodes] = {};
+  bool uncovered = false;
+  for (size_t s = 0; cluster && s < kSlots; ++s) {
+    if (slots_[s] == 0) uncovered = true;
+    if (slots_[s] != 0) master[slots_[s] - 1] = true;
+  }
+  if (master_) master[master_->index()] = true;
+  bool known = cluster ? slots_known_ : master_ != nullptr;
+  RedisLinkState link = known && !uncovered ? RedisLinkState::Up
+                        : first_discovery_  ? RedisLinkState::Connecting
+                                            : RedisLinkState::Down;
+  for (auto& node : nodes_) {
+    RedisLinkState state = node->linkState();
+    // The worker is as well off as its worst master: down, else connecting, else up.
+    if (master[node->index()] && state != RedisLinkState::Up && link != RedisLinkState::Down) {
+      link = state == RedisLinkState::Connecting ? RedisLinkState::Connecting
+                                                 : RedisLinkState::Down;
     }
-  };
-  if (settings_->config.mode != RedisMode::Cluster) {
-    account(master_);
-  } else if (!slots_known_) {
-    link = RedisLinkState::Connecting;
-  } else {
-    bool seen[kMaxNodes] = {};
-    for (size_t s = 0; s < kSlots; ++s) {
-      uint8_t i = slots_[s];
-      if (i == 0) {
-        link = RedisLinkState::Down;
-      } else if (!seen[i - 1]) {
-        seen[i - 1] = true;
-        account(nodes_[i - 1].get());
+    std::string_view role = !node->data()             ? "sentinel"
+                            : master[node->index()]   ? "master"
+                                                      : "seed";
+    if (state != node->published_state || role != node->published_role) {
+      if (node->published_state != RedisLinkState::Unused && role != node->published_role) {
+        setRedisNodeState(worker_index_, node->endpoint().text, node->published_role,
+                          RedisLinkState::Unused);
       }
+      setRedisNodeState(worker_index_, node->endpoint().text, role, state);
+      node->published_state = state;
+      node->published_role = role;
     }
   }
   setRedisLinkState(worker_index_, link);
@@ -1084,7 +1108,7 @@ bool RedisLimiter::routeCheck(const RedisCheck& check, Route& route, RedisErrorR
     route.parts = 1;
   }
   for (int p = 0; p < route.parts; ++p) {
-    if (!route.nodes[p] || !route.nodes[p]->accepting()) {
+    if (!route.nodes[p] || !route.nodes[p]->usable()) {
       *why = RedisErrorReason::Connect;
       return false;
     }
@@ -1131,6 +1155,11 @@ bool RedisLimiter::dispatch(Call* call, const Route& route) {
         ++j;
       }
     }
+    if (part->node->pending()) {
+      waiting_.push_back(part);
+      ++call->parts_out;
+      continue;
+    }
     if (sendPart(part)) {
       ++call->parts_out;
       continue;
@@ -1171,6 +1200,22 @@ void RedisLimiter::releaseHeld() {
   armCallTimer();
 }
 
+// `node`'s handshake is done (the parts waiting for it go out) or it failed (they fail).
+void RedisLimiter::releaseWaiting(Node* node, bool ready) {
+  // From the back, one at a time: a callback may add parts or release others.
+  for (size_t i = waiting_.size(); i-- > 0;) {
+    if (i >= waiting_.size() || waiting_[i]->node != node) continue;
+    Part* part = waiting_[i];
+    waiting_.erase(waiting_.begin() + long(i));
+    RedisErrorReason why = RedisErrorReason::Connect;
+    if (!part->call->ctx) {
+      partDone(part, nullptr, 0, nullptr);
+    } else if (!ready || !sendPart(part)) {
+      partDone(part, nullptr, 0, &why);
+    }
+  }
+}
+
 bool RedisLimiter::sendPart(Part* part) {
   std::string_view head = part->evaled ? std::string_view("EVAL") : std::string_view("EVALSHA");
   std::string_view body = part->evaled ? tokenBucketScript() : tokenBucketSha();
@@ -1188,7 +1233,7 @@ bool RedisLimiter::sendPart(Part* part) {
 
 void RedisLimiter::onPartReply(Part* part, Node* node, const redisReply* reply) {
   Call* call = part->call;
-  if (!call->ctx || closed_) return partDone(part, nullptr, 0, nullptr);  // nobody waits
+  if (!call->ctx) return partDone(part, nullptr, 0, nullptr);  // nobody waits
   RedisErrorReason why = RedisErrorReason::Connect;
   if (!reply) return partDone(part, nullptr, 0, &why);
   if (reply->type == REDIS_REPLY_ERROR && node == part->node) {
@@ -1261,7 +1306,11 @@ bool RedisLimiter::redirect(Part* part, const redisReply* reply, RedisErrorReaso
   part->node = node;
   node->ensureConnected();
   *why = RedisErrorReason::Connect;
-  return node->accepting() && sendPart(part);
+  if (node->pending()) {
+    waiting_.push_back(part);
+    return true;
+  }
+  return node->up() && sendPart(part);
 }
 
 // One part's end: its values merged into the call's (admitted only if every part admits),

@@ -166,6 +166,7 @@ class RedisLimiter final : public WorkerState {
   bool routeCheck(const RedisCheck& check, Route& route, RedisErrorReason* why);
   bool dispatch(Call* call, const Route& route);
   void releaseHeld();
+  void releaseWaiting(Node* node, bool ready);
   bool sendPart(Part* part);
   void onPartReply(Part* part, Node* node, const ::redisReply* reply);
   bool redirect(Part* part, const ::redisReply* reply, RedisErrorReason* why);
@@ -196,6 +197,7 @@ class RedisLimiter final : public WorkerState {
   bool slots_known_ = false;
   bool first_discovery_ = false;  // no map or master learnt yet: checks wait in held_
   std::vector<Call*> held_;
+  std::vector<Part*> waiting_;  // parts for a node whose first handshake is not done
   Node* discovery_node_ = nullptr;  // asked CLUSTER SLOTS or the sentinel, not answered yet
   bool discovery_again_ = false;    // asked for again meanwhile
   uint64_t discovery_asked_ms_ = 0;

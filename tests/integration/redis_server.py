@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -274,3 +275,55 @@ class RedisSentinels:
     def stop(self) -> None:
         for s in [*self.sentinels, self.replica, self.master]:
             s.stop()
+
+
+class FakeRedis:
+    """A TCP server speaking RESP that answers each command with `answer(args)` (raw bytes):
+    for the replies a real server never sends (wrong types, garbage redirects and maps).
+    Commands arrive pipelined; each connection is served by its own thread until closed."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.commands: list[list[str]] = []
+        self.conns: list[socket.socket] = []
+        self.closing = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        reader = _Reader(conn)
+        try:
+            while True:
+                args = reader.reply()  # a command is an array of bulk strings
+                self.commands.append(args)
+                conn.sendall(self.answer(args))
+        except (OSError, ConnectionError, RedisError, TypeError):
+            conn.close()
+
+    def stop(self):
+        self.closing = True
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.thread.join(5)

@@ -12,7 +12,7 @@ import pytest
 
 from client import Client
 from harness import admin_get, gateway_config, wait_until
-from redis_server import REDIS_SERVER, RedisServer
+from redis_server import REDIS_SERVER, FakeRedis, RedisServer
 
 pytestmark = pytest.mark.skipif(not REDIS_SERVER or not __import__("os").path.exists(REDIS_SERVER),
                                 reason="redis-server is not installed")
@@ -25,12 +25,14 @@ def redis(tmp_path):
     server.stop()
 
 
-def config(upstream, redis, limits, on_error="allow", timeout="100ms", replicas=1, workers=2):
+def config(upstream, redis, limits, on_error="allow", timeout="100ms", replicas=1, workers=2,
+           servers=None):
     return gateway_config(
         upstreams={"up": [upstream]}, workers=workers,
         rate_limit_store={"type": "redis",
-                          "redis": {"address": redis.address, "timeout": timeout,
-                                    "on_error": on_error, "replicas": replicas}},
+                          "redis": {**(servers or {"address": redis.address}),
+                                    "timeout": timeout, "on_error": on_error,
+                                    "replicas": replicas}},
         routes=[{"name": "limited", "match": {"path_prefix": "/"}, "upstream": "up",
                  "filters": {"rate_limit": {"limits": limits}}}])
 
@@ -171,3 +173,77 @@ def test_password_and_database(gateway_factory, upstream, tmp_path):
                               0) == 1
     finally:
         server.stop()
+
+
+def test_acl_user_with_a_wrong_password(gateway_factory, upstream, redis):
+    redis.command("ACL", "SETUSER", "gw", "on", ">right", "~*", "+@all")
+    limits = [{"key": "route", "requests": 2, "per": "1h"}]
+    cfg = config(upstream, redis, limits, on_error="deny")
+    cfg["rate_limit_store"]["redis"].update({"username": "gw", "password": "wrong"})
+    gw = gateway_factory(cfg, name="wrong")
+    assert [get(gw).status for _ in range(3)] == [503] * 3
+    wait_until(lambda: "redis AUTH failed" in gw.app_log_text(), timeout=5,
+               what="a log line naming the refused AUTH")
+    line = next(l for l in gw.app_log_text().splitlines() if "redis AUTH failed" in l)
+    assert "WRONGPASS" in line and "wrong" not in line.replace("WRONGPASS", ""), line
+    check = redis_check(gw)
+    assert check["status"] == "unhealthy" and check["state"] == "down", check
+    assert check["nodes"] and check["nodes"][0]["status"] == "down", check
+    assert metric(gw, "gateway_redis_errors_total", reason="connect") >= 3
+
+    cfg["rate_limit_store"]["redis"]["password"] = "right"
+    right = gateway_factory(cfg, name="right")
+    assert [get(right).status for _ in range(3)] == [200, 200, 429]
+    # Each worker that served a request has its connection (workers connect lazily).
+    [node] = redis_check(right)["nodes"]
+    assert node["address"] == redis.address and node["role"] == "master", node
+    assert node["status"] == "up" and node["workers_connected"] == node["workers"] >= 1, node
+
+
+def slots_of(port):
+    """CLUSTER SLOTS naming 127.0.0.1:port as the master of every slot."""
+    return b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n" % port
+
+
+HOSTILE = {
+    # name: (cluster mode, EVALSHA's answer (the port is the fake's own), reason, log line)
+    "wrong_type": (False, b"*1\r\n$3\r\nabc\r\n", "bad_reply", "bad reply"),
+    "huge_array": (False, b"*5000\r\n" + b":1\r\n" * 5000, "bad_reply", "bad reply"),
+    "error": (False, b"-ERR boom\r\n", "error_reply", "ERR boom"),
+    "moved_outside_a_cluster": (False, b"-MOVED 12 127.0.0.1:%d\r\n", "bad_reply", "redirect"),
+    "moved_to_garbage": (True, b"-MOVED 12 999.0.0.1:6379\r\n", "bad_reply", "redirect"),
+    "moved_slot_out_of_range": (True, b"-ASK 16384 127.0.0.1:%d\r\n", "bad_reply", "redirect"),
+    "moved_forever": (True, b"-MOVED 12 127.0.0.1:%d\r\n", "moved_storm", "without end"),
+    "slot_map_garbage": (True, None, "timeout", "slot map refused"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
+def test_hostile_replies_are_counted_errors(gateway_factory, upstream, case):
+    cluster, evalsha, reason, logged = HOSTILE[case]
+
+    def answer(args):
+        name = args[0].upper()
+        if name == "CLUSTER":
+            if evalsha is None:  # slots out of range, a master that is not ip:port
+                return b"*1\r\n*3\r\n:0\r\n:99999\r\n*2\r\n$1\r\nx\r\n:1\r\n"
+            return slots_of(fake.port)
+        if name == "EVALSHA":
+            return evalsha % fake.port if b"%d" in evalsha else evalsha
+        if name == "SCRIPT":
+            return b"+%s\r\n" % (b"0" * 40)
+        return b"+PONG\r\n"
+
+    fake = FakeRedis(answer)
+    try:
+        servers = {"cluster": [fake.address]} if cluster else {"address": fake.address}
+        gw = gateway_factory(config(upstream, None, [{"key": "client_ip", "requests": 5,
+                                                       "per": "1h"}],
+                                    on_error="deny", timeout="200ms", servers=servers))
+        assert [get(gw).status for _ in range(3)] == [503] * 3
+        assert metric(gw, "gateway_redis_errors_total", reason=reason) >= 1, \
+            admin_get(gw, "/metrics")[1].decode()
+        wait_until(lambda: logged in gw.app_log_text(), timeout=5, what=f"a log line: {logged}")
+        assert admin_get(gw, "/health/live")[0] == 200
+    finally:
+        fake.stop()

@@ -174,6 +174,9 @@ def test_master_killed_replica_promoted(gateway_factory, upstream, cluster):
 
         refused_at = wait_until(lambda: first(503, killed_at), timeout=10,
                                 what="the killed master's slots follow on_error")
+        wait_until(lambda: any(n["address"] == victim.address and n["role"] == "master" and
+                               n["status"] == "down" for n in redis_check(gws[0])["nodes"]),
+                   timeout=5, what="/health showing the killed master down")
         back_at = wait_until(lambda: first(200, refused_at), timeout=30,
                              what="the killed master's slots answered again")
         time.sleep(0.3)
@@ -189,6 +192,8 @@ def test_master_killed_replica_promoted(gateway_factory, upstream, cluster):
     for gw in gws:
         wait_until(lambda: redis_check(gw).get("state") == "up", timeout=10,
                    what="every worker on the new map")
+    masters = [n["address"] for n in redis_check(gws[0])["nodes"] if n["role"] == "master"]
+    assert victim.address not in masters and len(masters) == 3, masters
     fresh = user_on(cluster, cluster.owner(slot_of(cluster, hit)), avoid=(hit,))
     assert [get(gws[i % 2], fresh, "/lo").status for i in range(7)] == [200] * 5 + [429] * 2
 
