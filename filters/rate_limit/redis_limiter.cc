@@ -148,6 +148,46 @@ uint16_t crc16(std::string_view s) {
   return crc;
 }
 
+// hiredis 0.14 aborts the process on two replies a hostile server can send: one that no
+// command asked for (an assert), and an array so long that allocating its elements fails
+// (its allocator's out-of-memory handler). Its reader builds every reply through these
+// functions, so they refuse both first: the reader then fails, and the connection is
+// dropped as on any protocol error. The reader's privdata is the connection.
+constexpr int kMaxReplyElements = 65536;  // CLUSTER SLOTS of a fragmented 16384-slot map
+const redisReplyObjectFunctions* g_reply_functions = nullptr;  // hiredis' own
+
+bool unsolicited(const redisReadTask* task) {
+  const auto* ac = static_cast<const redisAsyncContext*>(task->privdata);
+  return task->parent == nullptr && ac != nullptr && ac->replies.head == nullptr;
+}
+void* guardedString(const redisReadTask* t, char* str, size_t len) {
+  return unsolicited(t) ? nullptr : g_reply_functions->createString(t, str, len);
+}
+void* guardedArray(const redisReadTask* t, int elements) {
+  if (unsolicited(t) || elements > kMaxReplyElements) return nullptr;
+  return g_reply_functions->createArray(t, elements);
+}
+void* guardedInteger(const redisReadTask* t, long long value) {
+  return unsolicited(t) ? nullptr : g_reply_functions->createInteger(t, value);
+}
+void* guardedNil(const redisReadTask* t) {
+  return unsolicited(t) ? nullptr : g_reply_functions->createNil(t);
+}
+void freeGuarded(void* reply) { g_reply_functions->freeObject(reply); }
+
+redisReplyObjectFunctions g_guarded_functions = {guardedString, guardedArray, guardedInteger,
+                                                 guardedNil, freeGuarded};
+
+void guardReader(redisAsyncContext* ac) {
+  static const bool once = [ac] {
+    g_reply_functions = ac->c.reader->fn;
+    return true;
+  }();
+  (void)once;
+  ac->c.reader->fn = &g_guarded_functions;
+  ac->c.reader->privdata = ac;
+}
+
 // "0".."32": the numkeys argument of a part of a check.
 const std::string& numberText(int n) {
   static const auto texts = [] {
@@ -511,7 +551,12 @@ class RedisLimiter::Node {
     auto* self = static_cast<Node*>(ac->data);
     if (ac != self->ac_) return;  // one we dropped ourselves
     self->ac_ = nullptr;
-    self->lost(status == REDIS_OK ? "closed" : (ac->errstr ? ac->errstr : "error"));
+    // A reply refused by the guarded reader shows as hiredis' "Out of memory".
+    const char* why = ac->err == REDIS_ERR_OOM ? "a reply no command asked for, or too long"
+                      : status == REDIS_OK     ? "closed"
+                      : ac->errstr             ? ac->errstr
+                                               : "error";
+    self->lost(why);
   }
 
   static void onReply(redisAsyncContext* ac, void* r, void* privdata) noexcept {
@@ -573,6 +618,7 @@ class RedisLimiter::Node {
       return lost(why);
     }
     ac->data = this;
+    guardReader(ac);
     if (attach(ac) != REDIS_OK) {
       redisAsyncFree(ac);
       return lost("cannot attach to the event loop");

@@ -215,6 +215,9 @@ HOSTILE = {
     "moved_slot_out_of_range": (True, b"-ASK 16384 127.0.0.1:%d\r\n", "bad_reply", "redirect"),
     "moved_forever": (True, b"-MOVED 12 127.0.0.1:%d\r\n", "moved_storm", "without end"),
     "slot_map_garbage": (True, None, "timeout", "slot map refused"),
+    # hiredis 0.14 alone would abort the process on each of these two.
+    "extra_reply": (False, b"-ERR one\r\n:1\r\n", "error_reply", "ERR one"),
+    "endless_array": (False, b"*2000000000\r\n", "connect", "no command asked for"),
 }
 
 
