@@ -320,6 +320,10 @@ class FakeRedis:
 
     def stop(self):
         self.closing = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the thread
+        except OSError:
+            pass
         self.sock.close()
         for c in self.conns:
             try:
