@@ -185,6 +185,7 @@ struct RedisConfig {
   std::string username;
   std::string password;
   uint32_t db = 0;
+  std::optional<UpstreamTls> tls;  // TLS to every node (not to the sentinels)
 };
 
 enum class RateLimitStoreType { Memory, Redis };

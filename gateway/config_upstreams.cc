@@ -208,7 +208,7 @@ void parseRedisSentinel(const YAML::Node& node, ConfigContext& ctx, RedisConfig&
 void parseRedis(const YAML::Node& node, ConfigContext& ctx, RedisConfig& redis, bool in_use) {
   auto map = ctx.expectMap(node, "redis",
                            {"address", "cluster", "sentinel", "timeout", "on_error", "replicas",
-                            "key_prefix", "username", "password", "db"});
+                            "key_prefix", "username", "password", "db", "tls"});
   if (!map) return;
   // address has a default, so "exactly one" means: at most one of the three is written.
   const MapNode::Entry* first = nullptr;
@@ -243,6 +243,7 @@ void parseRedis(const YAML::Node& node, ConfigContext& ctx, RedisConfig& redis, 
   ctx.readString(*map, "username", redis.username);
   ctx.readString(*map, "password", redis.password);
   ctx.readUint(*map, "db", redis.db);
+  if (const YAML::Node* tls = map->find("tls")) redis.tls = parseUpstreamTls(*tls, ctx);
   if (redis.mode == RedisMode::Cluster && redis.db != 0) {
     ctx.error(*map->find("db"), "a Redis Cluster has only database 0");
   }

@@ -1,7 +1,5 @@
 #include "filters/rate_limit/redis_limiter.h"
 
-#include <hiredis/adapters/libuv.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -18,8 +16,10 @@
 
 #include "filters/rate_limit/arena_array.h"
 #include "filters/rate_limit/key_hash.h"
+#include "filters/rate_limit/redis_connection.h"
 #include "filters/rate_limit/rate_limit_stats.h"
 #include "gateway/log.h"
+#include "gateway/tls_context.h"
 
 namespace gw::rate_limit {
 
@@ -97,12 +97,18 @@ char kTagAuth, kTagSelect, kTagReady, kTagProbe, kTagSlots, kTagSentinel;
 
 LogThrottle g_log_throttle(10'000'000'000);  // one Redis problem line per 10 s per process
 
+std::string tlsIdentity(const RedisConfig& c) {
+  if (!c.tls) return {};
+  return "tls\n" + c.tls->sni + '\n' + c.tls->ca + '\n' + c.tls->cert_file + '\n' +
+         c.tls->key_file + '\n' + (c.tls->verify ? "1" : "0");
+}
+
 bool sameConfig(const RedisConfig& a, const RedisConfig& b) {
   return a.mode == b.mode && a.address == b.address && a.cluster == b.cluster &&
          a.sentinel_master == b.sentinel_master && a.sentinels == b.sentinels &&
          a.timeout == b.timeout && a.on_error == b.on_error && a.replicas == b.replicas &&
          a.key_prefix == b.key_prefix && a.username == b.username &&
-         a.password == b.password && a.db == b.db;
+         a.password == b.password && a.db == b.db && tlsIdentity(a) == tlsIdentity(b);
 }
 
 bool isError(const redisReply* r, std::string_view prefix) {
@@ -148,46 +154,6 @@ uint16_t crc16(std::string_view s) {
   return crc;
 }
 
-// hiredis 0.14 aborts the process on two replies a hostile server can send: one that no
-// command asked for (an assert), and an array so long that allocating its elements fails
-// (its allocator's out-of-memory handler). Its reader builds every reply through these
-// functions, so they refuse both first: the reader then fails, and the connection is
-// dropped as on any protocol error. The reader's privdata is the connection.
-constexpr int kMaxReplyElements = 65536;  // CLUSTER SLOTS of a fragmented 16384-slot map
-const redisReplyObjectFunctions* g_reply_functions = nullptr;  // hiredis' own
-
-bool unsolicited(const redisReadTask* task) {
-  const auto* ac = static_cast<const redisAsyncContext*>(task->privdata);
-  return task->parent == nullptr && ac != nullptr && ac->replies.head == nullptr;
-}
-void* guardedString(const redisReadTask* t, char* str, size_t len) {
-  return unsolicited(t) ? nullptr : g_reply_functions->createString(t, str, len);
-}
-void* guardedArray(const redisReadTask* t, int elements) {
-  if (unsolicited(t) || elements > kMaxReplyElements) return nullptr;
-  return g_reply_functions->createArray(t, elements);
-}
-void* guardedInteger(const redisReadTask* t, long long value) {
-  return unsolicited(t) ? nullptr : g_reply_functions->createInteger(t, value);
-}
-void* guardedNil(const redisReadTask* t) {
-  return unsolicited(t) ? nullptr : g_reply_functions->createNil(t);
-}
-void freeGuarded(void* reply) { g_reply_functions->freeObject(reply); }
-
-redisReplyObjectFunctions g_guarded_functions = {guardedString, guardedArray, guardedInteger,
-                                                 guardedNil, freeGuarded};
-
-void guardReader(redisAsyncContext* ac) {
-  static const bool once = [ac] {
-    g_reply_functions = ac->c.reader->fn;
-    return true;
-  }();
-  (void)once;
-  ac->c.reader->fn = &g_guarded_functions;
-  ac->c.reader->privdata = ac;
-}
-
 // "0".."32": the numkeys argument of a part of a check.
 const std::string& numberText(int n) {
   static const auto texts = [] {
@@ -202,43 +168,6 @@ int64_t steadyNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-// hiredis 0.14's libuv adapter returns on a poll error (status < 0) without telling hiredis,
-// and libuv stops the poll handle: a refused connect or a reset connection then hangs
-// forever. Later hiredis versions hand the registered events to hiredis instead, which
-// reads the socket error and fails the context properly; these hooks do the same and are
-// swapped in after redisLibuvAttach (which still sets up and frees the poll handle).
-void pollEvents(uv_poll_t* handle, int status, int events) noexcept {
-  auto* p = static_cast<redisLibuvEvents*>(handle->data);
-  int ev = status != 0 ? p->events : events;
-  if (p->context != nullptr && (ev & UV_READABLE)) redisAsyncHandleRead(p->context);
-  if (p->context != nullptr && (ev & UV_WRITABLE)) redisAsyncHandleWrite(p->context);
-}
-
-// hiredis asks for read interest after every write; restarting the poll handle each time
-// would cost epoll_ctl calls per request. Only changes reach libuv.
-void setPollEvents(redisLibuvEvents* p, int events) {
-  if (events == p->events) return;
-  p->events = events;
-  if (p->events != 0) {
-    uv_poll_start(&p->handle, p->events, pollEvents);
-  } else {
-    uv_poll_stop(&p->handle);
-  }
-}
-
-void addRead(void* privdata) {
-  auto* p = static_cast<redisLibuvEvents*>(privdata);
-  setPollEvents(p, p->events | UV_READABLE);
-}
-void delRead(void* privdata) {
-  auto* p = static_cast<redisLibuvEvents*>(privdata);
-  setPollEvents(p, p->events & ~UV_READABLE);
-}
-void delWrite(void* privdata) {
-  auto* p = static_cast<redisLibuvEvents*>(privdata);
-  setPollEvents(p, p->events & ~UV_WRITABLE);
 }
 
 }  // namespace
@@ -318,7 +247,15 @@ std::shared_ptr<const RedisSettings> RedisSettings::get(const RedisConfig& confi
       identity += config.sentinel_master + '\n';
       break;
   }
-  identity += config.username + '\n' + config.password + '\n' + std::to_string(config.db);
+  identity += config.username + '\n' + config.password + '\n' + std::to_string(config.db) +
+              '\n' + tlsIdentity(config);
+  if (config.tls) {
+    // Validated when the configuration loaded; a failure now (a file changed since) is
+    // logged and the nodes are then unreachable.
+    std::string error;
+    s->tls = TlsClientContext::build(*config.tls, &error);
+    if (!s->tls) log::warn("redis tls", {{"error", error}});
+  }
   s->fingerprint = hashText(identity, 0x5eed);
   static uint64_t serial = 0;
   s->serial = ++serial;
@@ -428,7 +365,7 @@ struct RedisLimiter::Flush {
 // ---------------------------------------------------------------------------------------
 // Node: one connection to one server
 
-class RedisLimiter::Node {
+class RedisLimiter::Node final : public RedisConnection::Owner {
  public:
   enum class State { Idle, Connecting, Up, Down, Backoff };
 
@@ -437,9 +374,10 @@ class RedisLimiter::Node {
         endpoint_(std::move(endpoint)),
         data_(data),
         index_(index),
+        conn_(owner->loop_, this),
         retry_timer_(Timer::make(owner->loop_, this,
                                  [](void* n) { static_cast<Node*>(n)->onRetryTimer(); })) {}
-  ~Node() { close(); }
+  ~Node() override { close(); }
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
@@ -448,7 +386,7 @@ class RedisLimiter::Node {
   uint8_t index() const { return index_; }
   State state() const { return state_; }
   bool retired() const { return retired_; }
-  bool up() const { return ac_ && state_ == State::Up; }
+  bool up() const { return conn_.open() && state_ == State::Up; }
   RedisLinkState linkState() const {
     if (retired_) return RedisLinkState::Unused;
     if (up()) return RedisLinkState::Up;
@@ -459,10 +397,11 @@ class RedisLimiter::Node {
   // What /health was last told about this node (RedisLimiter::publishState).
   RedisLinkState published_state = RedisLinkState::Unused;
   std::string_view published_role;
+
   // The first connection after start, a reconfiguration or a new master is being made:
   // checks wait for its handshake (never pipelined behind it: a refused AUTH or SELECT
   // would let them run as the default user, or in database 0).
-  bool pending() const { return ac_ && state_ == State::Connecting && first_connect_; }
+  bool pending() const { return conn_.open() && state_ == State::Connecting && first_connect_; }
   bool usable() const { return up() || pending(); }
 
   // Connects unless a connection exists or is due (backoff); a retired node is wanted again.
@@ -481,11 +420,7 @@ class RedisLimiter::Node {
     if (retired_) return;
     retired_ = true;
     retry_timer_->stop();
-    if (ac_) {
-      redisAsyncContext* ac = ac_;
-      ac_ = nullptr;
-      redisAsyncFree(ac);
-    }
+    conn_.close();
     setState(State::Idle);
     owner_->releaseWaiting(this, /*ready=*/false);
   }
@@ -496,17 +431,21 @@ class RedisLimiter::Node {
     retry_timer_ = nullptr;
   }
 
-  bool command(redisCallbackFn* fn, void* privdata, int argc, const char** argv,
+  // Queued for the turn's flush: every command of a loop turn leaves in one write.
+  bool command(RedisConnection::ReplyFn fn, void* privdata, int argc, const char** argv,
                const size_t* lens) {
-    return ac_ && redisAsyncCommandArgv(ac_, fn, privdata, argc, argv, lens) == REDIS_OK;
+    if (!conn_.command(fn, this, privdata, argc, argv, lens)) return false;
+    if (!wants_write_ && owner_->flush_) {
+      wants_write_ = true;
+      owner_->flush_->start();
+    }
+    return true;
   }
 
   void flush() {
-    if (!wants_write_ || !ac_) return;
+    if (!wants_write_) return;
     wants_write_ = false;
-    flushing_ = true;
-    redisAsyncHandleWrite(ac_);  // may drop the connection (write error)
-    flushing_ = false;
+    conn_.flush();  // may drop the connection (write error)
   }
 
   // A late or any answer: the node is back.
@@ -524,58 +463,24 @@ class RedisLimiter::Node {
   }
 
   void drop(std::string_view why) {
-    redisAsyncContext* ac = ac_;
-    ac_ = nullptr;
-    if (ac) redisAsyncFree(ac);
+    conn_.close();
     lost(why);
   }
 
-  int attach(redisAsyncContext* ac) {
-    if (redisLibuvAttach(ac, owner_->loop_) != REDIS_OK) return REDIS_ERR;
-    ac->ev.addRead = addRead;
-    ac->ev.delRead = delRead;
-    ac->ev.addWrite = addWriteHook;
-    ac->ev.delWrite = delWrite;
-    return REDIS_OK;
-  }
+  void onConnectionLost(std::string_view why) override { lost(why); }
 
-  static void onConnect(const redisAsyncContext* ac, int status) noexcept {
-    auto* self = static_cast<Node*>(ac->data);
-    if (ac != self->ac_ || status == REDIS_OK) return;  // Up once the handshake answers
-    // hiredis frees the context when this returns.
-    self->ac_ = nullptr;
-    self->lost(ac->errstr ? ac->errstr : "connect failed");
-  }
-
-  static void onDisconnect(const redisAsyncContext* ac, int status) noexcept {
-    auto* self = static_cast<Node*>(ac->data);
-    if (ac != self->ac_) return;  // one we dropped ourselves
-    self->ac_ = nullptr;
-    // A reply refused by the guarded reader shows as hiredis' "Out of memory".
-    const char* why = ac->err == REDIS_ERR_OOM ? "a reply no command asked for, or too long"
-                      : status == REDIS_OK     ? "closed"
-                      : ac->errstr             ? ac->errstr
-                                               : "error";
-    self->lost(why);
-  }
-
-  static void onReply(redisAsyncContext* ac, void* r, void* privdata) noexcept {
-    auto* self = static_cast<Node*>(ac->data);
-    auto* reply = static_cast<redisReply*>(r);
-    if (reply && ac == self->ac_) self->markAnswering();
+  static void onReply(void* target, const redisReply* reply, void* privdata) {
+    auto* self = static_cast<Node*>(target);
+    if (reply) self->markAnswering();
     self->owner_->onPartReply(static_cast<Part*>(privdata), self, reply);
   }
 
-  static void onControlReply(redisAsyncContext* ac, void* r, void* privdata) noexcept {
-    auto* self = static_cast<Node*>(ac->data);
-    auto* reply = static_cast<redisReply*>(r);
-    bool current = ac == self->ac_;
+  static void onControlReply(void* target, const redisReply* reply, void* privdata) {
+    auto* self = static_cast<Node*>(target);
     // Discovery must hear of its question's end even from a connection going away.
-    if (privdata == &kTagSlots) return self->owner_->onSlots(self, current ? reply : nullptr);
-    if (privdata == &kTagSentinel) {
-      return self->owner_->onSentinelAnswer(self, current ? reply : nullptr);
-    }
-    if (!current || !reply) return;
+    if (privdata == &kTagSlots) return self->owner_->onSlots(self, reply);
+    if (privdata == &kTagSentinel) return self->owner_->onSentinelAnswer(self, reply);
+    if (!reply) return;
     if (privdata == &kTagProbe) {
       self->probe_outstanding_ = false;
       self->markAnswering();
@@ -608,26 +513,12 @@ class RedisLimiter::Node {
   void connect() {
     setState(State::Connecting);
     probe_outstanding_ = false;
-    const RedisEndpoint& e = endpoint_;
-    redisAsyncContext* ac = e.unix_path.empty() ? redisAsyncConnect(e.host.c_str(), e.port)
-                                                : redisAsyncConnectUnix(e.unix_path.c_str());
-    if (!ac) return lost("cannot allocate a connection");
-    if (ac->err) {
-      std::string why = ac->errstr ? ac->errstr : "connect failed";
-      redisAsyncFree(ac);
-      return lost(why);
-    }
-    ac->data = this;
-    guardReader(ac);
-    if (attach(ac) != REDIS_OK) {
-      redisAsyncFree(ac);
-      return lost("cannot attach to the event loop");
-    }
-    redisAsyncSetConnectCallback(ac, onConnect);
-    redisAsyncSetDisconnectCallback(ac, onDisconnect);
-    ac_ = ac;
-    // The handshake is pipelined behind the connect; checks queue behind it.
     const RedisConfig& c = owner_->settings_->config;
+    std::shared_ptr<const TlsClientContext> tls = data_ ? owner_->settings_->tls : nullptr;
+    if (data_ && c.tls && !tls) return lost("no TLS context");  // never in clear instead
+    std::string why;
+    if (!conn_.connect(endpoint_, std::move(tls), &why)) return lost(why);
+    // The handshake is queued behind the connect; checks wait for its last answer.
     if (!data_) {
       const char* argv[] = {"PING"};
       size_t lens[] = {4};
@@ -662,6 +553,7 @@ class RedisLimiter::Node {
     owner_->logProblem("redis connection lost", why, endpoint_.text);
     probe_outstanding_ = false;
     first_connect_ = false;
+    wants_write_ = false;
     ++attempts_;
     uint64_t delay = kBackoffBaseMs << std::min<uint32_t>(attempts_ - 1, 10);
     delay = std::min(delay, kBackoffMaxMs);
@@ -695,7 +587,7 @@ class RedisLimiter::Node {
   }
 
   void sendProbe() {
-    if (!ac_ || probe_outstanding_) return;
+    if (!conn_.open() || probe_outstanding_) return;
     const char* argv[] = {"PING"};
     size_t lens[] = {4};
     if (!command(onControlReply, &kTagProbe, 1, argv, lens)) return drop("cannot send");
@@ -705,34 +597,16 @@ class RedisLimiter::Node {
     retry_timer_->start(stall);
   }
 
-  // hiredis asks for write interest after queueing a command; the commands of the turn are
-  // written together by the owner's flush instead.
-  static void addWriteHook(void* privdata) noexcept {
-    auto* p = static_cast<redisLibuvEvents*>(privdata);
-    redisAsyncContext* ac = p->context;
-    auto* self = ac ? static_cast<Node*>(ac->data) : nullptr;
-    // Until connected, writability is how the connect completes; while flushing, hiredis
-    // asks again only when the socket took less than everything.
-    if (self && ac == self->ac_ && (ac->c.flags & REDIS_CONNECTED) && !self->flushing_ &&
-        self->owner_->flush_) {
-      self->wants_write_ = true;
-      self->owner_->flush_->start();
-      return;
-    }
-    setPollEvents(p, p->events | UV_WRITABLE);
-  }
-
   RedisLimiter* owner_;
   RedisEndpoint endpoint_;
   bool data_;  // a data node (AUTH, SELECT, SCRIPT LOAD), not a sentinel
   uint8_t index_;
-  redisAsyncContext* ac_ = nullptr;
+  RedisConnection conn_;
   State state_ = State::Idle;
   bool retired_ = false;
   bool first_connect_ = true;  // checks may wait for this connection
   bool probe_outstanding_ = false;
   bool wants_write_ = false;
-  bool flushing_ = false;
   uint32_t attempts_ = 0;  // failed connections in a row
   Timer* retry_timer_;     // backoff, connect timeout, probe stall
 };

@@ -1,5 +1,6 @@
 // The Redis store (rate_limit_store.type: redis): per worker, on the worker's libuv loop, a
-// hiredis async connection to each Redis node it needs, kept in WorkerServices::state("redis").
+// connection (redis_connection.h: TCP or TLS) to each Redis node it needs, kept in
+// WorkerServices::state("redis").
 //
 // Contract:
 // - Worker thread only. Nothing here blocks: connect, AUTH, SELECT, SCRIPT LOAD, the slot map
@@ -43,6 +44,10 @@ struct redisAsyncContext;
 struct redisReply;
 struct uv_timer_s;
 
+namespace gw {
+class TlsClientContext;
+}
+
 namespace gw::rate_limit {
 
 // How to reach Redis, shared by every route of one configuration snapshot.
@@ -60,6 +65,7 @@ struct RedisSettings {
   RedisConfig config;
   // The single server, the cluster's seed nodes, or the sentinels.
   std::vector<RedisEndpoint> endpoints;
+  std::shared_ptr<const TlsClientContext> tls;  // when config.tls: for the data nodes
   uint64_t fingerprint = 0;  // mode, addresses, credentials and db: a change means new connections
   uint64_t serial = 0;       // creation order: a worker only moves to newer settings
 

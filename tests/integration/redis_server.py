@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -82,11 +83,20 @@ class _Reader:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, password: str | None = None, extra: list[str] = ()):
+    """tls: (cert, key, ca) makes the port a TLS port (clients are not asked for a
+    certificate); command() then speaks TLS too."""
+
+    def __init__(self, workdir: Path, password: str | None = None, extra: list[str] = (),
+                 tls: tuple[Path, Path, Path] | None = None):
         self.workdir = Path(workdir)
         self.port = free_port()
         self.password = password
         self.extra = list(extra)
+        self.tls = tls
+        if tls:
+            self.extra += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file",
+                           str(tls[0]), "--tls-key-file", str(tls[1]), "--tls-ca-cert-file",
+                           str(tls[2]), "--tls-auth-clients", "no"]
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / f"redis-{self.port}.log"
 
@@ -121,7 +131,11 @@ class RedisServer:
         raise AssertionError(f"redis-server not ready on port {self.port}")
 
     def command(self, *args, timeout: float = 2.0):
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as raw:
+            s = raw
+            if self.tls:
+                s = ssl.create_default_context(cafile=str(self.tls[2])).wrap_socket(
+                    raw, server_hostname="localhost")
             r = _Reader(s)
             if self.password:
                 s.sendall(_encode("AUTH", self.password))

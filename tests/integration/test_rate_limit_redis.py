@@ -5,13 +5,14 @@ restarted (enforced again without restarting the gateway), accuracy under concur
 /health and /metrics."""
 
 import json
+import subprocess
 import threading
 import time
 
 import pytest
 
 from client import Client
-from harness import admin_get, gateway_config, wait_until
+from harness import SOURCE_DIR, admin_get, gateway_config, wait_until
 from redis_server import REDIS_SERVER, FakeRedis, RedisServer
 
 pytestmark = pytest.mark.skipif(not REDIS_SERVER or not __import__("os").path.exists(REDIS_SERVER),
@@ -250,3 +251,42 @@ def test_hostile_replies_are_counted_errors(gateway_factory, upstream, case):
         assert admin_get(gw, "/health/live")[0] == 200
     finally:
         fake.stop()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("redis-tls") / "tls"
+    r = subprocess.run([str(SOURCE_DIR / "conf" / "make-test-certs.sh"), str(d)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return d
+
+
+def test_tls_and_a_wrong_password(gateway_factory, upstream, tmp_path, certs):
+    server = RedisServer(tmp_path, password="s3cret",
+                         tls=(certs / "upstream.crt", certs / "upstream.key",
+                              certs / "ca.crt")).start()
+    try:
+        limits = [{"key": "route", "requests": 2, "per": "1h"}]
+        cfg = config(upstream, server, limits, on_error="deny", timeout="500ms")
+        cfg["rate_limit_store"]["redis"].update({"password": "s3cret",
+                                                 "tls": {"ca": str(certs / "ca.crt")}})
+        gw = gateway_factory(cfg, name="tls")
+        assert [get(gw).status for _ in range(3)] == [200, 200, 429]
+        assert server.command("KEYS", "gw:rl:*") == ["gw:rl:r:limited:0:2/3600000ms/2:"]
+
+        cfg["rate_limit_store"]["redis"]["password"] = "wrong"
+        wrong = gateway_factory(cfg, name="tls-wrong")
+        assert [get(wrong).status for _ in range(2)] == [503, 503]
+        wait_until(lambda: "redis AUTH failed" in wrong.app_log_text(), timeout=5,
+                   what="a log line naming the refused AUTH")
+        assert redis_check(wrong)["status"] == "unhealthy"
+
+        # Without tls the gateway speaks RESP to a TLS port: refused, never "in clear".
+        del cfg["rate_limit_store"]["redis"]["tls"]
+        cfg["rate_limit_store"]["redis"]["password"] = "s3cret"
+        clear = gateway_factory(cfg, name="clear")
+        assert [get(clear).status for _ in range(2)] == [503, 503]
+        assert redis_check(clear)["status"] == "unhealthy"
+    finally:
+        server.stop()
