@@ -1029,6 +1029,10 @@ bool RedisLimiter::routeCheck(const RedisCheck& check, Route& route, RedisErrorR
   }
   for (int p = 0; p < route.parts; ++p) {
     if (!route.nodes[p] || !route.nodes[p]->usable()) {
+      // A master that does not answer may have been replaced: the map is asked for again
+      // (at most every 100 ms), so the promoted replica is found within that, not within
+      // the periodic refresh.
+      if (settings_->config.mode == RedisMode::Cluster) requestSlots();
       *why = RedisErrorReason::Connect;
       return false;
     }
