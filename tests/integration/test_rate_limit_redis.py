@@ -290,3 +290,17 @@ def test_tls_and_a_wrong_password(gateway_factory, upstream, tmp_path, certs):
         assert redis_check(clear)["status"] == "unhealthy"
     finally:
         server.stop()
+
+
+def test_unix_socket(gateway_factory, upstream, tmp_path):
+    path = tmp_path / "redis.sock"
+    server = RedisServer(tmp_path, extra=["--unixsocket", str(path), "--unixsocketperm", "700"])
+    server.start()
+    try:
+        cfg = config(upstream, server, [{"key": "route", "requests": 2, "per": "1h"}],
+                     on_error="deny", servers={"address": f"unix:{path}"})
+        gw = gateway_factory(cfg)
+        assert [get(gw).status for _ in range(3)] == [200, 200, 429]
+        assert server.command("KEYS", "gw:rl:*") == ["gw:rl:r:limited:0:2/3600000ms/2:"]
+    finally:
+        server.stop()
