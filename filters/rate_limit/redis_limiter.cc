@@ -135,7 +135,7 @@ std::optional<uint32_t> parseNumber(std::string_view text, uint32_t min, uint32_
 }
 
 // A numeric IPv4 or IPv6 address: what a cluster or a sentinel may name. A host name would
-// make hiredis resolve it with a blocking call on the event loop.
+// would need resolving, a blocking call, on the event loop.
 bool isNumericHost(std::string_view host) {
   if (host.empty() || host.size() >= INET6_ADDRSTRLEN) return false;
   char text[INET6_ADDRSTRLEN];
@@ -207,7 +207,7 @@ RedisEndpoint RedisEndpoint::parse(const std::string& a) {
   }
   e.port = colon == std::string::npos ? 6379 : std::atoi(a.c_str() + colon + 1);
   e.host = host;
-  // hiredis would resolve a name with a blocking getaddrinfo on the event loop.
+  // A name is resolved here, at load: never with a blocking getaddrinfo on the event loop.
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
@@ -276,7 +276,7 @@ struct RedisLimiter::Call {
   Call* prev = nullptr;  // the waiting list, while linked; the free list otherwise
   Call* next = nullptr;
   bool linked = false;
-  uint32_t parts_out = 0;      // sent and neither answered nor dropped by hiredis
+  uint32_t parts_out = 0;      // sent (or waiting for a node) and not answered yet
   uint32_t parts_pending = 0;  // answers still needed
   bool failed = false;         // a part could not be sent: the timer ends it at once
   RedisErrorReason fail_reason = RedisErrorReason::Connect;
@@ -653,8 +653,7 @@ void RedisLimiter::configure(const std::shared_ptr<const RedisSettings>& setting
   bool same_servers = settings_ && settings_->fingerprint == settings->fingerprint;
   settings_ = settings;  // a newer snapshot: timeout, on_error may differ
   if (same_servers) return;
-  // Nodes are retired, never freed before shutdown: hiredis may still hold parts that
-  // point at them.
+  // Nodes are retired, never freed before shutdown: parts may still point at them.
   for (auto& node : nodes_) node->retire();
   master_ = nullptr;
   std::fill_n(slots_.get(), kSlots, uint8_t(0));
@@ -1273,7 +1272,7 @@ void RedisLimiter::partDone(Part* part, const int64_t* values, size_t count,
 void RedisLimiter::abandon(Call* call) {
   if (!call || !call->ctx) return;
   call->ctx = nullptr;
-  unlink(call);  // hiredis still holds its parts: freed when they are answered or dropped
+  unlink(call);  // its parts are still out: freed when answered or dropped
   if (call->parts_out == 0) releaseCall(call);
 }
 

@@ -26,7 +26,8 @@
 //   decided by on_error at once instead of each waiting for the timeout; a PING probe (or
 //   any late answer) brings it back up. A connection that stops answering altogether, or
 //   closes, is dropped and reconnected with exponential backoff.
-// - shutdown() frees the hiredis contexts and closes the timers; the loop can then end.
+// - shutdown() closes the connections (answering what waits) and the timers; the loop can
+//   then end.
 #pragma once
 
 #include <cstddef>
