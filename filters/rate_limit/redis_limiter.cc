@@ -1028,10 +1028,11 @@ bool RedisLimiter::routeCheck(const RedisCheck& check, Route& route, RedisErrorR
   }
   for (int p = 0; p < route.parts; ++p) {
     if (!route.nodes[p] || !route.nodes[p]->usable()) {
-      // A master that does not answer may have been replaced: the map is asked for again
-      // (at most every 100 ms), so the promoted replica is found within that, not within
-      // the periodic refresh.
+      // A master that does not answer may have been replaced: the map (or the sentinels) is
+      // asked again (at most every 100 ms), so the promoted replica is found within that,
+      // not within the periodic refresh.
       if (settings_->config.mode == RedisMode::Cluster) requestSlots();
+      if (settings_->config.mode == RedisMode::Sentinel) askSentinel();
       *why = RedisErrorReason::Connect;
       return false;
     }

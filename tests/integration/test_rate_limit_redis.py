@@ -215,6 +215,7 @@ HOSTILE = {
     "moved_to_garbage": (True, b"-MOVED 12 999.0.0.1:6379\r\n", "bad_reply", "redirect"),
     "moved_slot_out_of_range": (True, b"-ASK 16384 127.0.0.1:%d\r\n", "bad_reply", "redirect"),
     "moved_forever": (True, b"-MOVED 12 127.0.0.1:%d\r\n", "moved_storm", "without end"),
+    "cluster_down": (True, b"-CLUSTERDOWN The cluster is down\r\n", "cluster_down", "CLUSTERDOWN"),
     "slot_map_garbage": (True, None, "timeout", "slot map refused"),
     # hiredis 0.14 alone would abort the process on each of these two.
     "extra_reply": (False, b"-ERR one\r\n:1\r\n", "error_reply", "ERR one"),

@@ -205,8 +205,15 @@ def test_sentinel_failover_followed(gateway_factory, upstream, tmp_path):
                                                             "addresses": s.addresses}}))
         assert [get(gw, "a", "/lo").status for _ in range(6)] == [200] * 5 + [429]
         old = s.master.port
+        killed_at = time.monotonic()
         s.master.kill()
-        wait_until(lambda: s.master_port() != old, timeout=30, what="the sentinels' failover")
+        wait_until(lambda: get(gw, "gap", "/lo").status == 503, timeout=5,
+                   what="on_error: deny while the master is gone")
+        wait_until(lambda: get(gw, "gap", "/lo").status == 200, timeout=30,
+                   what="the gateway on the promoted replica")
+        print(f"sentinel failover gap: {time.monotonic() - killed_at:.2f}s "
+              "(down-after-milliseconds 1000)")
+        assert s.master_port() != old
         wait_until(lambda: redis_check(gw).get("state") == "up", timeout=10,
                    what="every worker follows the new master")
         assert [get(gw, "b", "/lo").status for _ in range(6)] == [200] * 5 + [429]
