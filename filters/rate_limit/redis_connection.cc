@@ -51,8 +51,12 @@ redisReplyObjectFunctions g_guarded_functions = {guardedString, guardedArray, gu
 redisReader* guardedReader(const size_t* waiting) {
   redisReader* r = redisReaderCreate();
   if (!r) return nullptr;
-  static const redisReplyObjectFunctions* hiredis = r->fn;  // its defaults, the same for all
-  g_hiredis_functions = hiredis;
+  // hiredis' defaults, the same for every reader: kept once, by whichever thread is first.
+  static const bool kept = [r] {
+    g_hiredis_functions = r->fn;
+    return true;
+  }();
+  (void)kept;
   r->fn = &g_guarded_functions;
   r->privdata = const_cast<size_t*>(waiting);
   return r;
