@@ -33,7 +33,7 @@ def config(upstream, redis, on_error="deny", limits=(HIGH,), extra_limits=()):
     return gateway_config(
         upstreams={"up": [upstream]}, workers=2,
         rate_limit_store={"type": "redis",
-                          "redis": {**redis, "timeout": "200ms", "on_error": on_error}},
+                          "redis": {**redis, "timeout": "1s", "on_error": on_error}},
         routes=[{"name": "hi", "match": {"path_prefix": "/hi"}, "upstream": "up",
                  "filters": {"rate_limit": {"limits": [*limits, *extra_limits]}}},
                 {"name": "lo", "match": {"path_prefix": "/lo"}, "upstream": "up",
