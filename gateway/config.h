@@ -169,8 +169,15 @@ struct UpstreamConfig {
 
 enum class RedisOnError { Allow, Deny, Local };
 
+// Which servers hold the buckets (SPEC §9): exactly one of address, cluster, sentinel.
+enum class RedisMode { Single, Cluster, Sentinel };
+
 struct RedisConfig {
-  std::string address = "127.0.0.1:6379";  // host:port or unix:/path
+  RedisMode mode = RedisMode::Single;
+  std::string address = "127.0.0.1:6379";  // Single: host:port or unix:/path
+  std::vector<std::string> cluster;        // Cluster: seed nodes, host:port
+  std::string sentinel_master;             // Sentinel: the master's name at the sentinels
+  std::vector<std::string> sentinels;      // Sentinel: the sentinels, host:port
   Millis timeout{50};
   RedisOnError on_error = RedisOnError::Allow;
   uint32_t replicas = 1;
@@ -178,6 +185,7 @@ struct RedisConfig {
   std::string username;
   std::string password;
   uint32_t db = 0;
+  std::optional<UpstreamTls> tls;  // TLS to every node (not to the sentinels)
 };
 
 enum class RateLimitStoreType { Memory, Redis };

@@ -167,14 +167,16 @@ void parseUpstream(const YAML::Node& node, ConfigContext& ctx, Config& config) {
   config.upstreams.push_back(std::move(upstream));
 }
 
-// "host:port" or "unix:/path"; a host:port is resolved only when Redis is in use.
+// "host:port", or "unix:/path" where a single server may be named (the nodes a cluster or a
+// sentinel names are TCP addresses); a host:port is resolved only when Redis is in use.
 std::optional<std::string> parseRedisAddress(const YAML::Node& node, ConfigContext& ctx,
-                                             bool resolve) {
+                                             bool resolve, bool allow_unix) {
   auto text = ctx.nonEmptyString(node);
   if (!text) return std::nullopt;
   if (text->rfind("unix:", 0) == 0) {
-    if (text->size() > 5 && (*text)[5] == '/') return text;
-    ctx.error(node, "expected unix:/absolute/path, got " + quoteValue(*text));
+    if (allow_unix && text->size() > 5 && (*text)[5] == '/') return text;
+    ctx.error(node, (allow_unix ? "expected unix:/absolute/path, got " : "expected host:port, got ") +
+                        quoteValue(*text));
     return std::nullopt;
   }
   if (!resolve) return text;
@@ -182,13 +184,55 @@ std::optional<std::string> parseRedisAddress(const YAML::Node& node, ConfigConte
   return resolved ? text : std::nullopt;
 }
 
+std::optional<std::vector<std::string>> parseRedisNodes(const YAML::Node& node,
+                                                        ConfigContext& ctx, bool resolve) {
+  auto nodes = ctx.list(node, "host:port addresses", [&](const YAML::Node& n) {
+    return parseRedisAddress(n, ctx, resolve, /*allow_unix=*/false);
+  });
+  if (nodes && nodes->empty()) {
+    ctx.error(node, "expected at least one host:port");
+    return std::nullopt;
+  }
+  return nodes;
+}
+
+void parseRedisSentinel(const YAML::Node& node, ConfigContext& ctx, RedisConfig& redis,
+                        bool in_use) {
+  auto map = ctx.expectMap(node, "redis sentinel", {"master", "addresses"});
+  if (!map || !ctx.require(*map, {"master", "addresses"})) return;
+  ctx.read(*map, "master", redis.sentinel_master,
+           [&](const YAML::Node& n) { return ctx.nonEmptyString(n); });
+  ctx.read(*map, "addresses", redis.sentinels,
+           [&](const YAML::Node& n) { return parseRedisNodes(n, ctx, in_use); });
+}
+
 void parseRedis(const YAML::Node& node, ConfigContext& ctx, RedisConfig& redis, bool in_use) {
-  auto map = ctx.expectMap(
-      node, "redis",
-      {"address", "timeout", "on_error", "replicas", "key_prefix", "username", "password", "db"});
+  auto map = ctx.expectMap(node, "redis",
+                           {"address", "cluster", "sentinel", "timeout", "on_error", "replicas",
+                            "key_prefix", "username", "password", "db", "tls"});
   if (!map) return;
+  // address has a default, so "exactly one" means: at most one of the three is written.
+  const MapNode::Entry* first = nullptr;
+  for (const MapNode::Entry& e : map->entries()) {
+    if (e.key != "address" && e.key != "cluster" && e.key != "sentinel") continue;
+    if (first) {
+      ctx.error(e.key_node, "redis takes exactly one of address, cluster and sentinel (" +
+                                first->key + " is already given)");
+      return;
+    }
+    first = &e;
+  }
   ctx.read(*map, "address", redis.address,
-           [&](const YAML::Node& n) { return parseRedisAddress(n, ctx, in_use); });
+           [&](const YAML::Node& n) { return parseRedisAddress(n, ctx, in_use, /*allow_unix=*/true); });
+  if (map->has("cluster")) {
+    redis.mode = RedisMode::Cluster;
+    ctx.read(*map, "cluster", redis.cluster,
+             [&](const YAML::Node& n) { return parseRedisNodes(n, ctx, in_use); });
+  }
+  if (const YAML::Node* sentinel = map->find("sentinel")) {
+    redis.mode = RedisMode::Sentinel;
+    parseRedisSentinel(*sentinel, ctx, redis, in_use);
+  }
   ctx.readDuration(*map, "timeout", redis.timeout, kAtLeastOneMs);
   ctx.read(*map, "on_error", redis.on_error, [&](const YAML::Node& n) {
     return ctx.oneOf<RedisOnError>(n, {{"allow", RedisOnError::Allow},
@@ -200,6 +244,10 @@ void parseRedis(const YAML::Node& node, ConfigContext& ctx, RedisConfig& redis, 
   ctx.readString(*map, "username", redis.username);
   ctx.readString(*map, "password", redis.password);
   ctx.readUint(*map, "db", redis.db);
+  if (const YAML::Node* tls = map->find("tls")) redis.tls = parseUpstreamTls(*tls, ctx);
+  if (redis.mode == RedisMode::Cluster && redis.db != 0) {
+    ctx.error(*map->find("db"), "a Redis Cluster has only database 0");
+  }
 }
 
 }  // namespace

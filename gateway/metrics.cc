@@ -51,7 +51,8 @@ const Definition kDefinitions[] = {
     {"gateway_tls_handshakes_total", "Completed TLS handshakes.", Type::Counter, {"listener"}},
     {"gateway_tls_handshake_errors_total", "Failed TLS handshakes.", Type::Counter, {"listener"}},
     {"gateway_config_reloads_total", "Configuration reloads, by result.", Type::Counter, {"result"}},
-    {"gateway_redis_errors_total", "Failed or timed-out Redis calls.", Type::Counter, {}},
+    {"gateway_redis_errors_total", "Failed or timed-out Redis calls, by reason.", Type::Counter,
+     {"reason"}},
     {"gateway_build_info", "Build information.", Type::Gauge, {"version"}},
 };
 static_assert(sizeof kDefinitions / sizeof kDefinitions[0] == size_t(Id::kCount));

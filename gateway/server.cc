@@ -108,7 +108,6 @@ void declareConfiguredSeries(const Config& cfg) {
   using metrics::Id;
   metrics::MetricStore& store = metrics::process();
   store.add(Id::RequestsInFlight, {}, 0);
-  store.add(Id::RedisErrors, {}, 0);
   store.add(Id::ConfigReloads, {reloadResultLabel(true), 0, 0}, 0);
   store.add(Id::ConfigReloads, {reloadResultLabel(false), 0, 0}, 0);
   for (const ListenerConfig& l : cfg.listeners) {

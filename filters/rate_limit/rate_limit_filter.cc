@@ -8,6 +8,7 @@
 #include <ctime>
 #include <new>
 
+#include "filters/rate_limit/arena_array.h"
 #include "filters/rate_limit/bucket_table.h"
 #include "filters/rate_limit/key_hash.h"
 #include "gateway/config.h"
@@ -40,16 +41,6 @@ uint64_t saturatingMul(uint64_t a, uint64_t b) {
 uint32_t ceilDiv32(int64_t value, int64_t unit) {
   if (value <= 0) return 0;
   return uint32_t(std::min<int64_t>((value + unit - 1) / unit, UINT32_MAX));
-}
-
-// Arena storage for n objects of a trivial type (the arena does not align).
-template <class T>
-T* arenaArray(StringArena& arena, size_t n) {
-  char* raw = arena.allocate(n * sizeof(T) + alignof(T) - 1);
-  auto p = (reinterpret_cast<uintptr_t>(raw) + alignof(T) - 1) & ~uintptr_t(alignof(T) - 1);
-  T* out = reinterpret_cast<T*>(p);
-  for (size_t i = 0; i < n; ++i) new (out + i) T();
-  return out;
 }
 
 std::string_view arenaNumber(StringArena& arena, uint64_t v) {
@@ -103,8 +94,11 @@ std::string_view keyValue(const Limit& limit, const RequestContext& ctx, const H
   return "-";
 }
 
-// prefix + value, the value digested (SHA-256, the same on every replica) when long.
-std::string_view redisKey(StringArena& arena, const std::string& prefix, std::string_view value) {
+// prefix + value, the value digested (SHA-256, the same on every replica) when long. In a
+// Redis Cluster the value is a hash tag, {value}: the limits of one check on one client (per
+// minute and per hour, a shared one) are then keys of one slot, checked in one call.
+std::string_view redisKey(StringArena& arena, const std::string& prefix, std::string_view value,
+                          bool tag) {
   char digest[2 * 16 + 1];
   if (value.size() > kMaxRedisKeyValue) {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -118,10 +112,17 @@ std::string_view redisKey(StringArena& arena, const std::string& prefix, std::st
     }
     value = std::string_view(digest, sizeof digest);
   }
-  char* out = arena.allocate(prefix.size() + value.size());
-  std::memcpy(out, prefix.data(), prefix.size());
-  if (!value.empty()) std::memcpy(out + prefix.size(), value.data(), value.size());
-  return {out, prefix.size() + value.size()};
+  tag = tag && !value.empty();
+  size_t size = prefix.size() + value.size() + (tag ? 2 : 0);
+  char* out = arena.allocate(size);
+  char* p = out;
+  std::memcpy(p, prefix.data(), prefix.size());
+  p += prefix.size();
+  if (tag) *p++ = '{';
+  if (!value.empty()) std::memcpy(p, value.data(), value.size());
+  p += value.size();
+  if (tag) *p = '}';
+  return {out, size};
 }
 
 std::string formatPer(Millis per) {
@@ -153,6 +154,15 @@ void registerRedisHealthCheck(RedisOnError on_error) {
     c.detail["workers_connected"] = h.up;
     c.detail["workers"] = h.workers;
     c.detail["errors_total"] = redisErrorsTotal();
+    nlohmann::json nodes = nlohmann::json::array();
+    for (const RedisNodeHealth& n : redisNodes()) {
+      nodes.push_back({{"address", n.address},
+                       {"role", n.role},
+                       {"status", std::string(n.status())},
+                       {"workers_connected", n.up},
+                       {"workers", n.workers}});
+    }
+    c.detail["nodes"] = std::move(nodes);
     if (h.used && h.up < h.workers) {
       c.status = h.up == 0 && on_error == RedisOnError::Deny ? health::Status::Unhealthy
                                                              : health::Status::Degraded;
@@ -179,6 +189,7 @@ RouteLimits::RouteLimits(std::shared_ptr<const RateLimitConfig> config, const Ro
   if (store.type == RateLimitStoreType::Redis) {
     redis_ = RedisSettings::get(store.redis);
     registerRedisHealthCheck(store.redis.on_error);
+    declareRedisErrorSeries();
   }
   uint64_t replicas = std::max<uint32_t>(1, store.redis.replicas);
   const auto& limits = config_->limits();
@@ -357,7 +368,8 @@ FilterStatus RateLimitFilter::checkRedis(RequestContext& ctx, const HeaderList& 
   for (size_t k = 0; k < n; ++k) {
     const LimitRuntime& l = limits_->limit(mine_[k]);
     std::string_view key =
-        redisKey(*ctx.arena, l.redis_prefix, keyValue(*l.limit, ctx, headers, false, buf));
+        redisKey(*ctx.arena, l.redis_prefix, keyValue(*l.limit, ctx, headers, false, buf),
+                 limits_->redis()->config.mode == RedisMode::Cluster);
     check.argv[3 + k] = key.data();
     check.lens[3 + k] = key.size();
     size_t a = 3 + n + 3 * k;
@@ -369,7 +381,7 @@ FilterStatus RateLimitFilter::checkRedis(RequestContext& ctx, const HeaderList& 
     check.lens[a + 2] = 1;
   }
   if (!ctx.worker) {
-    countRedisError();
+    countRedisError(RedisErrorReason::Connect);
     return finish(ctx, redisUnavailable(ctx, check, statuses));
   }
   RedisLimiter& redis = RedisLimiter::forWorker(*ctx.worker, limits_->redis());
@@ -386,11 +398,12 @@ FilterStatus RateLimitFilter::checkRedis(RequestContext& ctx, const HeaderList& 
       return finish(ctx, Verdict::Reject);
     }
   }
-  if (RedisLimiter::Call* call = redis.send(ctx, *this, check)) {
+  RedisErrorReason why;
+  if (RedisLimiter::Call* call = redis.send(ctx, *this, check, &why)) {
     ctx.scratchFor(order_).value = reinterpret_cast<uintptr_t>(call);
     return FilterStatus::StopWait;
   }
-  countRedisError();
+  countRedisError(why);
   return finish(ctx, redisUnavailable(ctx, check, statuses));
 }
 
@@ -402,7 +415,8 @@ void RateLimitFilter::onRedisDone(RequestContext& ctx, const RedisCheck& check,
   if (answer.outcome == RedisOutcome::Ok && answer.count == 1 + 3 * mine_.size()) {
     v = decideRedisAnswer(ctx, check, answer, statuses);
   } else {
-    if (answer.outcome == RedisOutcome::Ok) countRedisError();  // an answer of the wrong shape
+    // An answer of the wrong shape.
+    if (answer.outcome == RedisOutcome::Ok) countRedisError(RedisErrorReason::BadReply);
     v = redisUnavailable(ctx, check, statuses);
   }
   resume(ctx, v);

@@ -15,6 +15,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace gw::rate_limit {
 
@@ -31,15 +32,46 @@ struct RouteCounters {
 RouteCounters& routeCounters(std::string_view route);
 void forEachRouteCounters(const std::function<void(const RouteCounters&)>& f);
 
+// The `reason` label of gateway_redis_errors_total.
+enum class RedisErrorReason : uint8_t {
+  Timeout,      // no answer within `timeout`
+  Connect,      // no connection to the node (down, connecting again, refused)
+  Reply,        // an error reply (READONLY, OOM, a script error ...)
+  BadReply,     // a reply of the wrong type or size, or a garbage redirect or slot map
+  MovedStorm,   // more redirects for one check than a resharding can explain
+  ClusterDown,  // no master known for the slot, or CLUSTERDOWN
+  Count
+};
+std::string_view redisErrorReasonName(RedisErrorReason reason);
+
 // Rate-limit checks Redis did not answer (error reply, timeout, connection down): each
 // was decided by `on_error`.
 uint64_t redisErrorsTotal();
-void countRedisError();
+void countRedisError(RedisErrorReason reason);
+// Every reason's series at zero, so that alerts on its rate have a start (type: redis).
+void declareRedisErrorSeries();
 
 enum class RedisLinkState : uint8_t { Unused = 0, Up, Connecting, Down };
 
 // Each worker publishes the state of its Redis connection here.
 void setRedisLinkState(uint32_t worker_index, RedisLinkState state);
+
+// Each worker publishes the state of its connection to each Redis node it uses (on a
+// change, not per request); Unused forgets it. role: "master", "seed" (a cluster node asked
+// for the slot map only) or "sentinel".
+void setRedisNodeState(uint32_t worker_index, std::string_view address, std::string_view role,
+                       RedisLinkState state);
+
+struct RedisNodeHealth {
+  std::string address;
+  std::string role;
+  uint32_t workers = 0;  // workers connected or connecting to it
+  uint32_t up = 0;       // of which answering
+  // "up" when every such worker's connection answers, "degraded" when some do, "down"
+  // when none does.
+  std::string_view status() const;
+};
+std::vector<RedisNodeHealth> redisNodes();
 
 struct RedisHealth {
   bool used = false;      // some worker has a Redis connection (type: redis is in use)

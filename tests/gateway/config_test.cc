@@ -560,5 +560,55 @@ TEST(PortZeroTest, PortZeroNeverCollides) {
               Not(IsEmpty()));
 }
 
+TEST(ConfigLoaderTest, RedisClusterAndSentinel) {
+  auto cluster = loadOk(std::string(kMinimal) +
+                        "rate_limit_store:\n"
+                        "  type: redis\n"
+                        "  redis: {cluster: ['127.0.0.1:7000', '127.0.0.1:7001'], "
+                        "username: gw, password: pw}\n");
+  ASSERT_TRUE(cluster);
+  EXPECT_EQ(cluster->rate_limit_store.redis.mode, RedisMode::Cluster);
+  EXPECT_THAT(cluster->rate_limit_store.redis.cluster, ElementsAre("127.0.0.1:7000",
+                                                                   "127.0.0.1:7001"));
+  auto sentinel = loadOk(std::string(kMinimal) +
+                         "rate_limit_store:\n"
+                         "  type: redis\n"
+                         "  redis:\n"
+                         "    sentinel: {master: gw, addresses: ['127.0.0.1:26379']}\n");
+  ASSERT_TRUE(sentinel);
+  EXPECT_EQ(sentinel->rate_limit_store.redis.mode, RedisMode::Sentinel);
+  EXPECT_EQ(sentinel->rate_limit_store.redis.sentinel_master, "gw");
+  EXPECT_THAT(sentinel->rate_limit_store.redis.sentinels, ElementsAre("127.0.0.1:26379"));
+  EXPECT_THAT(errorsOf(std::string(kMinimal) +
+                       "rate_limit_store:\n"
+                       "  type: redis\n"
+                       "  redis:\n"
+                       "    address: 127.0.0.1:6379\n"
+                       "    sentinel: {master: gw, addresses: ['127.0.0.1:26379']}\n"),
+              ElementsAre("test.yaml:11:5: redis takes exactly one of address, cluster and "
+                          "sentinel (address is already given)"));
+  EXPECT_THAT(errorsOf(std::string(kMinimal) +
+                       "rate_limit_store:\n"
+                       "  type: redis\n"
+                       "  redis: {cluster: [], db: 1}\n"),
+              ElementsAre("test.yaml:9:20: expected at least one host:port",
+                          "test.yaml:9:28: a Redis Cluster has only database 0"));
+  EXPECT_THAT(errorsOf(std::string(kMinimal) +
+                       "rate_limit_store:\n"
+                       "  type: redis\n"
+                       "  redis: {cluster: ['unix:/tmp/r.sock'], sentinel: {master: gw}}\n"),
+              ElementsAre(StartsWith("test.yaml:9:42: redis takes exactly one of")));
+  EXPECT_THAT(errorsOf(std::string(kMinimal) +
+                       "rate_limit_store:\n"
+                       "  type: redis\n"
+                       "  redis: {sentinel: {master: gw}}\n"),
+              ElementsAre(StartsWith("test.yaml:9:21: ")));
+  EXPECT_THAT(errorsOf(std::string(kMinimal) +
+                       "rate_limit_store:\n"
+                       "  type: redis\n"
+                       "  redis: {cluster: ['unix:/tmp/r.sock']}\n"),
+              ElementsAre("test.yaml:9:21: expected host:port, got 'unix:/tmp/r.sock'"));
+}
+
 }  // namespace
 }  // namespace gw

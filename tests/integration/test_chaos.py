@@ -2,7 +2,10 @@
 the whole filter chain, a plain and a TLS listener and a small bulkhead, while one upstream
 endpoint is SIGKILLed and restarted, the other SIGSTOPped now and then, and the
 configuration is reloaded (a new upstream pool each time), for a bounded time
-(CHAOS_SECONDS, default 20 s of load; CHAOS_CLIENTS threads, default 12).
+(CHAOS_SECONDS, default 20 s of load; CHAOS_CLIENTS threads, default 12). It runs once with
+the rate limits in process, then once per Redis mode (a single server, a 3+3 cluster, a
+sentinel set-up) whose servers are SIGKILLed, restarted and SIGSTOPped too, for
+CHAOS_REDIS_SECONDS each (default 5 s: each request then waits on an asynchronous filter).
 
 What the clients do (each thread draws its actions from its own generator seeded from
 CHAOS_SEED, which is printed and put in every failure message so that a run can be
@@ -43,12 +46,14 @@ import traceback
 import zlib
 from contextlib import contextmanager
 
+import pytest
+
 import prom
 from client import Client, ProtocolError, build_request, chunked_body, websocket_frame
 from harness import (SOURCE_DIR, admin_get, gateway_config, is_sanitized_build, reserve_port,
                      wait_until)
 from jwt_support import KeyPair, provider, sign
-from redis_server import RedisServer
+from redis_server import RedisCluster, RedisSentinels, RedisServer
 from test_tls import TlsUpstream
 from upstream import UpstreamProcess, pattern_crc, websocket_echo
 
@@ -58,9 +63,7 @@ _SEED_TEXT = os.environ.get("CHAOS_SEED", "20261207")
 SEED = (random.SystemRandom().randrange(1 << 31) if _SEED_TEXT == "random" else int(_SEED_TEXT))
 LOAD_SECONDS = float(os.environ.get("CHAOS_SECONDS", "20"))
 CLIENTS = int(os.environ.get("CHAOS_CLIENTS", "12"))
-# CHAOS_REDIS=1: the rate limits live in a redis-server that is SIGKILLed, restarted and
-# SIGSTOPped too (every request then waits on an asynchronous filter)
-REDIS = os.environ.get("CHAOS_REDIS") == "1"
+REDIS_SECONDS = float(os.environ.get("CHAOS_REDIS_SECONDS", "5"))
 HANG = 20.0  # seconds: no exchange may take longer (route timeout 1 s, header_read and body_read 2 s)
 
 API_KEY = "chaos-key-0123456789"
@@ -91,6 +94,41 @@ def chaos_template(cfg, tls_port, certs):
                                    "key": str(certs / "server.key")}]}}]
     cfg["admin"] = {"address": "127.0.0.1:@ADMIN_PORT@"}
     return json.dumps(cfg, indent=2) + "\n"
+
+
+class ChaosRedis:
+    """The Redis of one mode of the soak: its servers, the store's settings, and one random
+    disturbance of a random server (SIGKILL then restart, or SIGSTOP then SIGCONT)."""
+
+    def __init__(self, mode, tmp):
+        self.mode = mode
+        if mode == "single":
+            self.servers = RedisServer(tmp).start()
+            self.victims = [self.servers]
+            self.settings = {"address": self.servers.address}
+        elif mode == "cluster":
+            self.servers = RedisCluster(tmp / "cluster").start()
+            self.victims = self.servers.nodes
+            self.settings = {"cluster": self.servers.addresses[:3]}
+        else:
+            self.servers = RedisSentinels(tmp / "sentinel").start()
+            self.victims = [self.servers.master, self.servers.replica]
+            self.settings = {"sentinel": {"master": self.servers.name,
+                                          "addresses": self.servers.addresses}}
+
+    def disturb(self, rng, stop):
+        victim = rng.choice(self.victims)
+        if rng.random() < 0.5:
+            victim.kill()
+            stop.wait(rng.uniform(0.1, 1.0))
+            victim.start()
+        else:
+            os.kill(victim.proc.pid, signal.SIGSTOP)
+            stop.wait(rng.uniform(0.1, 1.0))
+            os.kill(victim.proc.pid, signal.SIGCONT)
+
+    def stop(self):
+        self.servers.stop()
 
 
 def chaos_config(tmp, ep_a, ep_b, ws, secure, ca, variant=0, redis=None):
@@ -127,7 +165,7 @@ def chaos_config(tmp, ep_a, ep_b, ws, secure, ca, variant=0, redis=None):
         workers=2,
         logging={"level": "warn"},
         **({"rate_limit_store": {"type": "redis", "redis": {
-            "address": redis, "timeout": "50ms", "on_error": "allow" if variant != 1 else "local"}}}
+            **redis, "timeout": "50ms", "on_error": "allow" if variant != 1 else "local"}}}
            if redis else {}),
         limits={"max_request_header_bytes": "8KiB", "max_uri_bytes": "2KiB",
                 "max_body_bytes": MAX_BODY},
@@ -709,8 +747,11 @@ def make_certs(tmp_path):
     return d, client
 
 
-def test_chaos_soak(gateway_factory, upstream_factory, tmp_path):
-    print(f"CHAOS_SEED={SEED} CHAOS_SECONDS={LOAD_SECONDS} CHAOS_CLIENTS={CLIENTS}")
+@pytest.mark.parametrize("store", ["memory", "single", "cluster", "sentinel"])
+def test_chaos_soak(gateway_factory, upstream_factory, tmp_path, store):
+    load_seconds = LOAD_SECONDS if store == "memory" else REDIS_SECONDS
+    print(f"CHAOS_SEED={SEED} CHAOS_SECONDS={load_seconds} CHAOS_CLIENTS={CLIENTS} "
+          f"store={store}")
     (tmp_path / "keys.txt").write_text(
         f"partners {hashlib.sha256(API_KEY.encode()).hexdigest()}\n")
     hs = KeyPair("oct", "chaos")
@@ -725,14 +766,14 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path):
     ws = upstream_factory("ws")
     ws.handler = websocket_echo
 
-    redis = RedisServer(tmp_path).start() if REDIS else None
+    redis = ChaosRedis(store, tmp_path) if store != "memory" else None
 
     secure = TlsUpstream("secure", (certs / "upstream.crt", certs / "upstream.key"))
 
     def config(variant=0):
         return chaos_template(chaos_config(tmp_path, ep_a.address, ep_b.address, ws.address,
                                            secure.address, certs / "ca.crt", variant,
-                                           redis and redis.address), tls_port, certs)
+                                           redis and redis.settings), tls_port, certs)
 
     try:
         gw = gateway_factory(config())
@@ -785,14 +826,7 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path):
                 write_atomically(gw, config(variant))
                 gw.signal(signal.SIGHUP)
                 if redis and rng.random() < 0.2:
-                    if rng.random() < 0.5:
-                        redis.kill()
-                        stop.wait(rng.uniform(0.1, 1.0))
-                        redis.start()
-                    else:
-                        os.kill(redis.proc.pid, signal.SIGSTOP)
-                        stop.wait(rng.uniform(0.1, 1.0))
-                        os.kill(redis.proc.pid, signal.SIGCONT)
+                    redis.disturb(rng, stop)
                 if rng.random() < 0.15:
                     ep_b.pause()
                     stop.wait(rng.uniform(0.2, 1.2))
@@ -820,7 +854,7 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path):
         threads = run(stop, 0)
         threads.append(threading.Thread(target=chaos, args=(stop,), daemon=True))
         threads[-1].start()
-        stop.wait(LOAD_SECONDS)
+        stop.wait(load_seconds)
         stop.set()
         stuck = join(threads)
         if ep_a.proc.poll() is not None:
@@ -828,7 +862,7 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path):
         print(f"actions: {counts}")
         print(f"closed without a complete response: {closed}")
         print("\n".join(closed_notes[:60]))
-        ctx = f"(CHAOS_SEED={SEED})"
+        ctx = f"(CHAOS_SEED={SEED}, store {store})"
         assert gw.running, f"gateway died {ctx}:\n{gw.app_log_text()}"
         assert not stuck, f"client threads stuck {stuck} {ctx}"
         assert not failures, f"{len(failures)} failures {ctx}:\n" + "\n".join(failures[:10])

@@ -22,9 +22,9 @@ from harness import GATEWAY_BIN, SOURCE_DIR
 
 DOC = SOURCE_DIR / "docs" / "configuration.md"
 
-# expectMap's `what` (its second argument) -> the documented path of that map. A new
-# section in the loader fails test_every_loader_key_is_documented until it is added here
-# and documented.
+# expectMap's `what` (its second argument) -> the documented path of that map, or the
+# paths of every place one parser serves. A new section in the loader fails
+# test_every_loader_key_is_documented until it is added here and documented.
 WHAT_TO_PATH = {
     "the configuration": "",
     "listener": "listeners[]",
@@ -39,9 +39,10 @@ WHAT_TO_PATH = {
     "health_check": "upstreams[].health_check",
     "circuit_breaker": "upstreams[].circuit_breaker",
     "retries": "upstreams[].retries",
-    "upstream tls": "upstreams[].tls",
+    "upstream tls": ["upstreams[].tls", "rate_limit_store.redis.tls"],
     "rate_limit_store": "rate_limit_store",
     "redis": "rate_limit_store.redis",
+    "redis sentinel": "rate_limit_store.redis.sentinel",
     "jwt provider": "jwt_providers[]",
     "api key set": "api_keys[]",
     "route": "routes[]",
@@ -114,9 +115,10 @@ def loader_keys() -> tuple[set[str], list[str]]:
             if what not in WHAT_TO_PATH:
                 unknown.append(f"{src.relative_to(SOURCE_DIR)}: expectMap(..., \"{what}\", ...)")
                 continue
-            prefix = WHAT_TO_PATH[what]
-            for k in keys:
-                paths.add(f"{prefix}.{k}" if prefix else k)
+            prefixes = WHAT_TO_PATH[what]
+            for prefix in [prefixes] if isinstance(prefixes, str) else prefixes:
+                for k in keys:
+                    paths.add(f"{prefix}.{k}" if prefix else k)
     registry = (SOURCE_DIR / "filters" / "registry.cc").read_text()
     for name in re.findall(r"\{\"(\w+)\",\s*\w+::parse", registry):
         paths.add(f"filters.{name}")
@@ -233,6 +235,10 @@ PARENT_CONTEXT = {
 COMPANIONS = {
     "upstreams[].tls.cert": {"key": "conf/tls/client.key"},
     "upstreams[].tls.key": {"cert": "conf/tls/client.crt"},
+    "rate_limit_store.redis.tls.cert": {"key": "conf/tls/client.key"},
+    "rate_limit_store.redis.tls.key": {"cert": "conf/tls/client.crt"},
+    "rate_limit_store.redis.sentinel.master": {"addresses": ["127.0.0.1:26379"]},
+    "rate_limit_store.redis.sentinel.addresses": {"master": "gw"},
 }
 EXCLUDES = {"jwt_providers[].jwks_uri": ["jwks_file"]}
 

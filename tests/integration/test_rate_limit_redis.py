@@ -5,14 +5,15 @@ restarted (enforced again without restarting the gateway), accuracy under concur
 /health and /metrics."""
 
 import json
+import subprocess
 import threading
 import time
 
 import pytest
 
 from client import Client
-from harness import admin_get, gateway_config, wait_until
-from redis_server import REDIS_SERVER, RedisServer
+from harness import SOURCE_DIR, admin_get, gateway_config, wait_until
+from redis_server import REDIS_SERVER, FakeRedis, RedisServer
 
 pytestmark = pytest.mark.skipif(not REDIS_SERVER or not __import__("os").path.exists(REDIS_SERVER),
                                 reason="redis-server is not installed")
@@ -25,12 +26,14 @@ def redis(tmp_path):
     server.stop()
 
 
-def config(upstream, redis, limits, on_error="allow", timeout="100ms", replicas=1, workers=2):
+def config(upstream, redis, limits, on_error="allow", timeout="100ms", replicas=1, workers=2,
+           servers=None):
     return gateway_config(
         upstreams={"up": [upstream]}, workers=workers,
         rate_limit_store={"type": "redis",
-                          "redis": {"address": redis.address, "timeout": timeout,
-                                    "on_error": on_error, "replicas": replicas}},
+                          "redis": {**(servers or {"address": redis.address}),
+                                    "timeout": timeout, "on_error": on_error,
+                                    "replicas": replicas}},
         routes=[{"name": "limited", "match": {"path_prefix": "/"}, "upstream": "up",
                  "filters": {"rate_limit": {"limits": limits}}}])
 
@@ -51,12 +54,16 @@ def redis_check(gw):
     return json.loads(body).get("checks", {}).get("redis", {})
 
 
-def metric(gw, name):
+def metric(gw, name, **labels):
+    """The sum of `name`'s series whose labels include `labels`."""
     _, body = admin_get(gw, "/metrics")
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
     for line in body.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
+        if (line.startswith(name + " ") or line.startswith(name + "{")) and \
+                all(w in line.split(" ")[0] for w in want):
+            total += float(line.split()[-1])
+    return total
 
 
 def test_exact_count_kept_in_redis(gateway_factory, upstream, redis):
@@ -165,5 +172,136 @@ def test_password_and_database(gateway_factory, upstream, tmp_path):
         assert [get(gw).status for _ in range(3)] == [200, 200, 429]
         assert server.command("EVAL", "redis.call('SELECT', 2) return #redis.call('KEYS', '*')",
                               0) == 1
+    finally:
+        server.stop()
+
+
+def test_acl_user_with_a_wrong_password(gateway_factory, upstream, redis):
+    redis.command("ACL", "SETUSER", "gw", "on", ">right", "~*", "+@all")
+    limits = [{"key": "route", "requests": 2, "per": "1h"}]
+    cfg = config(upstream, redis, limits, on_error="deny")
+    cfg["rate_limit_store"]["redis"].update({"username": "gw", "password": "wrong"})
+    gw = gateway_factory(cfg, name="wrong")
+    assert [get(gw).status for _ in range(3)] == [503] * 3
+    wait_until(lambda: "redis AUTH failed" in gw.app_log_text(), timeout=5,
+               what="a log line naming the refused AUTH")
+    line = next(l for l in gw.app_log_text().splitlines() if "redis AUTH failed" in l)
+    assert "WRONGPASS" in line and "wrong" not in line.replace("WRONGPASS", ""), line
+    check = redis_check(gw)
+    assert check["status"] == "unhealthy" and check["state"] == "down", check
+    assert check["nodes"] and check["nodes"][0]["status"] == "down", check
+    assert metric(gw, "gateway_redis_errors_total", reason="connect") >= 3
+
+    cfg["rate_limit_store"]["redis"]["password"] = "right"
+    right = gateway_factory(cfg, name="right")
+    assert [get(right).status for _ in range(3)] == [200, 200, 429]
+    # Each worker that served a request has its connection (workers connect lazily).
+    [node] = redis_check(right)["nodes"]
+    assert node["address"] == redis.address and node["role"] == "master", node
+    assert node["status"] == "up" and node["workers_connected"] == node["workers"] >= 1, node
+
+
+def slots_of(port):
+    """CLUSTER SLOTS naming 127.0.0.1:port as the master of every slot."""
+    return b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:%d\r\n" % port
+
+
+HOSTILE = {
+    # name: (cluster mode, EVALSHA's answer (the port is the fake's own), reason, log line)
+    "wrong_type": (False, b"*1\r\n$3\r\nabc\r\n", "bad_reply", "bad reply"),
+    "huge_array": (False, b"*5000\r\n" + b":1\r\n" * 5000, "bad_reply", "bad reply"),
+    "error": (False, b"-ERR boom\r\n", "error_reply", "ERR boom"),
+    "moved_outside_a_cluster": (False, b"-MOVED 12 127.0.0.1:%d\r\n", "bad_reply", "redirect"),
+    "moved_to_garbage": (True, b"-MOVED 12 999.0.0.1:6379\r\n", "bad_reply", "redirect"),
+    "moved_slot_out_of_range": (True, b"-ASK 16384 127.0.0.1:%d\r\n", "bad_reply", "redirect"),
+    "moved_forever": (True, b"-MOVED 12 127.0.0.1:%d\r\n", "moved_storm", "without end"),
+    "cluster_down": (True, b"-CLUSTERDOWN The cluster is down\r\n", "cluster_down", "CLUSTERDOWN"),
+    "slot_map_garbage": (True, None, "timeout", "slot map refused"),
+    # hiredis 0.14 alone would abort the process on each of these two.
+    "extra_reply": (False, b"-ERR one\r\n:1\r\n", "error_reply", "ERR one"),
+    "endless_array": (False, b"*2000000000\r\n", "connect", "no command asked for"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
+def test_hostile_replies_are_counted_errors(gateway_factory, upstream, case):
+    cluster, evalsha, reason, logged = HOSTILE[case]
+
+    def answer(args):
+        name = args[0].upper()
+        if name == "CLUSTER":
+            if evalsha is None:  # slots out of range, a master that is not ip:port
+                return b"*1\r\n*3\r\n:0\r\n:99999\r\n*2\r\n$1\r\nx\r\n:1\r\n"
+            return slots_of(fake.port)
+        if name == "EVALSHA":
+            return evalsha % fake.port if b"%d" in evalsha else evalsha
+        if name == "SCRIPT":
+            return b"+%s\r\n" % (b"0" * 40)
+        return b"+PONG\r\n"
+
+    fake = FakeRedis(answer)
+    try:
+        servers = {"cluster": [fake.address]} if cluster else {"address": fake.address}
+        gw = gateway_factory(config(upstream, None, [{"key": "client_ip", "requests": 5,
+                                                       "per": "1h"}],
+                                    on_error="deny", timeout="200ms", servers=servers))
+        assert [get(gw).status for _ in range(3)] == [503] * 3
+        assert metric(gw, "gateway_redis_errors_total", reason=reason) >= 1, \
+            admin_get(gw, "/metrics")[1].decode()
+        wait_until(lambda: logged in gw.app_log_text(), timeout=5, what=f"a log line: {logged}")
+        assert admin_get(gw, "/health/live")[0] == 200
+    finally:
+        fake.stop()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("redis-tls") / "tls"
+    r = subprocess.run([str(SOURCE_DIR / "conf" / "make-test-certs.sh"), str(d)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return d
+
+
+def test_tls_and_a_wrong_password(gateway_factory, upstream, tmp_path, certs):
+    server = RedisServer(tmp_path, password="s3cret",
+                         tls=(certs / "upstream.crt", certs / "upstream.key",
+                              certs / "ca.crt")).start()
+    try:
+        limits = [{"key": "route", "requests": 2, "per": "1h"}]
+        cfg = config(upstream, server, limits, on_error="deny", timeout="500ms")
+        cfg["rate_limit_store"]["redis"].update({"password": "s3cret",
+                                                 "tls": {"ca": str(certs / "ca.crt")}})
+        gw = gateway_factory(cfg, name="tls")
+        assert [get(gw).status for _ in range(3)] == [200, 200, 429]
+        assert server.command("KEYS", "gw:rl:*") == ["gw:rl:r:limited:0:2/3600000ms/2:"]
+
+        cfg["rate_limit_store"]["redis"]["password"] = "wrong"
+        wrong = gateway_factory(cfg, name="tls-wrong")
+        assert [get(wrong).status for _ in range(2)] == [503, 503]
+        wait_until(lambda: "redis AUTH failed" in wrong.app_log_text(), timeout=5,
+                   what="a log line naming the refused AUTH")
+        assert redis_check(wrong)["status"] == "unhealthy"
+
+        # Without tls the gateway speaks RESP to a TLS port: refused, never "in clear".
+        del cfg["rate_limit_store"]["redis"]["tls"]
+        cfg["rate_limit_store"]["redis"]["password"] = "s3cret"
+        clear = gateway_factory(cfg, name="clear")
+        assert [get(clear).status for _ in range(2)] == [503, 503]
+        assert redis_check(clear)["status"] == "unhealthy"
+    finally:
+        server.stop()
+
+
+def test_unix_socket(gateway_factory, upstream, tmp_path):
+    path = tmp_path / "redis.sock"
+    server = RedisServer(tmp_path, extra=["--unixsocket", str(path), "--unixsocketperm", "700"])
+    server.start()
+    try:
+        cfg = config(upstream, server, [{"key": "route", "requests": 2, "per": "1h"}],
+                     on_error="deny", servers={"address": f"unix:{path}"})
+        gw = gateway_factory(cfg)
+        assert [get(gw).status for _ in range(3)] == [200, 200, 429]
+        assert server.command("KEYS", "gw:rl:*") == ["gw:rl:r:limited:0:2/3600000ms/2:"]
     finally:
         server.stop()

@@ -146,6 +146,19 @@ class RedisLimiterTest : public ::testing::Test {
   }
 };
 
+// The slots Redis 7's CLUSTER KEYSLOT gives for the same keys: a hash tag is the first
+// non-empty {...}; an empty one hashes the whole key.
+TEST(RedisKeySlotTest, MatchesRedis) {
+  EXPECT_EQ(redisKeySlot("foo"), 12182);
+  EXPECT_EQ(redisKeySlot("123456789"), 12739);
+  EXPECT_EQ(redisKeySlot("gw:rl:r:api:0:10/1000ms/10:{1.2.3.4}"), 1781);
+  EXPECT_EQ(redisKeySlot("{1.2.3.4}"), 1781);
+  EXPECT_EQ(redisKeySlot("a{}b"), 13694);
+  EXPECT_EQ(redisKeySlot("a{b}c{d}"), 3300);
+  EXPECT_EQ(redisKeySlot("{}}x"), 1961);
+  EXPECT_EQ(redisKeySlot("x{y"), 2740);
+}
+
 TEST_F(RedisLimiterTest, CountsExactlyWithRedisTime) {
   RedisServer redis;
   Route route("redis-exact", "limits: [{key: client_ip, requests: 5, per: 1h}]",
