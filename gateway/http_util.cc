@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -170,6 +171,12 @@ uint64_t wallClockMs() {
   return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
 }
 
+uint64_t monotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
 void formatTimestamp(uint64_t unix_ms, char out[24]) {
   // Cache the date-time part per second per thread: gmtime_r is the costly bit.
   thread_local uint64_t cached_sec = UINT64_MAX;
@@ -285,6 +292,22 @@ bool isHopByHopHeader(std::string_view name) {
     case 19: return equalsIgnoreCase(name, "proxy-authorization");
     default: return false;
   }
+}
+
+void removeHopByHop(HeaderList& headers) {
+  for (size_t i = 0; i < headers.size(); ++i) {
+    if (equalsIgnoreCase(headers[i].name, "connection")) {
+      std::string_view v = headers[i].value;
+      forEachToken(v, [&](std::string_view tok) {
+        if (!equalsIgnoreCase(tok, "close") && !equalsIgnoreCase(tok, "keep-alive")) {
+          headers.remove(tok);
+        }
+      });
+    }
+  }
+  auto& f = headers.fields();
+  f.erase(std::remove_if(f.begin(), f.end(), [](const Header& h) { return isHopByHopHeader(h.name); }),
+          f.end());
 }
 
 }  // namespace gw

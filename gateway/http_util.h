@@ -17,6 +17,7 @@ void appendJsonEscaped(std::string& out, std::string_view s);
 // "2026-11-21T10:30:00.123Z"; writes exactly 24 characters.
 void formatTimestamp(uint64_t unix_ms, char out[24]);
 uint64_t wallClockMs();
+uint64_t monotonicNs();
 // SPEC §3 error body.
 std::string errorBody(std::string_view error_code, std::string_view message,
                       std::string_view request_id, uint64_t unix_ms);
@@ -37,6 +38,8 @@ enum class HeadScan { Incomplete, Complete, Malformed };
 HeadScan scanStrictHead(const char* first, const char** pos, const char* end);
 // True for headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
 bool isHopByHopHeader(std::string_view name);
+// Removes the hop-by-hop headers and those the Connection header names.
+void removeHopByHop(HeaderList& headers);
 // Calls f(token) for each comma-separated token of a header value, trimmed.
 template <typename F>
 void forEachToken(std::string_view value, F&& f) {
