@@ -1,37 +1,12 @@
 #include "gateway/downstream.h"
 
-#include <cstring>
-
-#include "gateway/http_util.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
-#include "gateway/path.h"
 #include "gateway/server.h"
 #include "gateway/stream_write.h"
 #include "gateway/worker.h"
 
 namespace gw {
-
-namespace {
-
-constexpr size_t kMaxRequestHeaders = 128;
-constexpr size_t kMaxChunkExtensionBytes = 4096;
-
-DownstreamConnection* fromParser(llhttp_t* p) { return static_cast<DownstreamConnection*>(p->data); }
-
-}  // namespace
-
-void Http1Request::reset() {
-  exchange.reset();
-  head.reset();
-  out.clear();
-  writing_bytes = 0;
-  parsed = 0;
-  reject_status = 0;
-  chunk_extension_bytes = 0;
-  keep_alive = true;
-  http10 = expect_continue = chunked_response = response_flushed = false;
-}
 
 // ---------------------------------------------------------------------------------------
 // Connection life
@@ -100,21 +75,9 @@ void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t 
 
 void DownstreamConnection::startReading() {
   read_paused_ = false;
-  watchBody();
+  codec_.watchBody();
   if (reading_ || closing_) return;
   reading_ = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAllocCb, onReadCb) == 0;
-}
-
-void DownstreamConnection::watchBody() {
-  // body_read runs while the body is read (reset by each piece of it): a request that
-  // stalls its body would otherwise hold its upstream connection and, through the
-  // upstream's response timeout, have the endpoint blamed.
-  const Exchange* r = req_ ? &req_->exchange : nullptr;
-  if (r && r->head_complete && !r->request_complete && r->request_framing != BodyFraming::None &&
-      !r->tunnel && !r->response_started && !r->waiting_filter &&
-      (deadline_kind_ == DeadlineKind::None || deadline_kind_ == DeadlineKind::BodyRead)) {
-    armDeadline(DeadlineKind::BodyRead);
-  }
 }
 
 void DownstreamConnection::stopReading() {
@@ -137,11 +100,7 @@ void DownstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noex
     return;
   }
   // A body streaming upstream is read in large blocks (fewer reads and wakeups).
-  const Exchange* r = c->req_ ? &c->req_->exchange : nullptr;
-  if (r && r->head_complete && !r->request_complete && !r->tunnel &&
-      r->request_framing != BodyFraming::None) {
-    c->in_.reserveBulk();
-  }
+  if (c->codec_.readingBody()) c->in_.reserveBulk();
   // Room for the largest head we accept plus one slice; beyond that the head is 431.
   size_t limit = c->worker().limits().max_head_bytes + kSliceSize;
   char* p = c->in_.writable(&n, limit);
@@ -166,25 +125,26 @@ void DownstreamConnection::onRead(ssize_t nread) {
     return;
   }
   if (nread < 0) {
-    if (nread == UV_ENOBUFS && req_ && req_->exchange.head_complete) {
+    const Exchange* ex = codec_.exchange();
+    if (nread == UV_ENOBUFS && ex && ex->head_complete) {
       // The block is full of what the parser cannot take yet: a body whose request waits
       // (continueRequest() or onUpstreamAvailable() reads again) or requests pipelined
       // behind this one (finishRequest() reads again). Not a reason to drop the client.
       stopReading();
       return;
     }
-    if (nread == UV_ENOBUFS && req_ && !req_->exchange.head_complete) {
-      reject(431, "Request header fields too large");
+    if (nread == UV_ENOBUFS && ex && !ex->head_complete) {
+      codec_.reject(431, "Request header fields too large");
       return;
     }
     // The client is gone (or half-closed).
-    if (nread == UV_EOF && answersAfterEof()) {
-      close_after_response_ = true;
+    if (nread == UV_EOF && codec_.answersAfterEof()) {
+      codec_.endAfterResponse();
       stopReading();
       return;
     }
     countUnfinishedHandshake();  // the client gave up mid-handshake
-    if (req_) abortRequest();
+    codec_.abortRequest();
     closeConnection();
     return;
   }
@@ -196,8 +156,8 @@ void DownstreamConnection::onRead(ssize_t nread) {
   in_.added(size_t(nread));
   // Bytes arrived on an idle keep-alive connection: the head must now complete within
   // header_read. (A fresh connection has had that deadline since accept.)
-  if (!req_ && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
-  processInput();
+  if (!codec_.exchange() && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
+  codec_.processInput();
 }
 
 void DownstreamConnection::onTlsRead(const char* data, size_t len) {
@@ -211,17 +171,17 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
   }
   if (s.state() == TlsState::Error) {
     if (was_handshaking) metrics::local().add(metrics::Id::TlsHandshakeErrors, {listener_label_, 0, 0});
-    if (req_) abortRequest();
+    codec_.abortRequest();
     closeConnection();  // sends the alert if the socket takes it
     return;
   }
   flushTls();  // handshake messages, tickets
   if (closing_) return;
   if (s.peerClosed()) {
-    if (answersAfterEof()) {
-      close_after_response_ = true;
+    if (codec_.answersAfterEof()) {
+      codec_.endAfterResponse();
     } else {
-      if (req_) abortRequest();
+      codec_.abortRequest();
       closeConnection();
       return;
     }
@@ -230,9 +190,9 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
   // A full block is no 431 by itself: the head may be complete in it, not parsed yet (a
   // pipelined head begun before the rest of it was decrypted). processInput() answers 431
   // when the head alone passes the limit.
-  if (!req_ && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
+  if (!codec_.exchange() && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
   size_t unparsed = in_.unconsumed();
-  processInput();
+  codec_.processInput();
   if (closing_ || s.pendingInput() == 0 || read_paused_) return;
   // The block had no room for everything. A parser that took nothing (a body its request
   // cannot take yet) would leave it full forever: stop reading until resumeInput().
@@ -243,18 +203,9 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
   onTlsRead(nullptr, 0);  // the parser took some: decrypt the rest
 }
 
-bool DownstreamConnection::answersAfterEof() const {
-  // A complete request still gets its answer, and so does one whose body waits unparsed in
-  // the block until the request can go on: all of it has come, or never will (then the
-  // upstream's timeout ends the exchange).
-  if (!req_) return false;
-  const Exchange& r = req_->exchange;
-  return !r.tunnel && (r.request_complete || r.waiting_filter || r.bodyAwaitsUpstream());
-}
-
 void DownstreamConnection::resumeInput() {
   startReading();
-  processInput();
+  codec_.processInput();
   if (!closing_ && tls_ && tls_->session.pendingInput() > 0 && !read_paused_) onTlsRead(nullptr, 0);
 }
 
@@ -271,7 +222,7 @@ void DownstreamConnection::flushTls() {
       if (deadline_kind_ == DeadlineKind::None) armDeadline(DeadlineKind::WriteStall);
       break;
     case WriteResult::Failed:
-      if (req_) abortRequest();
+      codec_.abortRequest();
       closeConnection();
       break;
   }
@@ -285,382 +236,35 @@ void DownstreamConnection::onTlsWritten(int status) {
   if (deadline_kind_ == DeadlineKind::WriteStall) disarmDeadline();
   if (closing_) return;
   if (status != 0) {
-    if (req_) abortRequest();
+    codec_.abortRequest();
     closeConnection();
     return;
   }
   t.session.output().drain(done);
   flushTls();
-  if (!closing_ && req_) req_->exchange.onResponseDrained();
+  if (!closing_ && codec_.exchange()) codec_.exchange()->onResponseDrained();
 }
 
 bool DownstreamConnection::outputFlushed() const {
-  if (tls_) return tls_->writing == 0 && tls_->session.output().empty() && req_->out.empty();
-  return req_->writing_bytes == 0 && req_->out.empty();
+  const Http1Request& r = *codec_.request();
+  if (tls_) return tls_->writing == 0 && tls_->session.output().empty() && r.out.empty();
+  return r.writing_bytes == 0 && r.out.empty();
 }
 
 size_t DownstreamConnection::queuedBytes() const {
-  return tls_ ? tls_->session.output().size() : req_->out.size();
-}
-
-void DownstreamConnection::beginRequest() {
-  req_ = worker().acquireRequest();
-  req_->exchange.begin(*this, worker());
-  llhttp_init(&req_->parser, HTTP_REQUEST, &parserSettings());
-  req_->parser.data = this;
-  if (deadline_kind_ != DeadlineKind::HeaderRead) armDeadline(DeadlineKind::HeaderRead);
-}
-
-void DownstreamConnection::processInput() {
-  while (!closing_ && in_.unconsumed() > 0 && !read_paused_) {
-    if (!req_) beginRequest();
-    Http1Request& r = *req_;
-    Exchange& ex = r.exchange;
-    if (ex.tunnel) {
-      if (!ex.upstream) return;
-      ex.onTunnelBytes(in_.data() + in_.consumed(), in_.unconsumed());
-      in_.consume(in_.unconsumed());
-      ex.flushUpstream();
-      if (closing_) return;
-      if (ex.upstreamCongested()) stopReading();
-      in_.compact();
-      armDeadline(DeadlineKind::Idle);
-      return;
-    }
-    if (ex.request_complete || ex.waiting_filter || ex.response_complete) return;
-    if (ex.bodyAwaitsUpstream()) {
-      stopReading();  // resumeInput() reads again once a connection takes the body
-      return;
-    }
-    // Until the head is complete its bytes stay unconsumed at the front of the block
-    // (parsing resumes at r.parsed), so the block may move or grow under the head's
-    // offsets without invalidating them.
-    size_t offset = ex.head_complete ? 0 : r.parsed;
-    const char* data = in_.data() + in_.consumed() + offset;
-    size_t len = in_.unconsumed() - offset;
-    if (len == 0) return;
-    llhttp_errno_t err = llhttp_execute(&r.parser, data, len);
-    size_t used = err == HPE_OK ? len : size_t(llhttp_get_error_pos(&r.parser) - data);
-    if (ex.head_complete) {
-      in_.consume(offset + used);
-    } else {
-      r.parsed = offset + used;
-    }
-    ex.bytes_in += used;
-    if (closing_) return;
-    if (ex.upstream) {
-      ex.flushUpstream();
-      if (closing_) return;
-      if (ex.upstreamCongested()) stopReading();
-    }
-    if (err == HPE_OK) {
-      if (!ex.head_complete && r.parsed > worker().limits().max_head_bytes) {
-        reject(431, "Request header fields too large");
-        return;
-      }
-      if (ex.head_complete) in_.compact();  // body bytes are forwarded: reuse the block
-      return;
-    }
-    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-      // A filter is waiting, a reply was sent, the request is complete, or its body waits
-      // for an upstream connection.
-      if (ex.bodyAwaitsUpstream()) stopReading();
-      return;
-    }
-    if (err == HPE_USER && r.reject_status) {
-      int status = r.reject_status;
-      reject(status, status == 414   ? "Request URI too long"
-                     : status == 413 ? "Request body too large"
-                     : status == 431 ? "Request header fields too large"
-                                     : "Bad request");
-      return;
-    }
-    protocolError(err);
-    return;
-  }
-}
-
-void DownstreamConnection::protocolError(llhttp_errno_t) {
-  // Nothing more can be trusted on this connection: answer 400 and close.
-  close_after_response_ = true;
-  reject(400, "Malformed HTTP request");
+  return tls_ ? tls_->session.output().size() : codec_.request()->out.size();
 }
 
 // ---------------------------------------------------------------------------------------
-// Request head
+// Output
 
-int DownstreamConnection::onUrl(llhttp_t* p, const char* at, size_t len) {
-  auto* c = fromParser(p);
-  size_t total = c->req_->head.onFirstLine(c->headBase(), at, len);
-  if (total > c->worker().limits().max_uri_bytes) {
-    c->req_->reject_status = 414;
-    return HPE_USER;
-  }
-  return 0;
-}
-
-int DownstreamConnection::onHeaderField(llhttp_t* p, const char* at, size_t len) {
-  auto* c = fromParser(p);
-  c->req_->head.onField(c->headBase(), at, len);
-  if (c->req_->head.fieldCount() > kMaxRequestHeaders) {
-    c->req_->reject_status = 431;
-    return HPE_USER;
-  }
-  return 0;
-}
-
-int DownstreamConnection::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
-  auto* c = fromParser(p);
-  c->req_->head.onValue(c->headBase(), at, len);
-  return 0;
-}
-
-int DownstreamConnection::onHeadersCompleteCb(llhttp_t* p) { return fromParser(p)->onHeadersComplete(); }
-
-int DownstreamConnection::onHeadersComplete() {
-  Http1Request& r = *req_;
-  Exchange& ex = r.exchange;
-  ex.head_complete = true;
-  disarmDeadline();
-  // A head that arrived whole in one read was never measured while incomplete.
-  if (r.head.extent() > worker().limits().max_head_bytes) {
-    close_after_response_ = true;
-    reject(431, "Request header fields too large");
-    return headDone();
-  }
-  llhttp_t& p = r.parser;
-  const char* base = headBase();
-  r.head.toHeaders(base, ex.headers);
-  r.http10 = p.http_major == 1 && p.http_minor == 0;
-  if (p.http_major != 1 || p.http_minor > 1 || !headIsUnambiguous(ex.headers) ||
-      !rawHeadIsStrict(base, in_.data() + in_.length())) {
-    close_after_response_ = true;
-    reject(400, "Malformed HTTP request");
-    return headDone();
-  }
-  r.keep_alive = keepsAlive(p) && !close_after_response_ && !draining_;
-  ex.ctx.method = llhttp_method_name(static_cast<llhttp_method_t>(p.method));
-  ex.head_method = p.method == HTTP_HEAD;
-  ex.request_framing = (p.flags & F_CHUNKED) ? BodyFraming::Chunked
-                       : (p.flags & F_CONTENT_LENGTH) && p.content_length > 0
-                           ? BodyFraming::ContentLength
-                           : BodyFraming::None;
-  ex.content_length = ex.request_framing == BodyFraming::ContentLength ? p.content_length : 0;
-  ex.identifyClient();
-
-  if (p.method == HTTP_CONNECT) {
-    reject(400, "CONNECT is not supported");
-    return headDone();
-  }
-  bool websocket = false;
-  if (p.upgrade) {
-    std::string_view upgrade = ex.headers.get("upgrade");
-    forEachToken(upgrade, [&](std::string_view t) { websocket |= equalsIgnoreCase(t, "websocket"); });
-    // h2c and friends: answer in HTTP/1.1, as nginx does.
-    if (!websocket) p.upgrade = 0;
-    if (websocket && ex.request_framing != BodyFraming::None) {
-      reject(400, "An upgrade request cannot carry a body");
-      return headDone();
-    }
-    if (websocket) ex.upgrade_value = ex.arena.copy(upgrade);
-  }
-
-  RequestTarget target;
-  std::string_view raw_target = r.head.firstLine(base);
-  // "OPTIONS *" is refused too (as nginx does): routed as "/" it would change meaning.
-  if (!parseRequestTarget(raw_target, ex.ctx.method, target) || target.asterisk ||
-      normalizePath(target.path, ex.path_buf) != PathResult::Ok) {
-    close_after_response_ = true;
-    reject(400, "Invalid request target");
-    return headDone();
-  }
-  ex.ctx.path = ex.path_buf;
-  ex.ctx.query = ex.arena.copy(target.query);
-  bool has_host = false;
-  std::string_view host = ex.headers.get("host", &has_host);
-  if (!target.authority.empty()) host = target.authority;
-  if (!r.http10 && !has_host) {
-    close_after_response_ = true;
-    reject(400, "Missing Host header");
-    return headDone();
-  }
-  if (ex.headers.count("host") > 1) {
-    close_after_response_ = true;
-    reject(400, "Multiple Host headers");
-    return headDone();
-  }
-  if ((has_host || !target.authority.empty()) && !isValidAuthority(host)) {
-    close_after_response_ = true;
-    reject(400, "Invalid Host header");
-    return headDone();
-  }
-  ex.ctx.host = host;
-  r.expect_continue = equalsIgnoreCase(ex.headers.get("expect"), "100-continue");
-  ex.onRequestHead(target, websocket);
-  return headDone();
-}
-
-int DownstreamConnection::headDone() {
-  const Exchange& ex = req_->exchange;
-  if (ex.waiting_filter) return HPE_PAUSED;  // resumed by continueRequest()
-  watchBody();
-  // Answered locally: a request without a body still completes in the parser (so the
-  // connection can carry the next one); with a body, parsing stops and the connection
-  // closes after the answer.
-  if (ex.response_started && ex.request_framing != BodyFraming::None) return HPE_PAUSED;
-  // Queued in the bulkhead: the body has nowhere to go yet and must not be parsed (and
-  // dropped); it waits in the input block until requestBodyUnblocked() resumes the parser.
-  if (ex.bodyAwaitsUpstream()) return HPE_PAUSED;
-  return 0;
-}
-
-// ---------------------------------------------------------------------------------------
-// Request body
-
-int DownstreamConnection::onBody(llhttp_t* p, const char* at, size_t len) {
-  auto* c = fromParser(p);
-  c->watchBody();  // progress
-  if (!c->req_->exchange.onRequestBody(at, len)) {
-    c->req_->reject_status = 413;
-    c->close_after_response_ = true;
-    return HPE_USER;
-  }
-  return 0;
-}
-
-int DownstreamConnection::onChunkExtension(llhttp_t* p, const char*, size_t len) {
-  // Extensions are dropped when the body is re-chunked; a flood of them is only work.
-  auto* c = fromParser(p);
-  c->req_->chunk_extension_bytes += len;
-  if (c->req_->chunk_extension_bytes > kMaxChunkExtensionBytes) {
-    c->close_after_response_ = true;
-    c->req_->reject_status = 400;
-    return HPE_USER;
-  }
-  return 0;
-}
-
-int DownstreamConnection::onMessageComplete(llhttp_t* p) {
-  auto* c = fromParser(p);
-  c->req_->exchange.onRequestComplete();
-  if (c->deadline_kind_ == DeadlineKind::BodyRead) c->disarmDeadline();
-  return HPE_PAUSED;  // one request at a time: pipelined ones wait in the input block
-}
-
-const llhttp_settings_t& DownstreamConnection::parserSettings() {
-  static const llhttp_settings_t settings = [] {
-    llhttp_settings_t s;
-    llhttp_settings_init(&s);
-    s.on_url = onUrl;
-    s.on_header_field = onHeaderField;
-    s.on_header_value = onHeaderValue;
-    s.on_headers_complete = onHeadersCompleteCb;
-    s.on_body = onBody;
-    s.on_message_complete = onMessageComplete;
-    s.on_chunk_extension_name = onChunkExtension;
-    s.on_chunk_extension_value = onChunkExtension;
-    return s;
-  }();
-  return settings;
-}
-
-// ---------------------------------------------------------------------------------------
-// Response
-
-std::string_view DownstreamConnection::protocol() const {
-  return req_ && req_->http10 ? "HTTP/1.0" : "HTTP/1.1";
-}
-
-void DownstreamConnection::sendHead(int status, const HeaderList& headers, bool length_known) {
-  Http1Request& r = *req_;
-  // A body of unknown length is re-framed for the client: chunked for HTTP/1.1,
-  // close-delimited for HTTP/1.0.
-  r.chunked_response = !length_known && !r.http10;
-  if (!length_known && r.http10) r.keep_alive = false;
-  Buffer& o = r.out;
-  o.append("HTTP/1.1 ", 9);
-  o.appendDecimal(uint64_t(status));
-  o.append(" ", 1);
-  o.append(reasonPhrase(status));
-  o.append("\r\n", 2);
-  for (const Header& h : headers) o.appendFieldLine(h.name, h.value);
-  if (r.chunked_response) o.append("Transfer-Encoding: chunked\r\n");
-  if (!r.keep_alive || close_after_response_ || draining_) {
-    r.keep_alive = false;
-    o.append("Connection: close\r\n");
-  } else if (r.http10) {
-    o.append("Connection: keep-alive\r\n");
-  }
-  o.append("\r\n", 2);
-  if (status == 101) armDeadline(DeadlineKind::Idle);  // a tunnel lives while bytes move
-}
-
-void DownstreamConnection::sendBody(const char* data, size_t len) {
-  Http1Request& r = *req_;
-  if (r.chunked_response) {
-    r.out.appendHex(len);
-    r.out.append("\r\n", 2);
-    r.out.appendExternal(data, len);
-    r.out.append("\r\n", 2);
-    return;
-  }
-  r.out.appendExternal(data, len);
-  if (r.exchange.tunnel) armDeadline(DeadlineKind::Idle);  // either way
-}
-
-void DownstreamConnection::endResponse() {
-  if (req_->chunked_response) req_->out.append("0\r\n\r\n", 5);
-}
-
-bool DownstreamConnection::takeBackHead() {
-  Http1Request& r = *req_;
-  if (r.response_flushed || r.writing_bytes > 0) return false;
-  r.out.clear();
-  return true;
-}
-
-void DownstreamConnection::reset() {
-  abortRequest();
-  closeConnection();
-}
-
-void DownstreamConnection::requestBodyWanted() {
-  if (!req_->expect_continue) return;
-  req_->out.append("HTTP/1.1 100 Continue\r\n\r\n");
-  flushClient();
-}
-
-void DownstreamConnection::resumeRequest() {
-  llhttp_resume(&req_->parser);
-  // Paused at the end of a bodiless head with no bytes left, llhttp completes the message
-  // only on its next execute: feed it nothing, or the connection would not be kept alive.
-  if (!req_->exchange.request_complete && in_.unconsumed() == 0) llhttp_execute(&req_->parser, "", 0);
-  resumeInput();
-}
-
-void DownstreamConnection::completeBodilessRequest() {
-  // See resumeRequest(): the connection is kept alive.
-  llhttp_resume(&req_->parser);
-  llhttp_execute(&req_->parser, "", 0);
-}
-
-void DownstreamConnection::requestBodyUnblocked() {
-  // Resumed at once, not when the body is next read: a paused parser would report a
-  // stale position to a processInput() that a flush's drain callback runs.
-  llhttp_resume(&req_->parser);
-}
-
-void DownstreamConnection::relayPendingTunnelBytes() {
-  if (in_.unconsumed() > 0) processInput();
-}
-
-void DownstreamConnection::flushClient() {
-  Http1Request& r = *req_;
+void DownstreamConnection::flushOutput() {
+  Http1Request& r = *codec_.request();
   r.response_flushed |= r.exchange.response_started;
   if (tls_) {
     r.exchange.bytes_out += r.out.size();
     if (!tls_->session.encrypt(r.out)) {
-      abortRequest();
+      codec_.abortRequest();
       closeConnection();
       return;
     }
@@ -673,7 +277,7 @@ void DownstreamConnection::flushClient() {
                       onWriteCb);
   r.exchange.bytes_out += before - r.out.size();  // what left at once; uv_write's part counts on completion
   if (result == WriteResult::Failed) {
-    abortRequest();
+    codec_.abortRequest();
     closeConnection();
     return;
   }
@@ -687,20 +291,21 @@ void DownstreamConnection::onWriteCb(uv_write_t* req, int status) noexcept {
 
 void DownstreamConnection::onWritten(int status) {
   EventScope scope(this);
-  if (!req_) return;
-  Http1Request& r = *req_;
+  Http1Request* req = codec_.request();
+  if (!req) return;
+  Http1Request& r = *req;
   size_t done = r.writing_bytes;
   r.writing_bytes = 0;
   if (deadline_kind_ == DeadlineKind::WriteStall) disarmDeadline();
   if (closing_) return;
   if (status != 0) {
-    abortRequest();
+    codec_.abortRequest();
     closeConnection();
     return;
   }
   r.out.drain(done);
   r.exchange.bytes_out += done;
-  if (!r.out.empty()) flushClient();
+  if (!r.out.empty()) flushOutput();
   if (!closing_) r.exchange.onResponseDrained();
 }
 
@@ -710,8 +315,8 @@ void DownstreamConnection::afterEvent() {
   // lingering connection takes none: what the client still sends, already-received TLS
   // records included, is discarded, never parsed as a request.
   while (!closing_ && !lingering_) {
-    if (req_) {
-      if (!req_->exchange.response_complete || !outputFlushed()) return;
+    if (const Exchange* ex = codec_.exchange()) {
+      if (!ex->response_complete || !outputFlushed()) return;
       finishRequest();
       continue;
     }
@@ -722,25 +327,22 @@ void DownstreamConnection::afterEvent() {
       ++depth_;
       onTlsRead(nullptr, 0);
       --depth_;
-      if (!req_) return;
+      if (!codec_.exchange()) return;
       continue;
     }
     ++depth_;
     resumeInput();  // a pipelined head may continue in ciphertext the block had no room for
     --depth_;
-    if (!req_) return;
+    if (!codec_.exchange()) return;
   }
 }
 
 void DownstreamConnection::finishRequest() {
-  const Http1Request& r = *req_;
-  bool request_complete = r.exchange.request_complete;
-  bool keep = r.keep_alive && request_complete && !close_after_response_ && !draining_;
   // Closing with client bytes still unread makes the kernel answer them with a reset,
   // which can destroy the response on its way (a 431 to a client still sending its
   // head): half-close, discard what still comes, close on EOF or after header_read.
-  bool linger = !keep && (!request_complete || in_.unconsumed() > 0);
-  releaseRequest();
+  bool linger = false;
+  bool keep = codec_.finishRequest(&linger);
   if (!keep) {
     if (linger) {
       lingerThenClose();
@@ -780,12 +382,6 @@ void DownstreamConnection::lingerThenClose() {
   armDeadline(DeadlineKind::HeaderRead);
 }
 
-void DownstreamConnection::releaseRequest() {
-  req_->exchange.finish();
-  worker().releaseRequest(req_);
-  req_ = nullptr;
-}
-
 void DownstreamConnection::armDeadline(DeadlineKind kind) {
   DeadlineList* list = nullptr;
   uint64_t ms = 0;
@@ -821,15 +417,6 @@ void DownstreamConnection::disarmDeadline() {
   deadline_kind_ = DeadlineKind::None;
 }
 
-void DownstreamConnection::abortRequest() {
-  if (!req_) return;
-  req_->exchange.abort();
-  // Not released here: the caller may be a parser callback or a handler nested in one
-  // (a local reply whose write fails at once), and those still hold the request. Every
-  // abort is followed by closeConnection(), whose close callback releases it, after a
-  // write libuv may still own has been cancelled.
-}
-
 void DownstreamConnection::countUnfinishedHandshake() {
   // A connection that never sent a byte (a port probe) started no handshake.
   if (tls_ && tls_->started && tls_->session.state() == TlsState::Handshaking) {
@@ -843,29 +430,30 @@ void DownstreamConnection::onDeadline() {
   deadline_kind_ = DeadlineKind::None;
   if (closing_) return;
   countUnfinishedHandshake();  // a handshake that timed out
-  if (kind == DeadlineKind::HeaderRead && req_ && in_.length() > 0 && !req_->exchange.head_complete) {
-    close_after_response_ = true;
-    reject(408, "Request header timeout");
+  const Exchange* ex = codec_.exchange();
+  if (kind == DeadlineKind::HeaderRead && ex && in_.length() > 0 && !ex->head_complete) {
+    codec_.endAfterResponse();
+    codec_.reject(408, "Request header timeout");
     return;
   }
-  if (kind == DeadlineKind::BodyRead && req_ && !req_->exchange.response_started) {
+  if (kind == DeadlineKind::BodyRead && ex && !ex->response_started) {
     // The client stopped sending its body: its fault, not the upstream's (the attempt ends
     // with no verdict on the endpoint).
-    close_after_response_ = true;
-    reject(408, "Request body timeout");
+    codec_.endAfterResponse();
+    codec_.reject(408, "Request body timeout");
     return;
   }
-  if (req_) abortRequest();
+  codec_.abortRequest();
   closeConnection();
 }
 
 void DownstreamConnection::drain() {
   draining_ = true;
-  if (!req_) closeConnection();
+  if (!codec_.exchange()) closeConnection();
 }
 
 void DownstreamConnection::forceClose() {
-  if (req_) abortRequest();
+  codec_.abortRequest();
   closeConnection();
 }
 
@@ -890,7 +478,7 @@ void DownstreamConnection::closeConnection() {
 
 void DownstreamConnection::onCloseCb(uv_handle_t* h) noexcept {
   auto* c = static_cast<DownstreamConnection*>(h->data);
-  if (c->req_) c->releaseRequest();  // one whose write was cancelled by the close
+  c->codec_.releaseRequest();  // one whose write was cancelled by the close
   c->in_.release();
   delete c;
 }
