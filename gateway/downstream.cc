@@ -156,7 +156,9 @@ void DownstreamConnection::onRead(ssize_t nread) {
   in_.added(size_t(nread));
   // Bytes arrived on an idle keep-alive connection: the head must now complete within
   // header_read. (A fresh connection has had that deadline since accept.)
-  if (!codec_.exchange() && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
+  if (!codec_.exchange() && deadline_kind_ == DeadlineKind::Idle) {
+    armDeadline(DeadlineKind::HeaderRead);
+  }
   codec_.processInput();
 }
 
@@ -190,7 +192,9 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
   // A full block is no 431 by itself: the head may be complete in it, not parsed yet (a
   // pipelined head begun before the rest of it was decrypted). processInput() answers 431
   // when the head alone passes the limit.
-  if (!codec_.exchange() && deadline_kind_ == DeadlineKind::Idle) armDeadline(DeadlineKind::HeaderRead);
+  if (!codec_.exchange() && deadline_kind_ == DeadlineKind::Idle) {
+    armDeadline(DeadlineKind::HeaderRead);
+  }
   size_t unparsed = in_.unconsumed();
   codec_.processInput();
   if (closing_ || s.pendingInput() == 0 || read_paused_) return;
@@ -275,7 +279,8 @@ void DownstreamConnection::flushOutput() {
   size_t before = r.out.size();
   WriteResult result = writeBuffer(reinterpret_cast<uv_stream_t*>(&tcp_), &r.write_req, r.out, &r.writing_bytes,
                       onWriteCb);
-  r.exchange.bytes_out += before - r.out.size();  // what left at once; uv_write's part counts on completion
+  // What left at once; uv_write's part counts on completion.
+  r.exchange.bytes_out += before - r.out.size();
   if (result == WriteResult::Failed) {
     codec_.abortRequest();
     closeConnection();

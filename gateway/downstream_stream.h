@@ -2,9 +2,10 @@
 // of a downstream connection, whatever protocol carries it.
 //
 // Contract:
-// - Implemented by a protocol codec (today the HTTP/1.1 connection; later one object per
-//   HTTP/2 stream). The exchange never sees a socket, a parser or the wire format: no
-//   chunked framing, no Connection header, no 100 Continue, no keep-alive.
+// - Implemented by a protocol codec (today Http1ServerCodec, one request at a time per
+//   connection; later one object per HTTP/2 stream). The exchange never sees a socket,
+//   a parser or the wire format: no chunked framing, no Connection header, no 100
+//   Continue, no keep-alive.
 // - Worker thread only. A stream outlives its exchange's use of it: the codec releases
 //   the exchange (Exchange::finish) only when the outermost EventScope closes.
 // - Response order: sendHead once, then sendBody any number of times, then endResponse.

@@ -103,8 +103,8 @@ void Exchange::onRequestHead(const RequestTarget& target, bool websocket) {
   size_t listener = stream_->listenerIndex();
   // Not when a trusted proxy says the client already speaks https: behind a load balancer
   // that terminates TLS, redirecting would loop.
-  if (!stream_->admin() && listener < cfg.listeners.size() && cfg.listeners[listener].redirect_https &&
-      !ctx.forwarded_https) {
+  if (!stream_->admin() && listener < cfg.listeners.size() &&
+      cfg.listeners[listener].redirect_https && !ctx.forwarded_https) {
     redirectToHttps(target);
     return;
   }
@@ -217,33 +217,6 @@ void Exchange::continueRequest() {
   runRequestFilters();
   if (aborted_ || response_started || waiting_filter) return;
   stream_->resumeRequest();
-}
-
-bool Exchange::onRequestBody(const char* data, size_t len) {
-  body_bytes_ += len;
-  if (body_bytes_ > ctx.max_body_bytes) return false;
-  if (!upstream) return true;  // answered already: the body is dropped
-  Buffer& o = upstream->out();
-  if (request_framing == BodyFraming::Chunked) {
-    o.appendHex(len);
-    o.append("\r\n", 2);
-    o.appendExternal(data, len);
-    o.append("\r\n", 2);
-  } else {
-    o.appendExternal(data, len);
-  }
-  return true;
-}
-
-void Exchange::onRequestComplete() {
-  request_complete = true;
-  if (upstream && request_framing == BodyFraming::Chunked) upstream->out().append("0\r\n\r\n", 5);
-  if (upstream && request_framing != BodyFraming::None) upstream->requestComplete();
-}
-
-bool Exchange::bodyAwaitsUpstream() const {
-  return head_complete && !request_complete && request_framing != BodyFraming::None && !upstream &&
-         !response_started && !tunnel;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -391,7 +364,9 @@ void Exchange::finish() {
   if (!stream_->admin() && (head_complete || status != 0)) {
     // A request no filter and no answer of the gateway's gave an id needs one only for
     // the access log: generated here, not for every request.
-    if (ctx.request_id.empty() && log::accessLogEnabled()) ctx.request_id = worker_->newRequestId(arena);
+    if (ctx.request_id.empty() && log::accessLogEnabled()) {
+      ctx.request_id = worker_->newRequestId(arena);
+    }
     writeAccessLog(*worker_, *this);
   }
   worker_->unpinGeneration(generation_);

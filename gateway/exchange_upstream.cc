@@ -1,10 +1,12 @@
-// The exchange's upstream side: the request re-serialised for the upstream, attempts on
-// the pool, retries with their budget and backoff, the circuit breaker's bookkeeping,
-// and the upstream's response relayed to the stream.
+// The exchange's upstream side: the request re-serialised for the upstream (in HTTP/1.1,
+// the only upstream protocol so far) and its body forwarded, attempts on the pool,
+// retries with their budget and backoff, the circuit breaker's bookkeeping, and the
+// upstream's response relayed to the stream.
 #include <algorithm>
 
 #include "gateway/client_ip.h"
 #include "gateway/exchange.h"
+#include "gateway/http1/chunked.h"
 #include "gateway/metrics.h"
 #include "gateway/path.h"
 #include "gateway/router.h"
@@ -234,6 +236,29 @@ void Exchange::detachUpstream() {
   }
 }
 
+bool Exchange::onRequestBody(const char* data, size_t len) {
+  body_bytes_ += len;
+  if (body_bytes_ > ctx.max_body_bytes) return false;
+  if (!upstream) return true;  // answered already: the body is dropped
+  if (request_framing == BodyFraming::Chunked) {
+    http1::appendChunk(upstream->out(), data, len);
+  } else {
+    upstream->out().appendExternal(data, len);
+  }
+  return true;
+}
+
+void Exchange::onRequestComplete() {
+  request_complete = true;
+  if (upstream && request_framing == BodyFraming::Chunked) http1::appendLastChunk(upstream->out());
+  if (upstream && request_framing != BodyFraming::None) upstream->requestComplete();
+}
+
+bool Exchange::bodyAwaitsUpstream() const {
+  return head_complete && !request_complete && request_framing != BodyFraming::None && !upstream &&
+         !response_started && !tunnel;
+}
+
 void Exchange::flushUpstream() {
   if (upstream) upstream->flush();  // copies what the kernel did not take
 }
@@ -272,7 +297,7 @@ void Exchange::onUpstreamHead(UpstreamResponseHead& head) {
   bool failed = head.status == 502 || head.status == 503 || head.status == 504;
   endAttempt(failed);
   // Every upstream answer counts, the ones a retry hides included.
-  uint16_t upstream_label = generation_->runtime->config->upstreams[ctx.route->upstream_index].metrics_label;
+  uint16_t upstream_label = upstreamPool().config().metrics_label;
   uint64_t attempt_end = monotonicNs();
   metrics::local().add(metrics::Id::UpstreamRequestsTotal,
                        {upstream_label, metrics::statusLabel(head.status), 0});
@@ -297,7 +322,8 @@ void Exchange::onUpstreamHead(UpstreamResponseHead& head) {
   removeHopByHop(response.headers);
   // A proxy with a clock adds the Date an upstream left out (RFC 9110 §6.6.1).
   if (!response.headers.has("date")) response.headers.addRef("Date", worker_->httpDate());
-  bool length_known = head.framing == BodyFraming::None || head.framing == BodyFraming::ContentLength;
+  bool length_known =
+      head.framing == BodyFraming::None || head.framing == BodyFraming::ContentLength;
   if (head.status == 101) {
     if (!upgrade) {
       // A 101 nobody asked for would leave the client speaking HTTP into a tunnel.
@@ -422,13 +448,14 @@ void Exchange::countBadResponse(UpstreamError e, bool response_began) {
                     : e == UpstreamError::Reset && response_began ? kTruncated
                                                                   : 0;
   if (reason == 0) return;
-  metrics::local().add(metrics::Id::UpstreamBadResponses, {upstreamPool().config().metrics_label, reason, 0});
+  uint16_t upstream_label = upstreamPool().config().metrics_label;
+  metrics::local().add(metrics::Id::UpstreamBadResponses, {upstream_label, reason, 0});
 }
 
 void Exchange::onUpstreamDrained() {
   EventScope scope(this);
-  if (stream_->requestBodyPaused() && (!request_complete || tunnel) && !waiting_filter && upstream &&
-      upstream->pendingBytes() < kLowWatermark) {
+  if (stream_->requestBodyPaused() && (!request_complete || tunnel) && !waiting_filter &&
+      upstream && upstream->pendingBytes() < kLowWatermark) {
     stream_->resumeRequestBody();
   }
 }

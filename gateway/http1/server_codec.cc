@@ -1,6 +1,7 @@
 #include "gateway/http1/server_codec.h"
 
 #include "gateway/downstream.h"
+#include "gateway/http1/chunked.h"
 #include "gateway/http_util.h"
 #include "gateway/path.h"
 #include "gateway/worker.h"
@@ -323,10 +324,7 @@ void Http1ServerCodec::sendHead(int status, const HeaderList& headers, bool leng
 void Http1ServerCodec::sendBody(const char* data, size_t len) {
   Http1Request& r = *req_;
   if (r.chunked_response) {
-    r.out.appendHex(len);
-    r.out.append("\r\n", 2);
-    r.out.appendExternal(data, len);
-    r.out.append("\r\n", 2);
+    http1::appendChunk(r.out, data, len);
     return;
   }
   r.out.appendExternal(data, len);
@@ -334,7 +332,7 @@ void Http1ServerCodec::sendBody(const char* data, size_t len) {
 }
 
 void Http1ServerCodec::endResponse() {
-  if (req_->chunked_response) req_->out.append("0\r\n\r\n", 5);
+  if (req_->chunked_response) http1::appendLastChunk(req_->out);
 }
 
 bool Http1ServerCodec::takeBackHead() {
@@ -359,7 +357,9 @@ void Http1ServerCodec::resumeRequest() {
   llhttp_resume(&req_->parser);
   // Paused at the end of a bodiless head with no bytes left, llhttp completes the message
   // only on its next execute: feed it nothing, or the connection would not be kept alive.
-  if (!req_->exchange.request_complete && in().unconsumed() == 0) llhttp_execute(&req_->parser, "", 0);
+  if (!req_->exchange.request_complete && in().unconsumed() == 0) {
+    llhttp_execute(&req_->parser, "", 0);
+  }
   conn_.resumeInput();
 }
 
@@ -386,7 +386,8 @@ void Http1ServerCodec::watchBody() {
   const Exchange* r = req_ ? &req_->exchange : nullptr;
   if (r && r->head_complete && !r->request_complete && r->request_framing != BodyFraming::None &&
       !r->tunnel && !r->response_started && !r->waiting_filter &&
-      (conn_.deadlineKind() == DeadlineKind::None || conn_.deadlineKind() == DeadlineKind::BodyRead)) {
+      (conn_.deadlineKind() == DeadlineKind::None ||
+       conn_.deadlineKind() == DeadlineKind::BodyRead)) {
     conn_.armDeadline(DeadlineKind::BodyRead);
   }
 }
