@@ -417,11 +417,6 @@ void DownstreamConnection::armDeadline(DeadlineKind kind) {
   worker().scheduleDeadline(deadline_ms);
 }
 
-void DownstreamConnection::disarmDeadline() {
-  DeadlineList::unlink(this);
-  deadline_kind_ = DeadlineKind::None;
-}
-
 void DownstreamConnection::countUnfinishedHandshake() {
   // A connection that never sent a byte (a port probe) started no handshake.
   if (tls_ && tls_->started && tls_->session.state() == TlsState::Handshaking) {

@@ -55,7 +55,10 @@ class DownstreamConnection final : public DeadlineNode {
   void resumeInput();
   DeadlineKind deadlineKind() const { return deadline_kind_; }
   void armDeadline(DeadlineKind kind);
-  void disarmDeadline();
+  void disarmDeadline() {
+    DeadlineList::unlink(this);
+    deadline_kind_ = DeadlineKind::None;
+  }
   // Writes the request's output (encrypting it on TLS); what the kernel does not take at
   // once is queued and copied.
   void flushOutput();

@@ -60,6 +60,7 @@ void Exchange::reset() {
 void Exchange::begin(DownstreamStream& stream, Worker& worker) {
   stream_ = &stream;
   worker_ = &worker;
+  admin_ = stream.admin();
   ctx.worker = &worker;
   // Known before the head is parsed: answers to early refusals carry them too (HSTS,
   // the log's tls and client_ip fields).
@@ -70,7 +71,7 @@ void Exchange::begin(DownstreamStream& stream, Worker& worker) {
   ctx.monotonic_ns = start_ns;
   ctx.now_ms = wallClockMs();
   generation_ = worker.pinGeneration();
-  if (!stream.admin()) metrics::local().add(metrics::Id::RequestsInFlight, {}, 1);
+  if (!admin_) metrics::local().add(metrics::Id::RequestsInFlight, {}, 1);
 }
 
 void Exchange::identifyClient() {
@@ -103,7 +104,7 @@ void Exchange::onRequestHead(const RequestTarget& target, bool websocket) {
   size_t listener = stream_->listenerIndex();
   // Not when a trusted proxy says the client already speaks https: behind a load balancer
   // that terminates TLS, redirecting would loop.
-  if (!stream_->admin() && listener < cfg.listeners.size() &&
+  if (!admin_ && listener < cfg.listeners.size() &&
       cfg.listeners[listener].redirect_https && !ctx.forwarded_https) {
     redirectToHttps(target);
     return;
@@ -112,7 +113,7 @@ void Exchange::onRequestHead(const RequestTarget& target, bool websocket) {
   headers.remove("x-client-cert-subject");
   const TlsHandshakeInfo* tls = stream_->tlsInfo();
   if (tls && !tls->peer_subject.empty()) headers.addRef("X-Client-Cert-Subject", tls->peer_subject);
-  if (stream_->admin()) {
+  if (admin_) {
     answerAdmin();
     return;
   }
@@ -300,7 +301,7 @@ void Exchange::reject(int code, std::string_view message) {
     case 504: reason = 8; break;
     default: break;
   }
-  if (!stream_->admin()) {
+  if (!admin_) {
     uint16_t route_label = ctx.route ? ctx.route->metrics_label : 0;
     metrics::local().add(metrics::Id::RequestRejected, {route_label, kReasons[reason], 0});
   }
@@ -361,7 +362,7 @@ void Exchange::abort() {
 
 void Exchange::finish() {
   recordMetrics();
-  if (!stream_->admin() && (head_complete || status != 0)) {
+  if (!admin_ && (head_complete || status != 0)) {
     // A request no filter and no answer of the gateway's gave an id needs one only for
     // the access log: generated here, not for every request.
     if (ctx.request_id.empty() && log::accessLogEnabled()) {
@@ -374,7 +375,7 @@ void Exchange::finish() {
 }
 
 void Exchange::recordMetrics() {
-  if (stream_->admin()) return;
+  if (admin_) return;
   metrics::MetricStore& m = metrics::local();
   m.add(metrics::Id::RequestsInFlight, {}, -1);
   if (status == 0) return;

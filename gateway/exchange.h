@@ -50,15 +50,20 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   void onRequestComplete();
   // After a 101: client bytes to the upstream as they are.
   void onTunnelBytes(const char* data, size_t len);
-  // Sends what the request queued upstream; then upstreamCongested() says whether the
-  // codec should stop reading the client.
-  void flushUpstream();
-  bool upstreamCongested() const;
+  // Sends what the request queued upstream (copying what the kernel did not take); then
+  // upstreamCongested() says whether the codec should stop reading the client.
+  void flushUpstream() {
+    if (upstream) upstream->flush();
+  }
+  bool upstreamCongested() const { return upstream && upstream->pendingBytes() > kHighWatermark; }
   // The stream's queued response bytes went down: the upstream may be read again.
   void onResponseDrained();
   // The request has a body still to come but nowhere to put it (queued by the bulkhead,
   // between attempts) and no answer yet: reading the body now would lose it.
-  bool bodyAwaitsUpstream() const;
+  bool bodyAwaitsUpstream() const {
+    return head_complete && !request_complete && request_framing != BodyFraming::None &&
+           !upstream && !response_started && !tunnel;
+  }
   // The gateway's own refusal (not a filter's): counted by reason, then a local reply.
   void reject(int status, std::string_view message);
   // The client is gone or the stream failed: ends every tie to an upstream and to a
@@ -112,6 +117,12 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   uint64_t bytes_out = 0;
 
  private:
+  // Backpressure: stop reading the sending side when the receiving side has this much
+  // queued, resume below the low mark. Bounds memory per proxied stream to about
+  // 2 x kHighWatermark whatever the body size.
+  static constexpr size_t kHighWatermark = 256 * 1024;
+  static constexpr size_t kLowWatermark = 64 * 1024;
+
   // Holds the stream's event depth for the duration of an entry point.
   struct EventScope {
     explicit EventScope(Exchange* e) : s_(e->stream_) { s_->enterEvent(); }
@@ -146,6 +157,7 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   DownstreamStream* stream_ = nullptr;
   Worker* worker_ = nullptr;
   Generation* generation_ = nullptr;
+  bool admin_ = false;  // the stream's listener is the admin one
   bool aborted_ = false;
   size_t filters_run_ = 0;  // request phases that ran (for the response phase)
   std::string upstream_path_;  // after strip_prefix

@@ -16,12 +16,6 @@ namespace gw {
 
 namespace {
 
-// Backpressure: stop reading the sending side when the receiving side has this much
-// queued, resume below the low mark. Bounds memory per proxied stream to about
-// 2 x kHighWatermark whatever the body size.
-constexpr size_t kHighWatermark = 256 * 1024;
-constexpr size_t kLowWatermark = 64 * 1024;
-
 bool isIdempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
          method == "DELETE" || method == "TRACE";
@@ -252,19 +246,6 @@ void Exchange::onRequestComplete() {
   request_complete = true;
   if (upstream && request_framing == BodyFraming::Chunked) http1::appendLastChunk(upstream->out());
   if (upstream && request_framing != BodyFraming::None) upstream->requestComplete();
-}
-
-bool Exchange::bodyAwaitsUpstream() const {
-  return head_complete && !request_complete && request_framing != BodyFraming::None && !upstream &&
-         !response_started && !tunnel;
-}
-
-void Exchange::flushUpstream() {
-  if (upstream) upstream->flush();  // copies what the kernel did not take
-}
-
-bool Exchange::upstreamCongested() const {
-  return upstream && upstream->pendingBytes() > kHighWatermark;
 }
 
 void Exchange::onTunnelBytes(const char* data, size_t len) {

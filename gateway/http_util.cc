@@ -171,12 +171,6 @@ uint64_t wallClockMs() {
   return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
 }
 
-uint64_t monotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
-
 void formatTimestamp(uint64_t unix_ms, char out[24]) {
   // Cache the date-time part per second per thread: gmtime_r is the costly bit.
   thread_local uint64_t cached_sec = UINT64_MAX;

@@ -1,6 +1,8 @@
 // Small HTTP and JSON helpers shared by the proxy, the admin endpoints and the logs.
 #pragma once
 
+#include <time.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -17,7 +19,11 @@ void appendJsonEscaped(std::string& out, std::string_view s);
 // "2026-11-21T10:30:00.123Z"; writes exactly 24 characters.
 void formatTimestamp(uint64_t unix_ms, char out[24]);
 uint64_t wallClockMs();
-uint64_t monotonicNs();
+inline uint64_t monotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
 // SPEC §3 error body.
 std::string errorBody(std::string_view error_code, std::string_view message,
                       std::string_view request_id, uint64_t unix_ms);
