@@ -39,8 +39,9 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
 
   // --- driven by the codec ---
   void begin(DownstreamStream& stream, Worker& worker);
-  // Pins the configuration and resolves the real client (trusted_proxies): before the
-  // codec's own checks of the head, so that its refusals log the client too.
+  // Takes the configuration of the generation pinned by begin() and resolves the real
+  // client (trusted_proxies): called before the codec's own checks of the head, so that
+  // its refusals log the client too.
   void identifyClient();
   // The head is complete and valid HTTP: method, path, query, host, headers, framing
   // and head_complete are set. `target` is the request target as received.
