@@ -4,7 +4,7 @@
 #include <string>
 
 #include "gateway/config.h"
-#include "gateway/downstream.h"
+#include "gateway/exchange.h"
 #include "gateway/http_util.h"
 #include "gateway/log.h"
 
@@ -47,15 +47,9 @@ void appendMillis(std::string& out, std::string_view key, uint64_t ns) {
   appendRaw(out, key, std::string_view(buf, size_t(p - buf)));
 }
 
-uint64_t monotonicNowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-}
-
 }  // namespace
 
-void writeAccessLog(Worker&, const Request& r) {
+void writeAccessLog(Worker&, const Exchange& r) {
   for (const auto& f : r.ctx.route ? r.ctx.route->chain : std::vector<std::shared_ptr<const Filter>>{}) {
     f->onLog(r.ctx);
   }
@@ -73,7 +67,7 @@ void writeAccessLog(Worker&, const Request& r) {
   appendField(line, "path", r.ctx.path);
   appendField(line, "route", r.ctx.route ? std::string_view(r.ctx.route->name) : std::string_view());
   appendUint(line, "status", uint64_t(r.status));
-  appendMillis(line, "duration_ms", monotonicNowNs() - r.start_ns);
+  appendMillis(line, "duration_ms", monotonicNs() - r.start_ns);
   appendField(line, "upstream", r.upstream_name);
   appendField(line, "upstream_endpoint", r.upstream_endpoint);
   if (r.upstream_start_ns && r.upstream_end_ns > r.upstream_start_ns) {

@@ -1,4 +1,4 @@
-// The access log line of SPEC §6, built once per request from the request's state.
+// The access log line of SPEC §6, built once per request from its exchange's state.
 #pragma once
 
 #include <string_view>
@@ -6,8 +6,8 @@
 namespace gw {
 
 class Worker;
-struct Request;
+class Exchange;
 
-void writeAccessLog(Worker& worker, const Request& request);
+void writeAccessLog(Worker& worker, const Exchange& exchange);
 
 }  // namespace gw

@@ -1,6 +1,7 @@
 #include "gateway/buffer.h"
 
 #include <cassert>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 
@@ -141,6 +142,18 @@ void Buffer::commit(size_t n) {
   last.slice->used += uint32_t(n);
   size_ += n;
   setTail();
+}
+
+void Buffer::appendDecimal(uint64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  append(buf, size_t(r.ptr - buf));
+}
+
+void Buffer::appendHex(uint64_t v) {
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof buf, v, 16);
+  append(buf, size_t(r.ptr - buf));
 }
 
 void Buffer::appendExternal(const void* data, size_t n) {

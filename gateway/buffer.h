@@ -74,6 +74,8 @@ class Buffer {
     appendSlow(data, n);
   }
   void append(std::string_view s) { append(s.data(), s.size()); }
+  void appendDecimal(uint64_t v);
+  void appendHex(uint64_t v);  // lowercase, no prefix: a chunk size
   // "name: value\r\n": one bounds check and one bookkeeping update for the whole line when
   // it fits behind the tail (most header lines), instead of four appends.
   void appendFieldLine(std::string_view name, std::string_view value) {

@@ -10,6 +10,9 @@
 
 namespace gw {
 
+// Which of the worker's deadline lists a connection is in.
+enum class DeadlineKind : uint8_t { None, HeaderRead, BodyRead, Idle, WriteStall };
+
 struct DeadlineNode {
   DeadlineNode* prev = nullptr;
   DeadlineNode* next = nullptr;

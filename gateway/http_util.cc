@@ -377,4 +377,20 @@ bool isHopByHopHeader(std::string_view name) {
   }
 }
 
+void removeHopByHop(HeaderList& headers) {
+  for (size_t i = 0; i < headers.size(); ++i) {
+    if (equalsIgnoreCase(headers[i].name, "connection")) {
+      std::string_view v = headers[i].value;
+      forEachToken(v, [&](std::string_view tok) {
+        if (!equalsIgnoreCase(tok, "close") && !equalsIgnoreCase(tok, "keep-alive")) {
+          headers.remove(tok);
+        }
+      });
+    }
+  }
+  auto& f = headers.fields();
+  f.erase(std::remove_if(f.begin(), f.end(), [](const Header& h) { return isHopByHopHeader(h.name); }),
+          f.end());
+}
+
 }  // namespace gw

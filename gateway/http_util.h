@@ -1,6 +1,8 @@
 // Small HTTP and JSON helpers shared by the proxy, the admin endpoints and the logs.
 #pragma once
 
+#include <time.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -17,6 +19,11 @@ void appendJsonEscaped(std::string& out, std::string_view s);
 // "2026-11-21T10:30:00.123Z"; writes exactly 24 characters.
 void formatTimestamp(uint64_t unix_ms, char out[24]);
 uint64_t wallClockMs();
+inline uint64_t monotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
 // SPEC §3 error body.
 std::string errorBody(std::string_view error_code, std::string_view message,
                       std::string_view request_id, uint64_t unix_ms);
@@ -46,6 +53,8 @@ HeadScan scanStrictHead(const char* first, const char** pos, const char* end,
 HeadScan scanStrictHeadByLine(const char* first, const char** pos, const char* end);
 // True for headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
 bool isHopByHopHeader(std::string_view name);
+// Removes the hop-by-hop headers and those the Connection header names.
+void removeHopByHop(HeaderList& headers);
 // Calls f(token) for each comma-separated token of a header value, trimmed.
 template <typename F>
 void forEachToken(std::string_view value, F&& f) {

@@ -39,7 +39,7 @@ Worker::Worker(Server& server, uint32_t index) : server_(server), index_(index) 
 
 Worker::~Worker() {
   metrics::unregisterStore(&metrics_);
-  for (Request* r : free_requests_) delete r;
+  for (Http1Request* r : free_requests_) delete r;
 }
 
 void Worker::random128(uint64_t out[2]) {
@@ -252,18 +252,18 @@ WorkerState& Worker::state(std::string_view key,
   return *it->second;
 }
 
-Request* Worker::acquireRequest() {
+Http1Request* Worker::acquireRequest() {
   ++requests_this_period_;
   if (!free_requests_.empty()) {
-    Request* r = free_requests_.back();
+    Http1Request* r = free_requests_.back();
     free_requests_.pop_back();
     unused_requests_.taken(free_requests_.size());
     return r;
   }
-  return new Request();
+  return new Http1Request();
 }
 
-void Worker::releaseRequest(Request* r) {
+void Worker::releaseRequest(Http1Request* r) {
   r->reset();
   if (free_requests_.size() >= kMaxFreeRequests) {
     delete r;

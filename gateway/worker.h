@@ -36,7 +36,7 @@ namespace gw {
 class Server;
 class UpstreamPool;
 class DownstreamConnection;
-struct Request;
+struct Http1Request;
 
 // One configuration generation, shared read-only by all workers.
 struct Runtime {
@@ -100,8 +100,8 @@ class Worker final : public WorkerServices {
   Generation* pinGeneration();
   void unpinGeneration(Generation* g);
   UpstreamPool& pool(Generation* g, size_t upstream_index) { return *g->pools[upstream_index]; }
-  Request* acquireRequest();
-  void releaseRequest(Request* r);
+  Http1Request* acquireRequest();
+  void releaseRequest(Http1Request* r);
   bool draining() const { return draining_; }
   uint64_t nowMs() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
 
@@ -166,7 +166,7 @@ class Worker final : public WorkerServices {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<Generation>> generations_;  // current is the last
   Generation* current_ = nullptr;
-  std::vector<Request*> free_requests_;  // a stack: the most recently released last
+  std::vector<Http1Request*> free_requests_;  // a stack: the most recently released last
   UnusedCount unused_requests_;
   uint64_t requests_this_period_ = 0;  // of housekeeping
   size_t released_since_trim_ = 0;     // pooled items freed since the last malloc_trim
