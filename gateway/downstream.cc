@@ -1537,7 +1537,13 @@ void DownstreamConnection::recordMetrics(const Request& r) {
   uint16_t route = r.ctx.route ? r.ctx.route->metrics_label : 0;
   m.add(metrics::Id::RequestsTotal,
         {route, metrics::methodLabel(r.ctx.method), metrics::statusLabel(r.status)});
-  m.observe(metrics::Id::RequestDuration, {route, 0, 0}, monotonicNs() - r.start_ns);
+  uint64_t now_ns = monotonicNs();
+  m.observe(metrics::Id::RequestDuration, {route, 0, 0}, now_ns - r.start_ns);
+  // The gateway's own refusals (error_code set) count as errors on /status: an operator
+  // watching a route wants to see 401s and 429s, not only the upstream's 5xx.
+  bool refused = !r.error_code.empty() && r.status >= 400;
+  m.windows().record(route, now_ns,
+                     {now_ns - r.start_ns, r.status >= 500 || refused, r.status == 429 && refused});
 }
 
 void DownstreamConnection::armDeadline(DeadlineKind kind) {
