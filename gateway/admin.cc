@@ -2,10 +2,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gateway/endpoint_state.h"
 #include "gateway/health.h"
 #include "gateway/http_util.h"
 #include "gateway/metrics.h"
 #include "gateway/server.h"
+#include "gateway/status.h"
 
 namespace gw {
 
@@ -55,6 +57,17 @@ AdminResponse handleAdmin(Server& server, std::string_view method, std::string_v
     return json(200, R"({"status":"ready"})");
   }
   if (path == "/health") return fullHealth(server);
+  if (path == "/status") {
+    std::shared_ptr<const Runtime> rt = server.runtime();
+    StatusInput in;
+    in.config = rt->config.get();
+    in.now_ms = wallClockMs();
+    in.start_ms = server.startTimeMs();
+    in.loaded_at_ms = server.loadedAtMs();
+    in.last_reload = server.lastReload();
+    in.now_ns = uint64_t(monotonicMs()) * 1000000;  // the clock the workers record with
+    return json(200, statusJson(in).dump());
+  }
   if (path == "/metrics") {
     AdminResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";

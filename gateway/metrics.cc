@@ -32,6 +32,8 @@ const Definition kDefinitions[] = {
      Type::Counter, {"upstream"}},
     {"gateway_upstream_endpoint_healthy", "1 when the endpoint passes its health checks.", Type::Gauge,
      {"upstream", "endpoint"}},
+    {"gateway_upstream_endpoint_in_flight", "Requests sent to the endpoint and not yet answered.",
+     Type::Gauge, {"upstream", "endpoint"}},
     {"gateway_circuit_breaker_open", "Upstream endpoints whose circuit breaker is open.", Type::Gauge,
      {"upstream"}},
     {"gateway_rate_limited_total", "Requests refused by a rate limit.", Type::Counter, {"route"}},

@@ -35,6 +35,7 @@ enum class Id : uint8_t {
   UpstreamRequestDuration,   // upstream
   UpstreamConnectFailures,   // upstream
   UpstreamEndpointHealthy,   // upstream, endpoint
+  UpstreamEndpointInFlight,  // upstream, endpoint (an extension)
   CircuitBreakerOpen,        // upstream
   RateLimited,               // route
   AuthFailures,              // route, reason
