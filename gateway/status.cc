@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "filters/registry.h"
 #include "gateway/endpoint_state.h"
 #include "gateway/health.h"
 #include "gateway/http_util.h"
@@ -28,7 +29,7 @@ nlohmann::json routeJson(const RouteConfig& route, const StatusInput& in, double
     s.windows().sumInto(route.metrics_label, in.now_ns, t);
   });
   nlohmann::json filters = nlohmann::json::array();
-  for (const RouteFilter& f : route.filters) filters.push_back(f.name);
+  for (std::string_view name : filterRunOrder(route)) filters.push_back(name);
   return {
       {"name", route.name},
       {"upstream", route.admin ? nlohmann::json(nullptr) : nlohmann::json(route.upstream)},

@@ -2,9 +2,13 @@
 GET / in headless Chromium, and `gateway --explain`."""
 
 import json
+import re
+
+import pytest
 
 from client import Client
-from harness import admin_get, gateway_config, wait_until
+from harness import (admin_get, gateway_config, reference_workdir, reference_yaml, run_gateway_cli,
+                     wait_until)
 
 ODD_NAME = "r<img src=x onerror=alert(1)>&\"'"
 
@@ -87,3 +91,101 @@ def test_status_records_a_reload(upstream_factory, gateway_factory):
     gw.signal(signal.SIGHUP)
     wait_until(lambda: status(gw)["config"]["last_reload"]["result"] == "failure", timeout=10,
                what="the refused reload on /status")
+
+
+# -- gateway --explain ------------------------------------------------------------------
+
+# reference.yaml's routes, a request each would take, and what must be said about it.
+EXPLAINED = [
+    (["POST", "/api/register/x"], "register",
+     ["request_id", "cors", "body_limit", "rate_limit before authentication", "security_headers"],
+     ["requests: 5, per: 1h", "(route)"]),
+    (["GET", "/api/admin/users"], "admin",
+     ["request_id", "cors", "body_limit", "rate_limit before authentication", "jwt", "security_headers"],
+     ["provider main: issuer https://auth.example.com/", "require_claims: {role: [admin]}"]),
+    (["GET", "/api/me", "-H", "Authorization: Bearer x"], "me",
+     ["request_id", "cors", "body_limit", "jwt", "rate_limit after authentication", "security_headers"],
+     ["key: claim:sub, requests: 60, per: 1m"]),
+    (["GET", "http://partners.example.com/partners/orders?x=1"], "partners",
+     ["request_id", "body_limit", "api_key", "rate_limit after authentication", "security_headers"],
+     ["path sent: /orders?x=1", "host partners.example.com", "key set partners: header X-API-Key"]),
+    (["PUT", "/api/uploads/1"], "uploads",
+     ["request_id", "cors", "body_limit", "rate_limit before authentication", "security_headers"],
+     ["max_bytes: 100MiB"]),
+    (["GET", "/"], "default",
+     ["request_id", "cors", "body_limit", "rate_limit before authentication", "security_headers"],
+     ["upstream: api", "endpoints: 127.0.0.1:9000", "(default_filters)"]),
+]
+
+
+@pytest.fixture(scope="module")
+def reference_dir(tmp_path_factory):
+    return reference_workdir(tmp_path_factory.mktemp("reference"))
+
+
+def explain(workdir, config, *args):
+    return run_gateway_cli(["--explain", "-c", str(config), *args], cwd=workdir, timeout=60)
+
+
+def filters_listed(out: str) -> list[str]:
+    lines = out.split("filters, in run order:\n", 1)[1].splitlines()
+    return [re.match(r"\s+\d+\. (.*?) [{\[]", line).group(1)
+            for line in lines if re.match(r"\s+\d+\. ", line)]
+
+
+@pytest.mark.parametrize("args,name,filters,said", EXPLAINED, ids=[e[1] for e in EXPLAINED])
+def test_explain_every_reference_route(reference_dir, args, name, filters, said):
+    r = explain(reference_dir, reference_yaml(), *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(rf"^route: {name} \(", r.stdout, re.M), r.stdout
+    assert filters_listed(r.stdout) == filters, r.stdout
+    for text in said:
+        assert text in r.stdout, (text, r.stdout)
+
+
+def test_explain_header_and_host_matching_and_no_route(reference_dir, tmp_path):
+    # reference.yaml ends with a catch-all: without it, nothing else matches "/".
+    text = reference_yaml().read_text()
+    text = text[:text.index("  - name: default")]
+    text += ('  - name: "by-header\\u001b[31m"\n'
+             '    match: {path_prefix: /h, headers: {X-Tenant: blue}}\n'
+             '    upstream: api\n'
+             '  - name: by-host\n'
+             '    match: {host: "*.example.org", path_prefix: /}\n'
+             '    upstream: api\n')
+    config = tmp_path / "no-default.yaml"
+    config.write_text(text)
+    r = explain(reference_dir, config, "GET", "/nothing")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "no route matches" in r.stdout
+    r = explain(reference_dir, config, "GET", "/h", "-H", "X-Tenant: blue")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "route: by-header\\x1b[31m (" in r.stdout  # the escape shown, never sent
+    assert "\x1b" not in r.stdout
+    assert explain(reference_dir, config, "GET", "/h", "-H", "X-Tenant: red").returncode == 1
+    r = explain(reference_dir, config, "GET", "/x", "-H", "Host: a.example.org")
+    assert "route: by-host (" in r.stdout, r.stdout
+    r = explain(reference_dir, config, "GET", "http://b.example.org/x", "-H", "Host: other")
+    assert "route: by-host (" in r.stdout, r.stdout
+    assert explain(reference_dir, config, "GET", "/x", "-H", "Host: example.org").returncode == 1
+    assert explain(reference_dir, config, "GET").returncode == 2
+    assert explain(reference_dir, config, "GET", "/x", "-H", "no colon").returncode == 2
+
+
+def test_explain_never_prints_a_secret(reference_dir, tmp_path):
+    secret = "s3cret-Redis-pw-0451"
+    text = reference_yaml().read_text().replace(
+        "redis: {address: 127.0.0.1:6379,", f"redis: {{password: {secret}, address: 127.0.0.1:6379,")
+    text = text.replace("type: memory ", "type: redis  ")
+    assert secret in text and "type: redis" in text
+    config = tmp_path / "redis.yaml"
+    config.write_text(text)
+    hashes = re.findall(r"\b[0-9a-f]{64}\b", (reference_dir / "conf" / "api-keys.txt").read_text())
+    assert hashes
+    for args in (["GET", "/partners/x"], ["GET", "/api/me"], ["GET", "/"]):
+        r = explain(reference_dir, config, *args)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert secret not in r.stdout + r.stderr
+        for h in hashes:
+            assert h not in r.stdout
+    assert "(password ***)" in explain(reference_dir, config, "GET", "/").stdout
