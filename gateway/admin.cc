@@ -8,6 +8,7 @@
 #include "gateway/metrics.h"
 #include "gateway/server.h"
 #include "gateway/status.h"
+#include "gateway/status_page.h"
 
 namespace gw {
 
@@ -56,6 +57,16 @@ AdminResponse handleAdmin(Server& server, std::string_view method, std::string_v
     if (!health::collect().ready) return json(503, R"({"status":"not_ready"})");
     return json(200, R"({"status":"ready"})");
   }
+  if (path == "/" || path == "/index.html") {
+    AdminResponse r;
+    r.content_type = "text/html; charset=utf-8";
+    r.body = std::string(statusPageHtml());
+    r.headers = {{"Content-Security-Policy", statusPageCsp()},
+                 {"X-Content-Type-Options", "nosniff"},
+                 {"Referrer-Policy", "no-referrer"},
+                 {"Cache-Control", "no-store"}};
+    return r;
+  }
   if (path == "/health") return fullHealth(server);
   if (path == "/status") {
     std::shared_ptr<const Runtime> rt = server.runtime();
@@ -66,7 +77,9 @@ AdminResponse handleAdmin(Server& server, std::string_view method, std::string_v
     in.loaded_at_ms = server.loadedAtMs();
     in.last_reload = server.lastReload();
     in.now_ns = uint64_t(monotonicMs()) * 1000000;  // the clock the workers record with
-    return json(200, statusJson(in).dump());
+    AdminResponse r = json(200, statusJson(in).dump());
+    r.headers = {{"Cache-Control", "no-store"}};
+    return r;
   }
   if (path == "/metrics") {
     AdminResponse r;

@@ -1101,13 +1101,17 @@ void DownstreamConnection::sendResponse(int status, std::string_view content_typ
 }
 
 void DownstreamConnection::respond(int status, std::string_view content_type,
-                                   std::string_view body, std::string_view error_code) {
+                                   std::string_view body, std::string_view error_code,
+                                   const HeaderPairs* extra_headers) {
   Request& r = *req_;
   r.response.status = status;
   r.response.local_reply = true;
   r.response.headers.clear();
   r.response.headers.addRef("Date", worker().httpDate());
   if (!content_type.empty()) r.response.headers.addRef("Content-Type", content_type);
+  if (extra_headers) {
+    for (const auto& [name, value] : *extra_headers) r.response.headers.add(name, value);
+  }
   if (status != 204 && status != 304 && status >= 200) {
     char len[24];
     auto res = std::to_chars(len, len + sizeof len, body.size());
@@ -1194,7 +1198,7 @@ void DownstreamConnection::answerAdmin() {
   AdminResponse res = handleAdmin(worker().server(), r.ctx.method, r.ctx.path, r.ctx.request_id);
   std::string_view body = r.arena.copy(res.body);
   std::string_view type = r.arena.copy(res.content_type);
-  respond(res.status, type, body, res.status >= 400 ? errorCodeFor(res.status) : "");
+  respond(res.status, type, body, res.status >= 400 ? errorCodeFor(res.status) : "", &res.headers);
 }
 
 void DownstreamConnection::onUpstreamHead(UpstreamResponseHead& head) {

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <string>
 
+#include "gateway/admin.h"
 #include "gateway/buffer.h"
 #include "gateway/deadline_list.h"
 #include "gateway/filter.h"
@@ -165,8 +166,9 @@ class DownstreamConnection final : public UpstreamHandler, public RequestDriver,
   void cancelRetryTimer();
   void serializeUpstreamHead();
   void answerAdmin();
+  // `extra_headers`: added after Content-Type (the admin page's policy); copied.
   void respond(int status, std::string_view content_type, std::string_view body,
-               std::string_view error_code);
+               std::string_view error_code, const HeaderPairs* extra_headers = nullptr);
   void writeResponseHead(int status);
   void runResponseFilters();
   void flushClient();

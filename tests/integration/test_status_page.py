@@ -1,13 +1,18 @@
 """The operator's view (SPEC §11): GET /status on the admin listener, the status page
 GET / in headless Chromium, and `gateway --explain`."""
 
+import base64
 import json
+import os
 import re
+import shutil
+import urllib.request
 
 import pytest
 
+from browser import CHROMIUM, Browser
 from client import Client
-from harness import (admin_get, gateway_config, reference_workdir, reference_yaml, run_gateway_cli,
+from harness import (SOURCE_DIR, admin_get, gateway_config, reference_workdir, reference_yaml, run_gateway_cli,
                      wait_until)
 
 ODD_NAME = "r<img src=x onerror=alert(1)>&\"'"
@@ -189,3 +194,93 @@ def test_explain_never_prints_a_secret(reference_dir, tmp_path):
         for h in hashes:
             assert h not in r.stdout
     assert "(password ***)" in explain(reference_dir, config, "GET", "/").stdout
+
+
+# -- the status page in a real browser ----------------------------------------------------
+
+PAGE_WAIT = 15.0
+
+
+def js_row(name: str) -> str:
+    """An expression: the route row whose name cell reads `name` (compared as text)."""
+    return (f"[...document.querySelectorAll('#routes tr')].find(tr => "
+            f"tr.querySelector('td.name').textContent === {json.dumps(name)})")
+
+
+def wait_js(dt, expression: str, what: str, timeout: float = PAGE_WAIT):
+    return wait_until(lambda: dt.evaluate(expression), timeout=timeout, interval=0.2, what=what)
+
+
+def screenshot(dt, width: int, height: int, mobile: bool, path) -> None:
+    dt.call("Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile})
+    # Drawn again at the new width by the next refresh as much as by the resize itself.
+    n = dt.evaluate("Number(document.body.dataset.loaded)")
+    wait_js(dt, f"Number(document.body.dataset.loaded) > {n}", "a refresh after the resize")
+    png = base64.b64decode(dt.call("Page.captureScreenshot", {"format": "png"}, timeout=20)["data"])
+    assert png.startswith(b"\x89PNG")
+    path.write_bytes(png)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (Debian package `chromium`)")
+def test_status_page_in_chromium(upstream_factory, gateway_factory, tmp_path):
+    a, b = upstream_factory("a"), upstream_factory("b")
+    gw = gateway_factory(status_config(a, b))
+    admin = f"http://127.0.0.1:{gw.admin_port}"
+    with urllib.request.urlopen(admin + "/", timeout=5) as r:
+        csp = r.headers["Content-Security-Policy"]
+        assert r.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp
+    assert "unsafe-inline" not in csp and "script-src 'sha256-" in csp
+
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    browser = Browser(profile)
+    try:
+        dt = browser.connect()
+        for domain in ("Network", "Runtime", "Log", "Page"):
+            dt.call(f"{domain}.enable")
+        dt.call("Emulation.setDeviceMetricsOverride",
+                {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+        dt.call("Page.navigate", {"url": admin + "/"})
+        wait_js(dt, "Number(document.body && document.body.dataset.loaded) >= 1", "the first /status drawn")
+
+        # A route name full of markup is shown as text and creates nothing.
+        assert dt.evaluate(f"!!{js_row(ODD_NAME)}")
+        assert dt.evaluate("document.images.length") == 0
+        assert dt.evaluate(f"{js_row(ODD_NAME)}.querySelector('td.n').textContent") == "0.00"
+
+        with Client(gw.port) as c:
+            for i in range(30):
+                assert c.request("GET", f"/p{i}").status == 200
+        wait_js(dt, f"{js_row(ODD_NAME)}.querySelector('td.n').textContent !== '0.00'",
+                "the route's req/s moving after traffic")
+        assert dt.evaluate(f"{js_row(ODD_NAME)}.querySelectorAll('.chip').length") == 2
+
+        row = f"document.querySelector('#upstreams tr[data-endpoint=\"{b.address}\"]')"
+        assert dt.evaluate(f"{row}.className") == ""
+        b.stop()
+        wait_js(dt, f"{row}.className === 'down'", "the killed endpoint marked down")
+        assert dt.evaluate(f"getComputedStyle({row}.querySelector('td.health .dot')).backgroundColor") \
+            == "rgb(220, 38, 38)"
+        assert dt.evaluate(f"{row}.querySelector('td.health').textContent") == "unhealthy"
+
+        screenshot(dt, 1280, 800, False, tmp_path / "status-desktop.png")
+        screenshot(dt, 390, 844, True, tmp_path / "status-phone.png")
+        # Readable on a phone: nothing wider than the screen.
+        assert dt.evaluate("document.documentElement.scrollWidth") <= 390
+        if os.environ.get("GATEWAY_UPDATE_SCREENSHOT"):
+            shutil.copy(tmp_path / "status-desktop.png", SOURCE_DIR / "docs" / "status-page.png")
+
+        dt.poll_events(0.5)
+        events = dt.events
+    finally:
+        browser.kill()
+
+    urls = {e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"}
+    assert urls == {admin + "/", admin + "/status"}, urls
+    problems = [e for e in events
+                if (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "warning"))
+                or e["method"] == "Runtime.exceptionThrown"
+                or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] in ("error", "warning"))]
+    assert not problems, problems
