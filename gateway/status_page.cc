@@ -224,15 +224,14 @@ struct Page {
   std::string html;
   std::string csp;
   Page() {
-    html = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-           "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n"
-           "<title>Gateway status</title>\n<link rel=\"icon\" href=\"data:,\">\n<style>";
-    html += kStyle;
-    html += "</style></head>\n";
-    html += kBodyBeforeScript;
-    html += "<script>";
-    html += kScript;
-    html += "</script>\n</body></html>\n";
+    for (std::string_view part :
+         {std::string_view("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+                           "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n"
+                           "<title>Gateway status</title>\n<link rel=\"icon\" href=\"data:,\">\n<style>"),
+          kStyle, std::string_view("</style></head>\n"), kBodyBeforeScript, std::string_view("<script>"),
+          kScript, std::string_view("</script>\n</body></html>\n")}) {
+      html += part;
+    }
     csp = "default-src 'none'; script-src 'sha256-" + sha256Base64(kScript) + "'; style-src 'sha256-" +
           sha256Base64(kStyle) +
           "'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";

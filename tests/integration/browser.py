@@ -164,37 +164,40 @@ class Browser:
         self.devtools = None
 
     def connect(self, timeout: float = BROWSER_START_TIMEOUT) -> DevTools:
-        port_file = os.path.join(self.profile, "DevToolsActivePort")
         deadline = time.monotonic() + timeout
-        port = None
-        while port is None:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"chromium exited with {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                with open(port_file) as f:
-                    first = f.readline().strip()
-                port = int(first) if first else None
-            except (OSError, ValueError):
-                pass
-            if port is None:
+
+        def wait_for(read, what):
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"chromium exited with {self.proc.returncode}:\n{self.log_text()}")
+                try:
+                    value = read()
+                except (OSError, ValueError):
+                    value = None
+                if value is not None:
+                    return value
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"no DevToolsActivePort after {timeout}s:\n{self.log_text()}")
+                    raise AssertionError(f"no {what} after {timeout}s:\n{self.log_text()}")
                 time.sleep(0.05)
-        ws_url = None
-        while ws_url is None:
+
+        def read_port():
+            with open(os.path.join(self.profile, "DevToolsActivePort")) as f:
+                first = f.readline().strip()
+            return int(first) if first else None
+
+        port = wait_for(read_port, "DevToolsActivePort")
+
+        def read_page_url():
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
                 conn.request("GET", "/json/list")
                 targets = json.loads(conn.getresponse().read())
+            finally:
                 conn.close()
-                pages = [t for t in targets if t.get("type") == "page" and t.get("webSocketDebuggerUrl")]
-                ws_url = pages[0]["webSocketDebuggerUrl"] if pages else None
-            except (OSError, ValueError):
-                pass
-            if ws_url is None:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"no page target after {timeout}s:\n{self.log_text()}")
-                time.sleep(0.05)
+            pages = [t for t in targets if t.get("type") == "page" and t.get("webSocketDebuggerUrl")]
+            return pages[0]["webSocketDebuggerUrl"] if pages else None
+
+        ws_url = wait_for(read_page_url, "page target")
         self.devtools = DevTools(ws_url)
         return self.devtools
 
