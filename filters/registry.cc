@@ -38,6 +38,12 @@ const std::vector<FilterDescriptor>& filterRegistry() {
   return kFilters;
 }
 
+std::vector<std::string_view> filterRunOrder(const RouteConfig& route) {
+  std::vector<std::string_view> names;
+  for (const auto& f : route.chain) names.push_back(f->name());
+  return names;
+}
+
 const FilterDescriptor* findFilter(std::string_view name) {
   for (const auto& filter : filterRegistry()) {
     if (filter.name == name) return &filter;

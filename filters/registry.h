@@ -34,6 +34,9 @@ struct FilterDescriptor {
 
 const std::vector<FilterDescriptor>& filterRegistry();
 const FilterDescriptor* findFilter(std::string_view name);
+// The names of a route's filters as its chain runs them (rate_limit may run twice: before
+// and after authentication), for /status and --explain.
+std::vector<std::string_view> filterRunOrder(const RouteConfig& route);
 
 }  // namespace gw
 

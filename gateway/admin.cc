@@ -2,10 +2,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gateway/endpoint_state.h"
 #include "gateway/health.h"
 #include "gateway/http_util.h"
 #include "gateway/metrics.h"
 #include "gateway/server.h"
+#include "gateway/status.h"
+#include "gateway/status_page.h"
 
 namespace gw {
 
@@ -54,7 +57,30 @@ AdminResponse handleAdmin(Server& server, std::string_view method, std::string_v
     if (!health::collect().ready) return json(503, R"({"status":"not_ready"})");
     return json(200, R"({"status":"ready"})");
   }
+  if (path == "/" || path == "/index.html") {
+    AdminResponse r;
+    r.content_type = "text/html; charset=utf-8";
+    r.body = std::string(statusPageHtml());
+    r.headers = {{"Content-Security-Policy", statusPageCsp()},
+                 {"X-Content-Type-Options", "nosniff"},
+                 {"Referrer-Policy", "no-referrer"},
+                 {"Cache-Control", "no-store"}};
+    return r;
+  }
   if (path == "/health") return fullHealth(server);
+  if (path == "/status") {
+    std::shared_ptr<const Runtime> rt = server.runtime();
+    StatusInput in;
+    in.config = rt->config.get();
+    in.now_ms = wallClockMs();
+    in.start_ms = server.startTimeMs();
+    in.loaded_at_ms = server.loadedAtMs();
+    in.last_reload = server.lastReload();
+    in.now_ns = uint64_t(monotonicMs()) * 1000000;  // the clock the workers record with
+    AdminResponse r = json(200, statusJson(in).dump());
+    r.headers = {{"Cache-Control", "no-store"}};
+    return r;
+  }
   if (path == "/metrics") {
     AdminResponse r;
     r.content_type = "text/plain; version=0.0.4; charset=utf-8";

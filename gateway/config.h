@@ -231,6 +231,10 @@ struct ApiKeySetConfig {
 struct RouteFilter {
   std::string name;                            // registry name, e.g. "cors"
   std::shared_ptr<const FilterConfig> config;  // never null
+  // What `gateway --explain` prints: the filter's settings as written (flow YAML), with
+  // the values of secret-named keys masked when loaded, so that no secret is kept here.
+  std::string settings;
+  bool from_route = false;  // the route's own entry, not default_filters'
 };
 
 struct RouteMatch {

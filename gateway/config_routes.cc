@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include <yaml-cpp/yaml.h>
+
 #include "filters/registry.h"
 #include "gateway/config_sections.h"
 
@@ -15,6 +17,42 @@ size_t registryRank(const std::string& name) {
     if (registry[i].name == name) return i;
   }
   return registry.size();
+}
+
+bool isSecretKey(std::string_view key) {
+  static constexpr std::string_view kSecret[] = {"password", "secret", "client_secret", "token",
+                                                 "private_key", "keys", "credentials"};
+  std::string lower = toLowerAscii(key);
+  for (std::string_view s : kSecret) {
+    if (lower == s) return true;
+  }
+  return false;
+}
+
+// A copy of `node` whose secret-named values are "***" (at any depth).
+YAML::Node masked(const YAML::Node& node) {
+  if (node.IsMap()) {
+    YAML::Node out(YAML::NodeType::Map);
+    for (const auto& kv : node) {
+      std::string key = kv.first.Scalar();
+      out[key] = isSecretKey(key) ? YAML::Node("***") : masked(kv.second);
+    }
+    return out;
+  }
+  if (node.IsSequence()) {
+    YAML::Node out(YAML::NodeType::Sequence);
+    for (const auto& item : node) out.push_back(masked(item));
+    return out;
+  }
+  return YAML::Clone(node);
+}
+
+std::string settingsText(const YAML::Node& node) {
+  YAML::Emitter out;
+  out.SetMapFormat(YAML::Flow);
+  out.SetSeqFormat(YAML::Flow);
+  out << masked(node);
+  return out.good() ? std::string(out.c_str()) : std::string("?");
 }
 
 std::vector<std::string_view> filterNames() {
@@ -172,6 +210,7 @@ FilterSettings parseFilterMap(const YAML::Node& node, ConfigContext& ctx, bool r
     auto parsed = filter->parse(entry.value, ctx);
     if (parsed) {
       settings.by_name[entry.key] = std::move(parsed);
+      settings.settings[entry.key] = settingsText(entry.value);
     } else {
       settings.complete = false;
     }
@@ -187,7 +226,11 @@ std::vector<RouteFilter> mergeFilters(const FilterSettings& defaults,
   for (const auto& [name, config] : overrides.by_name) effective[name] = config;
   std::vector<RouteFilter> filters;
   for (const auto& [name, config] : effective) {
-    if (config) filters.push_back({name, config});
+    if (!config) continue;
+    bool from_route = overrides.by_name.count(name) != 0;
+    const auto& texts = from_route ? overrides.settings : defaults.settings;
+    auto text = texts.find(name);
+    filters.push_back({name, config, text != texts.end() ? text->second : std::string(), from_route});
   }
   std::stable_sort(filters.begin(), filters.end(), [](const RouteFilter& a, const RouteFilter& b) {
     return registryRank(a.name) < registryRank(b.name);

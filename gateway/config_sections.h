@@ -37,6 +37,7 @@ void parseApiKeySets(const YAML::Node& node, ConfigContext& ctx, Config& config)
 // name -> config, with null for a filter switched `off`.
 struct FilterSettings {
   std::map<std::string, std::shared_ptr<const FilterConfig>> by_name;
+  std::map<std::string, std::string> settings;  // RouteFilter::settings, by name
   // False when a filter's configuration was bad (and reported): checks across filters
   // would then only add misleading errors.
   bool complete = true;

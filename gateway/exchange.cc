@@ -260,12 +260,15 @@ void Exchange::sendResponse(int code, std::string_view content_type, std::string
 }
 
 void Exchange::respond(int code, std::string_view content_type, std::string_view body,
-                       std::string_view error) {
+                       std::string_view error, const HeaderPairs* extra_headers) {
   response.status = code;
   response.local_reply = true;
   response.headers.clear();
   response.headers.addRef("Date", worker_->httpDate());
   if (!content_type.empty()) response.headers.addRef("Content-Type", content_type);
+  if (extra_headers) {
+    for (const auto& [name, value] : *extra_headers) response.headers.add(name, value);
+  }
   if (code != 204 && code != 304 && code >= 200) {
     char len[24];
     auto res = std::to_chars(len, len + sizeof len, body.size());
@@ -342,7 +345,7 @@ void Exchange::answerAdmin() {
   AdminResponse res = handleAdmin(worker_->server(), ctx.method, ctx.path, ctx.request_id);
   std::string_view body = arena.copy(res.body);
   std::string_view type = arena.copy(res.content_type);
-  respond(res.status, type, body, res.status >= 400 ? errorCodeFor(res.status) : "");
+  respond(res.status, type, body, res.status >= 400 ? errorCodeFor(res.status) : "", &res.headers);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -382,7 +385,13 @@ void Exchange::recordMetrics() {
   uint16_t route_label = ctx.route ? ctx.route->metrics_label : 0;
   m.add(metrics::Id::RequestsTotal,
         {route_label, metrics::methodLabel(ctx.method), metrics::statusLabel(status)});
-  m.observe(metrics::Id::RequestDuration, {route_label, 0, 0}, monotonicNs() - start_ns);
+  uint64_t now_ns = monotonicNs();
+  m.observe(metrics::Id::RequestDuration, {route_label, 0, 0}, now_ns - start_ns);
+  // The gateway's own refusals (error_code set) count as errors on /status: an operator
+  // watching a route wants to see 401s and 429s, not only the upstream's 5xx.
+  bool refused = !error_code.empty() && status >= 400;
+  m.windows().record(route_label, now_ns,
+                     {now_ns - start_ns, status >= 500 || refused, status == 429 && refused});
 }
 
 }  // namespace gw

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <string>
 
+#include "gateway/admin.h"
 #include "gateway/buffer.h"
 #include "gateway/downstream_stream.h"
 #include "gateway/filter.h"
@@ -135,8 +136,9 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   void route(bool websocket);
   void runRequestFilters();
   void answerAdmin();
+  // `extra_headers`: added after Content-Type (the admin page's policy); copied.
   void respond(int status, std::string_view content_type, std::string_view body,
-               std::string_view error_code);
+               std::string_view error_code, const HeaderPairs* extra_headers = nullptr);
   void runResponseFilters();
   void sendResponseHead(int status, bool length_known);
   void recordMetrics();

@@ -1,9 +1,12 @@
-// gateway -c FILE | --check -c FILE | --version  (SPEC §1)
+// gateway -c FILE | --check -c FILE | --explain -c FILE METHOD URL [-H …] | --version
+// (SPEC §1, §11)
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "gateway/config_loader.h"
+#include "gateway/explain.h"
 #include "gateway/server.h"
 
 namespace {
@@ -14,6 +17,8 @@ void usage(FILE* out) {
   std::fprintf(out,
                "usage: gateway [-c FILE]          run in the foreground (default %s)\n"
                "       gateway --check [-c FILE]  validate FILE and the files it names\n"
+               "       gateway --explain [-c FILE] METHOD URL [-H 'Name: value']...\n"
+               "                                  the route, filters and upstream of that request\n"
                "       gateway --version          print the version\n",
                kDefaultConfig);
 }
@@ -35,6 +40,8 @@ int check(const std::string& path) {
 int main(int argc, char** argv) {
   std::string config = kDefaultConfig;
   bool check_only = false;
+  bool explain = false;
+  std::vector<std::string> positional, headers;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-c" || a == "--config") {
@@ -48,6 +55,17 @@ int main(int argc, char** argv) {
       config = a.substr(9);
     } else if (a == "--check" || a == "-t") {
       check_only = true;
+    } else if (a == "--explain") {
+      explain = true;
+    } else if (explain && (a == "-H" || a == "--header")) {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "gateway: %s needs 'Name: value'\n", a.c_str());
+        usage(stderr);
+        return 2;
+      }
+      headers.push_back(argv[++i]);
+    } else if (explain && (a.empty() || a[0] != '-')) {
+      positional.push_back(a);
     } else if (a == "--version" || a == "-v") {
       std::printf("gateway %s\n", GATEWAY_VERSION);
       return 0;
@@ -59,6 +77,14 @@ int main(int argc, char** argv) {
       usage(stderr);
       return 2;
     }
+  }
+  if (explain) {
+    if (positional.size() != 2 || check_only) {
+      std::fprintf(stderr, "gateway: --explain needs METHOD and URL\n");
+      usage(stderr);
+      return 2;
+    }
+    return gw::explainRequest(config, positional[0], positional[1], headers, stdout);
   }
   if (check_only) return check(config);
   gw::Server server(config);

@@ -32,6 +32,8 @@ const Definition kDefinitions[] = {
      Type::Counter, {"upstream"}},
     {"gateway_upstream_endpoint_healthy", "1 when the endpoint passes its health checks.", Type::Gauge,
      {"upstream", "endpoint"}},
+    {"gateway_upstream_endpoint_in_flight", "Requests sent to the endpoint and not yet answered.",
+     Type::Gauge, {"upstream", "endpoint"}},
     {"gateway_circuit_breaker_open", "Upstream endpoints whose circuit breaker is open.", Type::Gauge,
      {"upstream"}},
     {"gateway_rate_limited_total", "Requests refused by a rate limit.", Type::Counter, {"route"}},
@@ -353,22 +355,34 @@ void unregisterStore(MetricStore* store) {
   v.erase(std::remove(v.begin(), v.end(), store), v.end());
 }
 
+void forEachStore(const std::function<void(const MetricStore&)>& f) {
+  std::lock_guard<std::mutex> lock(stores().mutex);
+  for (const MetricStore* s : stores().stores) f(*s);
+}
+
+int64_t total(Id id, Labels labels) {
+  int64_t sum = 0;
+  forEachStore([&](const MetricStore& s) {
+    s.forEach([&](Id i, const Labels& l, const Cell& c) {
+      if (i == id && l == labels) sum += c.value.load(std::memory_order_relaxed);
+    });
+  });
+  return sum;
+}
+
 std::string renderPrometheus(std::string_view version, uint64_t start_time_ms) {
   process().set(Id::BuildInfo, {labelId(version), 0, 0}, 1);
   // Sum every store per series; a worker that exited took its counts with it, which is
   // acceptable for a process that is stopping.
   std::map<std::pair<uint8_t, Labels>, Summed> series;
-  {
-    std::lock_guard<std::mutex> lock(stores().mutex);
-    for (MetricStore* s : stores().stores) {
-      s->forEach([&](Id id, const Labels& l, const Cell& c) {
-        Summed& sum = series[{uint8_t(id), l}];
-        sum.value += c.value.load(std::memory_order_relaxed);
-        sum.sum_ns += c.sum_ns.load(std::memory_order_relaxed);
-        for (size_t b = 0; b < kBuckets.size(); ++b) sum.buckets[b] += c.buckets[b].load(std::memory_order_relaxed);
-      });
-    }
-  }
+  forEachStore([&](const MetricStore& s) {
+    s.forEach([&](Id id, const Labels& l, const Cell& c) {
+      Summed& sum = series[{uint8_t(id), l}];
+      sum.value += c.value.load(std::memory_order_relaxed);
+      sum.sum_ns += c.sum_ns.load(std::memory_order_relaxed);
+      for (size_t b = 0; b < kBuckets.size(); ++b) sum.buckets[b] += c.buckets[b].load(std::memory_order_relaxed);
+    });
+  });
   std::string out;
   out.reserve(16384);
   for (size_t i = 0; i < size_t(Id::kCount); ++i) {

@@ -14,11 +14,14 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "gateway/route_window.h"
 
 namespace gw::metrics {
 
@@ -32,6 +35,7 @@ enum class Id : uint8_t {
   UpstreamRequestDuration,   // upstream
   UpstreamConnectFailures,   // upstream
   UpstreamEndpointHealthy,   // upstream, endpoint
+  UpstreamEndpointInFlight,  // upstream, endpoint (an extension)
   CircuitBreakerOpen,        // upstream
   RateLimited,               // route
   AuthFailures,              // route, reason
@@ -89,6 +93,11 @@ class MetricStore {
   void observe(Id id, Labels labels, uint64_t duration_ns);
 
   // Calls f(id, labels, cell) for every cell. Takes the store's lock.
+  // The per-route last-minute windows of /status, kept beside the counters so that they
+  // live, and are found by readers, exactly as long as the worker's store.
+  window::RouteWindows& windows() { return windows_; }
+  const window::RouteWindows& windows() const { return windows_; }
+
   template <typename F>
   void forEach(F&& f) const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -121,6 +130,7 @@ class MetricStore {
     Cell* cell = nullptr;
   };
   std::array<Recent, size_t(Id::kCount)> recent_{};
+  window::RouteWindows windows_;
 };
 
 // The calling thread's store (a worker's own), or the process store.
@@ -131,6 +141,11 @@ void bindThread(MetricStore* store);
 // Every store that a scrape must sum (workers register theirs).
 void registerStore(MetricStore* store);
 void unregisterStore(MetricStore* store);
+// Calls f on every registered store, under the registry's lock (a store cannot go away
+// during the call).
+void forEachStore(const std::function<void(const MetricStore&)>& f);
+// The sum over every store of one counter or gauge series.
+int64_t total(Id id, Labels labels);
 
 // Prometheus text format 0.0.4 of everything registered plus process_* metrics.
 std::string renderPrometheus(std::string_view version, uint64_t start_time_ms);

@@ -195,6 +195,8 @@ std::shared_ptr<const Runtime> Server::buildRuntime(std::shared_ptr<const Config
 
 void Server::countReload(bool ok) {
   (ok ? reloads_ok_ : reloads_failed_).fetch_add(1);
+  last_reload_ = {wallClockMs(), ok};
+  if (ok) loaded_at_ms_ = last_reload_.at_ms;
   metrics::process().add(metrics::Id::ConfigReloads, {reloadResultLabel(ok), 0, 0});
 }
 
@@ -256,6 +258,7 @@ int Server::run() {
     return 1;
   }
   runtime_ = buildRuntime(loaded.config);
+  loaded_at_ms_ = wallClockMs();
   if (!runtime_ || !bindAll(config)) {
     log::shutdown();
     return 1;

@@ -16,6 +16,7 @@
 
 #include "gateway/connection_limiter.h"
 #include "gateway/health_checker.h"
+#include "gateway/status.h"
 #include "gateway/worker.h"
 
 namespace gw {
@@ -39,6 +40,9 @@ class Server {
   const std::vector<std::unique_ptr<Worker>>& workers() const { return workers_; }
   uint64_t reloadsSucceeded() const { return reloads_ok_.load(); }
   uint64_t reloadsFailed() const { return reloads_failed_.load(); }
+  // Admin thread only (reloads happen there too).
+  uint64_t loadedAtMs() const { return loaded_at_ms_; }
+  const ReloadRecord& lastReload() const { return last_reload_; }
 
  private:
   std::shared_ptr<const Runtime> buildRuntime(std::shared_ptr<const Config> config);
@@ -62,6 +66,8 @@ class Server {
   mutable std::mutex runtime_mutex_;
   std::shared_ptr<const Runtime> runtime_;
   uint64_t generation_ = 0;
+  uint64_t loaded_at_ms_ = 0;
+  ReloadRecord last_reload_;
 
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<Worker> admin_;

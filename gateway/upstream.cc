@@ -21,8 +21,21 @@ UpstreamPool::UpstreamPool(Worker& worker, const UpstreamConfig& config,
       state_(upstreamState(config)),
       tls_(std::move(tls)),
       retry_budget_(workers) {
+  for (size_t i = 0; i < endpoints_.size(); ++i) endpoints_[i].label = metrics::labelId(config.endpoints[i].text);
   // Spread workers over endpoints so that N workers do not all start on endpoint 0.
   next_endpoint_ = endpoints_.empty() ? 0 : worker.index() % endpoints_.size();
+}
+
+void UpstreamPool::requestStarted(size_t endpoint) {
+  Endpoint& ep = endpoints_[endpoint];
+  ++ep.active;
+  metrics::local().add(metrics::Id::UpstreamEndpointInFlight, {config_.metrics_label, ep.label, 0}, 1);
+}
+
+void UpstreamPool::requestEnded(size_t endpoint) {
+  Endpoint& ep = endpoints_[endpoint];
+  --ep.active;
+  metrics::local().add(metrics::Id::UpstreamEndpointInFlight, {config_.metrics_label, ep.label, 0}, -1);
 }
 
 UpstreamPool::~UpstreamPool() {

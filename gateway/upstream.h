@@ -187,8 +187,9 @@ class UpstreamPool {
   EndpointState& endpointState(size_t index) { return *state_->endpoints[index]; }
   UpstreamState& state() { return *state_; }
   // Per-worker count of requests in flight per endpoint, for least_request.
-  void requestStarted(size_t endpoint) { ++endpoints_[endpoint].active; }
-  void requestEnded(size_t endpoint) { --endpoints_[endpoint].active; }
+  // Also gateway_upstream_endpoint_in_flight, which /status shows per endpoint.
+  void requestStarted(size_t endpoint);
+  void requestEnded(size_t endpoint);
   // The retry budget (retry_budget.h), so that retries cannot multiply an outage.
   void countRequest();
   bool takeRetry();
@@ -219,6 +220,7 @@ class UpstreamPool {
     UpstreamConnection* idle = nullptr;  // most recently used first
     uint32_t idle_count = 0;
     uint32_t active = 0;
+    uint16_t label = 0;  // metrics::labelId(address)
   };
   std::vector<Endpoint> endpoints_;
   std::shared_ptr<UpstreamState> state_;

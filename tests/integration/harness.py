@@ -394,6 +394,26 @@ def open_paths(gw: Gateway) -> set[str]:
     return paths
 
 
+def reference_yaml() -> Path:
+    """The contract's reference.yaml (beside SPEC.md when there is one, else the copy in
+    tests/data)."""
+    shared = SOURCE_DIR.parent / "shared" / "reference.yaml"
+    return shared if shared.exists() else SOURCE_DIR / "tests" / "data" / "reference.yaml"
+
+
+def reference_workdir(workdir: Path) -> Path:
+    """Lays out under `workdir` the files reference.yaml names (relative to the working
+    directory): the demo JWKS and API keys, and test certificates. Returns `workdir`."""
+    import shutil
+    conf = workdir / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    shutil.copy(SOURCE_DIR / "conf" / "jwks.json", conf / "jwks.json")
+    shutil.copy(SOURCE_DIR / "conf" / "api-keys.txt", conf / "api-keys.txt")
+    subprocess.run([str(SOURCE_DIR / "conf" / "make-test-certs.sh"), str(conf / "tls")], check=True,
+                   capture_output=True, timeout=120)
+    return workdir
+
+
 def wait_until(pred, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

@@ -1,26 +1,12 @@
 """The reference configuration of the product contract must be accepted as it is."""
-import os
-import shutil
 import subprocess
-from pathlib import Path
 
-SOURCE = Path(os.environ.get("SOURCE_DIR", Path(__file__).resolve().parents[2]))
-GATEWAY = os.environ.get("GATEWAY_BIN", str(SOURCE / "build" / "gateway"))
-
-
-def reference_yaml() -> Path:
-    shared = SOURCE.parent / "shared" / "reference.yaml"
-    return shared if shared.exists() else SOURCE / "tests" / "data" / "reference.yaml"
+from harness import GATEWAY_BIN as GATEWAY, reference_workdir, reference_yaml
 
 
 def test_reference_yaml_checks_ok_with_its_files(tmp_path):
     # The files it names are relative to the working directory: lay them out there.
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    shutil.copy(SOURCE / "conf" / "jwks.json", conf / "jwks.json")
-    shutil.copy(SOURCE / "conf" / "api-keys.txt", conf / "api-keys.txt")
-    subprocess.run([str(SOURCE / "conf" / "make-test-certs.sh"), str(conf / "tls")], check=True,
-                   capture_output=True, timeout=120)
+    reference_workdir(tmp_path)
     result = subprocess.run([GATEWAY, "--check", "-c", str(reference_yaml())], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
