@@ -33,6 +33,13 @@ def start(gateway_factory, upstream, **top):
         routes=[{"name": "r", "match": {"path_prefix": "/"}, "upstream": "up"}], **top))
 
 
+def through(gateway_factory, upstream_factory, data: bytes, **top):
+    """(the response a client gets when the upstream answers `data`, the gateway)."""
+    gw = start(gateway_factory, upstream_factory(handler=raw_response(data)), **top)
+    with Client(gw.port) as c:
+        return c.request("GET", "/x"), gw
+
+
 def bad_responses(gw, reason):
     return prom.total(prom.scrape(gw), "gateway_upstream_bad_responses_total", reason=reason)
 
@@ -77,10 +84,8 @@ def test_many_large_fields_within_a_raised_limit_pass_intact(gateway_factory, up
     big = "z" * 30000
     head = "HTTP/1.1 200 OK\r\n" + "".join(f"Set-Cookie: {c}\r\n" for c in cookies)
     head += f"X-Big: {big}\r\nContent-Length: 2\r\n\r\nok"
-    upstream = upstream_factory(handler=raw_response(head.encode()))
-    gw = start(gateway_factory, upstream, limits={"max_response_header_bytes": "128KiB"})
-    with Client(gw.port) as c:
-        r = c.request("GET", "/x")
+    r, _ = through(gateway_factory, upstream_factory, head.encode(),
+                   limits={"max_response_header_bytes": "128KiB"})
     assert r.status == 200, r
     assert r.header_all("set-cookie") == cookies
     assert r.header("x-big") == big
@@ -107,10 +112,7 @@ def test_twenty_cookies_pass_intact_on_every_response(gateway_factory, upstream_
 def test_head_just_within_the_limit_passes(gateway_factory, upstream_factory):
     prefix = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Pad: "
     pad = 64 * 1024 - len(prefix) - 4
-    upstream = upstream_factory(handler=raw_response(prefix + b"p" * pad + b"\r\n\r\nok"))
-    gw = start(gateway_factory, upstream)
-    with Client(gw.port) as c:
-        r = c.request("GET", "/x")
+    r, _ = through(gateway_factory, upstream_factory, prefix + b"p" * pad + b"\r\n\r\nok")
     assert r.status == 200 and len(r.header("x-pad")) == pad and r.body == b"ok"
 
 
@@ -148,41 +150,33 @@ def test_ambiguous_response_heads_are_502(gateway_factory, upstream_factory, hea
     b"HTTP/1.1 099 Low", b"HTTP/1.1 1000 Big", b"HTTP/1.1 99999999999 Huge", b"HTTP/1.1 2x0 OK",
 ])
 def test_invalid_status_codes_are_502(gateway_factory, upstream_factory, status_line):
-    upstream = upstream_factory(handler=raw_response(status_line + b"\r\nContent-Length: 2\r\n\r\nok"))
-    gw = start(gateway_factory, upstream)
-    with Client(gw.port) as c:
-        assert_error_body(c.request("GET", "/x"), 502, "BAD_GATEWAY")
+    r, gw = through(gateway_factory, upstream_factory,
+                    status_line + b"\r\nContent-Length: 2\r\n\r\nok")
+    assert_error_body(r, 502, "BAD_GATEWAY")
     assert bad_responses(gw, "malformed") == 1
 
 
 def test_interim_response_never_has_a_body(gateway_factory, upstream_factory):
     # Found by response_head_fuzz: llhttp reads a body after an interim head that names a
     # Transfer-Encoding, and its bytes were handed on as the final response's body.
-    upstream = upstream_factory(handler=raw_response(
-        b"HTTP/1.1 100 Continue\r\nTransfer-Encoding: chunked\r\n\r\n"
-        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-    gw = start(gateway_factory, upstream)
-    with Client(gw.port) as c:
-        r = c.request("GET", "/x")
+    r, _ = through(gateway_factory, upstream_factory,
+                   b"HTTP/1.1 100 Continue\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     assert r.status == 200 and r.body == b"ok", r
 
 
 def test_status_without_reason_phrase_passes(gateway_factory, upstream_factory):
-    upstream = upstream_factory(handler=raw_response(b"HTTP/1.1 201\r\nContent-Length: 2\r\n\r\nok"))
-    gw = start(gateway_factory, upstream)
-    with Client(gw.port) as c:
-        r = c.request("GET", "/x")
+    r, _ = through(gateway_factory, upstream_factory, b"HTTP/1.1 201\r\nContent-Length: 2\r\n\r\nok")
     assert r.status == 201 and r.body == b"ok"
 
 
 @pytest.mark.parametrize("chunk", [b"ffffffffffffffffff", b"zz", b"-1"])
 def test_bad_chunk_size_before_any_body_byte_is_502(gateway_factory, upstream_factory, chunk):
     # ffffffffffffffffff gave the client the head, 0 bytes and a close.
-    upstream = upstream_factory(handler=raw_response(
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk + b"\r\nabc\r\n0\r\n\r\n"))
-    gw = start(gateway_factory, upstream)
-    with Client(gw.port) as c:
-        assert_error_body(c.request("GET", "/x"), 502, "BAD_GATEWAY")
+    r, gw = through(gateway_factory, upstream_factory,
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk +
+                    b"\r\nabc\r\n0\r\n\r\n")
+    assert_error_body(r, 502, "BAD_GATEWAY")
     assert bad_responses(gw, "malformed") == 1
 
 
