@@ -24,3 +24,19 @@ def test_reference_yaml_without_its_files_names_each_missing_file(tmp_path):
         # FILE:LINE:COL: message
         file, line_no, col, message = line.split(":", 3)
         assert file.endswith("reference.yaml") and int(line_no) > 0 and int(col) > 0 and message
+
+
+def test_reference_yaml_with_spec_9_alternatives_checks_ok(tmp_path):
+    # SPEC §9 has landed: the reference's commented alternatives to `address` are accepted.
+    reference_workdir(tmp_path)
+    text = reference_yaml().read_text()
+    assert "redis: {address: 127.0.0.1:6379," in text
+    for alternative in ("cluster: [10.0.0.1:6379, 10.0.0.2:6379]",
+                        "sentinel: {master: gw, addresses: [10.0.0.5:26379]}"):
+        variant = text.replace("type: memory ", "type: redis  ").replace(
+            "address: 127.0.0.1:6379,", alternative + ",")
+        path = tmp_path / "variant.yaml"
+        path.write_text(variant)
+        result = subprocess.run([GATEWAY, "--check", "-c", str(path)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (alternative, result.stdout + result.stderr)
