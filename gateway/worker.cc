@@ -100,6 +100,11 @@ void Worker::init(std::shared_ptr<const Runtime> runtime, const std::vector<List
   loop_.data = this;  // how a connection finds its worker (DownstreamConnection::worker)
   uv_async_init(&loop_, &async_, onAsync);
   async_.data = this;
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    async_ready_ = true;
+  }
+  uv_async_send(&async_);  // what was posted before the handle existed: the first loop turn
   uv_timer_init(&loop_, &timer_);
   timer_.data = this;
   uv_timer_init(&loop_, &housekeeping_);
@@ -141,28 +146,29 @@ void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Worker::postRuntime(std::shared_ptr<const Runtime> runtime) {
+template <typename Fill>
+void Worker::post(Fill&& fill) {
+  bool ready;
   {
     std::lock_guard<std::mutex> lock(mailbox_mutex_);
-    mailbox_runtime_ = std::move(runtime);
+    fill();
+    ready = async_ready_;
   }
-  uv_async_send(&async_);
+  // A signal right after start can come before this worker's thread has set up its loop:
+  // its handle does not exist yet, and init() wakes the loop for what was posted.
+  if (ready) uv_async_send(&async_);
+}
+
+void Worker::postRuntime(std::shared_ptr<const Runtime> runtime) {
+  post([&] { mailbox_runtime_ = std::move(runtime); });
 }
 
 void Worker::postDrain() {
-  {
-    std::lock_guard<std::mutex> lock(mailbox_mutex_);
-    mailbox_drain_ = true;
-  }
-  uv_async_send(&async_);
+  post([&] { mailbox_drain_ = true; });
 }
 
 void Worker::postStop() {
-  {
-    std::lock_guard<std::mutex> lock(mailbox_mutex_);
-    mailbox_stop_ = true;
-  }
-  uv_async_send(&async_);
+  post([&] { mailbox_stop_ = true; });
 }
 
 void Worker::onAsync(uv_async_t* h) { static_cast<Worker*>(h->data)->applyMailbox(); }

@@ -138,6 +138,8 @@ class Worker final : public WorkerServices {
 
  private:
   static void onAsync(uv_async_t* h);
+  template <typename Fill>
+  void post(Fill&& fill);  // fills the mailbox under its lock, then wakes the loop
   static void onTimer(uv_timer_t* h);
   static void onHousekeeping(uv_timer_t* h);
   // Gives back what the pools kept from a burst and no request needed for a period.
@@ -195,6 +197,7 @@ class Worker final : public WorkerServices {
   std::shared_ptr<const Runtime> mailbox_runtime_;
   bool mailbox_drain_ = false;
   bool mailbox_stop_ = false;
+  bool async_ready_ = false;  // async_ is initialised (by the worker's own thread)
 
   friend class DownstreamConnection;
 };
