@@ -115,7 +115,7 @@ class Filter {
 };
 
 // The core's side of a request, as filters see it. Implemented by the proxy
-// (gateway/http_request.cc) and by tests' fakes.
+// (gateway/exchange.h: one per request, whatever codec carried it) and by tests' fakes.
 class RequestDriver {
  public:
   virtual ~RequestDriver() = default;

@@ -122,10 +122,14 @@ def test_upstream_that_stops_reading_the_body_gets_504(gateway_factory):
 
 def test_body_read_is_documented_and_validated(tmp_path):
     from harness import run_gateway_cli
+    config = gateway_config(upstreams={"u": ["127.0.0.1:1"]}, routes=[
+        {"name": "r", "match": {"path_prefix": "/"}, "upstream": "u"}],
+        listeners=[{"name": "h", "address": "127.0.0.1:0"}])
     p = tmp_path / "c.yaml"
-    p.write_text(json.dumps({
-        "timeouts": {"body_read": "0s"},
-        "upstreams": [{"name": "u", "endpoints": ["127.0.0.1:1"]}],
-        "routes": [{"name": "r", "match": {"path_prefix": "/"}, "upstream": "u"}]}))
-    res = run_gateway_cli(["--check", "-c", str(p)])
-    assert res.returncode == 1 and "body_read" in res.stdout + res.stderr, res
+    for value, errors in (("20s", []), ("0s", ["duration must be at least 1ms, got '0s'"])):
+        config["timeouts"]["body_read"] = value
+        p.write_text(json.dumps(config))
+        res = run_gateway_cli(["--check", "-c", str(p)])
+        # The message, not the path (which holds the test's name): an unknown key fails too.
+        got = [line.split(": ", 1)[1] for line in res.stdout.splitlines() if line.startswith(str(p))]
+        assert got == errors and res.returncode == (1 if errors else 0), res

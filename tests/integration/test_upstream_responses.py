@@ -207,14 +207,18 @@ def test_response_cut_short_is_counted_as_truncated(gateway_factory, upstream):
 def test_response_limit_config_is_validated(tmp_path):
     from harness import run_gateway_cli
     import json
-    for bad in ("0", "2MiB"):
-        p = tmp_path / f"c{bad}.yaml"
-        p.write_text(json.dumps({
-            "limits": {"max_response_header_bytes": bad},
-            "upstreams": [{"name": "u", "endpoints": ["127.0.0.1:1"]}],
-            "routes": [{"name": "r", "match": {"path_prefix": "/"}, "upstream": "u"}]}))
+    for value, ok in (("128KiB", True), ("0", False), ("2MiB", False)):
+        p = tmp_path / "c.yaml"
+        p.write_text(json.dumps(gateway_config(
+            upstreams={"u": ["127.0.0.1:1"]},
+            routes=[{"name": "r", "match": {"path_prefix": "/"}, "upstream": "u"}],
+            listeners=[{"name": "h", "address": "127.0.0.1:0"}],
+            limits={"max_response_header_bytes": value})))
         res = run_gateway_cli(["--check", "-c", str(p)])
-        assert res.returncode == 1 and "max_response_header_bytes" in res.stdout + res.stderr, res
+        # The message, not the path (which holds the test's name): an unknown key fails too.
+        got = [line.split(": ", 1)[1] for line in res.stdout.splitlines() if line.startswith(str(p))]
+        want = [] if ok else ["max_response_header_bytes must be greater than 0 and at most 1MiB"]
+        assert got == want and res.returncode == (0 if ok else 1), res
 
 
 def test_concurrent_hostile_heads_leave_good_traffic_alone(gateway_factory, upstream_factory):
