@@ -319,9 +319,10 @@ void Server::onSignal(uv_signal_t* h, int signum) {
 
 void Server::reload() {
   LoadResult loaded = loadConfigFile(config_path_);
+  // Logged before counted: whoever sees the counter move can already read why.
   if (!loaded.ok()) {
-    countReload(false);
     for (const auto& e : loaded.errors) log::error("configuration reload refused", {{"error", e.format()}});
+    countReload(false);
     return;
   }
   auto rt = buildRuntime(loaded.config);
@@ -342,8 +343,8 @@ void Server::reload() {
   if (old.logging.access_log != now.logging.access_log) {
     std::string error;
     if (!log::openAccessLog(now.logging.access_log, &error)) {
-      countReload(false);
       log::error("configuration reload refused", {{"error", "cannot open access log: " + error}});
+      countReload(false);
       return;
     }
   }
