@@ -70,13 +70,28 @@ struct ListenerTls {
   std::string client_ca;                     // empty: no client certificates
 };
 
+// SPEC §7: the HTTP/2 server's settings, per listener (defaults as reference.yaml).
+struct Http2Settings {
+  uint32_t max_concurrent_streams = 100;
+  uint32_t initial_stream_window = 64 * 1024;
+  uint32_t initial_connection_window = 1024 * 1024;
+  // 0: limits.max_request_header_bytes (resolved by the loader).
+  uint64_t max_header_list_bytes = 0;
+  uint32_t max_resets_per_second = 200;
+};
+
 struct ListenerConfig {
   std::string name;
   uint16_t metrics_label = 0;  // metrics::labelId(name), set by the loader
   SocketAddress address;
   bool redirect_https = false;
   std::optional<ListenerTls> tls;
+  bool http2 = true;  // TLS: offer ALPN h2 beside http/1.1
+  bool h2c = false;   // plaintext: HTTP/2 with prior knowledge too
+  Http2Settings http2_settings;
   SourceLocation where;
+  // Whether a connection on this listener may speak HTTP/2 (by ALPN or prior knowledge).
+  bool speaksHttp2() const { return tls ? http2 : h2c; }
 };
 
 struct AdminConfig {

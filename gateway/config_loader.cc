@@ -149,6 +149,11 @@ void parseRoot(const YAML::Node& root, ConfigContext& ctx, Config& config) {
   parseAdmin(section("admin"), ctx, config);
   parseLogging(section("logging"), ctx, config);
   parseLimits(section("limits"), ctx, config);
+  for (ListenerConfig& l : config.listeners) {
+    if (l.http2_settings.max_header_list_bytes == 0) {
+      l.http2_settings.max_header_list_bytes = config.limits.max_request_header_bytes;
+    }
+  }
   parseTimeouts(section("timeouts"), ctx, config);
   ctx.read(*map, "trusted_proxies", config.trusted_proxies,
            [&](const YAML::Node& n) { return ctx.cidrList(n); });

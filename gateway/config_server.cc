@@ -66,8 +66,43 @@ std::optional<ListenerTls> parseListenerTls(const YAML::Node& node, ConfigContex
   return tls;
 }
 
+void parseHttp2Settings(const YAML::Node& node, ConfigContext& ctx, Http2Settings& out) {
+  auto map = ctx.expectMap(node, "http2_settings",
+                           {"max_concurrent_streams", "initial_stream_window", "initial_connection_window",
+                            "max_header_list_bytes", "max_resets_per_second"});
+  if (!map) return;
+  // RFC 9113 §6.5.2/§6.9.1: windows are at most 2^31-1. A stream limit of 0 would refuse
+  // every request; more than a few thousand is only a way to pin memory.
+  constexpr uint64_t kMaxWindow = (uint64_t(1) << 31) - 1;
+  ctx.readUint(*map, "max_concurrent_streams", out.max_concurrent_streams, 1, 10000);
+  auto window = [&](std::string_view key, uint32_t& value, uint64_t min) {
+    uint64_t v = value;
+    if (map->has(key) && ctx.readSize(*map, key, v)) {
+      if (v < min || v > kMaxWindow) {
+        ctx.error(*map->find(key), std::string(key) + " must be between " + std::to_string(min) +
+                                       " and 2147483647 bytes, got " + std::to_string(v));
+      } else {
+        value = uint32_t(v);
+      }
+    }
+  };
+  window("initial_stream_window", out.initial_stream_window, 1024);
+  window("initial_connection_window", out.initial_connection_window, 65535);
+  uint64_t list = out.max_header_list_bytes;
+  if (map->has("max_header_list_bytes") && ctx.readSize(*map, "max_header_list_bytes", list)) {
+    if (list < 1024 || list > kMaxHeadLimit) {
+      ctx.error(*map->find("max_header_list_bytes"),
+                "max_header_list_bytes must be between 1KiB and 1MiB, got " + std::to_string(list));
+    } else {
+      out.max_header_list_bytes = list;
+    }
+  }
+  ctx.readUint(*map, "max_resets_per_second", out.max_resets_per_second, 1, 1000000);
+}
+
 void parseListener(const YAML::Node& node, ConfigContext& ctx, Config& config) {
-  auto map = ctx.expectMap(node, "listener", {"name", "address", "redirect_https", "tls"});
+  auto map = ctx.expectMap(node, "listener",
+                           {"name", "address", "redirect_https", "tls", "http2", "h2c", "http2_settings"});
   if (!map) return;
   ctx.require(*map, {"name", "address"});
   ListenerConfig listener;
@@ -76,6 +111,12 @@ void parseListener(const YAML::Node& node, ConfigContext& ctx, Config& config) {
            [&](const YAML::Node& n) { return parseAddress(ctx, n, /*allow_port_zero=*/true); });
   ctx.readBool(*map, "redirect_https", listener.redirect_https);
   if (const YAML::Node* tls = map->find("tls")) listener.tls = parseListenerTls(*tls, ctx);
+  ctx.readBool(*map, "http2", listener.http2);
+  ctx.readBool(*map, "h2c", listener.h2c);
+  if (listener.h2c && listener.tls) {
+    ctx.error(*map->find("h2c"), "h2c is for plaintext listeners; a TLS listener offers h2 by ALPN (http2)");
+  }
+  if (const YAML::Node* h2 = map->find("http2_settings")) parseHttp2Settings(*h2, ctx, listener.http2_settings);
   config.listeners.push_back(std::move(listener));
 }
 

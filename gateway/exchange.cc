@@ -99,6 +99,16 @@ void Exchange::identifyClient() {
   }
 }
 
+bool Exchange::acceptTarget(std::string_view raw, RequestTarget& target) {
+  if (!parseRequestTarget(raw, ctx.method, target) || target.asterisk ||
+      normalizePath(target.path, path_buf) != PathResult::Ok) {
+    return false;
+  }
+  ctx.path = path_buf;
+  ctx.query = arena.copy(target.query);
+  return true;
+}
+
 void Exchange::onRequestHead(const RequestTarget& target, bool websocket) {
   const Config& cfg = *ctx.config;
   size_t listener = stream_->listenerIndex();
@@ -383,8 +393,8 @@ void Exchange::recordMetrics() {
   m.add(metrics::Id::RequestsInFlight, {}, -1);
   if (status == 0) return;
   uint16_t route_label = ctx.route ? ctx.route->metrics_label : 0;
-  m.add(metrics::Id::RequestsTotal,
-        {route_label, metrics::methodLabel(ctx.method), metrics::statusLabel(status)});
+  m.add(metrics::Id::RequestsTotal, {route_label, metrics::methodLabel(ctx.method), metrics::statusLabel(status),
+                                     metrics::protocolLabel(stream_->protocol())});
   uint64_t now_ns = monotonicNs();
   m.observe(metrics::Id::RequestDuration, {route_label, 0, 0}, now_ns - start_ns);
   // The gateway's own refusals (error_code set) count as errors on /status: an operator

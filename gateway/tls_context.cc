@@ -32,9 +32,9 @@ constexpr const char* kGroups = "X25519:P-256:P-384";
 // The server's order (AES-128-GCM first: fast with AES-NI, ample strength), except that a
 // client listing ChaCha20 first (phones without AES instructions) gets ChaCha20.
 constexpr uint64_t kServerPreference = SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA;
-// ALPN wire format. Only http/1.1: the gateway does not speak h2, so it must never let a
-// client believe it negotiated it.
+// ALPN wire format, in the server's order of preference.
 constexpr unsigned char kAlpnHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+constexpr unsigned char kAlpnH2Http11[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 constexpr size_t kMaxHostName = 255;
 // Enough for the upstream endpoints of any sane configuration; when full, one arbitrary
 // entry goes (it only costs that endpoint one full handshake).
@@ -270,15 +270,19 @@ struct TlsContextCallbacks {
     return SSL_TLSEXT_ERR_OK;
   }
 
-  // A client that offers ALPN without http/1.1 (say "h2" alone) gets no ALPN answer
-  // rather than a fatal alert: an HTTP/1.0 client offering "http/1.0" is served fine,
-  // and an h2-only client learns from the missing answer that it must give up.
+  // A client that offers ALPN with nothing we speak (say "h2" alone where http2 is off)
+  // gets no ALPN answer rather than a fatal alert: an HTTP/1.0 client offering "http/1.0"
+  // is served fine, and an h2-only client learns from the missing answer that it must
+  // give up.
   static int onAlpn(SSL*, const unsigned char** out, unsigned char* out_len,
-                    const unsigned char* in, unsigned int in_len, void*) noexcept {
+                    const unsigned char* in, unsigned int in_len, void* arg) noexcept {
+    const auto* self = static_cast<const TlsServerContext*>(arg);
+    const unsigned char* ours = self->http2_ ? kAlpnH2Http11 : kAlpnHttp11;
+    unsigned ours_len = self->http2_ ? sizeof kAlpnH2Http11 : sizeof kAlpnHttp11;
     unsigned char* selected = nullptr;
     unsigned char selected_len = 0;
-    if (SSL_select_next_proto(&selected, &selected_len, kAlpnHttp11, sizeof kAlpnHttp11, in,
-                              in_len) != OPENSSL_NPN_NEGOTIATED) {
+    if (SSL_select_next_proto(&selected, &selected_len, ours, ours_len, in, in_len) !=
+        OPENSSL_NPN_NEGOTIATED) {
       return SSL_TLSEXT_ERR_NOACK;
     }
     *out = selected;
@@ -384,6 +388,7 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(const ListenerTl
   if (config.certificates.empty()) return fail("a TLS listener needs a certificate");
   std::shared_ptr<TlsServerContext> self(new TlsServerContext);
   self->client_auth_ = !config.client_ca.empty();
+  self->http2_ = options.http2;
   self->session_context_ = sessionContextOf(config, error);
   if (self->session_context_.empty()) return nullptr;
 
@@ -448,7 +453,7 @@ std::shared_ptr<const TlsServerContext> TlsServerContext::build(const ListenerTl
     SSL_CTX_set_app_data(ctx, self.get());
     SSL_CTX_set_options(ctx, kServerPreference);
     SSL_CTX_set_dh_auto(ctx, 1);
-    SSL_CTX_set_alpn_select_cb(ctx, TlsContextCallbacks::onAlpn, nullptr);
+    SSL_CTX_set_alpn_select_cb(ctx, TlsContextCallbacks::onAlpn, self.get());
     SSL_CTX_set_tlsext_servername_callback(ctx, TlsContextCallbacks::onServerName);
     SSL_CTX_set_tlsext_servername_arg(ctx, self.get());
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, TlsContextCallbacks::onTicketKey);

@@ -43,6 +43,8 @@ struct TlsServerOptions {
   size_t ticket_keys = 3;
   // OpenSSL's server-side session cache (TLS 1.2 clients that resume by session id).
   long session_cache_size = 20 * 1024;
+  // ALPN: offer h2 (preferred) beside http/1.1 (SPEC §7, listeners[].http2).
+  bool http2 = false;
 };
 
 struct StringViewHash {
@@ -91,6 +93,7 @@ class TlsServerContext {
   std::unordered_map<std::string, size_t, StringViewHash, std::equal_to<>> wildcard_;
   std::shared_ptr<TlsTicketKeys> tickets_;
   std::string session_context_;  // what sessions are bound to (a hash of client_ca)
+  bool http2_ = false;
   bool client_auth_ = false;
 };
 

@@ -282,9 +282,10 @@ void TlsSession::completeHandshake() {
   const unsigned char* alpn = nullptr;
   unsigned int alpn_len = 0;
   SSL_get0_alpn_selected(ssl_, &alpn, &alpn_len);
-  constexpr std::string_view kHttp11 = "http/1.1";
-  if (std::string_view(reinterpret_cast<const char*>(alpn), alpn ? alpn_len : 0) == kHttp11) {
-    info_.alpn = kHttp11;
+  // A static view: the session's bytes are gone once it is freed.
+  std::string_view selected(reinterpret_cast<const char*>(alpn), alpn ? alpn_len : 0);
+  for (std::string_view known : {std::string_view("http/1.1"), std::string_view("h2")}) {
+    if (selected == known) info_.alpn = known;
   }
   if (server_) {
     const char* sni = SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name);

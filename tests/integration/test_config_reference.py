@@ -29,6 +29,7 @@ WHAT_TO_PATH = {
     "the configuration": "",
     "listener": "listeners[]",
     "listener tls": "listeners[].tls",
+    "http2_settings": "listeners[].http2_settings",
     "certificate": "listeners[].tls.certificates[]",
     "admin": "admin",
     "logging": "logging",
