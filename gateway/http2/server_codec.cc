@@ -627,13 +627,22 @@ void Http2ServerCodec::send() {
   // once for everything its frames caused.
   if (sending_ || in_input_ || conn_.closing()) return;
   sending_ = true;
-  int rv = nghttp2_session_send(session_);
-  sending_ = false;
-  if (rv != 0 && !failed_) {
-    failed_ = true;
-    abortAll();
+  // nghttp2 stops at a full output (WOULDBLOCK); when the socket then takes all of it at
+  // once no write completes later to resume it, so go on here while it does.
+  for (int round = 0; round < 64; ++round) {
+    if (nghttp2_session_send(session_) != 0) {
+      if (!failed_) {
+        failed_ = true;
+        abortAll();
+      }
+      break;
+    }
+    if (output_.out.empty()) break;
+    conn_.flushOutput();
+    if (conn_.closing() || conn_.queuedBytes() > 0 || !nghttp2_session_want_write(session_)) break;
   }
-  if (!output_.out.empty()) conn_.flushOutput();
+  sending_ = false;
+  if (!output_.out.empty() && !conn_.closing()) conn_.flushOutput();
 }
 
 void Http2ServerCodec::onOutputDrained() { send(); }
