@@ -8,6 +8,8 @@
 #   CASES="plain_small" MEMORY=0 bench/compare.sh
 #   CASES="https_keepalive https_handshakes https_full_handshakes" MEMORY=0 bench/compare.sh
 #                                       the TLS cases only (~4 min)
+#   CASES="h2c_small h2_tls_small" MEMORY=0 STREAM=0 bench/compare.sh
+#                                       the HTTP/2 cases only (h2load; not in the default CASES)
 #
 # Settings (environment):
 #   DURATION=10 REPEATS=3 CONNECTIONS=50 THREADS=1   wrk, the same for every proxy
@@ -15,7 +17,10 @@
 #   STREAM_BYTES=1073741824                          streamed-body memory; STREAM=0 skips it
 #   CASES="plain_small plain_16k security_chain workers2_small jwt rate_limit
 #          https_keepalive https_handshakes https_full_handshakes"
-#                                                    see the case_* functions
+#                                                    see the case_* functions; also (not by
+#                                                    default): h2c_small h2_tls_small
+#   H2_CONNECTIONS=10 H2_STREAMS=10                  h2load -c, -m (streams in flight per
+#                                                    connection) of the HTTP/2 cases
 #   JWT_ALG=ES256 JWT_USERS=1000                     the jwt case's tokens
 #   PROXIES="gateway nginx haproxy"                  which proxies to run
 #   FLOOR=1                                          the plain cases also run "forward"
@@ -29,7 +34,8 @@
 #                                                    in every case (target gateway_before,
 #                                                    compared with gateway): a before/after in
 #                                                    one run, interleaved like the others
-#   KEEP=1                                           keep the temp dir (configs, logs, raw wrk output)
+#   KEEP=1                                           keep the temp dir (configs, logs, raw wrk,
+#                                                    ab and h2load output)
 #
 # Pinning: wrk and the upstream share LOAD_CPUS, the proxy runs alone on PROXY_CPUS,
 # except in multi-worker cases, where the proxy spans WIDE_CPUS (see case_workers2_small).
@@ -51,6 +57,8 @@ DURATION=${DURATION:-10}
 REPEATS=${REPEATS:-3}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
+H2_CONNECTIONS=${H2_CONNECTIONS:-10}
+H2_STREAMS=${H2_STREAMS:-10}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 MEMORY=${MEMORY:-1}
 STREAM=${STREAM:-1}
@@ -267,7 +275,9 @@ reset_case() {
   CASE_SCHEME=http          # https: the proxies terminate TLS (see tls_hooks)
   CASE_WRK_ARGS=()          # extra wrk arguments, e.g. (-H "Connection: close")
   CASE_CURL_ARGS=()         # extra curl arguments of the pre-run check, e.g. (-H "Authorization: ...")
-  CASE_TOOL=wrk             # or ab: ApacheBench, a new connection and session per request
+  CASE_TOOL=wrk             # or ab: ApacheBench, a new connection and session per request;
+                            # or h2load: HTTP/2 (nghttp2-client), h2c or ALPN h2 by the URL's scheme
+  CASE_HTTP_VERSION=""      # the HTTP version the pre-run check must get (curl's %{http_version}: 2)
   CASE_AUX_PID=-            # a server the case started (redis-server): its CPU is reported too
   CASE_PRECHECK=""          # a function run once the targets answer (e.g. a 401 without a token)
   GW_LISTENER_EXTRA=""      # YAML under the gateway's listener, indented 4 spaces

@@ -558,6 +558,12 @@ void DownstreamConnection::drain() {
   if (!codec_.exchange()) closeConnection();
 }
 
+void DownstreamConnection::onReload() {
+  if (!h2_ || closing_) return;
+  EventScope scope(this);
+  h2_->drain();
+}
+
 void DownstreamConnection::forceClose() {
   abortRequests();
   closeConnection();

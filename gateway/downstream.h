@@ -41,6 +41,7 @@ class DownstreamConnection final : public DeadlineNode {
   // Worker-driven events.
   void onDeadline();  // the deadline of deadline_kind_ passed
   void drain();                // close when idle, or after the current response
+  void onReload();             // a new configuration: HTTP/2 sends GOAWAY
   void forceClose();
 
   // --- the transport, as its codec uses it ---

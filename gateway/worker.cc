@@ -211,10 +211,20 @@ void Worker::adoptRuntime(std::shared_ptr<const Runtime> runtime) {
   limits_.max_head_bytes = cfg.limits.max_request_header_bytes;
   limits_.max_response_head_bytes = cfg.limits.max_response_header_bytes;
   limits_.max_uri_bytes = cfg.limits.max_uri_bytes;
+  bool reload = current_ != nullptr;
   if (current_) current_->retired = true;
   current_ = g.get();
   generations_.push_back(std::move(g));
   collectGenerations();
+  if (reload) {
+    // SPEC §7: an HTTP/2 connection gets GOAWAY; its streams finish, new ones come on a new
+    // connection, with the new listener settings.
+    for (DownstreamConnection* c = connections_; c;) {
+      DownstreamConnection* next = c->next_connection;
+      c->onReload();
+      c = next;
+    }
+  }
 }
 
 Generation* Worker::pinGeneration() {

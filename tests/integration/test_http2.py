@@ -373,3 +373,18 @@ def test_drain_sends_goaway_and_lets_streams_finish(gw, upstream):
         ended = c.read_until_closed(10)
         assert ended is not None and ended.last_stream_id >= sid
     assert gw.wait_exit(10) == 0
+
+
+def test_reload_sends_goaway_and_the_next_connection_sees_the_new_routes(gw, upstream):
+    import signal
+    with H2Client(gw.port) as c:
+        sid = c.start("GET", "/during-reload?delay=800")
+        time.sleep(0.2)
+        before = prom.total(prom.scrape(gw), "gateway_config_reloads_total", result="success")
+        gw.signal(signal.SIGHUP)
+        wait_until(lambda: prom.total(prom.scrape(gw), "gateway_config_reloads_total", result="success")
+                   == before + 1, what="reload")
+        assert c.wait(sid, timeout=10).status == 200  # the stream in flight finishes
+        c.pump(lambda: c.goaway is not None)
+        assert c.goaway.error_code == NO_ERROR and c.goaway.last_stream_id >= sid
+    still_serves(gw)
