@@ -520,6 +520,11 @@ void Http2ServerCodec::onData(Http2Stream& s, const uint8_t* data, size_t len) {
   Exchange& ex = s.exchange;
   ex.bytes_in += len;
   const char* p = reinterpret_cast<const char*>(data);
+  if (ex.response_complete || (ex.response_started && !ex.upstream)) {
+    // Answered without it (a local reply, a refusal): dropped, the window given back.
+    giveBackWindow(s);
+    return;
+  }
   if (!s.held_body.empty() || !ex.head_complete || ex.waiting_filter || ex.bodyAwaitsUpstream()) {
     // Nowhere to go yet: kept (the stream's window bounds how much), handed on by pumpBody().
     s.held_body.append(p, len);
@@ -542,6 +547,7 @@ void Http2ServerCodec::pumpBody(Http2Stream& s) {
   Exchange& ex = s.exchange;
   if (s.closed || !ex.head_complete || ex.request_complete) return;
   if (ex.waiting_filter || ex.bodyAwaitsUpstream()) return;
+  if (ex.response_complete || (ex.response_started && !ex.upstream)) s.held_body.clear();
   if (!s.held_body.empty()) {
     iovec iov[16];
     bool refused = false;
