@@ -125,8 +125,8 @@ def parse_h2load(out, path):
     if c3xx or c4xx or c5xx or c2xx != succeeded:
         problems.append(codes.group(0))
     protos = set(re.findall(r"^Application protocol: (\S+)", out, re.M))
-    if protos - {"h2", "h2c"}:
-        problems.append("Application protocol: " + ", ".join(sorted(protos)))
+    if not protos or protos - {"h2", "h2c"}:
+        problems.append("Application protocol: " + (", ".join(sorted(protos)) or "none printed"))
     if problems:
         raise SystemExit("h2load: " + "; ".join(problems))
     p50 = p99 = float("nan")

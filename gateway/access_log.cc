@@ -3,7 +3,7 @@
 #include <charconv>
 #include <string>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/http_util.h"
 #include "gateway/log.h"

@@ -25,7 +25,7 @@
 #include "gateway/buffer.h"
 #include "gateway/deadline_list.h"
 #include "gateway/http1/server_codec.h"
-#include "gateway/tls_session.h"
+#include "gateway/tls/tls_session.h"
 
 namespace gw {
 

@@ -6,14 +6,14 @@
 #include <charconv>
 
 #include "gateway/access_log.h"
-#include "gateway/admin.h"
+#include "gateway/admin/admin.h"
 #include "gateway/client_ip.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/path.h"
 #include "gateway/router.h"
 #include "gateway/server.h"
-#include "gateway/tls_session.h"
+#include "gateway/tls/tls_session.h"
 #include "gateway/worker.h"
 
 namespace gw {

@@ -19,13 +19,13 @@
 #include <cstdint>
 #include <string>
 
-#include "gateway/admin.h"
+#include "gateway/admin/admin.h"
 #include "gateway/buffer.h"
 #include "gateway/downstream_stream.h"
 #include "gateway/filter.h"
 #include "gateway/headers.h"
 #include "gateway/http_util.h"
-#include "gateway/upstream.h"
+#include "gateway/upstream/upstream.h"
 
 namespace gw {
 

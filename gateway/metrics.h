@@ -21,7 +21,7 @@
 #include <string_view>
 #include <vector>
 
-#include "gateway/route_window.h"
+#include "gateway/admin/route_window.h"
 
 namespace gw::metrics {
 

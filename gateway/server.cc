@@ -9,9 +9,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "gateway/config_loader.h"
-#include "gateway/health.h"
-#include "gateway/health_checker.h"
+#include "gateway/config/config_loader.h"
+#include "gateway/admin/health.h"
+#include "gateway/upstream/health_checker.h"
 #include "gateway/http_util.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"

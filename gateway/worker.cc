@@ -12,7 +12,7 @@
 #include "gateway/http2/server_codec.h"
 #include "gateway/log.h"
 #include "gateway/server.h"
-#include "gateway/upstream.h"
+#include "gateway/upstream/upstream.h"
 
 namespace gw {
 

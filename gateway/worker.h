@@ -22,13 +22,13 @@
 #include <thread>
 #include <vector>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/headers.h"
 #include "gateway/deadline_list.h"
 #include "gateway/filter.h"
 #include "gateway/free_list.h"
 #include "gateway/router.h"
-#include "gateway/tls_context.h"
+#include "gateway/tls/tls_context.h"
 #include "gateway/metrics.h"
 #include "gateway/unused_count.h"
 

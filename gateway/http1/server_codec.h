@@ -25,7 +25,7 @@
 #include "gateway/buffer.h"
 #include "gateway/downstream_stream.h"
 #include "gateway/exchange.h"
-#include "gateway/http_head.h"
+#include "gateway/http1/http_head.h"
 #include "gateway/output_slot.h"
 
 namespace gw {

@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "gateway/buffer.h"
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/downstream_stream.h"
 #include "gateway/exchange.h"
 #include "gateway/output_slot.h"

@@ -25,8 +25,8 @@
 #include <utility>
 #include <vector>
 
-#include "gateway/bounded_file.h"
-#include "gateway/config.h"
+#include "gateway/config/bounded_file.h"
+#include "gateway/config/config.h"
 
 namespace gw {
 

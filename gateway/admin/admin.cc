@@ -1,14 +1,14 @@
-#include "gateway/admin.h"
+#include "gateway/admin/admin.h"
 
 #include <nlohmann/json.hpp>
 
-#include "gateway/endpoint_state.h"
-#include "gateway/health.h"
+#include "gateway/upstream/endpoint_state.h"
+#include "gateway/admin/health.h"
 #include "gateway/http_util.h"
 #include "gateway/metrics.h"
 #include "gateway/server.h"
-#include "gateway/status.h"
-#include "gateway/status_page.h"
+#include "gateway/admin/status.h"
+#include "gateway/admin/status_page.h"
 
 namespace gw {
 

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 
 namespace gw {
 

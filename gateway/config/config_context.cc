@@ -1,4 +1,4 @@
-#include "gateway/config_context.h"
+#include "gateway/config/config_context.h"
 
 #include <unistd.h>
 

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 
 namespace gw {
 

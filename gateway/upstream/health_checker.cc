@@ -1,10 +1,10 @@
-#include "gateway/health_checker.h"
+#include "gateway/upstream/health_checker.h"
 
 #include <cstring>
 #include <string>
 #include <utility>
 
-#include "gateway/health.h"
+#include "gateway/admin/health.h"
 #include "gateway/http_util.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"

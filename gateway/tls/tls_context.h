@@ -25,7 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 
 struct ssl_ctx_st;
 struct ssl_session_st;

@@ -1,4 +1,4 @@
-#include "gateway/config_loader.h"
+#include "gateway/config/config_loader.h"
 
 #include "gateway/metrics.h"
 
@@ -16,7 +16,7 @@
 #include "filters/jwt/jwt_config.h"
 #include "filters/rate_limit/rate_limit_config.h"
 #include "filters/registry.h"
-#include "gateway/config_sections.h"
+#include "gateway/config/config_sections.h"
 #include "gateway/cpu_count.h"
 
 namespace gw {

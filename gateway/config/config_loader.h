@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "gateway/config.h"
-#include "gateway/config_context.h"  // ConfigError
+#include "gateway/config/config.h"
+#include "gateway/config/config_context.h"  // ConfigError
 
 namespace gw {
 

@@ -19,11 +19,11 @@
 #include <vector>
 
 #include "gateway/buffer.h"
-#include "gateway/config.h"
-#include "gateway/endpoint_state.h"
+#include "gateway/config/config.h"
+#include "gateway/upstream/endpoint_state.h"
 #include "gateway/http1/response_parser.h"
-#include "gateway/retry_budget.h"
-#include "gateway/tls_session.h"
+#include "gateway/upstream/retry_budget.h"
+#include "gateway/tls/tls_session.h"
 
 namespace gw {
 

@@ -9,8 +9,8 @@
 #include <memory>
 #include <vector>
 
-#include "gateway/config.h"
-#include "gateway/endpoint_state.h"
+#include "gateway/config/config.h"
+#include "gateway/upstream/endpoint_state.h"
 
 namespace gw {
 

@@ -1,7 +1,7 @@
 // The credential sections: jwt_providers and api_keys, with the files they name.
 #include "filters/api_key/api_key_file.h"
 #include "filters/jwt/jwk.h"
-#include "gateway/config_sections.h"
+#include "gateway/config/config_sections.h"
 
 namespace gw::config_detail {
 namespace {

@@ -1,11 +1,11 @@
-#include "gateway/status.h"
+#include "gateway/admin/status.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "filters/registry.h"
-#include "gateway/endpoint_state.h"
-#include "gateway/health.h"
+#include "gateway/upstream/endpoint_state.h"
+#include "gateway/admin/health.h"
 #include "gateway/http_util.h"
 #include "gateway/metrics.h"
 

@@ -1,6 +1,6 @@
 // The sections about what the gateway connects to: upstreams and the rate-limit store.
-#include "gateway/config_sections.h"
-#include "gateway/tls_context.h"
+#include "gateway/config/config_sections.h"
+#include "gateway/tls/tls_context.h"
 
 namespace gw::config_detail {
 namespace {

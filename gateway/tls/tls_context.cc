@@ -1,4 +1,4 @@
-#include "gateway/tls_context.h"
+#include "gateway/tls/tls_context.h"
 
 #include <openssl/core_names.h>
 #include <openssl/pem.h>
@@ -10,8 +10,8 @@
 #include <cstring>
 #include <map>
 
-#include "gateway/config_context.h"
-#include "gateway/openssl_util.h"
+#include "gateway/config/config_context.h"
+#include "gateway/tls/openssl_util.h"
 
 namespace gw {
 

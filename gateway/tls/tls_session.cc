@@ -1,4 +1,4 @@
-#include "gateway/tls_session.h"
+#include "gateway/tls/tls_session.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <cstring>
 
-#include "gateway/config_context.h"
-#include "gateway/openssl_util.h"
-#include "gateway/tls_context.h"
+#include "gateway/config/config_context.h"
+#include "gateway/tls/openssl_util.h"
+#include "gateway/tls/tls_context.h"
 
 namespace gw {
 

@@ -6,7 +6,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "filters/registry.h"
-#include "gateway/config_sections.h"
+#include "gateway/config/config_sections.h"
 
 namespace gw::config_detail {
 namespace {

@@ -1,4 +1,4 @@
-#include "gateway/status_page.h"
+#include "gateway/admin/status_page.h"
 
 #include <openssl/evp.h>
 #include <openssl/sha.h>

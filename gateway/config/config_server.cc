@@ -5,8 +5,8 @@
 
 #include <cstring>
 
-#include "gateway/config_sections.h"
-#include "gateway/tls_context.h"
+#include "gateway/config/config_sections.h"
+#include "gateway/tls/tls_context.h"
 
 namespace gw::config_detail {
 namespace {

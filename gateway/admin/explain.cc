@@ -1,10 +1,10 @@
-#include "gateway/explain.h"
+#include "gateway/admin/explain.h"
 
 #include <string_view>
 
-#include "gateway/config_context.h"
+#include "gateway/config/config_context.h"
 #include "gateway/filter.h"
-#include "gateway/config_loader.h"
+#include "gateway/config/config_loader.h"
 #include "gateway/headers.h"
 #include "gateway/path.h"
 #include "gateway/router.h"

@@ -7,8 +7,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "gateway/config_sections.h"
-#include "gateway/openssl_util.h"
+#include "gateway/config/config_sections.h"
+#include "gateway/tls/openssl_util.h"
 
 namespace gw::config_detail {
 namespace {

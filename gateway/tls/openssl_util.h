@@ -14,7 +14,7 @@
 #include <memory>
 #include <string>
 
-#include "gateway/bounded_file.h"
+#include "gateway/config/bounded_file.h"
 
 namespace gw {
 
