@@ -390,6 +390,7 @@ Http2ServerCodec::Http2ServerCodec(DownstreamConnection& conn, const Http2Settin
 }
 
 Http2ServerCodec::~Http2ServerCodec() {
+  if (send_deferred_) conn_.worker().cancelSend(this);
   uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   nghttp2_session_del(session_);
 }
@@ -645,9 +646,27 @@ void Http2ServerCodec::flushStream(Http2Stream& s) {
     s.data_deferred = false;
     nghttp2_session_resume_data(session_, s.id);
   }
-  send();
-  // What nghttp2 did not frame yet (flow control, a full output) outlives the views.
+  if (in_input_ || sending_ || s.out.size() >= kSliceSize) {
+    // Bulk data goes now, without a copy; during input processInput() sends at its end.
+    send();
+    s.out.internalize();  // what nghttp2 did not frame yet outlives the views
+    return;
+  }
+  // A small response waits for the end of the loop iteration, copied: the responses of the
+  // streams that became ready in the same iteration then leave in one write, most of them
+  // with their END_STREAM on their only DATA frame.
   s.out.internalize();
+  if (!send_deferred_) {
+    send_deferred_ = true;
+    conn_.worker().deferSend(this);
+  }
+}
+
+void Http2ServerCodec::runDeferredSend() {
+  send_deferred_ = false;
+  conn_.enterEvent();
+  send();
+  conn_.leaveEvent();
 }
 
 void Http2ServerCodec::resetStream(Http2Stream& s, uint32_t error_code) {

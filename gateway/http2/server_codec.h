@@ -124,6 +124,7 @@ class Http2ServerCodec {
   // --- used by its streams ---
   DownstreamConnection& connection() { return conn_; }
   void flushStream(Http2Stream& s);
+  void runDeferredSend();  // the worker's end of loop iteration (Worker::deferSend)
   void resetStream(Http2Stream& s, uint32_t error_code);
   void schedulePump() { pump_pending_ = true; }
 
@@ -171,7 +172,8 @@ class Http2ServerCodec {
   uint32_t data_frames_sent_ = 0, data_frames_sent_before_ = 0;
   uint64_t block_bytes_ = 0;  // decoded bytes of the header block being received
   bool settings_sent_ = false;
-  bool send_again_ = false;  // send() yielded with frames still to produce
+  bool send_again_ = false;
+  bool send_deferred_ = false;  // queued with the worker for the end of this iteration  // send() yielded with frames still to produce
   bool in_input_ = false;  // inside processInput(): sending waits for its end
   bool sending_ = false;
   bool pump_pending_ = false;
