@@ -315,7 +315,12 @@ struct Http2Callbacks {
     if (frame->hd.type != NGHTTP2_DATA && frame->hd.type != NGHTTP2_HEADERS) return 0;
     auto* s = static_cast<Http2Stream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
     if (!s) return 0;
-    if (frame->hd.type == NGHTTP2_DATA) ++c.data_frames_sent_;
+    if (frame->hd.type == NGHTTP2_DATA) {
+      ++c.data_frames_sent_;
+      // Progress: a slow reader is not one holding a zero window.
+      s->blocked_since_ms = 0;
+      c.connection_blocked_since_ms_ = 0;
+    }
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
       // The response is whole. A client still sending a body it will never be read for is
       // told to stop (RFC 9113 §8.1).
@@ -706,6 +711,8 @@ void Http2ServerCodec::closeStream(Http2Stream& s, uint32_t error_code) {
   if (s.closed) return;
   s.closed = true;
   --open_streams_;
+  // The connection's idle time runs from its last stream's end, not from its last request.
+  last_activity_ms_ = conn_.worker().nowMs();
   s.out.clear();
   s.held_body.clear();
   Exchange& ex = s.exchange;
@@ -838,6 +845,7 @@ void Http2ServerCodec::armTimer() {
   }
   if (send_again_) due = now;
   int32_t connection_window = nghttp2_session_get_remote_window_size(session_);
+  bool connection_waits = false;
   for (Http2Stream* s = streams_; s; s = s->next) {
     if (s->closed) continue;
     const Exchange& ex = s->exchange;
@@ -849,14 +857,25 @@ void Http2ServerCodec::armTimer() {
         !ex.response_started) {
       due = std::min(due, s->body_progress_ms + l.body_read_ms);
     }
-    bool blocked = !s->out.empty() &&
-                   (connection_window <= 0 || nghttp2_session_get_stream_remote_window_size(session_, s->id) <= 0);
-    if (!blocked) {
+    // A zero window is the client's to hold: its stream's (the stream waits), or the
+    // connection's (every stream waits). Each clock stops as soon as DATA goes out again.
+    if (s->out.empty()) {
+      s->blocked_since_ms = 0;
+      continue;
+    }
+    if (connection_window <= 0) connection_waits = true;
+    if (nghttp2_session_get_stream_remote_window_size(session_, s->id) > 0) {
       s->blocked_since_ms = 0;
     } else {
       if (!s->blocked_since_ms) s->blocked_since_ms = now;
       due = std::min(due, s->blocked_since_ms + l.idle_ms);
     }
+  }
+  if (!connection_waits) {
+    connection_blocked_since_ms_ = 0;
+  } else {
+    if (!connection_blocked_since_ms_) connection_blocked_since_ms_ = now;
+    due = std::min(due, connection_blocked_since_ms_ + l.idle_ms);
   }
   if (due == UINT64_MAX) {
     uv_timer_stop(timer_);
@@ -898,7 +917,8 @@ void Http2ServerCodec::onTimer() {
       ex.reject(408, "Request body timeout");
       continue;
     }
-    if (s->blocked_since_ms && now >= s->blocked_since_ms + l.idle_ms) {
+    if ((s->blocked_since_ms && now >= s->blocked_since_ms + l.idle_ms) ||
+        (connection_blocked_since_ms_ && now >= connection_blocked_since_ms_ + l.idle_ms)) {
       fail("zero_window", NGHTTP2_ENHANCE_YOUR_CALM);
       break;
     }

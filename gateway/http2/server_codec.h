@@ -163,6 +163,7 @@ class Http2ServerCodec {
   uv_timer_t* timer_ = nullptr;       // per-stream deadlines (header_read, body_read), idle
   uint64_t timer_due_ = 0;
   uint64_t last_activity_ms_ = 0;
+  uint64_t connection_blocked_since_ms_ = 0;  // responses wait on a zero connection window
   // Per-second frame budgets (SPEC §7's floods).
   uint64_t budget_window_ms_ = 0;
   uint32_t resets_ = 0, settings_frames_ = 0, pings_ = 0, priorities_ = 0, window_updates_ = 0,

@@ -14,8 +14,14 @@ after sending and while the response streams (some with RST: SO_LINGER 0), slow 
 chunked bodies with random chunk sizes, oversized heads/URIs/bodies, garbage bytes,
 `Expect: 100-continue`, WebSocket tunnels closed abruptly, and upstream misbehaviour
 (reset, truncate, garbage, drop, a delay beyond the route timeout, close-delimited
-bodies); about a third of the connections use TLS, and some send the TLS port garbage or
-half a handshake.
+bodies); about a third of the connections use TLS (without ALPN or with ALPN http/1.1),
+and some send the TLS port garbage or half a handshake. HTTP/2 (h2c prior knowledge on
+the plain listener, ALPN h2 on the TLS one): up to 8 concurrent streams of the same mix in
+waves, uploads with and without content-length, RST_STREAM(CANCEL) mid-response, a pause
+in reading, PINGs (a flood must get GOAWAY ENHANCE_YOUR_CALM), malformed requests
+(RST_STREAM PROTOCOL_ERROR or 400), abrupt closes, garbage after the preface; a reload's
+GOAWAY(NO_ERROR) lets the streams it took finish and the others go to a new connection,
+and any other GOAWAY code is a failure.
 
 Invariants, never timings: every complete response parses strictly, has a status the
 SPEC allows for what was sent and, where its body is known (size=N, the echo of an
@@ -46,9 +52,14 @@ import traceback
 import zlib
 from contextlib import contextmanager
 
+import h2.config
+import h2.connection
+import h2.exceptions
 import pytest
+from hyperframe.frame import PingFrame
 
 import prom
+from h2client import ConnectionEnded, H2Client, H2Response
 from client import Client, ProtocolError, build_request, chunked_body, websocket_frame
 from harness import (SOURCE_DIR, admin_get, gateway_config, is_sanitized_build, reserve_port,
                      wait_until)
@@ -88,7 +99,7 @@ def chaos_template(cfg, tls_port, certs):
     """The config as a harness template: a plain and a TLS listener."""
     cfg = dict(cfg)
     cfg["listeners"] = [
-        {"name": "http", "address": "127.0.0.1:@PORT@"},
+        {"name": "http", "address": "127.0.0.1:@PORT@", "h2c": True},
         {"name": "https", "address": f"127.0.0.1:{tls_port}",
          "tls": {"certificates": [{"cert": str(certs / "server.crt"),
                                    "key": str(certs / "server.key")}]}}]
@@ -259,17 +270,140 @@ def check_pattern(r, size, what):
                       f"{size} of the pattern")
 
 
+# -- HTTP/2 ---------------------------------------------------------------------------------
+
+# RFC 9113 §7 error codes
+H2_NO_ERROR, H2_PROTOCOL_ERROR, H2_INTERNAL_ERROR, H2_REFUSED_STREAM, H2_CANCEL, \
+    H2_ENHANCE_YOUR_CALM = 0x0, 0x1, 0x2, 0x7, 0x8, 0xB
+# a complete HTTP/2 response never carries these (RFC 9113 §8.2.2)
+H2_CONNECTION_FIELDS = ("connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                        "upgrade")
+# requests RFC 9113 §8.2 refuses: RST_STREAM(PROTOCOL_ERROR), or a 400 before the upstream
+H2_MALFORMED = [("X-Upper", "1"), ("connection", "keep-alive"), ("keep-alive", "5"),
+                ("proxy-connection", "x"), ("transfer-encoding", "chunked"),
+                ("upgrade", "websocket"), ("te", "gzip"), ("host", "other.test"),
+                "late-pseudo", "length-mismatch"]
+
+
+class ChaosH2(H2Client):
+    """An H2Client for the soak: every wait is bounded by HANG (TimeoutError: a hang), a
+    write to a connection the gateway closed marks it closed (the next wait raises
+    ConnectionEnded), and bytes python-h2 cannot take are kept in `error`, not hidden as a
+    close."""
+
+    def __init__(self, port, tls=None, rst=False):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=HANG)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                raw = tls.wrap_socket(raw, server_hostname="localhost")
+            except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as e:
+                raw.close()
+                raise Closed(f"handshake: {e!r}")
+            if raw.selected_alpn_protocol() != "h2":
+                raw.close()
+                raise Failure(f"ALPN h2,http/1.1 on the TLS listener chose "
+                              f"{raw.selected_alpn_protocol()!r}, not h2")
+        self.sock = raw
+        self.timeout = HANG
+        self.auto_window = True
+        self.rst = rst
+        self.error = None
+        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                        validate_outbound_headers=False,
+                                        normalize_outbound_headers=False,
+                                        validate_inbound_headers=False)
+        self.conn = h2.connection.H2Connection(config=cfg)
+        self.conn.initiate_connection()
+        # A browser-sized connection window: python-h2 never hands back the bytes of DATA
+        # frames that arrive for a stream it has reset, and 64 KiB leak away quickly here.
+        self.conn.increment_flow_control_window(1 << 26)
+        self.responses = {}
+        self._pending = bytearray()
+        self.goaway = None
+        self.closed = False
+        self.flush()
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data and not self.closed:
+            self.send_raw(data)
+
+    def send_raw(self, data: bytes):
+        try:
+            self.sock.settimeout(HANG)
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise TimeoutError(f"a write blocked for {HANG}s")
+        except OSError:
+            self.closed = True
+
+    def feed(self, data: bytes):
+        # H2Client.feed, but a ProtocolError of python-h2 is kept (it is the gateway's
+        # bytes that it could not take), not only a close
+        self._pending += data
+        while len(self._pending) >= 9:
+            size = 9 + int.from_bytes(self._pending[:3], "big")
+            if len(self._pending) < size:
+                break
+            frame, self._pending = bytes(self._pending[:size]), self._pending[size:]
+            try:
+                events = self.conn.receive_data(frame)
+            except h2.exceptions.ProtocolError as e:
+                self.error = f"{type(e).__name__}: {e} on frame {frame[:40]!r}"
+                self.closed = True
+                return
+            self._handle(events)
+            if self.goaway and self.goaway.error_code == 0:
+                self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+        self.flush()
+
+    def send_body(self, sid: int, body: bytes, end: bool = True):
+        """The body as the windows allow; stops when the gateway answered (a 413) or reset
+        the stream, or the connection ended."""
+        view = memoryview(body)
+        while view and not self.done(sid) and not self.closed:
+            window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
+            if window <= 0:
+                self.pump(lambda: self.done(sid) or
+                          self.conn.local_flow_control_window(sid) > 0)
+                continue
+            piece, view = view[:window], view[window:]
+            try:
+                self.conn.send_data(sid, bytes(piece), end_stream=end and not view)
+            except h2.exceptions.StreamClosedError:
+                return
+            self.flush()
+
+    def linger(self, seconds: float):
+        """Reads for a while (or until a GOAWAY)."""
+        try:
+            self.pump(lambda: self.goaway is not None, seconds)
+        except TimeoutError:
+            pass
+
+    def abort(self):
+        if self.rst:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.close()
+
+
 # -- actions ------------------------------------------------------------------------------
 
 class Actions:
     def __init__(self, port, rng: random.Random, token: str, tls_port=None, tls=None,
-                 admin_port=None):
+                 admin_port=None, tls_h1=None, tls_h2=None):
         self.port = port
         self.admin_port = admin_port
         self.rng = rng
         self.token = token
         self.tls_port = tls_port
-        self.tls = tls
+        self.tls = tls        # no ALPN: HTTP/1.1
+        self.tls_h1 = tls_h1  # ALPN http/1.1 only
+        self.tls_h2 = tls_h2  # ALPN h2 and http/1.1: the gateway chooses h2
         self.closed: list[str] = []  # exchanges the gateway closed without a response
 
     @contextmanager
@@ -287,7 +421,8 @@ class Actions:
     def connect(self, **kw):
         rst = self.rng.random() < 0.5
         if self.tls is not None and self.rng.random() < 0.3:
-            return ChaosClient(self.tls_port, rst=rst, tls=self.tls, **kw)
+            tls = self.tls_h1 if self.tls_h1 is not None and self.rng.random() < 0.5 else self.tls
+            return ChaosClient(self.tls_port, rst=rst, tls=tls, **kw)
         return ChaosClient(self.port, rst=rst, **kw)
 
     def tls_garbage(self):
@@ -716,12 +851,253 @@ class Actions:
         finally:
             c.abort()
 
+    # -- HTTP/2 ---------------------------------------------------------------------------
+
+    def h2_spec(self):
+        """One stream of an HTTP/2 action: what to send and what may come back."""
+        rng = self.rng
+        k = rng.random()
+        if k < 0.15:  # an upload to the echo, with or without content-length
+            route, limit = rng.choice([("/u", BODY_LIMIT), ("/small", SMALL_LIMIT)])
+            n = rng.choice([0, 1, 50, 100, 101, 5000, BODY_LIMIT, BODY_LIMIT + 1, 100000])
+            length = rng.random() < 0.5
+            # without a length the limit is found as the body streams: an upstream that is
+            # down, full or slow may be answered for first
+            allowed = ({413} | (set() if length else UPSTREAM_TRIES) if n > limit
+                       else {200} | UPSTREAM_TRIES)
+            return {"kind": "upload", "method": "POST", "path": f"{route}?sink=1",
+                    "headers": [("content-length", str(n))] if length else [],
+                    "body": rng.randbytes(n), "allowed": allowed, "size": None}
+        if k < 0.25:  # a download this client resets mid-response (RST_STREAM CANCEL)
+            size = rng.choice([70000, 300000, 2000000])
+            chunked = "&chunked=1" if rng.random() < 0.5 else ""
+            return {"kind": "cancel", "method": "GET", "path": f"/d?size={size}{chunked}",
+                    "headers": [], "body": b"", "allowed": {200} | UPSTREAM_TRIES, "size": size,
+                    "after": rng.randint(0, size)}
+        if k < 0.33:  # refused by RFC 9113's checks: nothing reaches the upstream
+            bad = rng.choice(H2_MALFORMED)
+            spec = {"kind": "malformed", "method": "GET", "path": "/bad", "headers": [],
+                    "body": b"", "allowed": {400}, "size": None, "bad": bad}
+            if bad == "length-mismatch":
+                declared, sent = rng.choice([(10, 5), (3, 8)])
+                spec.update(method="POST", path="/u?sink=1", body=b"x" * sent,
+                            headers=[("content-length", str(declared))])
+            elif bad != "late-pseudo":
+                spec["headers"] = [bad]
+            return spec
+        target, headers, allowed, size = self.request_parts()
+        method = rng.choice(["GET", "GET", "GET", "HEAD", "DELETE"])
+        return {"kind": "request", "method": method, "path": target,
+                "headers": [(n.lower(), v) for n, v in headers], "body": b"",
+                "allowed": allowed, "size": size if method == "GET" else None}
+
+    def http2(self):
+        """HTTP/2 on one connection (h2c prior knowledge on the plain listener, or TLS with
+        ALPN h2): up to 8 concurrent streams from target()'s mix, uploads with and without
+        content-length, downloads reset mid-response (RST_STREAM CANCEL), malformed requests
+        (RST_STREAM PROTOCOL_ERROR or 400), a pause in reading (flow control), PINGs (a
+        flood: GOAWAY ENHANCE_YOUR_CALM), an abrupt close, or garbage after the preface.
+        A GOAWAY(NO_ERROR) (a reload sends one to every HTTP/2 connection) ends the
+        connection once the streams it took have finished: the others go to a new one."""
+        rng = self.rng
+        tls = self.tls_h2 is not None and rng.random() < 0.4
+        if rng.random() < 0.04:
+            return self.h2_garbage(tls)
+        specs = [self.h2_spec() for _ in range(rng.randint(1, 8))]
+        for _ in range(3):
+            specs = self.h2_connection(specs, tls)
+            if not specs:
+                return
+        self.closed.append(f"http2: {len(specs)} streams not taken by three connections in a row")
+
+    def h2_garbage(self, tls):
+        """Garbage after the preface (and SETTINGS)."""
+        rng = self.rng
+        try:
+            c = ChaosH2(self.tls_port if tls else self.port, self.tls_h2 if tls else None,
+                        rst=rng.random() < 0.5)
+        except Closed:
+            return
+        try:
+            c.send_raw(rng.randbytes(rng.randint(1, 3000)))
+            # the gateway ends it (a GOAWAY, or header_read for bytes that are not yet a
+            # frame): never a hang, whatever GOAWAY code
+            c.read_until_closed(HANG)
+        finally:
+            c.abort()
+
+    def h2_begin(self, c, spec, scheme):
+        if spec.get("bad") == "late-pseudo":  # a pseudo-header after a regular field
+            sid = c.conn.get_next_available_stream_id()
+            c.responses[sid] = H2Response(sid)
+            c.conn.send_headers(sid, [(":method", "GET"), (":scheme", scheme), ("accept", "*/*"),
+                                      (":path", "/late"), (":authority", "example.test")],
+                                end_stream=True)
+            c.flush()
+            return sid
+        return c.start(spec["method"], spec["path"], spec["headers"], spec["body"], scheme=scheme)
+
+    def h2_connection(self, specs, tls):
+        """Runs `specs` on one connection; returns those the gateway did not take (a GOAWAY
+        with a lower last stream id came first), to go to a new connection."""
+        rng = self.rng
+        try:
+            c = ChaosH2(self.tls_port if tls else self.port, self.tls_h2 if tls else None,
+                        rst=rng.random() < 0.5)
+        except Closed as e:
+            self.closed.append(f"http2: {e}")
+            return []
+        scheme = "https" if tls else "http"
+        started: dict[int, dict] = {}
+        ours: set[int] = set()      # the streams this client reset
+        flood = False               # a PING flood sent: ENHANCE_YOUR_CALM is the answer
+        abrupt = rng.random() < 0.1
+        # the streams go in up to three waves, each once the one before has finished, so
+        # that a reload's GOAWAY may come between them
+        waves = set(rng.sample(range(1, len(specs)), min(len(specs) - 1, rng.randint(0, 2))))
+        taken = 0  # specs[taken:] not started yet
+        step = "start"
+        log: list[str] = []  # what this client did, for a failure's message
+        try:
+            try:
+                for i, spec in enumerate(specs):
+                    if i in waves:
+                        step = "wave"
+                        c.pump(lambda: c.goaway is not None or all(c.done(s) for s in started))
+                        if rng.random() < 0.5:  # and a moment more (under timeouts.idle)
+                            c.linger(rng.uniform(0.05, 0.5))
+                    if c.closed or c.goaway is not None:
+                        break
+                    started[self.h2_begin(c, spec, scheme)] = spec
+                    taken = i + 1
+                log.append(f"started {list(started)}")
+                if rng.random() < 0.12:
+                    step = "pings"
+                    if rng.random() < 0.3:  # over the 50 per second of SPEC §7
+                        flood = True
+                        n = rng.randint(100, 400)
+                        c.send_raw(PingFrame(0, opaque_data=rng.randbytes(8)).serialize() * n)
+                    else:
+                        n = rng.randint(1, 20)
+                        for _ in range(n):
+                            c.conn.ping(rng.randbytes(8))
+                        c.flush()
+                    log.append(f"{n} PINGs")
+                if rng.random() < 0.2:  # nothing read: the windows close, the gateway waits
+                    pause = rng.uniform(0.05, 1.0)
+                    log.append(f"no reading for {pause:.2f}s")
+                    time.sleep(pause)
+                for sid, spec in started.items():
+                    if spec["kind"] != "cancel" or rng.random() < 0.2:
+                        continue
+                    step = f"cancel {sid}"
+                    r = c.responses[sid]
+                    c.pump(lambda: c.done(sid) or len(r.body) >= spec["after"])
+                    if not c.done(sid) and c.goaway is None and not c.closed:
+                        c.conn.reset_stream(sid, H2_CANCEL)
+                        c.flush()
+                        ours.add(sid)
+                        log.append(f"RST_STREAM(CANCEL) {sid} after {len(r.body)} bytes")
+                if abrupt and started:  # close while something streams
+                    step = "abrupt"
+                    c.pump(lambda: any(r.body or c.done(s) for s, r in c.responses.items()))
+                    log.append("closed")
+                    return []
+                step = "wait"
+                waiting = [s for s in started if s not in ours]
+                c.pump(lambda: all(c.done(s) or (c.goaway is not None and s > c.goaway.last_stream_id)
+                                   for s in waiting))
+                if flood:
+                    step = "after the flood"
+                    c.read_until_closed(HANG)  # a flood must end the connection
+            except ConnectionEnded:
+                pass
+        except TimeoutError as e:
+            raise Failure(f"http2 {scheme} ({step}): {e} within {HANG}s (hang): "
+                          f"{self.h2_streams(c, started, log)}")
+        finally:
+            c.abort()
+        if c.error:
+            raise Failure(f"http2 {scheme}: the gateway sent what python-h2 refuses: {c.error}; "
+                          f"{self.h2_streams(c, started, log)}")
+        left = specs[taken:] if not (flood or abrupt) else []
+        ended = c.goaway
+        if ended is not None and ended.error_code != H2_NO_ERROR and not (
+                flood and ended.error_code == H2_ENHANCE_YOUR_CALM):
+            raise Failure(f"http2 {scheme}: GOAWAY error {ended.error_code} (flood sent: {flood}); "
+                          f"{self.h2_errors()}; {self.h2_streams(c, started, log)}")
+        for sid, spec in started.items():
+            r = c.responses[sid]
+            what = f"http2 {scheme} stream {sid} {spec['method']} {spec['path']} {spec['headers']}"[:300]
+            if sid in ours:
+                continue
+            if r.ended:
+                self.h2_check(r, spec, what)
+            elif r.reset_code is not None:
+                if spec["kind"] == "malformed":
+                    if r.reset_code != H2_PROTOCOL_ERROR and r.status != 400:
+                        raise Failure(f"{what}: reset with {r.reset_code}, not PROTOCOL_ERROR: {r!r}")
+                elif r.reset_code in (H2_INTERNAL_ERROR, H2_CANCEL, H2_NO_ERROR):
+                    # an upstream endpoint killed or misbehaving mid-response
+                    self.closed.append(f"http2: {what}: reset {r.reset_code} {r!r}"[:300])
+                else:
+                    raise Failure(f"{what}: reset with {r.reset_code}: {r!r}")
+            elif flood or abrupt:
+                pass  # ended by the flood's GOAWAY, or by this client
+            elif ended is not None and sid > ended.last_stream_id:
+                left.append(spec)  # not taken: a new connection gets it
+            elif ended is not None:
+                raise Failure(f"{what}: GOAWAY(NO_ERROR, last stream {ended.last_stream_id}) "
+                              f"and the connection closed before this stream finished: {r!r}")
+            else:
+                self.closed.append(f"http2: {what}: connection closed without GOAWAY: {r!r}"[:300])
+        if left:
+            self.closed.append(f"http2: GOAWAY {ended}: {len(left)} streams to a new connection")
+        return left
+
+    @staticmethod
+    def h2_streams(c, started, log):
+        return ("; ".join(f"{sid} {spec['method']} {spec['path']} {spec['headers']}"[:120] +
+                          f": {c.responses[sid]!r}"[:100] for sid, spec in started.items())
+                + f"; {c.goaway}; client: {', '.join(log)}")
+
+    def h2_errors(self):
+        """The gateway's HTTP/2 defence counters (which one fired)."""
+        try:
+            _, text = admin_get(type("Gw", (), {"admin_port": self.admin_port}), "/metrics")
+        except OSError as e:
+            return f"/metrics: {e!r}"
+        return " ".join(line for line in text.decode().splitlines()
+                        if line.startswith("gateway_http2_protocol_errors_total"))
+
+    def h2_check(self, r, spec, what):
+        if r.status is None:
+            raise Failure(f"{what}: END_STREAM without a response head")
+        check_status(r, spec["allowed"], what)
+        bad = [n for n, _ in r.headers if n in H2_CONNECTION_FIELDS or n != n.lower()]
+        if bad:
+            raise Failure(f"{what}: response fields HTTP/2 forbids: {bad}: {r.headers}")
+        if spec["method"] == "HEAD" and r.body:
+            raise Failure(f"{what}: a HEAD response with {len(r.body)} body bytes")
+        size = spec["size"]
+        if size is not None and r.status == 200 and (
+                len(r.body) != size or zlib.crc32(r.body) != pattern_crc(size)):
+            raise Failure(f"{what}: body of {len(r.body)} bytes (crc {zlib.crc32(r.body)}), "
+                          f"expected {size} of the pattern")
+        if spec["kind"] == "upload" and r.status == 200:
+            doc = r.json()
+            n = len(spec["body"])
+            if doc["body_len"] != n or doc["body_crc"] != zlib.crc32(spec["body"]):
+                doc.pop("body", None)
+                raise Failure(f"{what}: upload of {n} bytes reached the upstream as "
+                              f"{doc['body_len']}: {doc}")
+
     def run_one(self):
         name = self.rng.choices(
             ["keepalive", "pipelined", "close_early", "slow_reader", "upload", "oversized",
              "garbage", "expect_continue", "preflight", "misbehaving_upstream", "websocket",
-             "tls_garbage", "stall", "oddities", "admin_abuse"],
-            weights=[6, 3, 5, 1, 3, 2, 2, 2, 1, 3, 2, 1, 0.3, 1, 0.5])[0]
+             "tls_garbage", "stall", "oddities", "admin_abuse", "http2"],
+            weights=[6, 3, 5, 1, 3, 2, 2, 2, 1, 3, 2, 1, 0.3, 1, 0.5, 5])[0]
         try:
             getattr(self, name)()
         except Exception as e:  # noqa: BLE001 (named and shortened for the report)
@@ -758,6 +1134,10 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path, store):
     (tmp_path / "jwks.json").write_text(json.dumps({"keys": [hs.jwk]}))
     token = sign(hs, "HS256", exp=int(time.time()) + 3600)
     certs, tls_client = make_certs(tmp_path)
+    tls_h1 = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    tls_h1.set_alpn_protocols(["http/1.1"])
+    tls_h2 = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    tls_h2.set_alpn_protocols(["h2", "http/1.1"])
     tls_reservation = reserve_port()
     tls_port = tls_reservation.getsockname()[1]
 
@@ -787,7 +1167,8 @@ def test_chaos_soak(gateway_factory, upstream_factory, tmp_path, store):
 
         def client(i, stop, lenient=False):
             rng = random.Random(SEED * 1000 + i)
-            actions = Actions(gw.port, rng, token, tls_port, tls_client, gw.admin_port)
+            actions = Actions(gw.port, rng, token, tls_port, tls_client, gw.admin_port,
+                              tls_h1, tls_h2)
             while not stop.is_set():
                 try:
                     name = actions.run_one()

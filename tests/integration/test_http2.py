@@ -460,3 +460,20 @@ def test_many_streams_on_one_connection_do_not_grow_memory(gw):
     if is_sanitized_build():
         return  # ASan's quarantine holds freed memory: RSS says nothing there
     assert grown < 4096, f"RSS grew by {grown} KiB over 60,000 streams of one connection"
+
+
+def test_a_slow_but_steady_reader_is_not_a_zero_window(gateway_factory, upstream):
+    # Found by the chaos soak: the zero-window clock ran from the first time the window ran
+    # out, whatever the client granted since.
+    gw = start(gateway_factory, upstream, timeouts={"idle": "1s"})
+    size = 300_000
+    with H2Client(gw.port, auto_window=False, settings={0x4: 16384}) as c:
+        sid = c.start("GET", f"/dl?size={size}")
+        while not c.done(sid):
+            before = len(c.responses[sid].body)
+            c.pump(lambda: len(c.responses[sid].body) > before or c.done(sid))
+            time.sleep(0.15)  # slow, but it keeps reading and granting
+            c.conn.acknowledge_received_data(len(c.responses[sid].body) - before, sid)
+            c.flush()
+        assert len(c.responses[sid].body) == size and c.goaway is None
+    assert errors(gw, "zero_window") == 0
