@@ -167,7 +167,7 @@ class Gateway:
         cfg = dict(config)
         cfg.setdefault("listeners", [{"name": "http", "address": f"127.0.0.1:{self.port}"}])
         cfg.setdefault("admin", {"address": f"127.0.0.1:{self.admin_port}"})
-        return json.dumps(cfg, indent=2) + "\n"
+        return self.render(json.dumps(cfg, indent=2) + "\n")  # @PORT@ in a given listener
 
     def write_config(self, config) -> None:
         self.config_text = self.render(config)

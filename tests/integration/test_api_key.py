@@ -1,13 +1,14 @@
 """The api_key filter (SPEC §2 Authentication): keys_file of `NAME SHA256HEX` lines, 401 on
-missing or unknown keys, X-Consumer forwarded, the name in the access log, SIGHUP reload."""
+missing or unknown keys, X-Consumer forwarded, the name in the access log, SIGHUP reload.
+Every test runs over HTTP/1.1 and HTTP/2 (protocols.py)."""
 
 import hashlib
 import signal
 
 import pytest
 
-from client import Client
 from harness import gateway_config, wait_until
+from protocols import PROTOCOLS, connect, listener
 
 KEYS = {"partner-one": "k1-9f8e7d6c5b4a", "partner-two": "k2-0a1b2c3d4e5f"}
 
@@ -29,17 +30,24 @@ def config(upstream, path, header=None):
              "filters": {"api_key": {"set": "partners"}}},
             {"name": "open", "match": {"path_prefix": "/"}, "upstream": "up"},
         ],
-        api_keys=[key_set])
+        api_keys=[key_set], listeners=[listener()])
+
+
+@pytest.fixture(params=PROTOCOLS)
+def protocol(request):
+    return request.param
 
 
 @pytest.fixture
-def gw(gateway_factory, upstream, tmp_path):
+def gw(gateway_factory, upstream, tmp_path, protocol):
     keys_file(tmp_path / "keys.txt", KEYS)
-    return gateway_factory(config(upstream, tmp_path / "keys.txt"))
+    g = gateway_factory(config(upstream, tmp_path / "keys.txt"))
+    g.protocol = protocol
+    return g
 
 
 def get(gw, headers, path="/partners/x"):
-    with Client(gw.port) as c:
+    with connect(gw.port, gw.protocol) as c:
         return c.request("GET", path, headers=headers)
 
 
@@ -97,9 +105,10 @@ def test_a_bad_keys_file_is_refused_on_reload(gw, tmp_path):
     assert get(gw, [("X-API-Key", KEYS["partner-one"])]).status == 200  # old keys serve on
 
 
-def test_the_header_is_configurable(gateway_factory, upstream, tmp_path):
+def test_the_header_is_configurable(gateway_factory, upstream, tmp_path, protocol):
     keys_file(tmp_path / "keys.txt", KEYS)
     gw = gateway_factory(config(upstream, tmp_path / "keys.txt", header="X-Partner-Token"))
+    gw.protocol = protocol
     assert get(gw, [("X-API-Key", KEYS["partner-one"])]).status == 401
     assert get(gw, [("x-partner-token", KEYS["partner-one"])]).status == 200
     assert upstream.last().header("X-Consumer") == "partner-one"

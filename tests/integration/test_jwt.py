@@ -1,6 +1,6 @@
 """The jwt filter (SPEC §2 Authentication) with a jwks_file: tokens of every algorithm made
 by python3-jwt, each failure reason, claims and scopes, forward_claims, the access log's
-user, reloads."""
+user, reloads. Every test that sends requests runs over HTTP/1.1 and HTTP/2 (protocols.py)."""
 
 import base64
 import hashlib
@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from client import Client
 from harness import admin_get, gateway_config, wait_until
 from jwt_support import ALGORITHMS, AUDIENCE, ISSUER, Keys, default_claims, provider, sign
+from protocols import PROTOCOLS, connect, listener
 
 CHALLENGE = 'Bearer realm="gateway"'
 
@@ -47,19 +47,26 @@ def jwt_config(tmp_path, upstream, keys, **provider_fields):
             route("scoped", "/scoped", {"provider": "main", "scopes": ["read", "write"]}),
             route("open", "/"),
         ],
-        jwt_providers=[p])
+        jwt_providers=[p], listeners=[listener()])
+
+
+@pytest.fixture(params=PROTOCOLS)
+def protocol(request):
+    return request.param
 
 
 @pytest.fixture
-def gw(gateway_factory, upstream, keys, tmp_path):
-    return gateway_factory(jwt_config(tmp_path, upstream, keys))
+def gw(gateway_factory, upstream, keys, tmp_path, protocol):
+    g = gateway_factory(jwt_config(tmp_path, upstream, keys))
+    g.protocol = protocol
+    return g
 
 
 def get(gw, path="/api/x", token=None, headers=None):
     h = list(headers or [])
     if token is not None:
         h.append(("Authorization", f"Bearer {token}"))
-    with Client(gw.port) as c:
+    with connect(gw.port, gw.protocol) as c:
         return c.request("GET", path, headers=h)
 
 
@@ -136,8 +143,9 @@ def test_each_failure_reason_is_a_401(gw, upstream, keys):
 
 
 def test_algorithms_outside_the_provider_list_are_refused(gateway_factory, upstream, keys,
-                                                          tmp_path):
+                                                          tmp_path, protocol):
     gw = gateway_factory(jwt_config(tmp_path, upstream, keys, algorithms=["ES256"]))
+    gw.protocol = protocol
     assert get(gw, token=keys.token("ES256")).status == 200
     for alg in ("RS256", "PS256", "EdDSA", "HS256", "ES384"):
         assert_refused(get(gw, token=keys.token(alg)), 401, "The token algorithm is not accepted")
