@@ -55,6 +55,13 @@ const Definition kDefinitions[] = {
     {"gateway_config_reloads_total", "Configuration reloads, by result.", Type::Counter, {"result"}},
     {"gateway_redis_errors_total", "Failed or timed-out Redis calls, by reason.", Type::Counter,
      {"reason"}},
+    {"gateway_tracing_spans_dropped_total",
+     "Sampled spans not exported: queue_full (the export queue was full), export_failed.",
+     Type::Counter, {"reason"}},
+    {"gateway_tracing_spans_exported_total", "Spans the collector accepted.", Type::Counter, {}},
+    {"gateway_tracing_export_requests_total",
+     "OTLP export requests, by result: success, retry (to be sent again), failure (batch dropped).",
+     Type::Counter, {"result"}},
     {"gateway_build_info", "Build information.", Type::Gauge, {"version"}},
 };
 static_assert(sizeof kDefinitions / sizeof kDefinitions[0] == size_t(Id::kCount));

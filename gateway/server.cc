@@ -16,6 +16,7 @@
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/shutdown.h"
+#include "gateway/tracing/exporter.h"
 
 namespace gw {
 
@@ -265,6 +266,7 @@ int Server::run() {
   }
   limiter_.setLimits(config.limits.max_connections, config.limits.max_connections_per_ip);
   declareConfiguredSeries(config);
+  tracing::Exporter::configure(config.tracing);
 
   admin_ = std::make_unique<Worker>(*this, config.workers);
   admin_->init(runtime_, {admin_socket_});
@@ -358,6 +360,7 @@ void Server::reload() {
   admin_->postRuntime(rt);
   health_checker_->configure(now);
   declareConfiguredSeries(now);
+  tracing::Exporter::configure(now.tracing);
   countReload(true);
   log::info("configuration reloaded", {{"generation", std::to_string(rt->generation)}});
 }
