@@ -4,6 +4,7 @@ written here (an encoder of our own checked by an independent decoder)."""
 
 import http.client
 import http.server
+import signal
 import subprocess
 import sys
 import threading
@@ -470,6 +471,32 @@ def test_a_dead_or_slow_collector_slows_no_request_and_grows_no_memory(
     slack = 10 if is_sanitized_build() else 1
     assert traced < max(3 * baseline, 0.005) * slack, (traced, baseline)
     assert rss_after - rss_before < 4096, (rss_before, rss_after)
+
+
+def reload(gw, cfg):
+    before = prom.value(prom.scrape(gw), "gateway_config_reloads_total", result="success")
+    gw.write_config(cfg)
+    gw.signal(signal.SIGHUP)
+    prom.wait_value(gw, "gateway_config_reloads_total", before + 1, result="success")
+
+
+def test_a_reload_moves_export_to_a_new_collector_and_can_turn_tracing_off(
+        upstream, gateway_factory, collector_factory):
+    first, second = collector_factory(), collector_factory()
+    gw = gateway_factory(config(upstream, tracing=tracing(first.endpoint, ratio=1.0)))
+    assert get(gw, "/x", {"traceparent": f"00-{TRACE}-{PARENT}-01"}).status == 200
+    first.span_of(TRACE)
+    reload(gw, config(upstream, tracing=tracing(second.endpoint, ratio=1.0)))
+    other = "b" * 32
+    assert get(gw, "/x", {"traceparent": f"00-{other}-{PARENT}-01"}).status == 200
+    second.span_of(other)
+    assert [s for s in first.spans() if s.trace_id.hex() == other] == []
+    reload(gw, config(upstream))
+    sent = f"00-{'c' * 32}-{PARENT}-01"
+    assert get(gw, "/x", {"traceparent": sent}).status == 200
+    assert upstream.last().header_all("traceparent") == [sent]  # untouched again
+    time.sleep(0.5)
+    assert len(first.spans()) + len(second.spans()) == 2
 
 
 def test_without_tracing_trace_context_passes_untouched(upstream, gateway_factory):
