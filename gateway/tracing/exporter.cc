@@ -132,18 +132,45 @@ class Thread {
       config = std::move(pending_config_);
       stopping = stopping_;
     }
+    if (config) apply(std::move(config));
     if (stopping) {
-      if (inflight_) jwt::cancelHttpGet(inflight_);
-      inflight_ = nullptr;
-      for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&wake_),
-                             reinterpret_cast<uv_handle_t*>(&tick_),
-                             reinterpret_cast<uv_handle_t*>(&retry_)}) {
-        uv_close(h, nullptr);
-      }
+      beginFinalFlush();
       return;
     }
-    if (config) apply(std::move(config));
     pump(false);
+  }
+
+  // At exit, what is queued goes out as OpenTelemetry SDKs do on shutdown: batch after
+  // batch, no retries, all within one otlp.timeout, so that a graceful stop keeps the
+  // spans of its last seconds and a dead collector delays the exit by that much at most.
+  void beginFinalFlush() {
+    if (flushing_) return;
+    flushing_ = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&wake_), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&tick_), nullptr);
+    if (!config_) {
+      endFinalFlush();
+      return;
+    }
+    bool resend = retrying_;
+    retrying_ = false;
+    uv_timer_start(&retry_, onFlushDeadline, uint64_t(config_->timeout.count()), 0);
+    if (resend) {
+      transmit();
+    } else if (!inflight_) {
+      pump(true);
+      if (!inflight_) endFinalFlush();
+    }
+  }
+
+  static void onFlushDeadline(uv_timer_t* t) noexcept { static_cast<Thread*>(t->data)->endFinalFlush(); }
+
+  void endFinalFlush() {
+    if (inflight_) jwt::cancelHttpGet(inflight_);
+    inflight_ = nullptr;
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&retry_))) {
+      uv_close(reinterpret_cast<uv_handle_t*>(&retry_), nullptr);
+    }
   }
 
   void apply(std::shared_ptr<const TracingConfig> config) {
@@ -188,6 +215,16 @@ class Thread {
   void done(const jwt::HttpResult& r) {
     inflight_ = nullptr;
     metrics::MetricStore& m = metrics::process();
+    if (flushing_) {
+      bool ok = r.status >= 200 && r.status < 300;
+      m.add(metrics::Id::TracingExports, {ok ? labels().success : labels().failure, 0, 0});
+      m.add(ok ? metrics::Id::TracingSpansExported : metrics::Id::TracingSpansDropped,
+            {ok ? uint16_t(0) : labels().export_failed, 0, 0}, int64_t(batch_spans_));
+      batch_spans_ = 0;
+      if (ok) pump(true);
+      if (!inflight_) endFinalFlush();
+      return;
+    }
     if (r.status >= 200 && r.status < 300) {
       m.add(metrics::Id::TracingExports, {labels().success, 0, 0});
       m.add(metrics::Id::TracingSpansExported, {}, int64_t(batch_spans_));
@@ -242,6 +279,7 @@ class Thread {
   size_t batch_spans_ = 0;
   uint32_t attempt_ = 0;
   bool retrying_ = false;
+  bool flushing_ = false;  // stopping: the last batches are on their way
   bool failing_ = false;
   jwt::HttpFetch* inflight_ = nullptr;
   std::minstd_rand rng_;

@@ -33,7 +33,8 @@ class Exporter {
   static void configure(std::shared_ptr<const TracingConfig> config);
   // Takes the encoded span (appendSpanField) by swapping: `span` comes back empty.
   static void submit(std::string& span);
-  // Ends the thread (the process's shutdown hooks run it); spans still queued are lost.
+  // Sends what is queued (no retries, within one otlp.timeout), then ends the thread. The
+  // process's shutdown hooks run it, after the workers have stopped.
   static void stop();
 };
 

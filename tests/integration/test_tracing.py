@@ -473,6 +473,30 @@ def test_a_dead_or_slow_collector_slows_no_request_and_grows_no_memory(
     assert rss_after - rss_before < 4096, (rss_before, rss_after)
 
 
+def test_spans_still_queued_are_sent_at_a_graceful_stop(upstream, gateway_factory, collector_factory):
+    col = collector_factory()
+    # A delay no test waits for: only the stop can send these.
+    gw = gateway_factory(config(upstream, tracing=tracing(col.endpoint, ratio=1.0, max_spans=500,
+                                                          max_delay="1h")))
+    for _ in range(7):
+        assert get(gw, "/x").status == 200
+    time.sleep(0.3)
+    assert col.posts == []
+    assert gw.stop() == 0
+    assert len(col.spans()) == 7
+
+
+def test_a_dead_collector_delays_the_exit_by_one_timeout_at_most(upstream, gateway_factory):
+    endpoint = f"http://{refusing_address()}/v1/traces"
+    gw = gateway_factory(config(upstream, tracing=tracing(endpoint, ratio=1.0, max_delay="1h",
+                                                          timeout="300ms")))
+    for _ in range(5):
+        assert get(gw, "/x").status == 200
+    start = time.monotonic()
+    assert gw.stop() == 0
+    assert time.monotonic() - start < 3
+
+
 def reload(gw, cfg):
     before = prom.value(prom.scrape(gw), "gateway_config_reloads_total", result="success")
     gw.write_config(cfg)
