@@ -23,9 +23,6 @@ namespace {
 constexpr uint32_t kMaxAttempts = 5;
 constexpr uint64_t kFirstBackoffMs = 500;
 constexpr uint64_t kMaxBackoffMs = 30000;
-// A collector asking for longer is still retried after this: a gateway that waited an
-// hour would drop every span of that hour anyway.
-constexpr uint64_t kMaxRetryAfterMs = 60000;
 constexpr size_t kMaxResponseBytes = 64 * 1024;
 // A batch body's buffer is reused from one batch to the next unless a burst of large
 // spans made it this big.
@@ -43,25 +40,6 @@ struct Labels {
 const Labels& labels() {
   static const Labels l;
   return l;
-}
-
-// Retry-After (RFC 9110 §10.2.3): delay-seconds or an HTTP-date. Nullopt when absent or
-// unreadable (the backoff applies then).
-std::optional<uint64_t> retryAfterMs(std::string_view v) {
-  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-  while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
-  if (v.empty()) return std::nullopt;
-  if (v.find_first_not_of("0123456789") == std::string_view::npos) {
-    if (v.size() > 6) return kMaxRetryAfterMs;
-    return std::min<uint64_t>(std::stoull(std::string(v)) * 1000, kMaxRetryAfterMs);
-  }
-  tm t{};
-  std::string text(v);
-  const char* end = strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &t);
-  if (!end || *end) return std::nullopt;
-  int64_t at = int64_t(timegm(&t));
-  int64_t now = int64_t(time(nullptr));
-  return at <= now ? 0 : std::min<uint64_t>(uint64_t(at - now) * 1000, kMaxRetryAfterMs);
 }
 
 bool retryable(const jwt::HttpResult& r) {
@@ -237,7 +215,8 @@ class Thread {
       uint64_t backoff = std::min(kMaxBackoffMs, kFirstBackoffMs << (attempt_ - 1));
       // Full jitter on our own backoff, so gateways that lost one collector together do
       // not come back to it together; a collector's Retry-After is taken as it is.
-      uint64_t delay = retryAfterMs(r.retry_after).value_or(backoff / 2 + rng_() % (backoff / 2 + 1));
+      uint64_t jittered = backoff / 2 + rng_() % (backoff / 2 + 1);
+      uint64_t delay = retryAfterMs(r.retry_after, int64_t(time(nullptr))).value_or(jittered);
       retrying_ = true;
       uv_timer_start(&retry_, onRetry, delay, 0);
       return;
@@ -289,6 +268,23 @@ std::mutex g_mutex;  // guards starting and stopping
 std::atomic<Thread*> g_thread{nullptr};
 
 }  // namespace
+
+std::optional<uint64_t> retryAfterMs(std::string_view v, int64_t now_unix) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  if (v.empty()) return std::nullopt;
+  if (v.find_first_not_of("0123456789") == std::string_view::npos) {
+    if (v.size() > 6) return kMaxRetryAfterMs;  // beyond the cap anyway; no overflow
+    return std::min<uint64_t>(std::stoull(std::string(v)) * 1000, kMaxRetryAfterMs);
+  }
+  tm t{};
+  std::string text(v);
+  const char* end = strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &t);
+  if (!end || *end) return std::nullopt;
+  int64_t at = int64_t(timegm(&t));
+  if (at <= now_unix) return 0;
+  return std::min<uint64_t>(uint64_t(at - now_unix) * 1000, kMaxRetryAfterMs);
+}
 
 void Exporter::configure(std::shared_ptr<const TracingConfig> config) {
   std::lock_guard<std::mutex> lock(g_mutex);

@@ -21,8 +21,11 @@
 // - The collector's answers are read bounded (body, Retry-After) and under otlp.timeout.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "gateway/tracing/tracing_config.h"
 
@@ -37,5 +40,13 @@ class Exporter {
   // process's shutdown hooks run it, after the workers have stopped.
   static void stop();
 };
+
+// A collector's Retry-After (RFC 9110 §10.2.3: delay-seconds or an HTTP-date) in
+// milliseconds, at most kMaxRetryAfterMs; nullopt when absent or unreadable (the backoff
+// applies then).
+std::optional<uint64_t> retryAfterMs(std::string_view value, int64_t now_unix);
+// A collector asking for longer is still retried after this: a gateway that waited an
+// hour would drop every span of that hour anyway.
+constexpr uint64_t kMaxRetryAfterMs = 60000;
 
 }  // namespace gw::tracing
