@@ -141,7 +141,9 @@ class Thread {
     }
   }
 
-  static void onFlushDeadline(uv_timer_t* t) noexcept { static_cast<Thread*>(t->data)->endFinalFlush(); }
+  static void onFlushDeadline(uv_timer_t* t) noexcept {
+    static_cast<Thread*>(t->data)->endFinalFlush();
+  }
 
   void endFinalFlush() {
     if (inflight_) jwt::cancelHttpGet(inflight_);
@@ -185,9 +187,9 @@ class Thread {
     request.headers = config_->headers;
     request.headers.emplace_back("Content-Type", "application/x-protobuf");
     request.body = body_;  // kept for a retry
-    inflight_ = jwt::startHttpRequest(&loop_, url_, std::move(request),
-                                      uint64_t(config_->timeout.count()), kMaxResponseBytes,
-                                      [this](jwt::HttpResult&& r) { done(r); });
+    inflight_ =
+        jwt::startHttpRequest(&loop_, url_, std::move(request), uint64_t(config_->timeout.count()),
+                              kMaxResponseBytes, [this](jwt::HttpResult&& r) { done(r); });
   }
 
   void done(const jwt::HttpResult& r) {

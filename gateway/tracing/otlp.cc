@@ -18,8 +18,8 @@ constexpr uint32_t kResourceAttributes = 1;
 constexpr uint32_t kScopeSpansScope = 1, kScopeSpansSpans = 2;
 constexpr uint32_t kScopeName = 1, kScopeVersion = 2;
 constexpr uint32_t kSpanTraceId = 1, kSpanSpanId = 2, kSpanTraceState = 3, kSpanParentSpanId = 4,
-                   kSpanName = 5, kSpanKind = 6, kSpanStart = 7, kSpanEnd = 8,
-                   kSpanAttributes = 9, kSpanStatus = 15, kSpanFlags = 16;
+                   kSpanName = 5, kSpanKind = 6, kSpanStart = 7, kSpanEnd = 8, kSpanAttributes = 9,
+                   kSpanStatus = 15, kSpanFlags = 16;
 constexpr uint32_t kStatusMessage = 2, kStatusCode = 3;
 constexpr uint32_t kKeyValueKey = 1, kKeyValueValue = 2;
 constexpr uint32_t kAnyValueString = 1, kAnyValueInt = 3;

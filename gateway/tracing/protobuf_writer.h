@@ -16,9 +16,9 @@ class ProtoWriter {
  public:
   explicit ProtoWriter(std::string& out) : out_(out) {}
 
-  void varint(uint32_t field, uint64_t value);      // int32/64, uint32/64, bool, enum
-  void fixed64(uint32_t field, uint64_t value);     // fixed64, sfixed64, double's bits
-  void fixed32(uint32_t field, uint32_t value);     // fixed32
+  void varint(uint32_t field, uint64_t value);         // int32/64, uint32/64, bool, enum
+  void fixed64(uint32_t field, uint64_t value);        // fixed64, sfixed64, double's bits
+  void fixed32(uint32_t field, uint32_t value);        // fixed32
   void bytes(uint32_t field, std::string_view value);  // bytes, string, a message's bytes
   void bytes(uint32_t field, const uint8_t* data, size_t n) {
     bytes(field, std::string_view(reinterpret_cast<const char*>(data), n));
@@ -32,7 +32,9 @@ class ProtoWriter {
   static size_t varintSize(uint64_t value);
 
  private:
-  void tag(uint32_t field, uint32_t wire_type) { appendVarint(out_, uint64_t(field) << 3 | wire_type); }
+  void tag(uint32_t field, uint32_t wire_type) {
+    appendVarint(out_, uint64_t(field) << 3 | wire_type);
+  }
 
   std::string& out_;
 };

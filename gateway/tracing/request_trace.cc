@@ -67,7 +67,8 @@ void RequestTrace::begin(const TracingConfig& config, HeaderList& headers, Worke
   headers.addRef("traceparent", {traceparent, kTraceParentSize});
 
   if (!sampled) return;
-  trace_state = parent && has_state ? arena.copy(state.substr(0, kMaxAttributeBytes)) : std::string_view();
+  trace_state =
+      parent && has_state ? arena.copy(state.substr(0, kMaxAttributeBytes)) : std::string_view();
   user_agent = arena.copy(headers.get("user-agent").substr(0, kMaxAttributeBytes));
   host = arena.copy(stripPort(host_name).substr(0, kMaxAttributeBytes));
   protocol = proto;

@@ -23,7 +23,7 @@ namespace gw::tracing {
 struct TracingConfig;
 
 struct RequestTrace {
-  bool active = false;      // tracing is configured: the fields below are set
+  bool active = false;  // tracing is configured: the fields below are set
   bool sampled = false;
   bool has_parent = false;  // continues a caller's valid traceparent
   uint8_t flags = 0;

@@ -5,7 +5,9 @@
 namespace gw::tracing {
 
 Sampler::Sampler(double ratio, bool parent_based)
-    : bound_(ratio <= 0 ? 0 : ratio >= 1 ? UINT64_MAX : uint64_t(ratio * 9223372036854775808.0)),
+    : bound_(ratio <= 0   ? 0
+             : ratio >= 1 ? UINT64_MAX
+                          : uint64_t(ratio * 9223372036854775808.0)),
       all_(ratio >= 1),
       parent_based_(parent_based) {}
 

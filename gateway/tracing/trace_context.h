@@ -29,8 +29,8 @@ constexpr size_t kTraceParentSize = 55;
 std::optional<TraceParent> parseTraceParent(std::string_view value);
 
 // Version 00 of the field: exactly kTraceParentSize characters into `out`.
-void formatTraceParent(const uint8_t (&trace_id)[16], const uint8_t (&span_id)[8],
-                       uint8_t flags, char* out);
+void formatTraceParent(const uint8_t (&trace_id)[16], const uint8_t (&span_id)[8], uint8_t flags,
+                       char* out);
 
 // Lower-case hex of `n` bytes into `out` (2n characters).
 void toHex(const uint8_t* bytes, size_t n, char* out);

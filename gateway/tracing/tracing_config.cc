@@ -28,7 +28,8 @@ std::optional<double> parseRatio(const YAML::Node& node, ConfigContext& ctx) {
 
 void parseSampler(const YAML::Node& node, ConfigContext& ctx, TracingConfig& config) {
   auto map = ctx.expectMap(node, "sampler", {"ratio"});
-  if (map) ctx.read(*map, "ratio", config.ratio, [&](const YAML::Node& n) { return parseRatio(n, ctx); });
+  if (!map) return;
+  ctx.read(*map, "ratio", config.ratio, [&](const YAML::Node& n) { return parseRatio(n, ctx); });
 }
 
 void parseHeaders(const YAML::Node& node, ConfigContext& ctx, TracingConfig& config) {
@@ -67,16 +68,17 @@ void parseBatch(const YAML::Node& node, ConfigContext& ctx, TracingConfig& confi
 void parseOtlp(const YAML::Node& node, ConfigContext& ctx, TracingConfig& config) {
   auto map = ctx.expectMap(node, "otlp", {"endpoint", "timeout", "headers", "batch", "queue"});
   if (!map) return;
-  ctx.read(*map, "endpoint", config.endpoint, [&](const YAML::Node& n) -> std::optional<std::string> {
-    auto text = ctx.nonEmptyString(n);
-    if (!text) return std::nullopt;
-    std::string why;
-    if (!jwt::parseHttpUrl(*text, &why)) {
-      ctx.error(n, "otlp endpoint " + quoteValue(*text) + ": " + why);
-      return std::nullopt;
-    }
-    return text;
-  });
+  ctx.read(*map, "endpoint", config.endpoint,
+           [&](const YAML::Node& n) -> std::optional<std::string> {
+             auto text = ctx.nonEmptyString(n);
+             if (!text) return std::nullopt;
+             std::string why;
+             if (!jwt::parseHttpUrl(*text, &why)) {
+               ctx.error(n, "otlp endpoint " + quoteValue(*text) + ": " + why);
+               return std::nullopt;
+             }
+             return text;
+           });
   ctx.readDuration(*map, "timeout", config.timeout, Millis(1));
   if (const YAML::Node* headers = map->find("headers")) parseHeaders(*headers, ctx, config);
   if (const YAML::Node* batch = map->find("batch")) parseBatch(*batch, ctx, config);
@@ -93,8 +95,7 @@ void parseOtlp(const YAML::Node& node, ConfigContext& ctx, TracingConfig& config
 
 std::shared_ptr<const TracingConfig> parseTracing(const YAML::Node& node, ConfigContext& ctx) {
   auto config = std::make_shared<TracingConfig>();
-  auto map = ctx.expectMap(node, "tracing",
-                           {"service_name", "sampler", "parent_based", "otlp"});
+  auto map = ctx.expectMap(node, "tracing", {"service_name", "sampler", "parent_based", "otlp"});
   if (!map) return config;
   ctx.read(*map, "service_name", config->service_name,
            [&](const YAML::Node& n) { return ctx.nonEmptyString(n); });

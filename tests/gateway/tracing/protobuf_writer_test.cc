@@ -1,5 +1,7 @@
 // The wire format against known encodings (the protobuf documentation's examples), and
 // the OTLP messages read back by a small decoder written here from the wire format spec.
+#include "gateway/tracing/protobuf_writer.h"
+
 #include <gtest/gtest.h>
 
 #include <map>
@@ -7,7 +9,6 @@
 #include <vector>
 
 #include "gateway/tracing/otlp.h"
-#include "gateway/tracing/protobuf_writer.h"
 
 namespace gw::tracing {
 namespace {
@@ -201,7 +202,8 @@ TEST(OtlpTest, ExportRequestReadsBack) {
   ASSERT_EQ(request.size(), 1u);
   auto resource_spans = decode(one(request, 1).bytes);
   auto resource = decode(one(resource_spans, 1).bytes);
-  EXPECT_EQ(attributesOf(all(resource, 1)), (std::map<std::string, std::string>{{"service.name", "s:svc"}}));
+  EXPECT_EQ(attributesOf(all(resource, 1)),
+            (std::map<std::string, std::string>{{"service.name", "s:svc"}}));
   auto scope_spans = decode(one(resource_spans, 2).bytes);
   auto scope = decode(one(scope_spans, 1).bytes);
   EXPECT_EQ(one(scope, 1).bytes, "gateway");
@@ -223,7 +225,7 @@ TEST(OtlpTest, ExportRequestReadsBack) {
   EXPECT_EQ(attributes["http.response.status_code"], "i:502");
   auto status = decode(one(first, 15).bytes);
   EXPECT_EQ(one(status, 2).bytes, "BAD_GATEWAY");
-  EXPECT_EQ(one(status, 3).number_value, 2u);  // STATUS_CODE_ERROR
+  EXPECT_EQ(one(status, 3).number_value, 2u);      // STATUS_CODE_ERROR
   EXPECT_EQ(one(first, 16).number_value, 0x301u);  // sampled, parent known to be remote
 
   auto second = decode(decoded[1].bytes);

@@ -1,9 +1,9 @@
+#include "gateway/tracing/sampler.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <random>
-
-#include "gateway/tracing/sampler.h"
 
 namespace gw::tracing {
 namespace {

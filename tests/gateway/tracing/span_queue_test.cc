@@ -1,11 +1,11 @@
+#include "gateway/tracing/span_queue.h"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include "gateway/tracing/span_queue.h"
 
 namespace gw::tracing {
 namespace {

@@ -1,10 +1,10 @@
 // traceparent parsing against every malformed form of the W3C Trace Context test suite
 // (w3c/trace-context test/test.py), and formatting.
+#include "gateway/tracing/trace_context.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
-
-#include "gateway/tracing/trace_context.h"
 
 namespace gw::tracing {
 namespace {

@@ -1,9 +1,10 @@
 // The `tracing` section: defaults, every field, and the FILE:LINE:COL errors.
+#include "gateway/tracing/tracing_config.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "gateway/config_loader.h"
-#include "gateway/tracing/tracing_config.h"
 #include "tests/gateway/config_test_util.h"
 
 namespace gw {
@@ -59,8 +60,9 @@ TEST(TracingConfigTest, EveryField) {
   EXPECT_FALSE(t.parent_based);
   EXPECT_EQ(t.endpoint, "https://collector.example:4318/v1/traces");
   EXPECT_EQ(t.timeout, Millis(500));
-  EXPECT_THAT(t.headers, ElementsAre(std::pair<std::string, std::string>{"Authorization", "Bearer abc"},
-                                     std::pair<std::string, std::string>{"x-tenant", "t1"}));
+  EXPECT_THAT(t.headers,
+              ElementsAre(std::pair<std::string, std::string>{"Authorization", "Bearer abc"},
+                          std::pair<std::string, std::string>{"x-tenant", "t1"}));
   EXPECT_EQ(t.max_spans, 10u);
   EXPECT_EQ(t.max_delay, Millis(100));
   EXPECT_EQ(t.queue, 100u);
@@ -74,10 +76,12 @@ TEST(TracingConfigTest, ErrorsPointAtTheValue) {
   std::string head = std::string(kMinimal) + "tracing:\n";
   EXPECT_THAT(errorsOf(head + "  sampler: {ratio: 1.5}\n"),
               ElementsAre("test.yaml:8:20: sampler ratio must be a number from 0 to 1, got '1.5'"));
-  EXPECT_THAT(errorsOf(head + "  sampler: {ratio: half}\n"),
-              ElementsAre("test.yaml:8:20: sampler ratio must be a number from 0 to 1, got 'half'"));
-  EXPECT_THAT(errorsOf(head + "  sampler: {ratio: -0.1}\n"),
-              ElementsAre("test.yaml:8:20: sampler ratio must be a number from 0 to 1, got '-0.1'"));
+  EXPECT_THAT(
+      errorsOf(head + "  sampler: {ratio: half}\n"),
+      ElementsAre("test.yaml:8:20: sampler ratio must be a number from 0 to 1, got 'half'"));
+  EXPECT_THAT(
+      errorsOf(head + "  sampler: {ratio: -0.1}\n"),
+      ElementsAre("test.yaml:8:20: sampler ratio must be a number from 0 to 1, got '-0.1'"));
   EXPECT_THAT(errorsOf(head + "  parent_based: yes\n"),
               ElementsAre("test.yaml:8:17: expected true or false, got 'yes'"));
   EXPECT_THAT(errorsOf(head + "  otlp: {endpoint: \"grpc://c:4317\"}\n"),
