@@ -8,6 +8,8 @@
 #   CASES="plain_small" MEMORY=0 bench/compare.sh
 #   CASES="https_keepalive https_handshakes https_full_handshakes" MEMORY=0 bench/compare.sh
 #                                       the TLS cases only (~4 min)
+#   CASES="h2c_small h2_tls_small" MEMORY=0 STREAM=0 bench/compare.sh
+#                                       the HTTP/2 cases only (h2load; not in the default CASES)
 #
 # Settings (environment):
 #   DURATION=10 REPEATS=3 CONNECTIONS=50 THREADS=1   wrk, the same for every proxy
@@ -15,7 +17,10 @@
 #   STREAM_BYTES=1073741824                          streamed-body memory; STREAM=0 skips it
 #   CASES="plain_small plain_16k security_chain workers2_small jwt rate_limit
 #          https_keepalive https_handshakes https_full_handshakes tracing"
-#                                                    see the case_* functions
+#                                                    see the case_* functions; also (not by
+#                                                    default): h2c_small h2_tls_small
+#   H2_CONNECTIONS=10 H2_STREAMS=10                  h2load -c, -m (streams in flight per
+#                                                    connection) of the HTTP/2 cases
 #   JWT_ALG=ES256 JWT_USERS=1000                     the jwt case's tokens
 #   PROXIES="gateway nginx haproxy"                  which proxies to run
 #   FLOOR=1                                          the plain cases also run "forward"
@@ -29,7 +34,8 @@
 #                                                    in every case (target gateway_before,
 #                                                    compared with gateway): a before/after in
 #                                                    one run, interleaved like the others
-#   KEEP=1                                           keep the temp dir (configs, logs, raw wrk output)
+#   KEEP=1                                           keep the temp dir (configs, logs, raw wrk,
+#                                                    ab and h2load output)
 #
 # Pinning: wrk and the upstream share LOAD_CPUS, the proxy runs alone on PROXY_CPUS,
 # except in multi-worker cases, where the proxy spans WIDE_CPUS (see case_workers2_small).
@@ -51,6 +57,8 @@ DURATION=${DURATION:-10}
 REPEATS=${REPEATS:-3}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-1}
+H2_CONNECTIONS=${H2_CONNECTIONS:-10}
+H2_STREAMS=${H2_STREAMS:-10}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 MEMORY=${MEMORY:-1}
 STREAM=${STREAM:-1}
@@ -268,7 +276,10 @@ reset_case() {
   CASE_SCHEME=http          # https: the proxies terminate TLS (see tls_hooks)
   CASE_WRK_ARGS=()          # extra wrk arguments, e.g. (-H "Connection: close")
   CASE_CURL_ARGS=()         # extra curl arguments of the pre-run check, e.g. (-H "Authorization: ...")
-  CASE_TOOL=wrk             # or ab: ApacheBench, a new connection and session per request
+  CASE_TOOL=wrk             # or ab: ApacheBench, a new connection and session per request;
+                            # or h2load: HTTP/2 (nghttp2-client), h2c or ALPN h2 by the URL's scheme
+  CASE_HTTP_VERSION=""      # the HTTP version the pre-run check must get (curl's %{http_version}: 2)
+  CASE_UP_IDLE=64           # idle upstream connections kept (gateway max_idle, nginx keepalive)
   CASE_AUX_PID=-            # a server the case started (redis-server): its CPU is reported too
   CASE_PRECHECK=""          # a function run once the targets answer (e.g. a 401 without a token)
   CASE_POSTCHECK=""         # a function run after the last run, before the proxies stop
@@ -329,7 +340,7 @@ timeouts:
 upstreams:
   - name: upstream
     endpoints: [127.0.0.1:$UP_PORT]
-    keepalive: {max_idle: 64, idle_timeout: 60s}
+    keepalive: {max_idle: $CASE_UP_IDLE, idle_timeout: 60s}
 $GW_TOP_EXTRA
 default_filters:
 ${GW_FILTERS:-"  {}"}
@@ -363,7 +374,7 @@ http {
   scgi_temp_path $dir/tmp-scgi;
   upstream upstream {
     server 127.0.0.1:$UP_PORT;
-    keepalive 64;
+    keepalive $CASE_UP_IDLE;
     keepalive_requests 10000000;
     keepalive_timeout 60s;
   }
@@ -548,6 +559,49 @@ case_https_full_handshakes() {
   CASE_DESC="HTTPS, a new connection and a full TLS 1.3 handshake per request (ab)"
   tls_hooks
   CASE_TOOL=ab
+  write_configs "$1"
+}
+
+# HTTP/2 to the proxies, HTTP/1.1 keep-alive to the upstream (as in every case), driven by
+# h2load: H2_CONNECTIONS connections with H2_STREAMS streams in flight on each. Not in the
+# default CASES. No direct row (the upstream nginx speaks HTTP/1.1 only) and no forward
+# floor: l4_forward would only carry the client's h2 bytes to the HTTP/1.1 upstream, which
+# would not understand them; an h2 floor would need an h2 upstream, not this one.
+# The upstream pools keep as many idle connections as there are streams in flight (at least
+# the usual 64): with 100 streams in flight and 64 kept, the gateway and nginx would close
+# and reopen upstream connections all the time (HAProxy keeps every idle one by default).
+h2_hooks() {
+  local in_flight=$((H2_CONNECTIONS * H2_STREAMS))
+  CASE_TOOL=h2load CASE_HTTP_VERSION=2 CASE_DIRECT=0
+  CASE_UP_IDLE=$((in_flight > 64 ? in_flight : 64))
+}
+
+# Cleartext HTTP/2 with prior knowledge (h2load's default for http:// URLs): the
+# gateway's listener with h2c: true (HTTP/1.1 and h2c on one port), nginx 1.22's
+# "listen ... http2" without ssl (h2c prior knowledge only), HAProxy's "bind ... proto h2".
+case_h2c_small() {
+  CASE_DESC="h2c (HTTP/2 prior knowledge, h2load -c$H2_CONNECTIONS -m$H2_STREAMS), ${SMALL_BYTES}-byte response"
+  h2_hooks
+  CASE_CURL_ARGS=(--http2-prior-knowledge)
+  GW_LISTENER_EXTRA="    h2c: true"
+  NGINX_LISTEN_EXTRA=" http2"
+  HAPROXY_BIND_EXTRA=" proto h2"
+  write_configs "$1"
+}
+
+# HTTP/2 over TLS, ALPN h2, with https_keepalive's certificate and TLS profile
+# (tls_hooks): the gateway's TLS listener (http2: true, its default, offers h2 and
+# http/1.1), nginx "listen ... ssl http2", HAProxy "alpn h2,http/1.1". parse-wrk refuses
+# a run whose h2load did not negotiate h2.
+case_h2_tls_small() {
+  CASE_DESC="HTTP/2 over TLS (ALPN h2, TLS 1.3, ECDSA P-256, h2load -c$H2_CONNECTIONS -m$H2_STREAMS), ${SMALL_BYTES}-byte response"
+  tls_hooks
+  h2_hooks
+  CASE_CURL_ARGS=(--http2)
+  GW_LISTENER_EXTRA+="
+    http2: true"
+  NGINX_LISTEN_EXTRA=" ssl http2"
+  HAPROXY_BIND_EXTRA=${HAPROXY_BIND_EXTRA/alpn http\/1.1/alpn h2,http/1.1}
   write_configs "$1"
 }
 
@@ -761,6 +815,18 @@ printf 'case\tpath\tworkers\tproxy\trun\tcpu_ticks\tsys_ticks\taux_ticks\tbase\t
 
 run_wrk() {  # URL OUTPUT [SECONDS]
   local seconds=${3:-$DURATION}
+  if [[ $CASE_TOOL == h2load ]]; then
+    # No --warm-up-time: the proxy's CPU is read around the whole command, so its requests
+    # must be counted over all of it (check_target's 1 s run is the warm-up, as for wrk).
+    # --log-file OUTPUT.requests: a line per request (one write(2) each, on LOAD_CPUS) for
+    # p50/p99, which h2load does not print; parse-wrk reads it.
+    local log_args=()
+    [[ $2 == /dev/null ]] || log_args=(--log-file="$2.requests")
+    pinned "$LOAD_CPUS" timeout $((seconds + 30)) \
+      h2load -t "$THREADS" -c "$H2_CONNECTIONS" -m "$H2_STREAMS" -D "$seconds" "${log_args[@]}" \
+      "$1" >"$2" 2>&1
+    return
+  fi
   if [[ $CASE_TOOL == ab ]]; then
     # -t bounds the run (-n only lifts ab's default cap of 50,000 requests); -r: a failed
     # receive is counted, not fatal
@@ -812,12 +878,14 @@ stop_proxy() {
 # Checks one response's status, body size and expected header, then warms up
 # (connection pools, caches).
 check_target() {
-  local case=$1 target=$2 url=$3 got headers
+  local case=$1 target=$2 url=$3 got headers expected="200 $CASE_BODY_BYTES"
   headers=$work/logs/check-$case-$target.txt
-  got=$(curl -sk -D "$headers" -o /dev/null --max-time 5 -w '%{http_code} %{size_download}' \
+  [[ -z $CASE_HTTP_VERSION ]] || expected+=" HTTP/$CASE_HTTP_VERSION"
+  got=$(curl -sk -D "$headers" -o /dev/null --max-time 5 -w '%{http_code} %{size_download} HTTP/%{http_version}' \
     "${CASE_CURL_ARGS[@]}" "$url" || true)
-  if [[ $got != "200 $CASE_BODY_BYTES" ]]; then
-    echo "$case/$target: GET $url answered '$got', expected '200 $CASE_BODY_BYTES'" >>"$notes"
+  [[ -n $CASE_HTTP_VERSION ]] || got=${got% HTTP/*}
+  if [[ $got != "$expected" ]]; then
+    echo "$case/$target: GET $url answered '$got', expected '$expected'" >>"$notes"
   fi
   if [[ -n ${target_expect[$target]} ]] && ! tr -d '\r' <"$headers" | grep -qiE "${target_expect[$target]}"; then
     echo "$case/$target: no header matching '${target_expect[$target]}' in the answer to $url" >>"$notes"
@@ -837,7 +905,7 @@ measure() {
   segments_before=$(tcp_out_segments)
   [[ $CASE_AUX_PID == - ]] || read -ra aux_before <<<"$(cpu_ticks "$CASE_AUX_PID")"
   if ! run_wrk "$url" "$out"; then
-    echo "$case/$target run $run: wrk failed: $(tail -3 "$out")$([[ $pid == - ]] || alive "$pid" ||
+    echo "$case/$target run $run: $CASE_TOOL failed: $(tail -3 "$out")$([[ $pid == - ]] || alive "$pid" ||
       echo " (PID $pid is gone)")" >>"$notes"
     return 0
   fi
@@ -851,7 +919,15 @@ measure() {
     read -ra aux_after <<<"$(cpu_ticks "$CASE_AUX_PID")"
     aux=$((aux_after[0] - aux_before[0]))
   fi
-  parsed=$(python3 "$helper" parse-wrk "$out")
+  # a run parse-wrk refuses (h2load: a request that failed, a non-2xx, not HTTP/2) is
+  # reported and left out of the table
+  if ! parsed=$(python3 "$helper" parse-wrk "$out" 2>&1); then
+    echo "$case/$target run $run: refused: $parsed$([[ $pid == - ]] || alive "$pid" ||
+      echo " (PID $pid is gone)")" >>"$notes"
+    log "  run $run/$REPEATS $target: refused: $parsed"
+    return 0
+  fi
+  [[ $KEEP == 1 ]] || rm -f "$out.requests"
   read -r requests seconds rps p50 p99 errors non2xx <<<"$parsed"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$case" "${target_path[$target]}" "$CASE_WORKERS" "$target" \
     "$run" "$cpu" "$sys" "$aux" "${target_base[$target]}" "$parsed" "$segments" "$switches" >>"$results"
@@ -872,7 +948,9 @@ run_case() {
   "case_$case" "$dir"
   log "[$case] $CASE_DESC"
   if [[ $CASE_TOOL != wrk ]] && ! command -v "$CASE_TOOL" >/dev/null; then
-    echo "$case: skipped, $CASE_TOOL is missing (apache2-utils; scripts/install-deps.sh bench)" >>"$notes"
+    local package=apache2-utils
+    [[ $CASE_TOOL != h2load ]] || package=nghttp2-client
+    echo "$case: skipped, $CASE_TOOL is missing ($package; scripts/install-deps.sh bench)" >>"$notes"
     log "  skipped: $CASE_TOOL is missing"
     return 0
   fi
@@ -998,6 +1076,10 @@ echo "# wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, median of $REPEA
 echo "# load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine adds noise); nice $NICE"
 if [[ " $CASES " == *" https_full_handshakes "* ]]; then
   echo "# https_full_handshakes: ab -q -r -s 5 -t $DURATION -c $CONNECTIONS (a new connection and TLS session per request), pinned like wrk"
+fi
+if [[ " $CASES " == *" h2c_small "* || " $CASES " == *" h2_tls_small "* ]]; then
+  echo "# h2c_small, h2_tls_small: h2load -t$THREADS -c$H2_CONNECTIONS -m$H2_STREAMS -D $DURATION" \
+    "($((H2_CONNECTIONS * H2_STREAMS)) streams in flight), pinned like wrk; p50/p99 from its --log-file"
 fi
 echo
 [[ $(wc -l <"$results") -lt 2 ]] || python3 "$helper" table --clk-tck "$CLK_TCK" "$results"

@@ -3,8 +3,11 @@
 
   free-ports N                     print N free TCP ports on 127.0.0.1
   parse-wrk FILE                   wrk --latency output (or ApacheBench's, for the full
-                                   TLS handshake case) -> one tab-separated line:
-                                   requests seconds rps p50_us p99_us socket_errors non2xx
+                                   TLS handshake case, or h2load's, for the HTTP/2 cases,
+                                   with its --log-file FILE.requests) -> one tab-separated
+                                   line: requests seconds rps p50_us p99_us socket_errors
+                                   non2xx. An h2load run with a request that did not
+                                   succeed with a 2xx, or not over HTTP/2, is an error
   idle-conns --pid P --port N ...  RSS growth of process P (and its children) for
                                    N idle keep-alive client connections
   sink --port N                    an HTTP/1.1 upload sink: reads each request's
@@ -100,11 +103,53 @@ def parse_ab(out):
             int(num("Non-2xx responses"))]
 
 
+def parse_h2load(out, path):
+    """h2load -D (nghttp2-client): its summary lines, and the percentiles from its
+    --log-file (one line per request: start time, status, microseconds to the end of the
+    response), which h2load does not print itself. Every request must have succeeded with
+    a 2xx over HTTP/2: otherwise the run is refused (SystemExit), not counted."""
+    fin = re.search(r"^finished in ([\d.]+)(us|ms|s|m|h), ([\d.]+) req/s", out, re.M)
+    req = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                    r"(\d+) failed, (\d+) errored, (\d+) timeout", out, re.M)
+    codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out, re.M)
+    if not (fin and req and codes):
+        raise SystemExit(f"h2load: no summary in {path}: "
+                         + " | ".join(out.strip().splitlines()[-3:]))
+    total, started, done, succeeded, failed, errored, timeout = map(int, req.groups())
+    c2xx, c3xx, c4xx, c5xx = map(int, codes.groups())
+    problems = []
+    if succeeded == 0:
+        problems.append("no request succeeded")
+    if succeeded != done or failed or errored or timeout:
+        problems.append(req.group(0))
+    if c3xx or c4xx or c5xx or c2xx != succeeded:
+        problems.append(codes.group(0))
+    protos = set(re.findall(r"^Application protocol: (\S+)", out, re.M))
+    if not protos or protos - {"h2", "h2c"}:
+        problems.append("Application protocol: " + (", ".join(sorted(protos)) or "none printed"))
+    if problems:
+        raise SystemExit("h2load: " + "; ".join(problems))
+    p50 = p99 = float("nan")
+    try:
+        with open(path + ".requests") as f:
+            durations = sorted(int(line.split("\t")[2]) for line in f if line.strip())
+    except OSError:
+        durations = []
+    if durations:
+        p50 = durations[(len(durations) - 1) // 2]
+        p99 = durations[min(len(durations) - 1, int(len(durations) * 0.99))]
+    seconds = to_us(fin.group(1) + fin.group(2)) / 1e6
+    return [succeeded, f"{seconds:.3f}", f"{float(fin.group(3)):.1f}", f"{p50:.1f}",
+            f"{p99:.1f}", failed + errored + timeout, c3xx + c4xx + c5xx]
+
+
 def parse_wrk(path):
     with open(path) as f:
         out = f.read()
     if out.lstrip().startswith("This is ApacheBench") or "Complete requests:" in out:
         return parse_ab(out)
+    if out.lstrip().startswith("starting benchmark...") or re.search(r"^finished in ", out, re.M):
+        return parse_h2load(out, path)
     m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
     if not m:
         raise SystemExit(f"parse-wrk: no request count in {path}")

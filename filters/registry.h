@@ -15,7 +15,7 @@ class Node;
 
 namespace gw {
 
-class ConfigContext;  // gateway/config_context.h
+class ConfigContext;  // gateway/config/config_context.h
 struct Config;
 struct RouteConfig;
 

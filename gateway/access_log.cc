@@ -3,7 +3,7 @@
 #include <charconv>
 #include <string>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/exchange.h"
 #include "gateway/http_util.h"
 #include "gateway/log.h"
@@ -64,6 +64,7 @@ void writeAccessLog(Worker&, const Exchange& r) {
   appendField(line, "request_id", r.ctx.request_id);
   appendField(line, "client_ip", r.ctx.client_ip.empty() ? r.ctx.peer_ip : r.ctx.client_ip);
   appendField(line, "method", r.ctx.method);
+  appendField(line, "protocol", r.protocol());
   appendField(line, "path", r.ctx.path);
   appendField(line, "route", r.ctx.route ? std::string_view(r.ctx.route->name) : std::string_view());
   appendUint(line, "status", uint64_t(r.status));

@@ -252,6 +252,32 @@ void Buffer::forgetSegments() {
   tail_room_ = 0;
 }
 
+void Buffer::moveFront(Buffer& other, size_t n) {
+  if (n >= other.size_) {
+    moveFrom(other);
+    return;
+  }
+  size_t left = n;
+  for (size_t i = other.head_; i < other.segments_.size() && left > 0; ++i) {
+    const Segment& seg = other.segments_[i];
+    if (seg.len == 0) continue;
+    uint32_t take = uint32_t(std::min<size_t>(left, seg.len));
+    if (seg.slice) {
+      ++seg.slice->refs;  // other.drain() below gives back its own reference
+    } else {
+      ++external_;
+    }
+    segments_.push_back({seg.data, take, seg.slice});
+    size_ += take;
+    left -= take;
+  }
+  other.drain(n);
+  // The last segment ends before `other`'s bytes in the same slice, or in a slice `other`
+  // may still extend: this buffer never appends behind it.
+  tail_ptr_ = nullptr;
+  tail_room_ = 0;
+}
+
 void Buffer::moveFrom(Buffer& other) {
   for (size_t i = other.head_; i < other.segments_.size(); ++i) {
     segments_.push_back(other.segments_[i]);

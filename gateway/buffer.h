@@ -114,6 +114,9 @@ class Buffer {
   void clear();
   // Moves all of `other` to the tail of this buffer.
   void moveFrom(Buffer& other);
+  // Moves the first n bytes of `other` (n <= other.size()) to the tail of this buffer,
+  // sharing slices rather than copying (external segments stay views).
+  void moveFront(Buffer& other, size_t n);
   // Appends `other`'s bytes as external segments, without copying them: `other` keeps
   // them and must not change until this buffer's next internalize().
   void appendViews(const Buffer& other);

@@ -1,5 +1,8 @@
 #include "gateway/downstream.h"
 
+#include <cstring>
+
+#include "gateway/http2/server_codec.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/server.h"
@@ -13,6 +16,82 @@ namespace gw {
 
 DownstreamConnection::DownstreamConnection(size_t listener_index, bool admin)
     : listener_index_(uint16_t(listener_index)), admin_(admin) {}
+
+DownstreamConnection::~DownstreamConnection() = default;
+
+namespace {
+constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+}  // namespace
+
+bool DownstreamConnection::chooseCodec() {
+  if (codec_chosen_) return true;
+  if (admin_) {
+    codec_chosen_ = true;
+    return true;
+  }
+  const auto& listeners = worker().currentGeneration()->runtime->config->listeners;
+  if (listener_index_ >= listeners.size()) {  // a reload dropped it: HTTP/1.1 until restart
+    codec_chosen_ = true;
+    return true;
+  }
+  const ListenerConfig& l = listeners[listener_index_];
+  bool h2 = false;
+  if (tls_) {
+    h2 = tls_->session.info().alpn == "h2";
+  } else if (l.h2c) {
+    // Prior knowledge: the preface, which no HTTP/1.1 request begins with. `Upgrade: h2c`
+    // is never honoured (it is hop-by-hop like any other Upgrade).
+    size_t n = std::min(in_.unconsumed(), kHttp2Preface.size());
+    const char* p = in_.data() + in_.consumed();
+    if (std::memcmp(p, kHttp2Preface.data(), n) == 0) {
+      if (n < kHttp2Preface.size()) return false;
+      h2 = true;
+    }
+  }
+  codec_chosen_ = true;
+  if (h2) {
+    disarmDeadline();  // the session keeps its own
+    h2_ = std::make_unique<Http2ServerCodec>(*this, l.http2_settings);
+  }
+  return true;
+}
+
+void DownstreamConnection::processInput() {
+  if (!chooseCodec()) return;
+  if (h2_) {
+    h2_->processInput();
+  } else {
+    codec_.processInput();
+  }
+}
+
+void DownstreamConnection::abortRequests() {
+  if (h2_) {
+    h2_->abortAll();
+  } else {
+    codec_.abortRequest();
+  }
+}
+
+OutputSlot* DownstreamConnection::output() {
+  if (h2_) return &h2_->output();
+  Http1Request* r = codec_.request();
+  return r ? &r->output : nullptr;
+}
+
+void DownstreamConnection::countWritten(size_t n) {
+  // An HTTP/2 session counts each stream's bytes as it frames them.
+  if (!h2_) codec_.request()->exchange.bytes_out += n;
+}
+
+void DownstreamConnection::onOutputDrained() {
+  if (closing_) return;
+  if (h2_) {
+    h2_->onOutputDrained();
+  } else if (Exchange* ex = codec_.exchange()) {
+    ex->onResponseDrained();
+  }
+}
 
 void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t listener_index,
                                   bool admin) {
@@ -75,7 +154,7 @@ void DownstreamConnection::accept(Worker& worker, uv_stream_t* listener, size_t 
 
 void DownstreamConnection::startReading() {
   read_paused_ = false;
-  codec_.watchBody();
+  if (!h2_) codec_.watchBody();
   if (reading_ || closing_) return;
   reading_ = uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), onAllocCb, onReadCb) == 0;
 }
@@ -100,7 +179,7 @@ void DownstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noex
     return;
   }
   // A body streaming upstream is read in large blocks (fewer reads and wakeups).
-  if (c->codec_.readingBody()) c->in_.reserveBulk();
+  if (!c->h2_ && c->codec_.readingBody()) c->in_.reserveBulk();
   // Room for the largest head we accept plus one slice; beyond that the head is 431.
   size_t limit = c->worker().limits().max_head_bytes + kSliceSize;
   char* p = c->in_.writable(&n, limit);
@@ -122,6 +201,12 @@ void DownstreamConnection::onRead(ssize_t nread) {
   }
   if (nread == 0) {
     if (in_.length() == 0) in_.release();
+    return;
+  }
+  if (nread < 0 && h2_) {
+    // An HTTP/2 client that closes its side is gone: its streams cannot be answered.
+    h2_->abortAll();
+    closeConnection();
     return;
   }
   if (nread < 0) {
@@ -156,10 +241,10 @@ void DownstreamConnection::onRead(ssize_t nread) {
   in_.added(size_t(nread));
   // Bytes arrived on an idle keep-alive connection: the head must now complete within
   // header_read. (A fresh connection has had that deadline since accept.)
-  if (!codec_.exchange() && deadline_kind_ == DeadlineKind::Idle) {
+  if (!h2_ && !codec_.exchange() && deadline_kind_ == DeadlineKind::Idle) {
     armDeadline(DeadlineKind::HeaderRead);
   }
-  codec_.processInput();
+  processInput();
 }
 
 void DownstreamConnection::onTlsRead(const char* data, size_t len) {
@@ -173,17 +258,17 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
   }
   if (s.state() == TlsState::Error) {
     if (was_handshaking) metrics::local().add(metrics::Id::TlsHandshakeErrors, {listener_label_, 0, 0});
-    codec_.abortRequest();
+    abortRequests();
     closeConnection();  // sends the alert if the socket takes it
     return;
   }
   flushTls();  // handshake messages, tickets
   if (closing_) return;
   if (s.peerClosed()) {
-    if (codec_.answersAfterEof()) {
+    if (!h2_ && codec_.answersAfterEof()) {
       codec_.endAfterResponse();
     } else {
-      codec_.abortRequest();
+      abortRequests();
       closeConnection();
       return;
     }
@@ -192,11 +277,11 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
   // A full block is no 431 by itself: the head may be complete in it, not parsed yet (a
   // pipelined head begun before the rest of it was decrypted). processInput() answers 431
   // when the head alone passes the limit.
-  if (!codec_.exchange() && deadline_kind_ == DeadlineKind::Idle) {
+  if (!h2_ && !codec_.exchange() && deadline_kind_ == DeadlineKind::Idle) {
     armDeadline(DeadlineKind::HeaderRead);
   }
   size_t unparsed = in_.unconsumed();
-  codec_.processInput();
+  processInput();
   if (closing_ || s.pendingInput() == 0 || read_paused_) return;
   // The block had no room for everything. A parser that took nothing (a body its request
   // cannot take yet) would leave it full forever: stop reading until resumeInput().
@@ -209,7 +294,7 @@ void DownstreamConnection::onTlsRead(const char* data, size_t len) {
 
 void DownstreamConnection::resumeInput() {
   startReading();
-  codec_.processInput();
+  processInput();
   if (!closing_ && tls_ && tls_->session.pendingInput() > 0 && !read_paused_) onTlsRead(nullptr, 0);
 }
 
@@ -226,7 +311,7 @@ void DownstreamConnection::flushTls() {
       if (deadline_kind_ == DeadlineKind::None) armDeadline(DeadlineKind::WriteStall);
       break;
     case WriteResult::Failed:
-      codec_.abortRequest();
+      abortRequests();
       closeConnection();
       break;
   }
@@ -240,53 +325,57 @@ void DownstreamConnection::onTlsWritten(int status) {
   if (deadline_kind_ == DeadlineKind::WriteStall) disarmDeadline();
   if (closing_) return;
   if (status != 0) {
-    codec_.abortRequest();
+    abortRequests();
     closeConnection();
     return;
   }
   t.session.output().drain(done);
   flushTls();
-  if (!closing_ && codec_.exchange()) codec_.exchange()->onResponseDrained();
+  onOutputDrained();
 }
 
 bool DownstreamConnection::outputFlushed() const {
-  const Http1Request& r = *codec_.request();
-  if (tls_) return tls_->writing == 0 && tls_->session.output().empty() && r.out.empty();
-  return r.writing_bytes == 0 && r.out.empty();
+  const OutputSlot& o = *const_cast<DownstreamConnection*>(this)->output();
+  if (tls_) return tls_->writing == 0 && tls_->session.output().empty() && o.out.empty();
+  return o.writing_bytes == 0 && o.out.empty();
 }
 
 size_t DownstreamConnection::queuedBytes() const {
-  return tls_ ? tls_->session.output().size() : codec_.request()->out.size();
+  return tls_ ? tls_->session.output().size() : const_cast<DownstreamConnection*>(this)->output()->out.size();
 }
 
 // ---------------------------------------------------------------------------------------
 // Output
 
 void DownstreamConnection::flushOutput() {
-  Http1Request& r = *codec_.request();
-  r.response_flushed |= r.exchange.response_started;
+  if (closing_) return;
+  if (!h2_) {
+    Http1Request& r = *codec_.request();
+    r.response_flushed |= r.exchange.response_started;
+  }
+  OutputSlot& o = *output();
   if (tls_) {
-    r.exchange.bytes_out += r.out.size();
-    if (!tls_->session.encrypt(r.out)) {
-      codec_.abortRequest();
+    countWritten(o.out.size());
+    if (!tls_->session.encrypt(o.out)) {
+      abortRequests();
       closeConnection();
       return;
     }
     flushTls();
     return;
   }
-  r.write_req.data = this;
-  size_t before = r.out.size();
-  WriteResult result = writeBuffer(reinterpret_cast<uv_stream_t*>(&tcp_), &r.write_req, r.out, &r.writing_bytes,
-                      onWriteCb);
+  o.write_req.data = this;
+  size_t before = o.out.size();
+  WriteResult result =
+      writeBuffer(reinterpret_cast<uv_stream_t*>(&tcp_), &o.write_req, o.out, &o.writing_bytes, onWriteCb);
   // What left at once; uv_write's part counts on completion.
-  r.exchange.bytes_out += before - r.out.size();
+  countWritten(before - o.out.size());
   if (result == WriteResult::Failed) {
-    codec_.abortRequest();
+    abortRequests();
     closeConnection();
     return;
   }
-  if (r.writing_bytes > 0 && deadline_kind_ == DeadlineKind::None) armDeadline(DeadlineKind::WriteStall);
+  if (o.writing_bytes > 0 && deadline_kind_ == DeadlineKind::None) armDeadline(DeadlineKind::WriteStall);
 }
 
 void DownstreamConnection::onWriteCb(uv_write_t* req, int status) noexcept {
@@ -296,25 +385,32 @@ void DownstreamConnection::onWriteCb(uv_write_t* req, int status) noexcept {
 
 void DownstreamConnection::onWritten(int status) {
   EventScope scope(this);
-  Http1Request* req = codec_.request();
-  if (!req) return;
-  Http1Request& r = *req;
-  size_t done = r.writing_bytes;
-  r.writing_bytes = 0;
+  OutputSlot* o = output();
+  if (!o) return;
+  size_t done = o->writing_bytes;
+  o->writing_bytes = 0;
   if (deadline_kind_ == DeadlineKind::WriteStall) disarmDeadline();
   if (closing_) return;
   if (status != 0) {
-    codec_.abortRequest();
+    abortRequests();
     closeConnection();
     return;
   }
-  r.out.drain(done);
-  r.exchange.bytes_out += done;
-  if (!r.out.empty()) flushOutput();
-  if (!closing_) r.exchange.onResponseDrained();
+  o->out.drain(done);
+  countWritten(done);
+  if (!o->out.empty()) flushOutput();
+  onOutputDrained();
 }
 
 void DownstreamConnection::afterEvent() {
+  if (h2_) {
+    if (closing_) return;
+    ++depth_;  // what the session does here (a stream's release, a flush) nests no afterEvent
+    h2_->afterEvent();
+    --depth_;
+    if (!closing_ && !lingering_ && h2_->done() && outputFlushed()) lingerThenClose();
+    return;
+  }
   // Requests finish here, at the outermost level, never inside a parser callback or a
   // nested handler; pipelined requests are then taken one by one, iteratively. A
   // lingering connection takes none: what the client still sends, already-received TLS
@@ -429,6 +525,11 @@ void DownstreamConnection::onDeadline() {
   DeadlineKind kind = deadline_kind_;
   deadline_kind_ = DeadlineKind::None;
   if (closing_) return;
+  if (lingering_ || h2_) {  // a write stall, or the end of a linger
+    abortRequests();
+    closeConnection();
+    return;
+  }
   countUnfinishedHandshake();  // a handshake that timed out
   const Exchange* ex = codec_.exchange();
   if (kind == DeadlineKind::HeaderRead && ex && in_.length() > 0 && !ex->head_complete) {
@@ -449,11 +550,22 @@ void DownstreamConnection::onDeadline() {
 
 void DownstreamConnection::drain() {
   draining_ = true;
+  if (h2_) {
+    EventScope scope(this);
+    h2_->drain();
+    return;
+  }
   if (!codec_.exchange()) closeConnection();
 }
 
+void DownstreamConnection::onReload() {
+  if (!h2_ || closing_) return;
+  EventScope scope(this);
+  h2_->drain();
+}
+
 void DownstreamConnection::forceClose() {
-  codec_.abortRequest();
+  abortRequests();
   closeConnection();
 }
 
@@ -479,6 +591,7 @@ void DownstreamConnection::closeConnection() {
 void DownstreamConnection::onCloseCb(uv_handle_t* h) noexcept {
   auto* c = static_cast<DownstreamConnection*>(h->data);
   c->codec_.releaseRequest();  // one whose write was cancelled by the close
+  if (c->h2_) c->h2_->releaseAll();
   c->in_.release();
   delete c;
 }

@@ -1,6 +1,7 @@
-// A client connection: the transport under the HTTP/1.1 codec that it hosts. TCP or TLS
-// bytes, reads and writes with backpressure, the deadlines (header_read, body_read, idle,
-// write stall), lingering and close.
+// A client connection: the transport under the codec that it hosts (HTTP/1.1, or HTTP/2
+// once ALPN chose h2 or an h2c listener saw the connection preface). TCP or TLS bytes,
+// reads and writes with backpressure, the deadlines (header_read, body_read, idle, write
+// stall; an HTTP/2 session keeps its per-stream ones itself), lingering and close.
 //
 // Contract:
 // - A DownstreamConnection lives on one worker's loop and is freed only in its uv_close
@@ -10,8 +11,10 @@
 // - Every entry point (libuv callback, deadline, upstream event, filter resumption) holds
 //   an event scope; the outermost one finishes and recycles a request whose response has
 //   been written, so no request is recycled while a callback still uses it.
-// - The codec (gateway/http1/server_codec.h) drives the transport through the public
-//   section below; the worker through accept(), onDeadline(), drain() and forceClose().
+// - The codec (gateway/http1/server_codec.h, gateway/http2/server_codec.h) drives the
+//   transport through the public section below; the worker through accept(),
+//   onDeadline(), drain() and forceClose(). The HTTP/1.1 codec is a member (the common
+//   case costs no allocation); an HTTP/2 session is allocated when it is chosen.
 #pragma once
 
 #include <uv.h>
@@ -22,11 +25,12 @@
 #include "gateway/buffer.h"
 #include "gateway/deadline_list.h"
 #include "gateway/http1/server_codec.h"
-#include "gateway/tls_session.h"
+#include "gateway/tls/tls_session.h"
 
 namespace gw {
 
 class Worker;
+class Http2ServerCodec;
 
 // A DeadlineNode by inheritance, so the worker's deadline lists get back to the connection
 // with a static_cast rather than offsetof on a non-standard-layout class.
@@ -37,6 +41,7 @@ class DownstreamConnection final : public DeadlineNode {
   // Worker-driven events.
   void onDeadline();  // the deadline of deadline_kind_ passed
   void drain();                // close when idle, or after the current response
+  void onReload();             // a new configuration: HTTP/2 sends GOAWAY
   void forceClose();
 
   // --- the transport, as its codec uses it ---
@@ -44,8 +49,10 @@ class DownstreamConnection final : public DeadlineNode {
   const uint8_t (&peerIp16() const)[16] { return peer_ip16_; }
   const TlsHandshakeInfo* tlsInfo() const { return tls_ ? &tls_->session.info() : nullptr; }
   size_t listenerIndex() const { return listener_index_; }
+  uint16_t listenerLabel() const { return listener_label_; }
   bool admin() const { return admin_; }
   bool closing() const { return closing_; }
+  bool lingering() const { return lingering_; }
   bool draining() const { return draining_; }
   bool readPaused() const { return read_paused_; }
   void startReading();
@@ -64,6 +71,8 @@ class DownstreamConnection final : public DeadlineNode {
   void flushOutput();
   size_t queuedBytes() const;  // output not yet on the wire, plain or encrypted
   void closeConnection();
+  // After the last bytes queued (an HTTP/2 GOAWAY): half-close, discard, close.
+  void lingerThenClose();
   void enterEvent() { ++depth_; }
   void leaveEvent() {
     if (--depth_ == 0) afterEvent();
@@ -77,14 +86,21 @@ class DownstreamConnection final : public DeadlineNode {
 
  private:
   DownstreamConnection(size_t listener_index, bool admin);
-  ~DownstreamConnection() = default;
+  ~DownstreamConnection();
 
   void onRead(ssize_t nread);
   void onWritten(int status);
   void afterEvent();
   void finishRequest();
-  void lingerThenClose();
   void countUnfinishedHandshake();
+  // Chooses the codec at the connection's first plaintext bytes: HTTP/2 after ALPN h2, or
+  // on an h2c listener when they are the connection preface. False: wait for more bytes.
+  bool chooseCodec();
+  void processInput();
+  void abortRequests();
+  OutputSlot* output();  // null: nothing to write (no HTTP/1.1 request in progress)
+  void countWritten(size_t n);
+  void onOutputDrained();
 
   struct EventScope {
     explicit EventScope(DownstreamConnection* c) : c_(c) { c_->enterEvent(); }
@@ -114,6 +130,7 @@ class DownstreamConnection final : public DeadlineNode {
   uv_tcp_t tcp_{};
   std::unique_ptr<TlsLink> tls_;
   Http1ServerCodec codec_{*this};
+  std::unique_ptr<Http2ServerCodec> h2_;
   InputBlock in_;
   uint16_t listener_index_;  // into Config::listeners (not meaningful on the admin listener)
   uint16_t listener_label_ = 0;
@@ -123,6 +140,7 @@ class DownstreamConnection final : public DeadlineNode {
   bool closing_ = false;
   bool draining_ = false;
   bool lingering_ = false;       // response sent, write side shut: discarding until EOF
+  bool codec_chosen_ = false;
   bool admitted_ = false;        // counted by the connection limiter
   bool counted_per_ip_ = false;  // ... and per address
   DeadlineKind deadline_kind_ = DeadlineKind::None;

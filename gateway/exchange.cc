@@ -6,14 +6,14 @@
 #include <charconv>
 
 #include "gateway/access_log.h"
-#include "gateway/admin.h"
+#include "gateway/admin/admin.h"
 #include "gateway/client_ip.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/path.h"
 #include "gateway/router.h"
 #include "gateway/server.h"
-#include "gateway/tls_session.h"
+#include "gateway/tls/tls_session.h"
 #include "gateway/worker.h"
 
 namespace gw {
@@ -98,6 +98,16 @@ void Exchange::identifyClient() {
   if (!cfg.trusted_proxies.empty() && isTrusted(cfg.trusted_proxies, peer16)) {
     ctx.forwarded_https = equalsIgnoreCase(headers.get("x-forwarded-proto"), "https");
   }
+}
+
+bool Exchange::acceptTarget(std::string_view raw, RequestTarget& target) {
+  if (!parseRequestTarget(raw, ctx.method, target) || target.asterisk ||
+      normalizePath(target.path, path_buf) != PathResult::Ok) {
+    return false;
+  }
+  ctx.path = path_buf;
+  ctx.query = arena.copy(target.query);
+  return true;
 }
 
 void Exchange::onRequestHead(const RequestTarget& target, bool websocket) {
@@ -386,8 +396,8 @@ void Exchange::recordMetrics() {
   m.add(metrics::Id::RequestsInFlight, {}, -1);
   if (status == 0) return;
   uint16_t route_label = ctx.route ? ctx.route->metrics_label : 0;
-  m.add(metrics::Id::RequestsTotal,
-        {route_label, metrics::methodLabel(ctx.method), metrics::statusLabel(status)});
+  m.add(metrics::Id::RequestsTotal, {route_label, metrics::methodLabel(ctx.method), metrics::statusLabel(status),
+                                     metrics::protocolLabel(stream_->protocol())});
   uint64_t now_ns = monotonicNs();
   m.observe(metrics::Id::RequestDuration, {route_label, 0, 0}, now_ns - start_ns);
   // The gateway's own refusals (error_code set) count as errors on /status: an operator

@@ -19,14 +19,14 @@
 #include <cstdint>
 #include <string>
 
-#include "gateway/admin.h"
+#include "gateway/admin/admin.h"
 #include "gateway/buffer.h"
 #include "gateway/downstream_stream.h"
 #include "gateway/filter.h"
 #include "gateway/headers.h"
 #include "gateway/http_util.h"
 #include "gateway/tracing/request_trace.h"
-#include "gateway/upstream.h"
+#include "gateway/upstream/upstream.h"
 
 namespace gw {
 
@@ -48,6 +48,10 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   // The head is complete and valid HTTP: method, path, query, host, headers, framing
   // and head_complete are set. `target` is the request target as received.
   void onRequestHead(const RequestTarget& target, bool websocket);
+  // Parses the request target and normalises its path into ctx.path and ctx.query. False:
+  // the codec answers 400. "OPTIONS *" is refused too (as nginx does): routed as "/" it
+  // would change meaning.
+  bool acceptTarget(std::string_view raw, RequestTarget& target);
   // False when the body passes the request's limit (the codec answers 413).
   bool onRequestBody(const char* data, size_t len);
   void onRequestComplete();
@@ -67,6 +71,8 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
     return head_complete && !request_complete && request_framing != BodyFraming::None &&
            !upstream && !response_started && !tunnel;
   }
+  // "HTTP/1.0", "HTTP/1.1" or "HTTP/2": the log's field and the metric's label.
+  std::string_view protocol() const { return stream_->protocol(); }
   // The gateway's own refusal (not a filter's): counted by reason, then a local reply.
   void reject(int status, std::string_view message);
   // The client is gone or the stream failed: ends every tie to an upstream and to a

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <utility>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 
 namespace gw::log {
 

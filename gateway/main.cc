@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "gateway/config_loader.h"
-#include "gateway/explain.h"
+#include "gateway/config/config_loader.h"
+#include "gateway/admin/explain.h"
 #include "gateway/server.h"
 
 namespace {

@@ -19,8 +19,8 @@ namespace {
 constexpr size_t kCellsPerChunk = 64;
 
 const Definition kDefinitions[] = {
-    {"gateway_requests_total", "Requests answered, by route, method and status code.", Type::Counter,
-     {"route", "method", "code"}},
+    {"gateway_requests_total", "Requests answered, by route, method, status code and protocol.",
+     Type::Counter, {"route", "method", "code", "protocol"}},
     {"gateway_request_duration_seconds", "Time from the first byte of a request to its last response byte.",
      Type::Histogram, {"route"}},
     {"gateway_requests_in_flight", "Requests being processed.", Type::Gauge, {}},
@@ -63,6 +63,9 @@ const Definition kDefinitions[] = {
      "OTLP export requests, by result: success, retry (to be sent again), failure (batch dropped).",
      Type::Counter, {"result"}},
     {"gateway_build_info", "Build information.", Type::Gauge, {"version"}},
+    {"gateway_http2_protocol_errors_total",
+     "HTTP/2 connections ended by a defence or a protocol error, by reason.", Type::Counter,
+     {"listener", "reason"}},
 };
 static_assert(sizeof kDefinitions / sizeof kDefinitions[0] == size_t(Id::kCount));
 
@@ -72,6 +75,7 @@ struct LabelRegistry {
   std::vector<std::string> texts{""};  // id 0: no label
   uint16_t status[600] = {};
   std::map<std::string, uint16_t, std::less<>> methods;
+  std::map<std::string, uint16_t, std::less<>> protocols;
   uint16_t get = 0, post = 0;
 
   uint16_t intern(std::string_view v) {
@@ -96,6 +100,7 @@ struct LabelRegistry {
       methods.emplace(m, intern(m));
     }
     methods.emplace("other", intern("other"));
+    for (const char* p : {"HTTP/1.0", "HTTP/1.1", "HTTP/2"}) protocols.emplace(p, intern(p));
     get = methods.find("GET")->second;
     post = methods.find("POST")->second;
   }
@@ -118,8 +123,8 @@ StoreRegistry& stores() {
 
 thread_local MetricStore* t_store = nullptr;
 
-uint64_t keyOf(Id id, Labels l) {
-  return uint64_t(id) << 48 | uint64_t(l[0]) << 32 | uint64_t(l[1]) << 16 | l[2];
+uint64_t keyOf(Labels l) {
+  return uint64_t(l[0]) << 48 | uint64_t(l[1]) << 32 | uint64_t(l[2]) << 16 | l[3];
 }
 
 uint64_t mix(uint64_t k) {
@@ -127,6 +132,10 @@ uint64_t mix(uint64_t k) {
   k *= 0xff51afd7ed558ccdull;
   k ^= k >> 33;
   return k;
+}
+
+size_t slotOf(Id id, uint64_t key, size_t mask) {
+  return size_t(mix(key ^ uint64_t(id) * 0x9e3779b97f4a7c15ull)) & mask;
 }
 
 void appendEscaped(std::string& out, std::string_view v) {
@@ -256,22 +265,28 @@ uint16_t methodLabel(std::string_view m) {
   return it != r.methods.end() ? it->second : r.methods.find("other")->second;
 }
 
+uint16_t protocolLabel(std::string_view p) {
+  const auto& protocols = labels().protocols;
+  auto it = protocols.find(p);
+  return it != protocols.end() ? it->second : 0;
+}
+
 MetricStore::MetricStore(bool shared) : shared_(shared), entries_(64) {}
 
 MetricStore::~MetricStore() = default;
 
 Cell& MetricStore::cell(Id id, Labels labels) {
-  uint64_t key = keyOf(id, labels) + 1;  // 0 marks an empty slot
+  uint64_t key = keyOf(labels);
   Recent& recent = recent_[size_t(id)];
-  if (recent.key == key) return *recent.cell;
+  if (recent.cell && recent.key == key) return *recent.cell;
   size_t mask = entries_.size() - 1;
-  for (size_t i = mix(key) & mask;; i = (i + 1) & mask) {
+  for (size_t i = slotOf(id, key, mask);; i = (i + 1) & mask) {
     Entry& e = entries_[i];
-    if (e.key == key) {
+    if (!e.cell) break;
+    if (e.key == key && e.id == id) {
       recent = {key, e.cell};
       return *e.cell;
     }
-    if (e.key == 0) break;
   }
   // A new series: rare (bounded by configuration), so the lock is taken only here on a
   // worker's own store; scrapes take it to read a consistent table.
@@ -283,8 +298,8 @@ Cell& MetricStore::cell(Id id, Labels labels) {
   }
   Cell* c = &chunks_.back()[chunk_used_++];
   mask = entries_.size() - 1;
-  size_t i = mix(key) & mask;
-  while (entries_[i].key != 0) i = (i + 1) & mask;
+  size_t i = slotOf(id, key, mask);
+  while (entries_[i].cell) i = (i + 1) & mask;
   entries_[i] = {key, id, labels, c};
   ++used_;
   recent = {key, c};
@@ -296,9 +311,9 @@ void MetricStore::grow() {
   old.swap(entries_);
   size_t mask = entries_.size() - 1;
   for (const Entry& e : old) {
-    if (e.key == 0) continue;
-    size_t i = mix(e.key) & mask;
-    while (entries_[i].key != 0) i = (i + 1) & mask;
+    if (!e.cell) continue;
+    size_t i = slotOf(e.id, e.key, mask);
+    while (entries_[i].cell) i = (i + 1) & mask;
     entries_[i] = e;
   }
 }

@@ -21,14 +21,14 @@
 #include <string_view>
 #include <vector>
 
-#include "gateway/route_window.h"
+#include "gateway/admin/route_window.h"
 
 namespace gw::metrics {
 
 enum class Type : uint8_t { Counter, Gauge, Histogram };
 
 enum class Id : uint8_t {
-  RequestsTotal,             // route, method, code
+  RequestsTotal,             // route, method, code, protocol
   RequestDuration,           // route
   RequestsInFlight,          //
   UpstreamRequestsTotal,     // upstream, code
@@ -53,6 +53,7 @@ enum class Id : uint8_t {
   TracingSpansExported,      //
   TracingExports,            // result
   BuildInfo,                 // version
+  Http2ProtocolErrors,       // listener, reason
   kCount
 };
 
@@ -60,7 +61,7 @@ struct Definition {
   std::string_view name;
   std::string_view help;
   Type type;
-  std::array<std::string_view, 3> labels;  // empty entries unused
+  std::array<std::string_view, 4> labels;  // empty entries unused
 };
 const Definition& definition(Id id);
 
@@ -70,8 +71,9 @@ std::string labelText(uint16_t id);
 // Pre-interned values for the request path.
 uint16_t statusLabel(int status);         // "200"
 uint16_t methodLabel(std::string_view m);  // "GET" (any llhttp method name)
+uint16_t protocolLabel(std::string_view p);  // "HTTP/1.0", "HTTP/1.1", "HTTP/2"
 
-using Labels = std::array<uint16_t, 3>;
+using Labels = std::array<uint16_t, 4>;
 
 // Bucket upper bounds in seconds: 0.25 ms to 10 s, what a proxy's latencies span.
 constexpr std::array<double, 16> kBuckets = {0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
@@ -111,7 +113,7 @@ class MetricStore {
 
  private:
   struct Entry {
-    uint64_t key = 0;
+    uint64_t key = 0;  // the labels packed; with id, the series (cell null: empty slot)
     Id id{};
     Labels labels{};
     Cell* cell = nullptr;

@@ -26,7 +26,7 @@
 #include <utility>
 #include <vector>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/headers.h"
 
 namespace gw {

@@ -9,9 +9,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "gateway/config_loader.h"
-#include "gateway/health.h"
-#include "gateway/health_checker.h"
+#include "gateway/config/config_loader.h"
+#include "gateway/admin/health.h"
+#include "gateway/upstream/health_checker.h"
 #include "gateway/http_util.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
@@ -167,7 +167,9 @@ std::shared_ptr<const Runtime> Server::buildRuntime(std::shared_ptr<const Config
       }
     }
     std::string error;
-    auto ctx = TlsServerContext::build(*l.tls, &error, before);
+    TlsServerOptions options;
+    options.http2 = l.http2;
+    auto ctx = TlsServerContext::build(*l.tls, &error, before, options);
     if (!ctx) {
       log::error("cannot set up TLS", {{"listener", l.name}, {"error", error}});
       std::fprintf(stderr, "listener %s: %s\n", l.name.c_str(), error.c_str());

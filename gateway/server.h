@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "gateway/connection_limiter.h"
-#include "gateway/health_checker.h"
-#include "gateway/status.h"
+#include "gateway/upstream/health_checker.h"
+#include "gateway/admin/status.h"
 #include "gateway/worker.h"
 
 namespace gw {

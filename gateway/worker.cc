@@ -9,16 +9,17 @@
 #include <ctime>
 
 #include "gateway/downstream.h"
+#include "gateway/http2/server_codec.h"
 #include "gateway/log.h"
 #include "gateway/server.h"
-#include "gateway/upstream.h"
+#include "gateway/upstream/upstream.h"
 
 namespace gw {
 
 namespace {
 
 // Requests kept for reuse per worker; more than the connections busy at once is waste.
-constexpr size_t kMaxFreeRequests = 1024;
+constexpr size_t kMaxFreeRequests = 1024;  // of each kind (HTTP/1.1 requests, HTTP/2 streams)
 // Once a period, a pooled request or slice unused all period long is freed and the access
 // log's buffered lines are flushed.
 constexpr uint64_t kHousekeepingMs = 1000;
@@ -27,7 +28,8 @@ uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 }  // namespace
 
-Worker::Worker(Server& server, uint32_t index) : server_(server), index_(index) {
+Worker::Worker(Server& server, uint32_t index)
+    : server_(server), index_(index), requests_(kMaxFreeRequests), streams_(kMaxFreeRequests) {
   if (getrandom(rng_, sizeof rng_, 0) != sizeof rng_) {
     // No entropy source is a broken machine, but ids must still differ per process.
     rng_[0] = uint64_t(getpid()) << 32 ^ uint64_t(time(nullptr));
@@ -39,7 +41,6 @@ Worker::Worker(Server& server, uint32_t index) : server_(server), index_(index) 
 
 Worker::~Worker() {
   metrics::unregisterStore(&metrics_);
-  for (Http1Request* r : free_requests_) delete r;
 }
 
 void Worker::random128(uint64_t out[2]) {
@@ -210,10 +211,20 @@ void Worker::adoptRuntime(std::shared_ptr<const Runtime> runtime) {
   limits_.max_head_bytes = cfg.limits.max_request_header_bytes;
   limits_.max_response_head_bytes = cfg.limits.max_response_header_bytes;
   limits_.max_uri_bytes = cfg.limits.max_uri_bytes;
+  bool reload = current_ != nullptr;
   if (current_) current_->retired = true;
   current_ = g.get();
   generations_.push_back(std::move(g));
   collectGenerations();
+  if (reload) {
+    // SPEC §7: an HTTP/2 connection gets GOAWAY; its streams finish, new ones come on a new
+    // connection, with the new listener settings.
+    for (DownstreamConnection* c = connections_; c;) {
+      DownstreamConnection* next = c->next_connection;
+      c->onReload();
+      c = next;
+    }
+  }
 }
 
 Generation* Worker::pinGeneration() {
@@ -260,23 +271,17 @@ WorkerState& Worker::state(std::string_view key,
 
 Http1Request* Worker::acquireRequest() {
   ++requests_this_period_;
-  if (!free_requests_.empty()) {
-    Http1Request* r = free_requests_.back();
-    free_requests_.pop_back();
-    unused_requests_.taken(free_requests_.size());
-    return r;
-  }
-  return new Http1Request();
+  return requests_.acquire();
 }
 
-void Worker::releaseRequest(Http1Request* r) {
-  r->reset();
-  if (free_requests_.size() >= kMaxFreeRequests) {
-    delete r;
-    return;
-  }
-  free_requests_.push_back(r);
+void Worker::releaseRequest(Http1Request* r) { requests_.release(r); }
+
+Http2Stream* Worker::acquireStream() {
+  ++requests_this_period_;
+  return streams_.acquire();
 }
+
+void Worker::releaseStream(Http2Stream* s) { streams_.release(s); }
 
 void Worker::onHousekeeping(uv_timer_t* h) {
   static_cast<Worker*>(h->data)->releaseUnusedMemory();
@@ -284,9 +289,7 @@ void Worker::onHousekeeping(uv_timer_t* h) {
 }
 
 void Worker::releaseUnusedMemory() {
-  size_t requests = unused_requests_.endPeriod(free_requests_.size());
-  for (size_t i = 0; i < requests; ++i) delete free_requests_[i];
-  free_requests_.erase(free_requests_.begin(), free_requests_.begin() + ptrdiff_t(requests));
+  size_t requests = requests_.trim() + streams_.trim();
   released_since_trim_ += requests + SlicePool::local().releaseUnused();
   // What a burst freed (these, closed connections, upstream connections beyond the idle
   // pool) sits in holes of the heap that the allocator keeps resident: a spike would set

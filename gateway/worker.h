@@ -22,12 +22,13 @@
 #include <thread>
 #include <vector>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/headers.h"
 #include "gateway/deadline_list.h"
 #include "gateway/filter.h"
+#include "gateway/free_list.h"
 #include "gateway/router.h"
-#include "gateway/tls_context.h"
+#include "gateway/tls/tls_context.h"
 #include "gateway/metrics.h"
 #include "gateway/unused_count.h"
 
@@ -37,6 +38,7 @@ class Server;
 class UpstreamPool;
 class DownstreamConnection;
 struct Http1Request;
+struct Http2Stream;
 
 // One configuration generation, shared read-only by all workers.
 struct Runtime {
@@ -102,6 +104,8 @@ class Worker final : public WorkerServices {
   UpstreamPool& pool(Generation* g, size_t upstream_index) { return *g->pools[upstream_index]; }
   Http1Request* acquireRequest();
   void releaseRequest(Http1Request* r);
+  Http2Stream* acquireStream();
+  void releaseStream(Http2Stream* s);
   bool draining() const { return draining_; }
   uint64_t nowMs() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
 
@@ -168,8 +172,8 @@ class Worker final : public WorkerServices {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<Generation>> generations_;  // current is the last
   Generation* current_ = nullptr;
-  std::vector<Http1Request*> free_requests_;  // a stack: the most recently released last
-  UnusedCount unused_requests_;
+  FreeList<Http1Request> requests_;
+  FreeList<Http2Stream> streams_;
   uint64_t requests_this_period_ = 0;  // of housekeeping
   size_t released_since_trim_ = 0;     // pooled items freed since the last malloc_trim
   uv_timer_t housekeeping_{};

@@ -21,8 +21,8 @@
 #include <string_view>
 #include <vector>
 
-#include "gateway/config.h"
-#include "gateway/config_loader.h"
+#include "gateway/config/config.h"
+#include "gateway/config/config_loader.h"
 #include "gateway/filter.h"
 #include "gateway/headers.h"
 #include "gateway/server.h"

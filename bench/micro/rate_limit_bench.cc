@@ -18,8 +18,8 @@
 #include "filters/rate_limit/key_hash.h"
 #include "filters/rate_limit/rate_limit_config.h"
 #include "filters/rate_limit/rate_limit_filter.h"
-#include "gateway/config.h"
-#include "gateway/config_context.h"
+#include "gateway/config/config.h"
+#include "gateway/config/config_context.h"
 
 // Counts heap allocations of the calling thread (for allocs/req). glibc's own entry points,
 // so that the compiler does not pair them with new/delete as it does malloc/free.

@@ -6,8 +6,8 @@
 #include <memory>
 #include <string>
 
-#include "gateway/config.h"
-#include "gateway/config_context.h"
+#include "gateway/config/config.h"
+#include "gateway/config/config_context.h"
 #include "gateway/filter.h"
 
 namespace gw::api_key {

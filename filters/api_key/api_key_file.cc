@@ -2,7 +2,7 @@
 
 #include <map>
 
-#include "gateway/config_context.h"
+#include "gateway/config/config_context.h"
 
 namespace gw::api_key {
 namespace {

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 
 namespace gw::api_key {
 

@@ -15,7 +15,7 @@
 
 #include "filters/api_key/api_key_config.h"
 #include "filters/auth/auth_failures.h"
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/filter.h"
 
 namespace gw::api_key {

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "gateway/config_context.h"
+#include "gateway/config/config_context.h"
 #include "gateway/filter.h"
 
 namespace gw::body_limit {

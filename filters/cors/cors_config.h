@@ -14,8 +14,8 @@
 #include <string_view>
 #include <vector>
 
-#include "gateway/config.h"
-#include "gateway/config_context.h"
+#include "gateway/config/config.h"
+#include "gateway/config/config_context.h"
 #include "gateway/filter.h"
 
 namespace gw::cors {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/http_util.h"
 #include "gateway/metrics.h"
 

@@ -8,8 +8,8 @@
 #include <memory>
 #include <vector>
 
-#include "gateway/config.h"
-#include "gateway/config_context.h"
+#include "gateway/config/config.h"
+#include "gateway/config/config_context.h"
 #include "gateway/filter.h"
 
 namespace gw::ip_access {

@@ -3,8 +3,8 @@
 #include <sys/uio.h>
 
 #include "gateway/buffer.h"
-#include "gateway/tls_context.h"
-#include "gateway/tls_session.h"
+#include "gateway/tls/tls_context.h"
+#include "gateway/tls/tls_session.h"
 
 #include <llhttp.h>
 

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "filters/jwt/base64url.h"
-#include "gateway/config_context.h"  // quoteValue()
+#include "gateway/config/config_context.h"  // quoteValue()
 
 namespace gw::jwt {
 namespace {

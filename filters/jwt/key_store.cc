@@ -4,8 +4,8 @@
 #include <map>
 
 #include "filters/jwt/jwks_fetcher.h"
-#include "gateway/config_loader.h"
-#include "gateway/health.h"
+#include "gateway/config/config_loader.h"
+#include "gateway/admin/health.h"
 #include "gateway/http_util.h"
 #include "gateway/log.h"
 

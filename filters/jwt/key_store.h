@@ -25,7 +25,7 @@
 
 #include "filters/jwt/http_fetch.h"
 #include "filters/jwt/jwk.h"
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 
 namespace gw::jwt {
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "gateway/config.h"
-#include "gateway/config_context.h"
+#include "gateway/config/config.h"
+#include "gateway/config/config_context.h"
 #include "gateway/filter.h"
 
 namespace gw::rate_limit {

@@ -11,8 +11,8 @@
 #include "filters/rate_limit/arena_array.h"
 #include "filters/rate_limit/bucket_table.h"
 #include "filters/rate_limit/key_hash.h"
-#include "gateway/config.h"
-#include "gateway/health.h"
+#include "gateway/config/config.h"
+#include "gateway/admin/health.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 

@@ -8,8 +8,8 @@
 
 #include "filters/rate_limit/redis_limiter.h"
 #include "gateway/stream_write.h"
-#include "gateway/tls_context.h"
-#include "gateway/tls_session.h"
+#include "gateway/tls/tls_context.h"
+#include "gateway/tls/tls_session.h"
 
 namespace gw::rate_limit {
 

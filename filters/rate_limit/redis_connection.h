@@ -1,5 +1,5 @@
 // One connection to one Redis server, on a worker's libuv loop: TCP or a unix socket, in
-// clear or TLS (gateway/tls_session.h), speaking RESP. hiredis is used for its reply
+// clear or TLS (gateway/tls/tls_session.h), speaking RESP. hiredis is used for its reply
 // parser only (redisReader), so that TLS goes over our own transport: Debian's hiredis
 // 0.14 has no TLS and no way to plug one in.
 //

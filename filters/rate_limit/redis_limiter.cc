@@ -19,7 +19,7 @@
 #include "filters/rate_limit/redis_connection.h"
 #include "filters/rate_limit/rate_limit_stats.h"
 #include "gateway/log.h"
-#include "gateway/tls_context.h"
+#include "gateway/tls/tls_context.h"
 
 namespace gw::rate_limit {
 

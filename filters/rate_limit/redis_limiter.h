@@ -38,7 +38,7 @@
 #include <vector>
 
 #include "filters/rate_limit/rate_limit_stats.h"
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/filter.h"
 
 struct redisAsyncContext;

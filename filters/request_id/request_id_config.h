@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "gateway/config_context.h"
+#include "gateway/config/config_context.h"
 #include "gateway/filter.h"
 
 namespace gw::request_id {

@@ -22,7 +22,7 @@
 
 #include "gateway/buffer.h"
 #include "gateway/headers.h"
-#include "gateway/http_head.h"
+#include "gateway/http1/http_head.h"
 
 namespace gw {
 

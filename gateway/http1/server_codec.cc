@@ -17,11 +17,11 @@ Http1ServerCodec* fromParser(llhttp_t* p) { return static_cast<Http1ServerCodec*
 
 }  // namespace
 
-void Http1Request::reset() {
+void Http1Request::recycle() {
   exchange.reset();
   head.reset();
-  out.clear();
-  writing_bytes = 0;
+  output.out.clear();
+  output.writing_bytes = 0;
   parsed = 0;
   reject_status = 0;
   chunk_extension_bytes = 0;
@@ -198,16 +198,11 @@ int Http1ServerCodec::onHeadersComplete() {
   }
 
   RequestTarget target;
-  std::string_view raw_target = r.head.firstLine(base);
-  // "OPTIONS *" is refused too (as nginx does): routed as "/" it would change meaning.
-  if (!parseRequestTarget(raw_target, ex.ctx.method, target) || target.asterisk ||
-      normalizePath(target.path, ex.path_buf) != PathResult::Ok) {
+  if (!ex.acceptTarget(r.head.firstLine(base), target)) {
     close_after_response_ = true;
     reject(400, "Invalid request target");
     return headDone();
   }
-  ex.ctx.path = ex.path_buf;
-  ex.ctx.query = ex.arena.copy(target.query);
   bool has_host = false;
   std::string_view host = ex.headers.get("host", &has_host);
   if (!target.authority.empty()) host = target.authority;
@@ -303,7 +298,7 @@ void Http1ServerCodec::sendHead(int status, const HeaderList& headers, bool leng
   // close-delimited for HTTP/1.0.
   r.chunked_response = !length_known && !r.http10;
   if (!length_known && r.http10) r.keep_alive = false;
-  Buffer& o = r.out;
+  Buffer& o = r.output.out;
   o.append("HTTP/1.1 ", 9);
   o.appendDecimal(uint64_t(status));
   o.append(" ", 1);
@@ -324,21 +319,21 @@ void Http1ServerCodec::sendHead(int status, const HeaderList& headers, bool leng
 void Http1ServerCodec::sendBody(const char* data, size_t len) {
   Http1Request& r = *req_;
   if (r.chunked_response) {
-    http1::appendChunk(r.out, data, len);
+    http1::appendChunk(r.output.out, data, len);
     return;
   }
-  r.out.appendExternal(data, len);
+  r.output.out.appendExternal(data, len);
   if (r.exchange.tunnel) conn_.armDeadline(DeadlineKind::Idle);  // either way
 }
 
 void Http1ServerCodec::endResponse() {
-  if (req_->chunked_response) http1::appendLastChunk(req_->out);
+  if (req_->chunked_response) http1::appendLastChunk(req_->output.out);
 }
 
 bool Http1ServerCodec::takeBackHead() {
   Http1Request& r = *req_;
-  if (r.response_flushed || r.writing_bytes > 0) return false;
-  r.out.clear();
+  if (r.response_flushed || r.output.writing_bytes > 0) return false;
+  r.output.out.clear();
   return true;
 }
 
@@ -349,7 +344,7 @@ void Http1ServerCodec::reset() {
 
 void Http1ServerCodec::requestBodyWanted() {
   if (!req_->expect_continue) return;
-  req_->out.append("HTTP/1.1 100 Continue\r\n\r\n");
+  req_->output.out.append("HTTP/1.1 100 Continue\r\n\r\n");
   conn_.flushOutput();
 }
 

@@ -25,7 +25,8 @@
 #include "gateway/buffer.h"
 #include "gateway/downstream_stream.h"
 #include "gateway/exchange.h"
-#include "gateway/http_head.h"
+#include "gateway/http1/http_head.h"
+#include "gateway/output_slot.h"
 
 namespace gw {
 
@@ -35,14 +36,12 @@ class DownstreamConnection;
 // codec keeps per request. Pooled per worker as one object, so that an idle connection
 // holds neither and steady traffic allocates nothing once the pool is warm.
 struct Http1Request {
-  void reset();
+  void recycle();  // back to the pool: as new
 
   Exchange exchange;
   llhttp_t parser{};
   HeadCollector head;
-  Buffer out;  // to the client
-  uv_write_t write_req{};
-  size_t writing_bytes = 0;
+  OutputSlot output;  // to the client
   size_t parsed = 0;      // head bytes parsed so far (they stay unconsumed in the block)
   int reject_status = 0;  // set by parser callbacks that refuse the request
   uint64_t chunk_extension_bytes = 0;

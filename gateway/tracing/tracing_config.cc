@@ -3,7 +3,7 @@
 #include <charconv>
 
 #include "filters/jwt/http_fetch.h"
-#include "gateway/config_context.h"
+#include "gateway/config/config_context.h"
 
 namespace gw::tracing {
 namespace {

@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/tracing/sampler.h"
 
 namespace gw {

@@ -22,8 +22,8 @@
 #include <vector>
 
 #include "gateway/client_ip.h"
-#include "gateway/config.h"
-#include "gateway/config_loader.h"
+#include "gateway/config/config.h"
+#include "gateway/config/config_loader.h"
 #include "gateway/filter.h"
 #include "gateway/headers.h"
 #include "gateway/server.h"

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "gateway/config_context.h"
+#include "gateway/config/config_context.h"
 #include "gateway/filter.h"
 
 namespace gw::test_util {

@@ -1,4 +1,4 @@
-// libFuzzer target for the configuration loader (gateway/config_loader.h): whatever the
+// libFuzzer target for the configuration loader (gateway/config/config_loader.h): whatever the
 // bytes, loadConfigString() returns (it never throws or crashes), and
 // - either a Config and no error, or no Config and at least one error;
 // - every error is "fuzz.yaml:LINE:COL: message" with a non-empty message, a position
@@ -32,7 +32,7 @@
 
 #include <sstream>
 
-#include "gateway/config_loader.h"
+#include "gateway/config/config_loader.h"
 #include "gateway/headers.h"
 #include "gateway/router.h"
 #include "tests/gateway/config_test_util.h"

@@ -31,9 +31,9 @@
 #include <vector>
 
 #include "gateway/client_ip.h"
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/headers.h"
-#include "gateway/http_head.h"
+#include "gateway/http1/http_head.h"
 #include "gateway/http_util.h"
 #include "gateway/path.h"
 #include "gateway/router.h"

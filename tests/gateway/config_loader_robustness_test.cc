@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-#include "gateway/config_loader.h"
+#include "gateway/config/config_loader.h"
 #include "gateway/router.h"
 
 namespace gw {

@@ -10,7 +10,7 @@
 
 #include "filters/jwt/jwt_config.h"
 #include "filters/rate_limit/rate_limit_config.h"
-#include "gateway/config_loader.h"
+#include "gateway/config/config_loader.h"
 #include "gateway/filter.h"
 #include "tests/gateway/config_test_util.h"
 

@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "gateway/config_loader.h"
+#include "gateway/config/config_loader.h"
 
 namespace gw::test_util {
 

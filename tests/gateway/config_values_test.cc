@@ -7,8 +7,8 @@
 
 #include <cstdlib>
 
-#include "gateway/config.h"
-#include "gateway/config_context.h"
+#include "gateway/config/config.h"
+#include "gateway/config/config_context.h"
 #include "tests/gateway/config_test_util.h"
 
 namespace gw {

@@ -1,4 +1,4 @@
-#include "gateway/endpoint_state.h"
+#include "gateway/upstream/endpoint_state.h"
 
 #include <gtest/gtest.h>
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "gateway/headers.h"
-#include "gateway/http_head.h"
+#include "gateway/http1/http_head.h"
 #include "gateway/http_util.h"
 
 namespace gw {

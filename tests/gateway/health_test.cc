@@ -1,4 +1,4 @@
-#include "gateway/health.h"
+#include "gateway/admin/health.h"
 
 #include <gtest/gtest.h>
 

@@ -109,19 +109,24 @@ TEST(MetricsTest, AddSetAndObserveShowInTheScrape) {
   RegisteredStore store;
   uint16_t route = labelId("mt-add-route");
   uint16_t listener = labelId("mt-add-listener");
-  store->add(Id::RequestsTotal, {route, methodLabel("GET"), statusLabel(200)});
-  store->add(Id::RequestsTotal, {route, methodLabel("GET"), statusLabel(200)}, 4);
-  store->add(Id::RequestsTotal, {route, methodLabel("POST"), statusLabel(503)});
+  uint16_t h11 = protocolLabel("HTTP/1.1"), h2 = protocolLabel("HTTP/2");
+  store->add(Id::RequestsTotal, {route, methodLabel("GET"), statusLabel(200), h11});
+  store->add(Id::RequestsTotal, {route, methodLabel("GET"), statusLabel(200), h11}, 4);
+  store->add(Id::RequestsTotal, {route, methodLabel("POST"), statusLabel(503), h11});
+  // The fourth label makes its own series.
+  store->add(Id::RequestsTotal, {route, methodLabel("GET"), statusLabel(200), h2}, 2);
   // Back to the first series after another one of the same metric (the store remembers
   // the last cell it found per metric).
-  store->add(Id::RequestsTotal, {route, methodLabel("GET"), statusLabel(200)});
+  store->add(Id::RequestsTotal, {route, methodLabel("GET"), statusLabel(200), h11});
   store->set(Id::ConnectionsActive, {listener, 0, 0}, 7);
   store->set(Id::ConnectionsActive, {listener, 0, 0}, 3);
   store->add(Id::ConnectionsActive, {listener, 0, 0}, -1);
   std::string text = render();
-  EXPECT_EQ(sample(text, R"(gateway_requests_total{route="mt-add-route",method="GET",code="200"})"),
+  EXPECT_EQ(sample(text, R"(gateway_requests_total{route="mt-add-route",method="GET",code="200",protocol="HTTP/1.1"})"),
             "6");
-  EXPECT_EQ(sample(text, R"(gateway_requests_total{route="mt-add-route",method="POST",code="503"})"),
+  EXPECT_EQ(sample(text, R"(gateway_requests_total{route="mt-add-route",method="GET",code="200",protocol="HTTP/2"})"),
+            "2");
+  EXPECT_EQ(sample(text, R"(gateway_requests_total{route="mt-add-route",method="POST",code="503",protocol="HTTP/1.1"})"),
             "1");
   EXPECT_EQ(sample(text, R"(gateway_connections_active{listener="mt-add-listener"})"), "2");
 }

@@ -1,4 +1,4 @@
-#include "gateway/retry_budget.h"
+#include "gateway/upstream/retry_budget.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "gateway/route_window.h"
+#include "gateway/admin/route_window.h"
 
 #include <gtest/gtest.h>
 

@@ -1,8 +1,8 @@
-#include "gateway/status.h"
+#include "gateway/admin/status.h"
 
 #include <gtest/gtest.h>
 
-#include "gateway/config_loader.h"
+#include "gateway/config/config_loader.h"
 #include "gateway/metrics.h"
 
 namespace gw {

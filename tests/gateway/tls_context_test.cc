@@ -3,8 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "gateway/config_context.h"
-#include "gateway/tls_context.h"
+#include "gateway/config/config_context.h"
+#include "gateway/tls/tls_context.h"
 #include "tests/gateway/tls_test_util.h"
 
 namespace gw {

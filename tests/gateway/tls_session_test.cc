@@ -8,9 +8,9 @@
 #include <random>
 #include <thread>
 
-#include "gateway/config_context.h"
-#include "gateway/tls_context.h"
-#include "gateway/tls_session.h"
+#include "gateway/config/config_context.h"
+#include "gateway/tls/tls_context.h"
+#include "gateway/tls/tls_session.h"
 #include "tests/gateway/tls_test_util.h"
 
 namespace gw {

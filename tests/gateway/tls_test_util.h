@@ -21,10 +21,10 @@
 #include <vector>
 
 #include "gateway/buffer.h"
-#include "gateway/config.h"
-#include "gateway/openssl_util.h"
-#include "gateway/tls_context.h"
-#include "gateway/tls_session.h"
+#include "gateway/config/config.h"
+#include "gateway/tls/openssl_util.h"
+#include "gateway/tls/tls_context.h"
+#include "gateway/tls/tls_session.h"
 
 namespace gw::tls_test {
 

@@ -36,7 +36,7 @@ PDEATHSIG_PREFIX = (["/usr/bin/setpriv", "--pdeathsig", "KILL"]
 START_TIMEOUT = 20.0  # seconds; generous for a loaded 2-core machine
 STOP_TIMEOUT = 20.0
 
-ACCESS_LOG_KEYS = ("timestamp", "request_id", "client_ip", "method", "path", "route", "status",
+ACCESS_LOG_KEYS = ("timestamp", "request_id", "client_ip", "method", "protocol", "path", "route", "status",
                    "duration_ms", "upstream", "upstream_endpoint", "upstream_duration_ms",
                    "bytes_in", "bytes_out", "tls", "user")
 

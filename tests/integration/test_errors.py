@@ -79,6 +79,7 @@ def test_access_log_fields_for_a_proxied_request(gw, upstream):
     assert e["request_id"]
     assert e["client_ip"] == "127.0.0.1"
     assert e["method"] == "POST"
+    assert e["protocol"] == "HTTP/1.1"
     assert e["path"] == "/app/x"
     assert e["route"] == "only"
     assert e["status"] == 200

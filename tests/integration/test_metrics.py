@@ -110,10 +110,10 @@ def test_counts_after_a_known_request_mix(gw, upstream):
     s = prom.wait_value(gw, "gateway_connections_active", 0, timeout=5, listener="http")
 
     assert series(s, "gateway_requests_total") == {
-        (("code", "200"), ("method", "GET"), ("route", "a")): 5,
-        (("code", "201"), ("method", "POST"), ("route", "b")): 3,
-        (("code", "404"), ("method", "GET"), ("route", "")): 2,
-        (("code", "413"), ("method", "POST"), ("route", "a")): 1,
+        (("code", "200"), ("method", "GET"), ("protocol", "HTTP/1.1"), ("route", "a")): 5,
+        (("code", "201"), ("method", "POST"), ("protocol", "HTTP/1.1"), ("route", "b")): 3,
+        (("code", "404"), ("method", "GET"), ("protocol", "HTTP/1.1"), ("route", "")): 2,
+        (("code", "413"), ("method", "POST"), ("protocol", "HTTP/1.1"), ("route", "a")): 1,
     }
     assert series(s, "gateway_upstream_requests_total") == {
         (("code", "200"), ("upstream", "up")): 5,
@@ -209,7 +209,8 @@ def test_label_values_are_escaped(gw):
     text = prom.scrape_text(gw)
     assert 'route="we\\"ird\\\\route"' in text, [l for l in text.splitlines() if "ird" in l]
     s = prom.parse(text)
-    assert prom.value(s, "gateway_requests_total", route=ODD_ROUTE, method="GET", code="200") == 1
+    assert prom.value(s, "gateway_requests_total", route=ODD_ROUTE, method="GET", code="200",
+                      protocol="HTTP/1.1") == 1
     assert prom.value(s, "gateway_request_duration_seconds_count", route=ODD_ROUTE) == 1
     promtool_check(text)
 

@@ -334,7 +334,7 @@ def test_get_503_is_retried_on_the_other_endpoint(first_try_503):
     # A request is counted when its response has been written, which may be just after
     # the client has it.
     samples = prom.wait_value(gw, "gateway_requests_total", 1, timeout=2, route="r", method="GET",
-                              code="200")
+                              code="200", protocol="HTTP/1.1")
     assert prom.value(samples, "gateway_upstream_requests_total", upstream="up", code="200") == 1
 
 

@@ -462,8 +462,10 @@ def test_min_version_tls13_refuses_tls12(gateway_factory, upstream, certs):
     wait_metric(gw, "gateway_tls_handshake_errors_total", 2, listener="strict")
 
 
-def test_alpn_offers_only_http11(gateway_factory, upstream, certs):
-    gw = gateway_factory(tls_config(upstream, [tls_listener("https", [certs.server_pair])]))
+def test_alpn_with_http2_off_offers_only_http11(gateway_factory, upstream, certs):
+    # SPEC §7: `http2: false` keeps a TLS listener on http/1.1 (test_http2.py has the h2 side)
+    listener = {**tls_listener("https", [certs.server_pair]), "http2": False}
+    gw = gateway_factory(tls_config(upstream, [listener]))
     for offered, agreed in ((["h2", "http/1.1"], "http/1.1"), (["http/1.1"], "http/1.1"),
                             (["h2"], None), (None, None)):
         with https_client(gw.port, client_ctx(certs, alpn=offered)) as c:

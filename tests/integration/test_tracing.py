@@ -3,6 +3,7 @@ collector stand-in that decodes every body with python3-protobuf and message def
 written here (an encoder of our own checked by an independent decoder)."""
 
 import http.client
+import json
 import http.server
 import signal
 import subprocess
@@ -495,6 +496,29 @@ def test_a_dead_collector_delays_the_exit_by_one_timeout_at_most(upstream, gatew
     start = time.monotonic()
     assert gw.stop() == 0
     assert time.monotonic() - start < 3
+
+
+def test_a_trace_continues_over_http2_too(upstream, gateway_factory, collector_factory):
+    from h2client import H2Client
+    col = collector_factory()
+    cfg = config(upstream, tracing=tracing(col.endpoint, ratio=0.0))
+    cfg["listeners"] = [{"name": "both", "address": "127.0.0.1:@PORT@", "h2c": True}]
+    cfg["admin"] = {"address": "127.0.0.1:@ADMIN_PORT@"}
+    gw = gateway_factory(json.dumps(cfg))
+    with H2Client(gw.port) as c:
+        r = c.request("GET", "/api/h2", headers=[("traceparent", f"00-{TRACE}-{PARENT}-01"),
+                                                  ("tracestate", "v=1"), ("user-agent", "h2-test")])
+    assert r.status == 200
+    up = upstream.last()
+    trace, span_id, flags = traceparent_parts(up.header("traceparent"))
+    assert (trace, flags) == (TRACE, "01") and span_id != PARENT
+    assert up.header("tracestate") == "v=1"
+    span = col.span_of(TRACE)
+    assert span.span_id.hex() == span_id and span.parent_span_id.hex() == PARENT
+    attrs = attributes(span)
+    assert attrs["network.protocol.version"] == "2"
+    assert attrs["user_agent.original"] == "h2-test"
+    assert attrs["url.path"] == "/api/h2" and attrs["http.route"] == "api"
 
 
 def reload(gw, cfg):

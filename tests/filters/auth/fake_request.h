@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/filter.h"
 #include "gateway/headers.h"
 #include "tests/filters/fake_worker.h"

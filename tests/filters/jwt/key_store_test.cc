@@ -6,7 +6,7 @@
 #include <chrono>
 #include <thread>
 
-#include "gateway/health.h"
+#include "gateway/admin/health.h"
 #include "tests/filters/jwt/jwt_test_util.h"
 #include "tests/filters/jwt/test_http_server.h"
 

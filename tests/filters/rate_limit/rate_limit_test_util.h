@@ -14,7 +14,7 @@
 
 #include "filters/rate_limit/rate_limit_config.h"
 #include "filters/rate_limit/rate_limit_filter.h"
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 #include "gateway/filter.h"
 #include "tests/filters/fake_worker.h"
 #include "tests/filters/filter_config_test_util.h"

@@ -4,7 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "gateway/config_loader.h"
+#include "gateway/config/config_loader.h"
 #include "tests/gateway/config_test_util.h"
 
 namespace gw {
