@@ -3,6 +3,8 @@ collector stand-in that decodes every body with python3-protobuf and message def
 written here (an encoder of our own checked by an independent decoder)."""
 
 import http.client
+import os
+import ssl
 import json
 import http.server
 import signal
@@ -14,7 +16,7 @@ import time
 import pytest
 
 import prom
-from harness import is_sanitized_build, refusing_address, simple_config, wait_until
+from harness import SOURCE_DIR, is_sanitized_build, refusing_address, simple_config, wait_until
 
 # opentelemetry-proto v1 (common, resource, trace, collector/trace), the messages and
 # fields the gateway writes and a few it does not (events, links), with their numbers.
@@ -99,7 +101,7 @@ class Collector:
     and kept with its arrival time. `answers`: (status, headers) for the next requests,
     then 200; `delay`: seconds before answering."""
 
-    def __init__(self, otlp, answers=(), delay=0.0):
+    def __init__(self, otlp, answers=(), delay=0.0, tls=None):
         self.otlp = otlp
         self.answers = list(answers)
         self.delay = delay
@@ -131,12 +133,16 @@ class Collector:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/v1/traces"
 
     def spans(self):
         with self.lock:
@@ -519,6 +525,34 @@ def test_a_trace_continues_over_http2_too(upstream, gateway_factory, collector_f
     assert attrs["network.protocol.version"] == "2"
     assert attrs["user_agent.original"] == "h2-test"
     assert attrs["url.path"] == "/api/h2" and attrs["http.route"] == "api"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    subprocess.run([str(SOURCE_DIR / "conf" / "make-test-certs.sh"), str(d)], check=True,
+                   capture_output=True, timeout=120)
+    return d
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_an_https_collector_is_verified(trusted, certs, upstream, gateway_factory, collector_factory):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certs / "server.crt", certs / "server.key")
+    col = collector_factory(tls=ctx)
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    if trusted:
+        env["SSL_CERT_FILE"] = str(certs / "ca.crt")
+    gw = gateway_factory(config(upstream, tracing=tracing(col.endpoint, ratio=1.0, timeout="500ms")),
+                         env=env)
+    assert get(gw, "/x", {"traceparent": f"00-{TRACE}-{PARENT}-01"}).status == 200
+    if trusted:
+        col.span_of(TRACE)
+        return
+    # Refused before any byte of a span left: retried, then given up and counted.
+    prom.wait_value(gw, "gateway_tracing_spans_dropped_total", 1, timeout=30, reason="export_failed")
+    assert col.posts == []
+    assert "trace export failed" in gw.app_log_text()
 
 
 def reload(gw, cfg):
