@@ -358,11 +358,13 @@ void Server::reload() {
     std::lock_guard<std::mutex> lock(runtime_mutex_);
     runtime_ = rt;
   }
+  // Before the workers see it: the first spans of a configuration that turns tracing on
+  // must find the exporter there.
+  tracing::Exporter::configure(now.tracing);
   for (auto& w : workers_) w->postRuntime(rt);
   admin_->postRuntime(rt);
   health_checker_->configure(now);
   declareConfiguredSeries(now);
-  tracing::Exporter::configure(now.tracing);
   countReload(true);
   log::info("configuration reloaded", {{"generation", std::to_string(rt->generation)}});
 }

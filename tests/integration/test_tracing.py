@@ -581,6 +581,15 @@ def test_a_reload_moves_export_to_a_new_collector_and_can_turn_tracing_off(
     assert len(first.spans()) + len(second.spans()) == 2
 
 
+def test_a_reload_can_turn_tracing_on(upstream, gateway_factory, collector_factory):
+    col = collector_factory()
+    gw = gateway_factory(config(upstream))
+    reload(gw, config(upstream, tracing=tracing(col.endpoint, ratio=1.0)))
+    assert get(gw, "/x", {"traceparent": f"00-{TRACE}-{PARENT}-01"}).status == 200
+    assert col.span_of(TRACE).parent_span_id.hex() == PARENT
+    assert prom.value(prom.scrape(gw), "gateway_tracing_spans_dropped_total", reason="queue_full") == 0
+
+
 def test_without_tracing_trace_context_passes_untouched(upstream, gateway_factory):
     gw = gateway_factory(config(upstream))
     odd = f"00-{TRACE.upper()}-{PARENT}-01"
