@@ -19,7 +19,8 @@ constexpr uint32_t kScopeSpansScope = 1, kScopeSpansSpans = 2;
 constexpr uint32_t kScopeName = 1, kScopeVersion = 2;
 constexpr uint32_t kSpanTraceId = 1, kSpanSpanId = 2, kSpanTraceState = 3, kSpanParentSpanId = 4,
                    kSpanName = 5, kSpanKind = 6, kSpanStart = 7, kSpanEnd = 8, kSpanAttributes = 9,
-                   kSpanStatus = 15, kSpanFlags = 16;
+                   kSpanEvents = 11, kSpanStatus = 15, kSpanFlags = 16;
+constexpr uint32_t kEventTime = 1, kEventName = 2, kEventAttributes = 3;
 constexpr uint32_t kStatusMessage = 2, kStatusCode = 3;
 constexpr uint32_t kKeyValueKey = 1, kKeyValueValue = 2;
 constexpr uint32_t kAnyValueString = 1, kAnyValueInt = 3;
@@ -65,6 +66,16 @@ void appendSpanField(std::string& out, const SpanRecord& s) {
   w.fixed64(field::kSpanEnd, s.end_unix_ns);
   for (size_t i = 0; i < s.attribute_count; ++i) {
     appendAttribute(w, field::kSpanAttributes, s.attributes[i]);
+  }
+  for (size_t i = 0; i < s.event_count; ++i) {
+    const SpanEvent& e = s.events[i];
+    size_t event = w.beginMessage(field::kSpanEvents);
+    w.fixed64(field::kEventTime, e.time_unix_ns);
+    w.bytes(field::kEventName, e.name);
+    for (size_t j = 0; j < e.attribute_count; ++j) {
+      appendAttribute(w, field::kEventAttributes, e.attributes[j]);
+    }
+    w.endMessage(event);
   }
   if (s.error) {
     size_t status = w.beginMessage(field::kSpanStatus);

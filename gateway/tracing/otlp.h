@@ -16,6 +16,13 @@ struct Attribute {
   bool is_int = false;
 };
 
+struct SpanEvent {
+  std::string_view name;
+  uint64_t time_unix_ns = 0;
+  const Attribute* attributes = nullptr;
+  size_t attribute_count = 0;
+};
+
 struct SpanRecord {
   const uint8_t* trace_id = nullptr;        // 16 bytes
   const uint8_t* span_id = nullptr;         // 8 bytes
@@ -27,6 +34,8 @@ struct SpanRecord {
   uint64_t end_unix_ns = 0;
   const Attribute* attributes = nullptr;
   size_t attribute_count = 0;
+  const SpanEvent* events = nullptr;
+  size_t event_count = 0;
   bool error = false;  // Status ERROR, else UNSET (the OpenTelemetry HTTP server rule)
   std::string_view status_message;
 };

@@ -106,14 +106,33 @@ void exportServerSpan(const Exchange& ex) {
   if (!route.empty()) name.append(" ").append(route);
 
   SpanRecord r;
+  uint64_t now_mono = monotonicNs();
+  r.end_unix_ns = unixNs();
+  auto unixAt = [&](uint64_t mono) { return r.end_unix_ns - (now_mono - mono); };
+  // The upstream's part of the timeline, as two events rather than a child span: the
+  // upstream's traceparent names the server span (SPEC §10), and events cost no ids.
+  // With retries, the first request sent and the answer that was used.
+  Attribute endpoint[] = {{"gateway.upstream.endpoint", ex.upstream_endpoint}};
+  SpanEvent events[2];
+  size_t event_count = 0;
+  if (ex.upstream_start_ns) {
+    events[event_count++] = {"upstream request", unixAt(ex.upstream_start_ns), nullptr, 0};
+    if (ex.upstream_end_ns > ex.upstream_start_ns) {
+      // Also set when the attempt failed (the gateway then answers with its error_code).
+      std::string_view name = ex.error_code.empty() ? "upstream response" : "upstream failure";
+      events[event_count++] = {name, unixAt(ex.upstream_end_ns), endpoint,
+                               ex.upstream_endpoint.empty() ? 0u : 1u};
+    }
+  }
   r.trace_id = t.trace_id;
   r.span_id = t.span_id;
   r.parent_span_id = t.has_parent ? t.parent_id : nullptr;
   r.trace_flags = t.flags;
   r.trace_state = t.trace_state;
   r.name = name;
-  r.end_unix_ns = unixNs();
-  r.start_unix_ns = r.end_unix_ns - (monotonicNs() - ex.start_ns);
+  r.start_unix_ns = unixAt(ex.start_ns);
+  r.events = events;
+  r.event_count = event_count;
   r.attributes = attrs;
   r.attribute_count = n;
   // OpenTelemetry's HTTP server rule (5xx), and the gateway's own refusals: a 401 or 429

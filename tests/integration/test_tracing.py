@@ -260,6 +260,14 @@ def test_a_callers_trace_is_continued_to_the_upstream_and_the_collector(
         "user_agent.original": "trace-test/1.0", "network.protocol.version": "1.1",
         "gateway.request_id": request_id, "gateway.upstream": "up"}
 
+    events = [(e.name, {kv.key: kv.value.string_value for kv in e.attributes}, e.time_unix_nano)
+              for e in span.events]
+    assert [(n, a) for n, a, _ in events] == [
+        ("upstream request", {}),
+        ("upstream response", {"gateway.upstream.endpoint": upstream.address})]
+    assert (span.start_time_unix_nano <= events[0][2] <= events[1][2]
+            <= span.end_time_unix_nano)
+
     _, path, headers, request = col.posts[0]
     assert path == "/v1/traces"
     assert headers["Content-Type"] == "application/x-protobuf"
@@ -385,6 +393,11 @@ def test_error_status_for_the_gateways_answers_and_5xx(upstream, gateway_factory
         expected = otlp.Status.STATUS_CODE_ERROR if error else otlp.Status.STATUS_CODE_UNSET
         assert span.status.code == expected, path
         assert span.status.message == (error_code or ""), path
+    assert [e.name for e in col.span_of(traces["/nowhere"]).events] == []  # never sent
+    assert [e.name for e in col.span_of(traces["/api/x?garbage=1"]).events] == [
+        "upstream request", "upstream failure"]
+    assert [e.name for e in col.span_of(traces["/api/x?status=503"]).events] == [
+        "upstream request", "upstream response"]
     assert "http.route" not in attributes(col.span_of(traces["/nowhere"]))
     assert col.span_of(traces["/nowhere"]).name == "GET"
     assert attributes(col.span_of(traces["/dead/x"]))["gateway.upstream"] == "dead"

@@ -184,6 +184,11 @@ TEST(OtlpTest, ExportRequestReadsBack) {
   r.end_unix_ns = 1700000000223456789ull;
   r.attributes = attrs;
   r.attribute_count = 2;
+  Attribute event_attrs[] = {{"gateway.upstream.endpoint", "10.0.0.1:80"}};
+  SpanEvent events[] = {{"upstream request", 1700000000130000000ull, nullptr, 0},
+                        {"upstream response", 1700000000200000000ull, event_attrs, 1}};
+  r.events = events;
+  r.event_count = 2;
   r.error = true;
   r.status_message = "BAD_GATEWAY";
   std::string spans;
@@ -223,12 +228,23 @@ TEST(OtlpTest, ExportRequestReadsBack) {
   auto attributes = attributesOf(all(first, 9));
   EXPECT_EQ(attributes["url.path"], "s:" + std::string(kMaxAttributeBytes, 'p'));
   EXPECT_EQ(attributes["http.response.status_code"], "i:502");
+  auto decoded_events = all(first, 11);
+  ASSERT_EQ(decoded_events.size(), 2u);
+  auto e0 = decode(decoded_events[0].bytes), e1 = decode(decoded_events[1].bytes);
+  EXPECT_EQ(one(e0, 1).wire, 1);
+  EXPECT_EQ(one(e0, 1).number_value, 1700000000130000000ull);
+  EXPECT_EQ(one(e0, 2).bytes, "upstream request");
+  EXPECT_TRUE(all(e0, 3).empty());
+  EXPECT_EQ(one(e1, 2).bytes, "upstream response");
+  EXPECT_EQ(attributesOf(all(e1, 3)),
+            (std::map<std::string, std::string>{{"gateway.upstream.endpoint", "s:10.0.0.1:80"}}));
   auto status = decode(one(first, 15).bytes);
   EXPECT_EQ(one(status, 2).bytes, "BAD_GATEWAY");
   EXPECT_EQ(one(status, 3).number_value, 2u);      // STATUS_CODE_ERROR
   EXPECT_EQ(one(first, 16).number_value, 0x301u);  // sampled, parent known to be remote
 
   auto second = decode(decoded[1].bytes);
+  EXPECT_EQ(all(second, 11).size(), 2u);
   EXPECT_TRUE(all(second, 4).empty());   // a root span
   EXPECT_TRUE(all(second, 15).empty());  // status UNSET
   EXPECT_EQ(one(second, 16).number_value, 0x101u);
