@@ -75,8 +75,10 @@ class Thread {
       metrics::local().add(metrics::Id::TracingSpansDropped, {labels().queue_full, 0, 0});
       return;
     }
-    // A full batch goes at once rather than at the next tick; uv_async_send coalesces.
-    if (waiting >= batch_size_.load(std::memory_order_relaxed)) {
+    // A full batch goes at once rather than at the next tick. Once: while an export is in
+    // flight the queue grows past the mark, and the exporter looks again when it is done
+    // (a wake per span then would be a syscall per request).
+    if (waiting == batch_size_.load(std::memory_order_relaxed)) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!stopping_) uv_async_send(&wake_);
     }

@@ -1,5 +1,7 @@
 #include "gateway/tracing/span_queue.h"
 
+#include <algorithm>
+
 namespace gw::tracing {
 
 namespace {
@@ -18,15 +20,21 @@ size_t SpanQueue::push(std::string& span) {
 }
 
 size_t SpanQueue::takeInto(std::string& out, size_t max) {
-  std::lock_guard<std::mutex> lock(mutex_);
   size_t n = 0;
-  for (; n < max && count_ > 0; ++n) {
-    std::string& slot = slots_[head_];
-    out += slot;
-    slot.clear();
-    if (slot.capacity() > kKeptCapacity) slot.shrink_to_fit();
-    head_ = (head_ + 1) % slots_.size();
-    --count_;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    n = std::min(max, count_);
+    if (taken_.size() < n) taken_.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      slots_[head_].swap(taken_[i]);  // the slot gets an empty string, kept capacity
+      head_ = (head_ + 1) % slots_.size();
+    }
+    count_ -= n;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    out += taken_[i];
+    taken_[i].clear();
+    if (taken_[i].capacity() > kKeptCapacity) taken_[i].shrink_to_fit();
   }
   return n;
 }

@@ -23,7 +23,9 @@ class SpanQueue {
   // Takes `span` (leaving `out` with an empty string of some capacity) and returns the
   // number now waiting, or 0 when the queue was full and `span` was left as it was.
   size_t push(std::string& span);
-  // Appends up to `max` spans to `out`, oldest first; returns how many.
+  // Appends up to `max` spans to `out`, oldest first; returns how many. One consumer at a
+  // time: the spans are swapped out under the lock and copied after it, so that a worker
+  // never waits for a batch's copy.
   size_t takeInto(std::string& out, size_t max);
   size_t size() const;
   size_t capacity() const;
@@ -35,6 +37,7 @@ class SpanQueue {
   std::vector<std::string> slots_;  // a ring
   size_t head_ = 0;                 // the oldest
   size_t count_ = 0;
+  std::vector<std::string> taken_;  // the consumer's: empty strings that go into the slots
 };
 
 }  // namespace gw::tracing

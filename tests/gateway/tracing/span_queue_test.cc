@@ -32,15 +32,23 @@ TEST(SpanQueueTest, BoundedAndInOrder) {
 }
 
 TEST(SpanQueueTest, HandsBackCapacity) {
-  // The string a worker gets back is a slot's: after a round trip no new buffer is needed.
+  // Buffers circulate (worker -> slot -> consumer -> slot -> worker): once each has been
+  // round once, a span is handed over without a new allocation on either side.
   SpanQueue q(1);
-  std::string s(200, 'x');
-  q.push(s);
-  std::string out;
-  q.takeInto(out, 1);
+  std::string s, out;
+  for (int round = 0; round < 2; ++round) {
+    s.assign(200, 'x');
+    q.push(s);
+    out.clear();
+    q.takeInto(out, 1);
+    EXPECT_EQ(out, std::string(200, 'x'));
+  }
   s.assign(100, 'y');
   q.push(s);
   EXPECT_GE(s.capacity(), 200u);
+  out.clear();
+  q.takeInto(out, 1);
+  EXPECT_EQ(out, std::string(100, 'y'));
 }
 
 TEST(SpanQueueTest, ResizeKeepsTheOldestAndCountsTheRest) {
