@@ -108,6 +108,8 @@ void Worker::init(std::shared_ptr<const Runtime> runtime, const std::vector<List
   uv_async_send(&async_);  // what was posted before the handle existed: the first loop turn
   uv_timer_init(&loop_, &timer_);
   timer_.data = this;
+  uv_check_init(&loop_, &send_check_);
+  send_check_.data = this;
   uv_timer_init(&loop_, &housekeeping_);
   housekeeping_.data = this;
   uv_timer_start(&housekeeping_, onHousekeeping, kHousekeepingMs, kHousekeepingMs);
@@ -283,6 +285,28 @@ Http2Stream* Worker::acquireStream() {
 
 void Worker::releaseStream(Http2Stream* s) { streams_.release(s); }
 
+void Worker::deferSend(Http2ServerCodec* codec) {
+  if (deferred_sends_.empty()) uv_check_start(&send_check_, onSendCheck);
+  deferred_sends_.push_back(codec);
+}
+
+void Worker::cancelSend(Http2ServerCodec* codec) {
+  for (auto& c : deferred_sends_) {
+    if (c == codec) c = nullptr;
+  }
+}
+
+void Worker::onSendCheck(uv_check_t* h) {
+  auto* w = static_cast<Worker*>(h->data);
+  // Sends may defer others (a connection's output drained): those wait for the next turn.
+  size_t n = w->deferred_sends_.size();
+  for (size_t i = 0; i < n; ++i) {
+    if (Http2ServerCodec* c = w->deferred_sends_[i]) c->runDeferredSend();
+  }
+  w->deferred_sends_.erase(w->deferred_sends_.begin(), w->deferred_sends_.begin() + ptrdiff_t(n));
+  if (w->deferred_sends_.empty()) uv_check_stop(&w->send_check_);
+}
+
 void Worker::onHousekeeping(uv_timer_t* h) {
   static_cast<Worker*>(h->data)->releaseUnusedMemory();
   log::flushAccessLog();
@@ -410,6 +434,7 @@ void Worker::closeAll() {
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&housekeeping_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&send_check_), nullptr);
   // The loop ends by itself once the closes above have run their callbacks.
 }
 

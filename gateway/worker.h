@@ -39,6 +39,7 @@ class UpstreamPool;
 class DownstreamConnection;
 struct Http1Request;
 struct Http2Stream;
+class Http2ServerCodec;
 
 // One configuration generation, shared read-only by all workers.
 struct Runtime {
@@ -106,6 +107,10 @@ class Worker final : public WorkerServices {
   void releaseRequest(Http1Request* r);
   Http2Stream* acquireStream();
   void releaseStream(Http2Stream* s);
+  // HTTP/2 sessions whose frames wait for the end of this loop iteration, so that the
+  // responses of several streams that became ready in it leave in one write.
+  void deferSend(Http2ServerCodec* codec);
+  void cancelSend(Http2ServerCodec* codec);
   bool draining() const { return draining_; }
   uint64_t nowMs() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
 
@@ -177,6 +182,9 @@ class Worker final : public WorkerServices {
   uint64_t requests_this_period_ = 0;  // of housekeeping
   size_t released_since_trim_ = 0;     // pooled items freed since the last malloc_trim
   uv_timer_t housekeeping_{};
+  uv_check_t send_check_{};  // runs the deferred HTTP/2 sends after each poll
+  std::vector<Http2ServerCodec*> deferred_sends_;
+  static void onSendCheck(uv_check_t* h);
   DownstreamConnection* connections_ = nullptr;  // intrusive list of live connections
   size_t connection_count_ = 0;
   DeadlineList header_deadlines_;

@@ -122,21 +122,24 @@ struct Http2Callbacks {
 
   // DATA without a copy: the frame header, then the stream's bytes moved (as they are,
   // views or slices) to the output.
-  static int sendData(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd, size_t length,
-                      nghttp2_data_source* source, void* user) {
+  // The stream is found again by id, never through the data source: after a defence ended
+  // the connection, nghttp2 may still hold a DATA frame of a stream the gateway released.
+  static int sendData(nghttp2_session* session, nghttp2_frame* frame, const uint8_t* framehd,
+                      size_t length, nghttp2_data_source*, void* user) {
     Http2ServerCodec& c = codec(user);
+    auto* s = static_cast<Http2Stream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
+    if (!s || s->out.size() < length) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     if (c.outputFull()) return NGHTTP2_ERR_WOULDBLOCK;
-    auto* s = static_cast<Http2Stream*>(source->ptr);
     c.output_.out.append(framehd, 9);
     c.output_.out.moveFront(s->out, length);
     s->exchange.bytes_out += length + 9;
-    (void)frame;
     return 0;
   }
 
-  static ssize_t readData(nghttp2_session*, int32_t, uint8_t*, size_t length, uint32_t* flags,
-                          nghttp2_data_source* source, void*) {
-    auto* s = static_cast<Http2Stream*>(source->ptr);
+  static ssize_t readData(nghttp2_session* session, int32_t stream_id, uint8_t*, size_t length,
+                          uint32_t* flags, nghttp2_data_source*, void*) {
+    auto* s = static_cast<Http2Stream*>(nghttp2_session_get_stream_user_data(session, stream_id));
+    if (!s) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     size_t n = std::min(length, s->out.size());
     if (n == 0 && !s->response_ended) {
       s->data_deferred = true;
@@ -148,12 +151,18 @@ struct Http2Callbacks {
   }
 
   static int beginHeaders(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
     Http2ServerCodec& c = codec(user);
+    c.block_bytes_ = 0;  // every header block (trailers, refused streams) is measured
+    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    c.last_activity_ms_ = c.conn_.worker().nowMs();
     if (c.open_streams_ >= c.settings_.max_concurrent_streams) {
       // A stream beyond SETTINGS_MAX_CONCURRENT_STREAMS: refused, so the client may retry it
-      // (RFC 9113 §5.1.2); its header block is still decoded, for HPACK's state.
+      // (RFC 9113 §5.1.2); its header block is still decoded, for HPACK's state. Refusing
+      // is cheap, not free: a client that only opens refused streams is ended.
       nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+      if (c.overBudget(c.refused_, 2 * uint64_t(c.settings_.max_concurrent_streams) + 100)) {
+        c.fail("refused_stream_flood", NGHTTP2_ENHANCE_YOUR_CALM);
+      }
       return 0;
     }
     Worker& w = c.conn_.worker();
@@ -173,21 +182,23 @@ struct Http2Callbacks {
 
   static int header(nghttp2_session* session, const nghttp2_frame* frame, const uint8_t* name,
                     size_t namelen, const uint8_t* value, size_t valuelen, uint8_t, void* user) {
+    Http2ServerCodec& c = codec(user);
+    // Every decoded field costs work, whoever it is for: HPACK lets a few bytes stand for a
+    // large field, so a block far beyond the limit is an attack on the decoder.
+    c.block_bytes_ += namelen + valuelen + 32;
+    if (c.block_bytes_ > 4 * c.settings_.max_header_list_bytes) {
+      c.fail("header_list_flood", NGHTTP2_ENHANCE_YOUR_CALM);
+      return NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
       return 0;  // trailers: not forwarded to HTTP/1.1 upstreams
     }
     auto* s = static_cast<Http2Stream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
     if (!s) return 0;
-    Http2ServerCodec& c = codec(user);
     // RFC 9113 §6.5.2's measure: name, value and 32 bytes per field.
     s->header_bytes += namelen + valuelen + 32;
     if (s->header_bytes > c.settings_.max_header_list_bytes) {
       s->reject_status = 431;
-      // Far beyond the limit is no longer a large request but an attack on the decoder.
-      if (s->header_bytes > 4 * c.settings_.max_header_list_bytes) {
-        c.fail("header_list_flood", NGHTTP2_ENHANCE_YOUR_CALM);
-        return NGHTTP2_ERR_CALLBACK_FAILURE;
-      }
       return 0;
     }
     if (s->reject_status) return 0;
@@ -211,7 +222,11 @@ struct Http2Callbacks {
 
   static int frameRecv(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
     Http2ServerCodec& c = codec(user);
-    c.last_activity_ms_ = c.conn_.worker().nowMs();
+    // Only requests count as activity: control frames alone must not keep a connection
+    // with no stream open past timeouts.idle.
+    if (frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) {
+      c.last_activity_ms_ = c.conn_.worker().nowMs();
+    }
     auto* s = frame->hd.stream_id
                   ? static_cast<Http2Stream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id))
                   : nullptr;
@@ -251,7 +266,9 @@ struct Http2Callbacks {
         }
         return 0;
       case NGHTTP2_PING:
-        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && c.overBudget(c.pings_, kMaxPingsPerSecond)) {
+        // Clients that probe bandwidth (gRPC's BDP estimator) ping as DATA arrives.
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) &&
+            c.overBudget(c.pings_, kMaxPingsPerSecond + c.dataFramesSentRecently())) {
           c.fail("ping_flood", NGHTTP2_ENHANCE_YOUR_CALM);
         }
         return 0;
@@ -262,7 +279,7 @@ struct Http2Callbacks {
         return 0;
       case NGHTTP2_WINDOW_UPDATE:
         if (c.overBudget(c.window_updates_,
-                         kFreeWindowUpdatesPerSecond + uint64_t(c.data_frames_sent_) * kWindowUpdatesPerDataFrame)) {
+                         kFreeWindowUpdatesPerSecond + c.dataFramesSentRecently() * kWindowUpdatesPerDataFrame)) {
           c.fail("window_update_flood", NGHTTP2_ENHANCE_YOUR_CALM);
         }
         return 0;
@@ -302,7 +319,7 @@ struct Http2Callbacks {
     if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) {
       // The response is whole. A client still sending a body it will never be read for is
       // told to stop (RFC 9113 §8.1).
-      if (!s->exchange.request_complete) nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+      if (!s->end_stream) nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
     } else if (frame->hd.type == NGHTTP2_DATA && s->out.size() < 64 * 1024) {
       s->exchange.onResponseDrained();
     }
@@ -348,6 +365,9 @@ Http2ServerCodec::Http2ServerCodec(DownstreamConnection& conn, const Http2Settin
   nghttp2_option_set_stream_reset_rate_limit(opt, 2 * uint64_t(settings.max_resets_per_second),
                                              2 * uint64_t(settings.max_resets_per_second));
   nghttp2_option_set_max_settings(opt, 32);  // entries in one SETTINGS frame
+  // Closed streams are forgotten at once (nghttp2 keeps them for priority otherwise, up to
+  // a limit it takes from SETTINGS_MAX_CONCURRENT_STREAMS, which it does not know here).
+  nghttp2_option_set_no_closed_streams(opt, 1);
   nghttp2_session_server_new2(&session_, Http2Callbacks::get(), this, opt);
   nghttp2_option_del(opt);
   // SETTINGS_MAX_CONCURRENT_STREAMS is added to this frame on its way out (appendSettings)
@@ -370,12 +390,14 @@ Http2ServerCodec::Http2ServerCodec(DownstreamConnection& conn, const Http2Settin
 }
 
 Http2ServerCodec::~Http2ServerCodec() {
+  if (send_deferred_) conn_.worker().cancelSend(this);
   uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   nghttp2_session_del(session_);
 }
 
 bool Http2ServerCodec::outputFull() const {
-  return output_.out.size() + conn_.queuedBytes() > kOutputHighWatermark;
+  // Plaintext: queuedBytes() is output_ itself; TLS: the records not yet written.
+  return output_.out.size() + (conn_.tlsInfo() ? conn_.queuedBytes() : 0) > kOutputHighWatermark;
 }
 
 void Http2ServerCodec::appendSettings(const uint8_t* frame, size_t len) {
@@ -563,6 +585,13 @@ void Http2ServerCodec::pumpBody(Http2Stream& s) {
       }
       // The upstream's queue holds views of these bytes: sent or copied before they go.
       ex.flushUpstream();
+      // A write that failed at once answered the request (and may have closed the stream,
+      // clearing what was held).
+      if (s.closed || ex.response_started) {
+        s.held_body.clear();
+        giveBackWindow(s);
+        return;
+      }
       s.held_body.drain(taken);
     }
     if (refused) {
@@ -617,9 +646,27 @@ void Http2ServerCodec::flushStream(Http2Stream& s) {
     s.data_deferred = false;
     nghttp2_session_resume_data(session_, s.id);
   }
-  send();
-  // What nghttp2 did not frame yet (flow control, a full output) outlives the views.
+  if (in_input_ || sending_ || s.out.size() >= kSliceSize) {
+    // Bulk data goes now, without a copy; during input processInput() sends at its end.
+    send();
+    s.out.internalize();  // what nghttp2 did not frame yet outlives the views
+    return;
+  }
+  // A small response waits for the end of the loop iteration, copied: the responses of the
+  // streams that became ready in the same iteration then leave in one write, most of them
+  // with their END_STREAM on their only DATA frame.
   s.out.internalize();
+  if (!send_deferred_) {
+    send_deferred_ = true;
+    conn_.worker().deferSend(this);
+  }
+}
+
+void Http2ServerCodec::runDeferredSend() {
+  send_deferred_ = false;
+  conn_.enterEvent();
+  send();
+  conn_.leaveEvent();
 }
 
 void Http2ServerCodec::resetStream(Http2Stream& s, uint32_t error_code) {
@@ -646,6 +693,8 @@ void Http2ServerCodec::send() {
     if (output_.out.empty()) break;
     conn_.flushOutput();
     if (conn_.closing() || conn_.queuedBytes() > 0 || !nghttp2_session_want_write(session_)) break;
+    // Other connections of the worker get their turn; the timer brings this one back.
+    if (round == 63) send_again_ = true;
   }
   sending_ = false;
   if (!output_.out.empty() && !conn_.closing()) conn_.flushOutput();
@@ -769,7 +818,9 @@ bool Http2ServerCodec::overBudget(uint32_t& count, uint64_t limit) {
   uint64_t now = conn_.worker().nowMs();
   if (now - budget_window_ms_ >= 1000) {
     budget_window_ms_ = now;
-    resets_ = settings_frames_ = pings_ = priorities_ = window_updates_ = empty_data_ = data_frames_sent_ = 0;
+    data_frames_sent_before_ = data_frames_sent_;
+    resets_ = settings_frames_ = pings_ = priorities_ = window_updates_ = empty_data_ = refused_ = 0;
+    data_frames_sent_ = 0;
   }
   return ++count > limit;
 }
@@ -785,6 +836,7 @@ void Http2ServerCodec::armTimer() {
   if (open_streams_ == 0 && !failed_ && !draining_) {
     due = last_activity_ms_ + (ever_opened_ ? l.idle_ms : l.header_read_ms);
   }
+  if (send_again_) due = now;
   int32_t connection_window = nghttp2_session_get_remote_window_size(session_);
   for (Http2Stream* s = streams_; s; s = s->next) {
     if (s->closed) continue;
@@ -820,6 +872,7 @@ void Http2ServerCodec::armTimer() {
 
 void Http2ServerCodec::onTimer() {
   timer_due_ = 0;
+  send_again_ = false;
   DownstreamConnection& conn = conn_;
   conn.enterEvent();
   const Worker::ConnectionLimits& l = conn_.worker().limits();

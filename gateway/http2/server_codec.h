@@ -124,6 +124,7 @@ class Http2ServerCodec {
   // --- used by its streams ---
   DownstreamConnection& connection() { return conn_; }
   void flushStream(Http2Stream& s);
+  void runDeferredSend();  // the worker's end of loop iteration (Worker::deferSend)
   void resetStream(Http2Stream& s, uint32_t error_code);
   void schedulePump() { pump_pending_ = true; }
 
@@ -148,6 +149,7 @@ class Http2ServerCodec {
   // Frames beyond a small per-second rate end the connection (SETTINGS, PING, PRIORITY,
   // WINDOW_UPDATE, empty DATA, resets).
   bool overBudget(uint32_t& count, uint64_t limit);
+  uint64_t dataFramesSentRecently() const { return uint64_t(data_frames_sent_) + data_frames_sent_before_; }
   void armTimer();
   void onTimer();
 
@@ -164,8 +166,14 @@ class Http2ServerCodec {
   // Per-second frame budgets (SPEC §7's floods).
   uint64_t budget_window_ms_ = 0;
   uint32_t resets_ = 0, settings_frames_ = 0, pings_ = 0, priorities_ = 0, window_updates_ = 0,
-           empty_data_ = 0, data_frames_sent_ = 0;
+           empty_data_ = 0, refused_ = 0;
+  // DATA frames sent in this window and the one before: acknowledgements (WINDOW_UPDATE,
+  // gRPC's BDP pings) of a burst at a window's end arrive in the next one.
+  uint32_t data_frames_sent_ = 0, data_frames_sent_before_ = 0;
+  uint64_t block_bytes_ = 0;  // decoded bytes of the header block being received
   bool settings_sent_ = false;
+  bool send_again_ = false;
+  bool send_deferred_ = false;  // queued with the worker for the end of this iteration  // send() yielded with frames still to produce
   bool in_input_ = false;  // inside processInput(): sending waits for its end
   bool sending_ = false;
   bool pump_pending_ = false;
