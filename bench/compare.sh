@@ -16,7 +16,7 @@
 #   IDLE_CONNS=10000                                 idle-connection memory; MEMORY=0 skips it
 #   STREAM_BYTES=1073741824                          streamed-body memory; STREAM=0 skips it
 #   CASES="plain_small plain_16k security_chain workers2_small jwt rate_limit
-#          https_keepalive https_handshakes https_full_handshakes"
+#          https_keepalive https_handshakes https_full_handshakes tracing"
 #                                                    see the case_* functions; also (not by
 #                                                    default): h2c_small h2_tls_small
 #   H2_CONNECTIONS=10 H2_STREAMS=10                  h2load -c, -m (streams in flight per
@@ -63,7 +63,7 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 MEMORY=${MEMORY:-1}
 STREAM=${STREAM:-1}
 STREAM_BYTES=${STREAM_BYTES:-$((1 << 30))}
-CASES=${CASES-"plain_small plain_16k security_chain workers2_small jwt rate_limit https_keepalive https_handshakes https_full_handshakes"}   # CASES="": memory only
+CASES=${CASES-"plain_small plain_16k security_chain workers2_small jwt rate_limit https_keepalive https_handshakes https_full_handshakes tracing"}   # CASES="": memory only
 PROXIES=${PROXIES:-"gateway nginx haproxy"}
 LOAD_CPUS=${LOAD_CPUS:-0}
 PROXY_CPUS=${PROXY_CPUS:-1}
@@ -257,6 +257,7 @@ http {
     location = /small { return 200 "hello, world\n"; }
     location = /16k { }
     location = /1g { }
+    location = /v1/traces { return 200; }   # the tracing case's collector: takes, drops
   }
 }
 EOF
@@ -281,6 +282,7 @@ reset_case() {
   CASE_UP_IDLE=64           # idle upstream connections kept (gateway max_idle, nginx keepalive)
   CASE_AUX_PID=-            # a server the case started (redis-server): its CPU is reported too
   CASE_PRECHECK=""          # a function run once the targets answer (e.g. a 401 without a token)
+  CASE_POSTCHECK=""         # a function run after the last run, before the proxies stop
   GW_LISTENER_EXTRA=""      # YAML under the gateway's listener, indented 4 spaces
   GW_TOP_EXTRA=""           # top-level YAML (jwt_providers:, rate_limit_store:)
   GW_LIMITS_EXTRA=""        # YAML under limits:, indented 2 spaces
@@ -769,6 +771,43 @@ case_rate_limit() {
   variant_nginx "$1" nginx-limit_req nginx
 }
 
+# Tracing (SPEC §10) on plain_small's path: the same gateway without it, with every
+# request sampled (each span encoded, queued and exported in batches of 512 to the upstream
+# nginx, which stands in for a collector: it takes the POSTs and drops them), and with
+# tracing on but nothing sampled (ids, the sampling decision and the traceparent header
+# only). The exporter thread's CPU is the gateway process's: it counts. The postcheck reads
+# the traced gateway's counters: spans exported, none dropped, or the figure means nothing.
+case_tracing() {
+  CASE_DESC="tracing off, on at ratio 1.0 (spans exported over OTLP/HTTP), on at ratio 0"
+  CASE_DIRECT=0
+  gateway_config "$1/gateway.yaml" "$GW_PORT" "$GW_ADMIN_PORT"
+  add_target gateway gateway "$1/gateway.yaml" "$GW_PORT" "$CASE_PATH"
+  local otlp="otlp: {endpoint: \"http://127.0.0.1:$UP_PORT/v1/traces\", batch: {max_spans: 512, max_delay: 1s}, queue: 8192}"
+  GW_TOP_EXTRA="tracing:
+  sampler: {ratio: 1.0}
+  $otlp"
+  take_port; TRACED_ADMIN_PORT=$port
+  take_port
+  gateway_config "$1/gateway-traced.yaml" "$port" "$TRACED_ADMIN_PORT"
+  add_target gateway-traced gateway "$1/gateway-traced.yaml" "$port" "$CASE_PATH" gateway
+  GW_TOP_EXTRA="tracing:
+  sampler: {ratio: 0}
+  $otlp"
+  variant_gateway "$1" gateway-unsampled gateway
+  CASE_POSTCHECK=tracing_postcheck
+}
+
+tracing_postcheck() {
+  local metrics exported dropped
+  sleep 2   # the last partial batch (max_delay 1s)
+  metrics=$(curl -s --max-time 5 "http://127.0.0.1:$TRACED_ADMIN_PORT/metrics" || true)
+  exported=$(awk '$1 == "gateway_tracing_spans_exported_total" {print $2}' <<<"$metrics")
+  dropped=$(awk '/^gateway_tracing_spans_dropped_total/ {s += $2} END {print s + 0}' <<<"$metrics")
+  log "  gateway-traced: ${exported:-?} spans exported, $dropped dropped"
+  [[ ${exported:-0} != 0 && $dropped == 0 ]] ||
+    echo "tracing: the traced gateway exported ${exported:-no} spans and dropped $dropped" >>"$notes"
+}
+
 # ------------------------------------------------------------------ running
 
 results=$work/results.tsv
@@ -939,6 +978,7 @@ run_case() {
       measure "$case" "$target" "${pid_of[$target]}" "${url_of[$target]}" "$run"
     done
   done
+  [[ -z $CASE_POSTCHECK ]] || "$CASE_POSTCHECK"
   for ((i = 0; i < ${#pids[@]}; i += 2)); do stop_proxy "${pids[i]}" "${pids[i + 1]}"; done
   [[ $CASE_AUX_PID == - ]] || stop "$CASE_AUX_PID"
 }

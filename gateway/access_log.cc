@@ -81,6 +81,10 @@ void writeAccessLog(Worker&, const Exchange& r) {
   appendRaw(line, "tls", r.ctx.tls ? "true" : "false");
   appendField(line, "user", r.ctx.user);
   if (!r.error_code.empty()) appendField(line, "error_code", r.error_code);
+  if (r.trace.active) {
+    appendField(line, "trace_id", r.trace.traceIdHex());
+    appendField(line, "span_id", r.trace.spanIdHex());
+  }
   line += '}';
   log::writeAccessLine(line);
 }

@@ -42,6 +42,7 @@ void Exchange::reset() {
   error_code = {};
   start_ns = upstream_start_ns = upstream_end_ns = 0;
   bytes_in = bytes_out = 0;
+  trace.reset();
   stream_ = nullptr;
   generation_ = nullptr;
   aborted_ = false;
@@ -128,6 +129,7 @@ void Exchange::onRequestHead(const RequestTarget& target, bool websocket) {
     return;
   }
   removeHopByHop(headers);
+  if (cfg.tracing) trace.begin(*cfg.tracing, headers, *worker_, arena, stream_->protocol(), ctx.host);
   route(websocket);
 }
 
@@ -382,6 +384,7 @@ void Exchange::finish() {
       ctx.request_id = worker_->newRequestId(arena);
     }
     writeAccessLog(*worker_, *this);
+    if (trace.sampled) tracing::exportServerSpan(*this);
   }
   worker_->unpinGeneration(generation_);
   generation_ = nullptr;

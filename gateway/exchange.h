@@ -25,6 +25,7 @@
 #include "gateway/filter.h"
 #include "gateway/headers.h"
 #include "gateway/http_util.h"
+#include "gateway/tracing/request_trace.h"
 #include "gateway/upstream/upstream.h"
 
 namespace gw {
@@ -123,6 +124,7 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   uint64_t upstream_end_ns = 0;
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
+  tracing::RequestTrace trace;  // active only with a `tracing` section
 
  private:
   // Backpressure: stop reading the sending side when the receiving side has this much

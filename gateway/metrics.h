@@ -49,6 +49,9 @@ enum class Id : uint8_t {
   TlsHandshakeErrors,        // listener
   ConfigReloads,             // result
   RedisErrors,               //
+  TracingSpansDropped,       // reason
+  TracingSpansExported,      //
+  TracingExports,            // result
   BuildInfo,                 // version
   Http2ProtocolErrors,       // listener, reason
   kCount

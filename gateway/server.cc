@@ -16,6 +16,7 @@
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/shutdown.h"
+#include "gateway/tracing/exporter.h"
 
 namespace gw {
 
@@ -267,6 +268,7 @@ int Server::run() {
   }
   limiter_.setLimits(config.limits.max_connections, config.limits.max_connections_per_ip);
   declareConfiguredSeries(config);
+  tracing::Exporter::configure(config.tracing);
 
   admin_ = std::make_unique<Worker>(*this, config.workers);
   admin_->init(runtime_, {admin_socket_});
@@ -356,6 +358,9 @@ void Server::reload() {
     std::lock_guard<std::mutex> lock(runtime_mutex_);
     runtime_ = rt;
   }
+  // Before the workers see it: the first spans of a configuration that turns tracing on
+  // must find the exporter there.
+  tracing::Exporter::configure(now.tracing);
   for (auto& w : workers_) w->postRuntime(rt);
   admin_->postRuntime(rt);
   health_checker_->configure(now);

@@ -181,10 +181,11 @@ std::unique_ptr<Transport> makeTransport(const HttpUrl& url, std::string* error)
 
 class HttpFetch {
  public:
-  HttpFetch(uv_loop_t* loop, HttpUrl url, size_t max_body, HttpDone done,
+  HttpFetch(uv_loop_t* loop, HttpUrl url, HttpRequest request, size_t max_body, HttpDone done,
             std::unique_ptr<Transport> transport)
       : loop_(loop),
         url_(std::move(url)),
+        request_(std::move(request)),
         max_body_(max_body),
         done_(std::move(done)),
         transport_(std::move(transport)) {
@@ -245,6 +246,8 @@ class HttpFetch {
       llhttp_settings_init(&s);
       s.on_body = onBody;
       s.on_message_complete = onMessageComplete;
+      s.on_header_field = onHeaderField;
+      s.on_header_value = onHeaderValue;
       return s;
     }();
     return s;
@@ -259,6 +262,33 @@ class HttpFetch {
       return -1;
     }
     self->result_.body.append(at, len);
+    return 0;
+  }
+
+  // Only Retry-After is kept, and only its first bytes: a server's headers are read
+  // through (llhttp buffers nothing), so a hostile one cannot grow memory with them.
+  static int onHeaderField(llhttp_t* p, const char* at, size_t len) {
+    HttpFetch* self = from(p);
+    if (self->in_value_) {
+      self->in_value_ = false;
+      self->field_.clear();
+    }
+    if (self->field_.size() + len <= kRetryAfterName.size()) self->field_.append(at, len);
+    else self->field_ = "-";  // longer than any name kept
+    return 0;
+  }
+
+  static int onHeaderValue(llhttp_t* p, const char* at, size_t len) {
+    HttpFetch* self = from(p);
+    self->in_value_ = true;
+    if (self->field_.size() != kRetryAfterName.size()) return 0;
+    for (size_t i = 0; i < kRetryAfterName.size(); ++i) {
+      char c = self->field_[i];
+      if (c >= 'A' && c <= 'Z') c = char(c + 32);
+      if (c != kRetryAfterName[i]) return 0;
+    }
+    std::string& v = self->result_.retry_after;
+    v.append(at, std::min(len, kMaxRetryAfter - std::min(v.size(), kMaxRetryAfter)));
     return 0;
   }
 
@@ -326,9 +356,14 @@ class HttpFetch {
   void sendRequestIfReady() {
     if (request_sent_ || finished_ || !transport_->ready()) return;
     request_sent_ = true;
-    std::string request = "GET " + url_.target + " HTTP/1.1\r\nHost: " + url_.authority +
-                          "\r\nAccept: application/jwk-set+json, application/json\r\n"
-                          "User-Agent: gateway/" GATEWAY_VERSION "\r\nConnection: close\r\n\r\n";
+    std::string request = request_.method + " " + url_.target + " HTTP/1.1\r\nHost: " +
+                          url_.authority + "\r\nUser-Agent: gateway/" GATEWAY_VERSION
+                          "\r\nConnection: close\r\n";
+    for (const auto& [name, value] : request_.headers) request += name + ": " + value + "\r\n";
+    if (request_.method != "GET") request += "Content-Length: " + std::to_string(request_.body.size()) + "\r\n";
+    request += "\r\n";
+    request += request_.body;
+    request_.body = std::string();  // the batch is not kept twice while the answer is awaited
     std::string out, error;
     if (!transport_->wrap(request, out, error)) {
       finish(error);
@@ -452,8 +487,12 @@ class HttpFetch {
     if (finished_ && open_handles_ == 0 && !resolving_ && writes_ == 0) delete this;
   }
 
+  static constexpr std::string_view kRetryAfterName = "retry-after";
+  static constexpr size_t kMaxRetryAfter = 64;  // an HTTP date is 29 characters
+
   uv_loop_t* loop_;
   HttpUrl url_;
+  HttpRequest request_;
   size_t max_body_;
   HttpDone done_;
   std::unique_ptr<Transport> transport_;
@@ -473,18 +512,28 @@ class HttpFetch {
   bool request_sent_ = false;
   bool complete_ = false;
   bool too_large_ = false;
+  bool in_value_ = false;
+  std::string field_;  // the header name being read, while it may be Retry-After
   llhttp_t parser_{};
   HttpResult result_;
   char read_buf_[16384];
 };
 
-HttpFetch* startHttpGet(uv_loop_t* loop, const HttpUrl& url, uint64_t timeout_ms, size_t max_body,
-                        HttpDone done) {
+HttpFetch* startHttpRequest(uv_loop_t* loop, const HttpUrl& url, HttpRequest request,
+                            uint64_t timeout_ms, size_t max_body, HttpDone done) {
   std::string error;
   std::unique_ptr<Transport> transport = makeTransport(url, &error);
-  auto* fetch = new HttpFetch(loop, url, max_body, std::move(done), std::move(transport));
+  auto* fetch = new HttpFetch(loop, url, std::move(request), max_body, std::move(done),
+                              std::move(transport));
   fetch->begin(timeout_ms, std::move(error));
   return fetch;
+}
+
+HttpFetch* startHttpGet(uv_loop_t* loop, const HttpUrl& url, uint64_t timeout_ms, size_t max_body,
+                        HttpDone done) {
+  HttpRequest get;
+  get.headers.emplace_back("Accept", "application/jwk-set+json, application/json");
+  return startHttpRequest(loop, url, std::move(get), timeout_ms, max_body, std::move(done));
 }
 
 void cancelHttpGet(HttpFetch* fetch) {

@@ -1,6 +1,7 @@
-// A minimal non-blocking HTTP/1.1 GET client on a libuv loop: what the JWKS fetcher needs
-// (one request per connection, a bounded body, one deadline for everything), built on the
-// gateway's own parts (libuv, llhttp) rather than a blocking library.
+// A minimal non-blocking HTTP/1.1 client on a libuv loop: what the JWKS fetcher (GET) and
+// the trace exporter (POST) need (one request per connection, a bounded body, one deadline
+// for everything), built on the gateway's own parts (libuv, llhttp) rather than a blocking
+// library.
 //
 // Contract:
 // - startHttpGet() and cancelHttpGet() are called on the loop's thread; `done` runs there,
@@ -18,6 +19,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace gw::jwt {
 
@@ -36,6 +39,14 @@ struct HttpResult {
   int status = 0;  // 0 when no complete response arrived
   std::string body;
   std::string error;  // empty when a complete response arrived
+  std::string retry_after;  // the response's Retry-After, if short enough to be one
+};
+
+// What startHttpRequest sends besides the request line, Host, User-Agent and Connection.
+struct HttpRequest {
+  std::string method = "GET";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;  // sent with a Content-Length when the method is not GET
 };
 
 // The byte path between the socket and HTTP.
@@ -59,8 +70,11 @@ std::unique_ptr<Transport> makeTransport(const HttpUrl& url, std::string* error)
 class HttpFetch;
 using HttpDone = std::function<void(HttpResult&&)>;
 
-// Resolves, connects (each resolved address in turn), sends a GET, reads the response.
-// Fails on a body over `max_body` bytes and when `timeout_ms` passes first.
+// Resolves, connects (each resolved address in turn), sends the request, reads the
+// response. Fails on a body over `max_body` bytes and when `timeout_ms` passes first.
+HttpFetch* startHttpRequest(uv_loop_t* loop, const HttpUrl& url, HttpRequest request,
+                            uint64_t timeout_ms, size_t max_body, HttpDone done);
+// A GET asking for a JWK set.
 HttpFetch* startHttpGet(uv_loop_t* loop, const HttpUrl& url, uint64_t timeout_ms, size_t max_body,
                         HttpDone done);
 // No `done` after this; the fetch frees itself once its handles have closed.

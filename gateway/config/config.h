@@ -31,6 +31,9 @@ using Millis = std::chrono::milliseconds;
 
 class FilterConfig;  // filter.h
 class Filter;        // filter.h
+namespace tracing {
+struct TracingConfig;  // tracing/tracing_config.h
+}
 
 // Where a value came from in the configuration file, for messages that point at it.
 struct SourceLocation {
@@ -297,6 +300,7 @@ struct Config {
   // (400, 404), so that they carry the same request id and security headers.
   std::vector<std::shared_ptr<const Filter>> default_chain;
   std::vector<RouteConfig> routes;
+  std::shared_ptr<const tracing::TracingConfig> tracing;  // null: no `tracing` section
 
   const UpstreamConfig* findUpstream(const std::string& name) const;
 };

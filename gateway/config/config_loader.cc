@@ -18,6 +18,7 @@
 #include "filters/registry.h"
 #include "gateway/config/config_sections.h"
 #include "gateway/cpu_count.h"
+#include "gateway/tracing/tracing_config.h"
 
 namespace gw {
 namespace {
@@ -132,7 +133,8 @@ void parseRoot(const YAML::Node& root, ConfigContext& ctx, Config& config) {
   auto map = ctx.expectMap(
       root, "the configuration",
       {"workers", "listeners", "admin", "logging", "limits", "timeouts", "trusted_proxies",
-       "upstreams", "rate_limit_store", "jwt_providers", "api_keys", "default_filters", "routes"});
+       "upstreams", "rate_limit_store", "jwt_providers", "api_keys", "default_filters", "routes",
+       "tracing"});
   if (!map) return;
   ctx.require(*map, {"listeners"});
   config.workers = usableCpus();
@@ -161,6 +163,7 @@ void parseRoot(const YAML::Node& root, ConfigContext& ctx, Config& config) {
   if (map->has("rate_limit_store")) parseRateLimitStore(section("rate_limit_store"), ctx, config);
   parseJwtProviders(section("jwt_providers"), ctx, config);
   parseApiKeySets(section("api_keys"), ctx, config);
+  if (map->has("tracing")) config.tracing = tracing::parseTracing(section("tracing"), ctx);
 
   FilterSettings defaults;
   if (map->has("default_filters")) {

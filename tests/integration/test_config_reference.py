@@ -4,7 +4,8 @@
     valid configuration plus that key set to its documented example passes
     `gateway --check` (so there is no "unknown key", and the example itself is valid).
 (b) Every key the loader knows is documented: the key lists of every
-    `ctx.expectMap(node, "what", {...})` in gateway/config/*.cc and filters/*/*_config.cc,
+    `ctx.expectMap(node, "what", {...})` in gateway/config/*.cc, gateway/*/*_config.cc
+    (the tracing section) and filters/*/*_config.cc,
     and every filter of filters/registry.cc, have a row.
 """
 
@@ -57,6 +58,10 @@ WHAT_TO_PATH = {
     "jwt": "filters.jwt",
     "api_key": "filters.api_key",
     "security_headers": "filters.security_headers",
+    "tracing": "tracing",
+    "sampler": "tracing.sampler",
+    "otlp": "tracing.otlp",
+    "otlp batch": "tracing.otlp.batch",
 }
 
 # ---------------------------------------------------------------- the documentation
@@ -106,6 +111,7 @@ ROWS = documented_rows()
 def loader_keys() -> tuple[set[str], list[str]]:
     """Documentable paths from the loader's sources, and the `what`s not in WHAT_TO_PATH."""
     sources = sorted((SOURCE_DIR / "gateway" / "config").glob("*.cc"))
+    sources += sorted((SOURCE_DIR / "gateway").glob("*/*_config.cc"))
     sources += sorted((SOURCE_DIR / "filters").glob("*/*_config.cc"))
     call = re.compile(r"expectMap\(\s*[^,]+?,\s*\"([^\"]+)\"\s*,\s*\{([^}]*)\}", re.S)
     paths, unknown = set(), []

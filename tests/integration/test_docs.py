@@ -336,9 +336,9 @@ def test_getting_started_walkthrough(tmp_path, upstream):
 SNIPPET_PAGES = [DOCS / "filters" / f"{n}.md" for n in
                  ("request_id", "ip_access", "cors", "body_limit", "security_headers", "jwt",
                   "api_key")] + \
-    [DOCS / "migrating-from-nginx.md", DOCS / "getting-started.md"]
+    [DOCS / "migrating-from-nginx.md", DOCS / "getting-started.md", DOCS / "observability.md"]
 TOP_LEVEL = {"workers", "listeners", "admin", "logging", "limits", "timeouts", "trusted_proxies",
-             "upstreams", "rate_limit_store", "jwt_providers", "api_keys", "default_filters", "routes"}
+             "upstreams", "rate_limit_store", "jwt_providers", "api_keys", "default_filters", "routes", "tracing"}
 FILTERS = {"request_id", "ip_access", "cors", "body_limit", "rate_limit", "jwt", "api_key",
            "security_headers"}
 

@@ -40,3 +40,37 @@ def test_reference_yaml_with_spec_9_alternatives_checks_ok(tmp_path):
         result = subprocess.run([GATEWAY, "--check", "-c", str(path)], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, (alternative, result.stdout + result.stderr)
+
+
+def uncomment_block(text: str, first: str) -> str:
+    """The reference with the commented block that starts with the line `# <first>` (and
+    goes on with its indented `#   ` lines) uncommented."""
+    lines = text.splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("# " + first))
+    lines[start] = lines[start][2:]
+    i = start + 1
+    while i < len(lines) and lines[i].startswith("#   "):
+        lines[i] = lines[i][2:]
+        i += 1
+    assert i > start + 1, f"the {first} block has no body"
+    return "".join(lines)
+
+
+def test_reference_yaml_with_spec_10_tracing_checks_ok(tmp_path):
+    # SPEC §10 has landed: the reference's commented `tracing:` block is accepted, and the
+    # check really reads it (a bad value in it is refused, pointing into the block).
+    reference_workdir(tmp_path)
+    variant = uncomment_block(reference_yaml().read_text(), "tracing:")
+    assert "\ntracing:" in variant and "sampler: {ratio: 0.01}" in variant
+    path = tmp_path / "variant.yaml"
+    path.write_text(variant)
+    result = subprocess.run([GATEWAY, "--check", "-c", str(path)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    path.write_text(variant.replace("sampler: {ratio: 0.01}", "sampler: {ratio: 2}"))
+    result = subprocess.run([GATEWAY, "--check", "-c", str(path)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    line_no = variant[:variant.index("sampler: {ratio")].count("\n") + 1
+    assert f"variant.yaml:{line_no}:" in result.stdout and "sampler ratio" in result.stdout, \
+        result.stdout
