@@ -74,6 +74,7 @@ class H2Client:
             self.conn.increment_flow_control_window(window)
         self.responses: dict[int, H2Response] = {}
         self._pending = bytearray()
+        self.error = None
         self.goaway: ConnectionEnded | None = None
         self.closed = False
         self.flush()
@@ -119,16 +120,19 @@ class H2Client:
         return sid
 
     def send_body(self, sid: int, body: bytes, end: bool = True):
+        """The body as the windows allow; stops when the gateway answered (a 413) or reset
+        the stream, or the connection ended."""
         view = memoryview(body)
-        while view:
+        while view and not self.done(sid) and not self.closed:
             window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
             if window <= 0:
                 self.pump(lambda: self.conn.local_flow_control_window(sid) > 0 or self.done(sid))
-                if self.done(sid):
-                    return
                 continue
             piece, view = view[:window], view[window:]
-            self.conn.send_data(sid, bytes(piece), end_stream=end and not view)
+            try:
+                self.conn.send_data(sid, bytes(piece), end_stream=end and not view)
+            except h2.exceptions.StreamClosedError:
+                return
             self.flush()
         if end and not body:
             self.conn.end_stream(sid)
@@ -188,7 +192,9 @@ class H2Client:
             frame, self._pending = bytes(self._pending[:size]), self._pending[size:]
             try:
                 events = self.conn.receive_data(frame)
-            except h2.exceptions.ProtocolError:
+            except h2.exceptions.ProtocolError as e:
+                # the gateway's bytes python-h2 could not take: kept for the report
+                self.error = f"{type(e).__name__}: {e} on frame {frame[:40]!r}"
                 self.closed = True
                 return
             self._handle(events)

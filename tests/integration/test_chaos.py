@@ -198,7 +198,19 @@ def chaos_config(tmp, ep_a, ep_b, ws, secure, ca, variant=0, redis=None):
 
 # -- one client connection ----------------------------------------------------------------
 
-class ChaosClient(Client):
+class Abortable:
+    """abort(): closes with RST (SO_LINGER 0) when `rst`, else an ordinary FIN."""
+
+    def abort(self) -> None:
+        if self.rst:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        self.close()
+
+
+class ChaosClient(Abortable, Client):
     """A Client whose reads tell a close by the gateway (Closed) from bytes that do not
     parse (Failure), and whose writes treat a connection the gateway closed as Closed."""
 
@@ -240,14 +252,6 @@ class ChaosClient(Client):
         except socket.timeout:
             raise Failure(f"no response within {HANG}s (hang)")
 
-    def abort(self) -> None:
-        """Closes with RST (SO_LINGER 0) or an ordinary FIN."""
-        if self.rst:
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-        self.close()
 
 
 def check_status(r, allowed, what):
@@ -285,7 +289,7 @@ H2_MALFORMED = [("X-Upper", "1"), ("connection", "keep-alive"), ("keep-alive", "
                 "late-pseudo", "length-mismatch"]
 
 
-class ChaosH2(H2Client):
+class ChaosH2(Abortable, H2Client):
     """An H2Client for the soak: every wait is bounded by HANG (TimeoutError: a hang), a
     write to a connection the gateway closed marks it closed (the next wait raises
     ConnectionEnded), and bytes python-h2 cannot take are kept in `error`, not hidden as a
@@ -338,43 +342,6 @@ class ChaosH2(H2Client):
         except OSError:
             self.closed = True
 
-    def feed(self, data: bytes):
-        # H2Client.feed, but a ProtocolError of python-h2 is kept (it is the gateway's
-        # bytes that it could not take), not only a close
-        self._pending += data
-        while len(self._pending) >= 9:
-            size = 9 + int.from_bytes(self._pending[:3], "big")
-            if len(self._pending) < size:
-                break
-            frame, self._pending = bytes(self._pending[:size]), self._pending[size:]
-            try:
-                events = self.conn.receive_data(frame)
-            except h2.exceptions.ProtocolError as e:
-                self.error = f"{type(e).__name__}: {e} on frame {frame[:40]!r}"
-                self.closed = True
-                return
-            self._handle(events)
-            if self.goaway and self.goaway.error_code == 0:
-                self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
-        self.flush()
-
-    def send_body(self, sid: int, body: bytes, end: bool = True):
-        """The body as the windows allow; stops when the gateway answered (a 413) or reset
-        the stream, or the connection ended."""
-        view = memoryview(body)
-        while view and not self.done(sid) and not self.closed:
-            window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
-            if window <= 0:
-                self.pump(lambda: self.done(sid) or
-                          self.conn.local_flow_control_window(sid) > 0)
-                continue
-            piece, view = view[:window], view[window:]
-            try:
-                self.conn.send_data(sid, bytes(piece), end_stream=end and not view)
-            except h2.exceptions.StreamClosedError:
-                return
-            self.flush()
-
     def linger(self, seconds: float):
         """Reads for a while (or until a GOAWAY)."""
         try:
@@ -382,13 +349,6 @@ class ChaosH2(H2Client):
         except TimeoutError:
             pass
 
-    def abort(self):
-        if self.rst:
-            try:
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-        self.close()
 
 
 # -- actions ------------------------------------------------------------------------------
