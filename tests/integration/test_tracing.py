@@ -350,7 +350,8 @@ def test_a_dead_or_slow_collector_slows_no_request_and_grows_no_memory(
     assert prom.total(samples, "gateway_tracing_spans_exported_total") == 0
     slack = 10 if is_sanitized_build() else 1
     assert traced < max(3 * baseline, 0.005) * slack, (traced, baseline)
-    assert rss_after - rss_before < 4096, (rss_before, rss_after)
+    if not is_sanitized_build():  # ASan's quarantine keeps freed memory resident
+        assert rss_after - rss_before < 4096, (rss_before, rss_after)
 
 
 def test_spans_still_queued_are_sent_at_a_graceful_stop(upstream, gateway_factory, collector_factory):
