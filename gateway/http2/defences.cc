@@ -2,8 +2,6 @@
 // the protocol or a limit, the per-second frame budgets, and the one timer that carries the
 // per-stream header_read and body_read, the idle timeout and the zero-window clocks.
 #include <algorithm>
-#include <mutex>
-#include <vector>
 
 #include "gateway/downstream.h"
 #include "gateway/http2/server_codec.h"
@@ -17,20 +15,8 @@ namespace gw {
 void Http2ServerCodec::countError(std::string_view reason) {
   if (counted_) return;
   counted_ = true;
-  // Interned once per reason (a closed set), not per connection.
-  static std::mutex mutex;
-  static std::vector<std::pair<std::string, uint16_t>> ids;
-  uint16_t id = 0;
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    for (const auto& [text, label] : ids) {
-      if (text == reason) id = label;
-    }
-    if (!id) {
-      id = metrics::labelId(reason);
-      ids.emplace_back(reason, id);
-    }
-  }
+  // labelId() takes a lock: paid once per connection ended, never per request.
+  uint16_t id = metrics::labelId(reason);
   metrics::local().add(metrics::Id::Http2ProtocolErrors, {conn_.listenerLabel(), id, 0});
   Worker& w = conn_.worker();
   if (w.logThrottle()) {

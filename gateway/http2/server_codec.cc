@@ -162,10 +162,6 @@ void Http2ServerCodec::appendSettings(const uint8_t* frame, size_t len) {
   output_.out.append(entry, 6);
 }
 
-Http2Stream* Http2ServerCodec::streamOf(int32_t id) {
-  return static_cast<Http2Stream*>(nghttp2_session_get_stream_user_data(session_, id));
-}
-
 void Http2ServerCodec::processInput() {
   InputBlock& in = conn_.input();
   if (in.unconsumed() == 0) return;
@@ -216,7 +212,7 @@ void Http2ServerCodec::onRequestHead(Http2Stream& s) {
   RequestTarget target;
   if (!checkHead(s, target)) return;
   ex.onRequestHead(target, false);
-  if (!closed_or_done(s)) pumpBody(s);
+  pumpBody(s);
 }
 
 bool Http2ServerCodec::checkHead(Http2Stream& s, RequestTarget& target) {
@@ -268,10 +264,6 @@ bool Http2ServerCodec::checkHead(Http2Stream& s, RequestTarget& target) {
     ex.headers.add("cookie", joined);
   }
   return true;
-}
-
-bool Http2ServerCodec::closed_or_done(const Http2Stream& s) const {
-  return s.closed || s.exchange.response_complete;
 }
 
 // ---------------------------------------------------------------------------------------

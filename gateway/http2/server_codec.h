@@ -131,10 +131,8 @@ class Http2ServerCodec {
  private:
   friend struct Http2Callbacks;
 
-  Http2Stream* streamOf(int32_t id);
   bool outputFull() const;
   void appendSettings(const uint8_t* frame, size_t len);
-  bool closed_or_done(const Http2Stream& s) const;
   void onRequestHead(Http2Stream& s);
   bool checkHead(Http2Stream& s, RequestTarget& target);
   void onData(Http2Stream& s, const uint8_t* data, size_t len);

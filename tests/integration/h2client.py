@@ -25,6 +25,17 @@ from hyperframe.frame import Frame
 from http_reader import HeaderLookup
 
 
+def client_connection() -> h2.connection.H2Connection:
+    """A python-h2 client state machine that sends what a hostile client would (no
+    validation or normalisation of what goes out) and takes the gateway's answers as they
+    are, for the tests to judge."""
+    cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
+                                    validate_outbound_headers=False,
+                                    normalize_outbound_headers=False,
+                                    validate_inbound_headers=False)
+    return h2.connection.H2Connection(config=cfg)
+
+
 class H2Response(HeaderLookup):
     def __init__(self, stream_id: int):
         self.stream_id = stream_id
@@ -63,11 +74,7 @@ class H2Client:
         self.sock = raw
         self.timeout = timeout
         self.auto_window = auto_window
-        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
-                                        validate_outbound_headers=False,
-                                        normalize_outbound_headers=False,
-                                        validate_inbound_headers=False)
-        self.conn = h2.connection.H2Connection(config=cfg)
+        self.conn = client_connection()
         self.conn.local_settings = h2.settings.Settings(client=True, initial_values=settings or {})
         self.conn.initiate_connection()
         if window:

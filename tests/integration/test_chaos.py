@@ -52,14 +52,12 @@ import traceback
 import zlib
 from contextlib import contextmanager
 
-import h2.config
-import h2.connection
 import h2.exceptions
 import pytest
 from hyperframe.frame import PingFrame
 
 import prom
-from h2client import ConnectionEnded, H2Client, H2Response
+from h2client import ConnectionEnded, H2Client, H2Response, client_connection
 from client import Client, ProtocolError, build_request, chunked_body, websocket_frame
 from harness import (SOURCE_DIR, admin_get, gateway_config, is_sanitized_build, reserve_port,
                      wait_until)
@@ -313,11 +311,7 @@ class ChaosH2(Abortable, H2Client):
         self.auto_window = True
         self.rst = rst
         self.error = None
-        cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
-                                        validate_outbound_headers=False,
-                                        normalize_outbound_headers=False,
-                                        validate_inbound_headers=False)
-        self.conn = h2.connection.H2Connection(config=cfg)
+        self.conn = client_connection()
         self.conn.initiate_connection()
         # A browser-sized connection window: python-h2 never hands back the bytes of DATA
         # frames that arrive for a stream it has reset, and 64 KiB leak away quickly here.

@@ -477,3 +477,15 @@ def test_a_slow_but_steady_reader_is_not_a_zero_window(gateway_factory, upstream
             c.flush()
         assert len(c.responses[sid].body) == size and c.goaway is None
     assert errors(gw, "zero_window") == 0
+
+
+def test_a_flood_of_refused_streams_ends_the_connection(gateway_factory, upstream):
+    gw = start(gateway_factory, upstream, settings={"max_concurrent_streams": 1})
+
+    def frames(c):
+        c.start("GET", "/hold?delay=3000")  # the one stream allowed stays open
+        block = c.conn.encoder.encode([(":method", "GET"), (":authority", "example.test"),
+                                       (":scheme", "http"), (":path", "/refused")])
+        return [HeadersFrame(sid, data=block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+                for sid in range(3, 3 + 2 * 400, 2)]
+    flood_and_expect_goaway(gw, "refused_stream_flood", frames)
