@@ -81,6 +81,13 @@ void writeAccessLog(Worker&, const Exchange& r) {
   appendRaw(line, "tls", r.ctx.tls ? "true" : "false");
   appendField(line, "user", r.ctx.user);
   if (!r.error_code.empty()) appendField(line, "error_code", r.error_code);
+  if (r.grpc) {
+    if (r.grpc_status.empty()) {
+      appendRaw(line, "grpc_status", "null");  // the call ended without one (cut short)
+    } else {
+      appendField(line, "grpc_status", r.grpc_status);
+    }
+  }
   if (r.trace.active) {
     appendField(line, "trace_id", r.trace.traceIdHex());
     appendField(line, "span_id", r.trace.spanIdHex());

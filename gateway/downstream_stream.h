@@ -8,7 +8,8 @@
 //   Continue, no keep-alive.
 // - Worker thread only. A stream outlives its exchange's use of it: the codec releases
 //   the exchange (Exchange::finish) only when the outermost EventScope closes.
-// - Response order: sendHead once, then sendBody any number of times, then endResponse.
+// - Response order: sendHead once, then sendBody any number of times, then sendTrailers
+//   at most once, then endResponse.
 //   A response that cannot be completed ends with reset().
 #pragma once
 
@@ -42,6 +43,9 @@ class DownstreamStream {
   // A view, not a copy: it MUST stay valid until the next flush() returns (bytes just
   // read from the upstream, arena- or config-owned text).
   virtual void sendBody(const char* data, size_t len) = 0;
+  // The response's trailer fields, before endResponse(); copied. HTTP/2 sends them as
+  // trailers, HTTP/1.1 after the last chunk (dropped when the body has a length).
+  virtual void sendTrailers(const HeaderList& trailers) = 0;
   virtual void endResponse() = 0;
   // Hands what was sent to the socket; what the kernel does not take at once is copied.
   virtual void flush() = 0;

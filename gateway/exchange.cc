@@ -48,9 +48,16 @@ void Exchange::reset() {
   aborted_ = false;
   filters_run_ = 0;
   upstream_head_.clear();
+  upstream_fields_.clear();
+  request_trailers.clear();
+  upstream_request_ = {};
   host_from_endpoint_ = false;
-  upstream_head_bytes_ = 0;
   held_body_.clear();
+  grpc = false;
+  grpc_status = {};
+  refused_status_ = 0;
+  grpc_timeout_ms_ = 0;
+  refusals_ = 0;
   waiting_upstream_ = retried_ = attempt_open_ = breaker_trial_ = false;
   attempts_ = 0;
   endpoint_index_ = SIZE_MAX;
@@ -129,6 +136,11 @@ void Exchange::onRequestHead(const RequestTarget& target, bool websocket) {
     return;
   }
   removeHopByHop(headers);
+  if (grpcRequest()) {
+    bool found = false;
+    std::string_view timeout = headers.get("grpc-timeout", &found);
+    if (found) grpc_timeout_ms_ = parseGrpcTimeout(timeout);
+  }
   if (cfg.tracing) trace.begin(*cfg.tracing, headers, *worker_, arena, stream_->protocol(), ctx.host);
   route(websocket);
 }
@@ -325,6 +337,94 @@ void Exchange::reject(int code, std::string_view message) {
   sendLocalReply(code, errorCodeFor(code), message);
 }
 
+bool Exchange::grpcRequest() {
+  // SPEC §8: an HTTP/2 request with content-type application/grpc, +proto, ;charset…
+  if (!grpc && stream_->protocol() == "HTTP/2") {
+    std::string_view type = headers.get("content-type");
+    grpc = type.size() >= 16 && equalsIgnoreCase(type.substr(0, 16), "application/grpc") &&
+           (type.size() == 16 || type[16] == '+' || type[16] == ';');
+  }
+  return grpc;
+}
+
+namespace {
+
+// SPEC §8's mapping of the gateway's own HTTP answers to gRPC status codes.
+std::string_view grpcStatusFor(int http_status) {
+  switch (http_status) {
+    case 400: return "13";  // INTERNAL
+    case 401: return "16";  // UNAUTHENTICATED
+    case 403: return "7";   // PERMISSION_DENIED
+    case 404: return "12";  // UNIMPLEMENTED
+    case 413:
+    case 429:
+    case 431: return "8";   // RESOURCE_EXHAUSTED
+    case 502:
+    case 503: return "14";  // UNAVAILABLE
+    case 504: return "4";   // DEADLINE_EXCEEDED
+    default: return "2";    // UNKNOWN
+  }
+}
+
+}  // namespace
+
+uint64_t parseGrpcTimeout(std::string_view v) {
+  // "TimeoutValue TimeoutUnit": at most 8 digits, then H, M, S, m, u or n (gRPC over
+  // HTTP/2). Anything else is no deadline at all, as gRPC servers read it. Rounded up to a
+  // millisecond: a deadline must not pass early.
+  if (v.size() < 2 || v.size() > 9) return 0;
+  uint64_t n = 0;
+  for (size_t i = 0; i + 1 < v.size(); ++i) {
+    if (v[i] < '0' || v[i] > '9') return 0;
+    n = n * 10 + uint64_t(v[i] - '0');
+  }
+  uint64_t ms;
+  switch (v.back()) {
+    case 'H': ms = n * 3600000; break;
+    case 'M': ms = n * 60000; break;
+    case 'S': ms = n * 1000; break;
+    case 'm': ms = n; break;
+    case 'u': ms = (n + 999) / 1000; break;
+    case 'n': ms = (n + 999999) / 1000000; break;
+    default: return 0;
+  }
+  return ms == 0 ? 1 : ms;
+}
+
+void Exchange::respondGrpc(int code, std::string_view error, std::string_view message) {
+  // A trailers-only response (one HEADERS frame with END_STREAM): HTTP 200, the status in
+  // grpc-status, the message percent-encoded in grpc-message (gRPC over HTTP/2).
+  response.status = 200;
+  response.local_reply = true;
+  response.headers.clear();
+  response.headers.addRef("date", worker_->httpDate());
+  response.headers.addRef("content-type", "application/grpc");
+  grpc_status = grpcStatusFor(code);
+  response.headers.addRef("grpc-status", grpc_status);
+  size_t n = 0;
+  char* encoded = arena.allocate(message.size() * 3);
+  static const char kHex[] = "0123456789ABCDEF";
+  for (unsigned char c : message) {
+    if (c >= 0x20 && c <= 0x7e && c != '%') {
+      encoded[n++] = char(c);
+    } else {
+      encoded[n++] = '%';
+      encoded[n++] = kHex[c >> 4];
+      encoded[n++] = kHex[c & 15];
+    }
+  }
+  response.headers.addRef("grpc-message", {encoded, n});
+  error_code = error;
+  refused_status_ = code;
+  runResponseFilters();
+  if (!response.headers.has("x-request-id")) response.headers.addRef("x-request-id", ctx.request_id);
+  if (!request_complete && request_framing != BodyFraming::None) stream_->endAfterResponse();
+  sendResponseHead(200, true);
+  response_complete = true;
+  stream_->endResponse();
+  stream_->flush();
+}
+
 void Exchange::sendLocalReply(int code, std::string_view error, std::string_view message) {
   EventScope scope(this);
   if (aborted_) return;
@@ -348,6 +448,10 @@ void Exchange::sendLocalReply(int code, std::string_view error, std::string_view
   stream_->holdRequestHead(false);
   if (ctx.request_id.empty()) ctx.request_id = worker_->newRequestId(arena);
   if (!ctx.config) ctx.config = generation_->runtime->config.get();
+  if (grpcRequest()) {
+    respondGrpc(code, error, message);
+    return;
+  }
   std::string body = errorBody(error, message, ctx.request_id, wallClockMs());
   respond(code, "application/json", arena.copy(body), error);
 }
@@ -400,11 +504,17 @@ void Exchange::recordMetrics() {
                                      metrics::protocolLabel(stream_->protocol())});
   uint64_t now_ns = monotonicNs();
   m.observe(metrics::Id::RequestDuration, {route_label, 0, 0}, now_ns - start_ns);
+  if (grpc) {
+    m.add(metrics::Id::GrpcResponses,
+          {route_label, metrics::grpcStatusLabel(grpc_status), 0});
+  }
   // The gateway's own refusals (error_code set) count as errors on /status: an operator
-  // watching a route wants to see 401s and 429s, not only the upstream's 5xx.
-  bool refused = !error_code.empty() && status >= 400;
+  // watching a route wants to see 401s and 429s, not only the upstream's 5xx. A gRPC
+  // refusal is an HTTP 200: its HTTP-equivalent status counts.
+  int refused_status = refused_status_ ? refused_status_ : status;
+  bool refused = !error_code.empty() && refused_status >= 400;
   m.windows().record(route_label, now_ns,
-                     {now_ns - start_ns, status >= 500 || refused, status == 429 && refused});
+                     {now_ns - start_ns, status >= 500 || refused, refused_status == 429 && refused});
 }
 
 }  // namespace gw

@@ -34,6 +34,9 @@ class Worker;
 struct Generation;
 struct RequestTarget;
 
+// grpc-timeout in milliseconds (rounded up), 0 when absent or malformed.
+uint64_t parseGrpcTimeout(std::string_view value);
+
 class Exchange final : public UpstreamHandler, public RequestDriver {
  public:
   Exchange();
@@ -84,6 +87,7 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   // UpstreamHandler
   void onUpstreamHead(UpstreamResponseHead& head) override;
   void onUpstreamBody(const char* data, size_t len) override;
+  void onUpstreamTrailers(HeaderList& trailers) override;
   void onUpstreamComplete() override;
   void onUpstreamReadDone() override;
   void onUpstreamError(UpstreamError e, bool response_started, bool reused) override;
@@ -100,6 +104,7 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   // --- the request's state: set by the codec up to the head, read by it and the log ---
   StringArena arena;
   HeaderList headers{&arena};
+  HeaderList request_trailers{&arena};  // the codec's, forwarded with the body's end
   RequestContext ctx;
   ResponseHead response;
   std::string path_buf;  // normalised path
@@ -114,7 +119,11 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   bool upgrade = false;         // a WebSocket upgrade on a websocket route
   bool tunnel = false;          // the upstream said 101: bytes now pass both ways
   bool waiting_filter = false;  // a filter returned StopWait
-  UpstreamConnection* upstream = nullptr;
+  UpstreamStream* upstream = nullptr;
+  // A gRPC request (SPEC §8: HTTP/2, content-type application/grpc…): the gateway's own
+  // answers are trailers-only gRPC responses.
+  bool grpc = false;
+  std::string_view grpc_status;  // the response's, arena-owned; empty: none (yet)
   std::string_view upstream_name;
   std::string_view upstream_endpoint;
   int status = 0;
@@ -141,6 +150,9 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   };
 
   void redirectToHttps(const RequestTarget& target);
+  // Sets and returns `grpc` (the head's content type decides).
+  bool grpcRequest();
+  void respondGrpc(int code, std::string_view error, std::string_view message);
   void route(bool websocket);
   void runRequestFilters();
   void answerAdmin();
@@ -154,11 +166,12 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   // exchange_upstream.cc
   void proxyRequest();
   void serializeUpstreamHead();
+  void buildHttp2Fields();
   void startUpstream();
   UpstreamPool& upstreamPool();
   void endAttempt(bool failed);
   bool retryPossible(bool trigger, bool body_unsent);
-  void scheduleRetry();
+  void scheduleRetry(bool backoff = true);
   void cancelRetryTimer();
   void countBadResponse(UpstreamError e, bool response_started);
   // Ends every tie of the request to an upstream: connection, open attempt, bulkhead
@@ -172,17 +185,24 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   bool aborted_ = false;
   size_t filters_run_ = 0;  // request phases that ran (for the response phase)
   std::string upstream_path_;  // after strip_prefix
-  // The head sent upstream, but for the blank line (and the Host of an endpoint when the
-  // client named none): built once, as the request is proxied, from views into the input
-  // block, which move or go back to the pool as soon as body or pipelined bytes arrive.
-  // Every attempt (after the bulkhead queue, a retry's backoff) sends it as views.
+  // The head sent upstream, built once as the request is proxied, in the forms its
+  // upstream may speak. HTTP/1.1: but for the blank line (and the Host of an endpoint when
+  // the client named none), from views into the input block, which move or go back to the
+  // pool as soon as body or pipelined bytes arrive; every attempt (after the bulkhead
+  // queue, a retry's backoff) sends it as views. HTTP/2: fields in the arena.
   Buffer upstream_head_;
+  HeaderList upstream_fields_{&arena};
+  UpstreamRequestHead upstream_request_;
   bool host_from_endpoint_ = false;
-  size_t upstream_head_bytes_ = 0;  // the serialized head in front of the body upstream
-  // Body bytes an attempt that never connected had queued, for the next attempt.
+  // Body bytes an attempt that never reached its upstream had queued, framed for its
+  // protocol, for the next attempt.
   Buffer held_body_;
+  UpstreamProtocolUsed held_protocol_ = UpstreamProtocolUsed::Http1;
+  uint64_t grpc_timeout_ms_ = 0;  // the client's grpc-timeout; 0: none
+  int refused_status_ = 0;  // a gRPC refusal's HTTP-equivalent status (its own is 200)
   bool waiting_upstream_ = false;  // queued by the upstream bulkhead
   bool retried_ = false;           // the stale-keep-alive retry was used
+  uint8_t refusals_ = 0;           // attempts the upstream refused unprocessed
   bool attempt_open_ = false;      // an upstream attempt whose outcome is not yet known
   bool breaker_trial_ = false;     // that attempt is a half-open breaker's trial
   uint32_t attempts_ = 0;

@@ -1,12 +1,13 @@
-// The exchange's upstream side: the request re-serialised for the upstream (in HTTP/1.1,
-// the only upstream protocol so far) and its body forwarded, attempts on the pool,
+// The exchange's upstream side: the request re-serialised for the upstream (HTTP/1.1 or
+// HTTP/2, SPEC §8) and its body forwarded, attempts on the pool,
 // retries with their budget and backoff, the circuit breaker's bookkeeping, and the
 // upstream's response relayed to the stream.
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 
 #include "gateway/client_ip.h"
 #include "gateway/exchange.h"
-#include "gateway/http1/chunked.h"
 #include "gateway/metrics.h"
 #include "gateway/path.h"
 #include "gateway/router.h"
@@ -44,11 +45,77 @@ void Exchange::proxyRequest() {
   startUpstream();
 }
 
+void Exchange::buildHttp2Fields() {
+  // The same request as serializeUpstreamHead() writes for HTTP/1.1, as HTTP/2 fields:
+  // pseudo-headers first, Host as :authority, no connection-specific field (RFC 9113
+  // §8.2.2), "te: trailers" for gRPC (its servers require it).
+  HeaderList& f = upstream_fields_;
+  const UpstreamConfig& uc = upstreamPool().config();
+  f.addRef(":method", arena.copy(ctx.method));
+  f.addRef(":scheme", uc.tls ? "https" : "http");
+  if (!ctx.host.empty()) f.addRef(":authority", arena.copy(ctx.host));
+  host_from_endpoint_ = ctx.host.empty();  // the endpoint's, per attempt
+  size_t path_len = upstream_path_.size() + (ctx.query.empty() ? 0 : 1 + ctx.query.size());
+  char* path = arena.allocate(path_len);
+  std::memcpy(path, upstream_path_.data(), upstream_path_.size());
+  if (!ctx.query.empty()) {
+    path[upstream_path_.size()] = '?';
+    std::memcpy(path + upstream_path_.size() + 1, ctx.query.data(), ctx.query.size());
+  }
+  f.addRef(":path", {path, path_len});
+  bool trusted_peer = isTrusted(ctx.config->trusted_proxies, stream_->peerIp16());
+  std::string_view xfp, xfh;
+  size_t xff_len = ctx.peer_ip.size();
+  for (const Header& h : headers) {
+    std::string_view n = h.name;
+    if (equalsIgnoreCase(n, "host") || equalsIgnoreCase(n, "content-length") ||
+        equalsIgnoreCase(n, "expect") || isHopByHopHeader(n)) {
+      continue;
+    }
+    if (equalsIgnoreCase(n, "x-forwarded-for")) {
+      if (!h.value.empty()) xff_len += h.value.size() + 2;
+      continue;
+    }
+    if (equalsIgnoreCase(n, "x-forwarded-proto")) {
+      if (trusted_peer) xfp = h.value;
+      continue;
+    }
+    if (equalsIgnoreCase(n, "x-forwarded-host")) {
+      if (trusted_peer) xfh = h.value;
+      continue;
+    }
+    f.addRef(arena.copyLowerCase(n), arena.copy(h.value));
+  }
+  // One X-Forwarded-For: every field kept, in order (RFC 9110 §5.3), then the peer.
+  char* xff = arena.allocate(xff_len);
+  size_t at = 0;
+  for (const Header& h : headers) {
+    if (!equalsIgnoreCase(h.name, "x-forwarded-for") || h.value.empty()) continue;
+    std::memcpy(xff + at, h.value.data(), h.value.size());
+    at += h.value.size();
+    std::memcpy(xff + at, ", ", 2);
+    at += 2;
+  }
+  std::memcpy(xff + at, ctx.peer_ip.data(), ctx.peer_ip.size());
+  f.addRef("x-forwarded-for", {xff, xff_len});
+  f.addRef("x-forwarded-proto", !xfp.empty() ? arena.copy(xfp) : (ctx.tls ? "https" : "http"));
+  if (!xfh.empty() || !ctx.host.empty()) f.addRef("x-forwarded-host", arena.copy(!xfh.empty() ? xfh : ctx.host));
+  if (grpc) f.addRef("te", "trailers");
+  if (request_framing == BodyFraming::ContentLength) {
+    char* digits = arena.allocate(20);
+    size_t n = size_t(std::snprintf(digits, 21, "%llu", static_cast<unsigned long long>(content_length)));
+    f.addRef("content-length", {digits, n});
+  }
+}
+
 UpstreamPool& Exchange::upstreamPool() {
   return worker_->pool(generation_, ctx.route->upstream_index);
 }
 
 void Exchange::serializeUpstreamHead() {
+  const UpstreamConfig& uc = upstreamPool().config();
+  if (uc.protocol != UpstreamProtocol::Http1) buildHttp2Fields();
+  if (uc.protocol == UpstreamProtocol::H2) return;
   Buffer& o = upstream_head_;
   o.append(ctx.method);
   o.append(" ", 1);
@@ -120,7 +187,7 @@ void Exchange::serializeUpstreamHead() {
 
 void Exchange::startUpstream() {
   UpstreamPool& pool = upstreamPool();
-  UpstreamConnection* up = nullptr;
+  UpstreamStream* up = nullptr;
   bool trial = false;
   switch (pool.acquire(this, endpoint_index_, &up, &trial)) {
     case AcquireResult::Connection:
@@ -135,32 +202,44 @@ void Exchange::startUpstream() {
       reject(503, "Upstream connection limit reached");
       return;
   }
+  bool body = request_framing != BodyFraming::None;
+  // An HTTP/2 upstream has no Upgrade (RFC 9113 §8.6); a chunked body held from an
+  // HTTP/1.1 attempt cannot go over HTTP/2 as it is framed (`auto` changing its mind).
+  bool unusable = (upgrade && up->protocol() == UpstreamProtocolUsed::H2) ||
+                  (!held_body_.empty() && held_protocol_ != up->protocol() &&
+                   request_framing == BodyFraming::Chunked);
+  if (unusable) {
+    size_t e = up->endpointIndex();
+    up->abort();
+    if (trial) pool.endpointState(e).releaseTrial();
+    reject(502, upgrade ? "Upstream speaks HTTP/2: no protocol upgrade" : "Upstream protocol changed mid-request");
+    return;
+  }
   upstream = up;
   // A body that waited unparsed while the request was queued may be parsed from now on:
   // unblocked before anything here (a flush's drain callback) parses on.
-  if (request_framing != BodyFraming::None && !request_complete) stream_->requestBodyUnblocked();
+  if (body && !request_complete) stream_->requestBodyUnblocked();
   breaker_trial_ = trial;
   endpoint_index_ = up->endpointIndex();
   attempt_open_ = true;
   ++attempts_;
   pool.requestStarted(endpoint_index_);
   upstream_endpoint = up->endpoint().text;
-  Buffer& o = up->out();
-  size_t queued_before = o.size();
-  // The request's head outlives every attempt: sent from where it is, and copied only if
-  // the kernel does not take it at once (flush() internalizes). An endpoint's Host is known
-  // only now.
-  o.appendViews(upstream_head_);
-  if (host_from_endpoint_) {
-    o.appendFieldLine("Host", upstream_endpoint);
-    o.append("\r\n", 2);
-  }
-  upstream_head_bytes_ = o.size() - queued_before;
-  o.moveFrom(held_body_);  // what an earlier attempt that never connected took
   const RouteConfig& r = *ctx.route;
   uint64_t timeout = uint64_t((r.timeout ? *r.timeout : ctx.config->timeouts.upstream_response).count());
-  up->expectResponse(timeout, head_method);
-  if (request_framing == BodyFraming::None || request_complete) up->requestComplete();
+  // A gRPC deadline shorter than the route's is the upstream's (SPEC §8).
+  if (grpc_timeout_ms_ && (timeout == 0 || grpc_timeout_ms_ < timeout)) timeout = grpc_timeout_ms_;
+  UpstreamRequestHead& h = upstream_request_;
+  h.http1 = &upstream_head_;
+  h.h2 = &upstream_fields_;
+  h.host_from_endpoint = host_from_endpoint_;
+  h.body = body;
+  h.chunked = request_framing == BodyFraming::Chunked;
+  h.head_request = head_method;
+  h.response_timeout_ms = timeout;
+  up->sendHead(h);
+  if (!held_body_.empty()) up->resendBody(held_body_);  // what an attempt that never got there took
+  if (body && request_complete) up->endRequest(&request_trailers);
   up->flush();
 }
 
@@ -186,10 +265,10 @@ bool Exchange::retryPossible(bool trigger, bool body_unsent) {
          upstreamPool().takeRetry();
 }
 
-void Exchange::scheduleRetry() {
+void Exchange::scheduleRetry(bool backoff) {
   const RetryConfig& rc = upstreamPool().config().retries;
   // Exponential backoff with full jitter: uniform in [0, base * 2^(attempt-1)].
-  uint64_t cap = uint64_t(rc.backoff.count()) << std::min<uint32_t>(attempts_ - 1, 10);
+  uint64_t cap = backoff ? uint64_t(rc.backoff.count()) << std::min<uint32_t>(attempts_ - 1, 10) : 0;
   uint64_t rnd[2];
   worker_->random128(rnd);
   uint64_t delay = cap ? rnd[0] % (cap + 1) : 0;
@@ -234,22 +313,17 @@ bool Exchange::onRequestBody(const char* data, size_t len) {
   body_bytes_ += len;
   if (body_bytes_ > ctx.max_body_bytes) return false;
   if (!upstream) return true;  // answered already: the body is dropped
-  if (request_framing == BodyFraming::Chunked) {
-    http1::appendChunk(upstream->out(), data, len);
-  } else {
-    upstream->out().appendExternal(data, len);
-  }
+  upstream->sendBody(data, len);
   return true;
 }
 
 void Exchange::onRequestComplete() {
   request_complete = true;
-  if (upstream && request_framing == BodyFraming::Chunked) http1::appendLastChunk(upstream->out());
-  if (upstream && request_framing != BodyFraming::None) upstream->requestComplete();
+  if (upstream && request_framing != BodyFraming::None) upstream->endRequest(&request_trailers);
 }
 
 void Exchange::onTunnelBytes(const char* data, size_t len) {
-  upstream->out().appendExternal(data, len);
+  upstream->sendBody(data, len);
   bytes_in += len;
 }
 
@@ -300,6 +374,11 @@ void Exchange::onUpstreamHead(UpstreamResponseHead& head) {
   // sent below or the request fails).
   response.headers.clear();
   response.headers.swapFields(*head.headers);
+  if (grpc) {
+    bool found = false;
+    std::string_view grpc_status_field = response.headers.get("grpc-status", &found);  // trailers-only
+    if (found) grpc_status = arena.copy(grpc_status_field);
+  }
   removeHopByHop(response.headers);
   // A proxy with a clock adds the Date an upstream left out (RFC 9110 §6.6.1).
   if (!response.headers.has("date")) response.headers.addRef("Date", worker_->httpDate());
@@ -326,6 +405,17 @@ void Exchange::onUpstreamHead(UpstreamResponseHead& head) {
 
 void Exchange::onUpstreamBody(const char* data, size_t len) { stream_->sendBody(data, len); }
 
+void Exchange::onUpstreamTrailers(HeaderList& trailers) {
+  EventScope scope(this);
+  if (aborted_) return;
+  if (grpc) {
+    bool found = false;
+    std::string_view status = trailers.get("grpc-status", &found);
+    if (found) grpc_status = arena.copy(status);
+  }
+  stream_->sendTrailers(trailers);  // copied by the stream
+}
+
 void Exchange::onUpstreamTunnelData(const char* data, size_t len) {
   EventScope scope(this);
   stream_->sendBody(data, len);
@@ -343,7 +433,7 @@ void Exchange::onUpstreamComplete() {
   EventScope scope(this);
   stream_->endResponse();
   response_complete = true;
-  UpstreamConnection* up = upstream;
+  UpstreamStream* up = upstream;
   upstream = nullptr;
   if (!request_complete) {
     // The upstream answered before the whole body arrived: that connection may still
@@ -351,7 +441,7 @@ void Exchange::onUpstreamComplete() {
     up->abort();
     stream_->endAfterResponse();
   } else {
-    upstreamPool().release(up);
+    up->release();
   }
   stream_->flush();
 }
@@ -359,7 +449,7 @@ void Exchange::onUpstreamComplete() {
 void Exchange::onUpstreamError(UpstreamError e, bool response_began, bool reused) {
   EventScope scope(this);
   if (aborted_) return;
-  UpstreamConnection* failed = upstream;
+  UpstreamStream* failed = upstream;
   upstream = nullptr;
   if (tunnel) {
     // The upstream ended the tunnel: deliver what it sent, then close.
@@ -380,6 +470,21 @@ void Exchange::onUpstreamError(UpstreamError e, bool response_began, bool reused
     startUpstream();
     return;
   }
+  if (e == UpstreamError::Refused && !response_began && refusals_ < 2 && failed) {
+    // Refused unprocessed (RFC 9113 §8.7: safe to send again, whatever the method), or
+    // `auto` found HTTP/2 on a connection that had the request queued as HTTP/1.1: not the
+    // endpoint's fault, and not one of the configured retries. Sent again from the retry
+    // timer, never from inside the connection's callback.
+    ++refusals_;
+    endAttempt(false);
+    --attempts_;
+    if (request_framing != BodyFraming::None) {
+      held_protocol_ = failed->protocol();
+      failed->takeUnsentBody(held_body_);
+    }
+    scheduleRetry(/*backoff=*/false);
+    return;
+  }
   endAttempt(true);
   countBadResponse(e, response_began);
   // An upstream never reached has none of the body: what it queued goes to the next attempt.
@@ -389,8 +494,8 @@ void Exchange::onUpstreamError(UpstreamError e, bool response_began, bool reused
       retryPossible(connect_failure && upstreamPool().config().retries.on_connect_failure,
                     never_reached && failed)) {
     if (request_framing != BodyFraming::None) {
-      held_body_.moveFrom(failed->out());
-      held_body_.drain(upstream_head_bytes_);
+      held_protocol_ = failed->protocol();
+      failed->takeUnsentBody(held_body_);
     }
     scheduleRetry();
     return;
@@ -411,6 +516,7 @@ void Exchange::onUpstreamError(UpstreamError e, bool response_began, bool reused
       reject(504, "Upstream response timeout");
       break;
     case UpstreamError::Reset:
+    case UpstreamError::Refused:
     case UpstreamError::BadResponse:
       reject(502, "Invalid or interrupted upstream response");
       break;

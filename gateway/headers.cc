@@ -27,6 +27,16 @@ std::string_view StringArena::copy(std::string_view s) {
   return {p, s.size()};
 }
 
+std::string_view StringArena::copyLowerCase(std::string_view s) {
+  if (s.empty()) return {};
+  char* p = allocate(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    p[i] = c >= 'A' && c <= 'Z' ? char(c + 32) : c;
+  }
+  return {p, s.size()};
+}
+
 void StringArena::reset() {
   if (blocks_.size() > 1) {
     // Keep the largest block so a request of the same shape needs no allocation next time.

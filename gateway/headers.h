@@ -27,6 +27,8 @@ class StringArena {
   StringArena& operator=(const StringArena&) = delete;
 
   std::string_view copy(std::string_view s);
+  // A copy in ASCII lower case: HTTP/2 field names (RFC 9113 §8.2.1).
+  std::string_view copyLowerCase(std::string_view s);
   // Returns writable storage for n bytes (valid until reset()).
   char* allocate(size_t n);
   void reset();

@@ -393,4 +393,11 @@ void removeHopByHop(HeaderList& headers) {
           f.end());
 }
 
+bool forwardableTrailer(std::string_view name) {
+  return !name.empty() && name[0] != ':' && !isHopByHopHeader(name) &&
+         !equalsIgnoreCase(name, "content-length") && !equalsIgnoreCase(name, "host") &&
+         !equalsIgnoreCase(name, "content-type") && !equalsIgnoreCase(name, "authorization") &&
+         !equalsIgnoreCase(name, "cookie") && !equalsIgnoreCase(name, "set-cookie");
+}
+
 }  // namespace gw

@@ -69,4 +69,8 @@ void forEachToken(std::string_view value, F&& f) {
   }
 }
 
+// A trailer field that may be forwarded: not one that frames, routes or is hop-by-hop
+// (RFC 9110 §6.5.1), and not a pseudo-header.
+bool forwardableTrailer(std::string_view name);
+
 }  // namespace gw

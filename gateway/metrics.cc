@@ -66,6 +66,9 @@ const Definition kDefinitions[] = {
     {"gateway_http2_protocol_errors_total",
      "HTTP/2 connections ended by a defence or a protocol error, by reason.", Type::Counter,
      {"listener", "reason"}},
+    {"gateway_grpc_responses_total",
+     "Responses to gRPC requests, by route and grpc-status (the upstream's, or the gateway's own).",
+     Type::Counter, {"route", "grpc_status"}},
 };
 static_assert(sizeof kDefinitions / sizeof kDefinitions[0] == size_t(Id::kCount));
 
@@ -77,6 +80,8 @@ struct LabelRegistry {
   std::map<std::string, uint16_t, std::less<>> methods;
   std::map<std::string, uint16_t, std::less<>> protocols;
   uint16_t get = 0, post = 0;
+  uint16_t grpc_status[17] = {};  // "0".."16"
+  uint16_t grpc_other = 0, grpc_none = 0;
 
   uint16_t intern(std::string_view v) {
     std::lock_guard<std::mutex> lock(mutex);
@@ -103,6 +108,9 @@ struct LabelRegistry {
     for (const char* p : {"HTTP/1.0", "HTTP/1.1", "HTTP/2"}) protocols.emplace(p, intern(p));
     get = methods.find("GET")->second;
     post = methods.find("POST")->second;
+    for (int g = 0; g <= 16; ++g) grpc_status[g] = intern(std::to_string(g));
+    grpc_other = intern("other");
+    grpc_none = intern("none");
   }
 };
 
@@ -263,6 +271,18 @@ uint16_t methodLabel(std::string_view m) {
   if (m == "POST") return r.post;
   auto it = r.methods.find(m);
   return it != r.methods.end() ? it->second : r.methods.find("other")->second;
+}
+
+uint16_t grpcStatusLabel(std::string_view s) {
+  // An upstream's grpc-status is its text: only the 17 codes gRPC defines become labels.
+  auto& r = labels();
+  if (s.empty()) return r.grpc_none;
+  int v = 0;
+  if (s.size() > 2 || s[0] < '0' || s[0] > '9' || (s.size() == 2 && (s[0] == '0' || s[1] < '0' || s[1] > '9'))) {
+    return r.grpc_other;
+  }
+  for (char c : s) v = v * 10 + (c - '0');
+  return v <= 16 ? r.grpc_status[v] : r.grpc_other;
 }
 
 uint16_t protocolLabel(std::string_view p) {

@@ -54,6 +54,7 @@ enum class Id : uint8_t {
   TracingExports,            // result
   BuildInfo,                 // version
   Http2ProtocolErrors,       // listener, reason
+  GrpcResponses,             // route, grpc_status
   kCount
 };
 
@@ -72,6 +73,7 @@ std::string labelText(uint16_t id);
 uint16_t statusLabel(int status);         // "200"
 uint16_t methodLabel(std::string_view m);  // "GET" (any llhttp method name)
 uint16_t protocolLabel(std::string_view p);  // "HTTP/1.0", "HTTP/1.1", "HTTP/2"
+uint16_t grpcStatusLabel(std::string_view s);  // "0".."16", "other", "none" (empty)
 
 using Labels = std::array<uint16_t, 4>;
 

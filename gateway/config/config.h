@@ -162,19 +162,28 @@ struct RetryConfig {
   Millis backoff{25};
 };
 
+// What a TLS client offers in ALPN, in order of preference.
+enum class AlpnOffer { Http11, H2, H2OrHttp11 };
+
 struct UpstreamTls {
   std::string sni;
   std::string ca;  // empty: the system's trust store
   std::string cert_file;
   std::string key_file;
   bool verify = true;
+  AlpnOffer alpn = AlpnOffer::Http11;  // from upstreams[].protocol
 };
+
+// upstreams[].protocol (SPEC §8). H2: prior knowledge over TCP, ALPN h2 over TLS; Auto:
+// what ALPN settles (HTTP/1.1 without TLS).
+enum class UpstreamProtocol { Http1, H2, Auto };
 
 struct UpstreamConfig {
   std::string name;
   uint16_t metrics_label = 0;  // metrics::labelId(name), set by the loader
   std::vector<SocketAddress> endpoints;
   LoadBalancing load_balancing = LoadBalancing::RoundRobin;
+  UpstreamProtocol protocol = UpstreamProtocol::Http1;
   uint32_t max_connections = 1024;
   uint32_t max_pending = 1024;
   KeepaliveConfig keepalive;

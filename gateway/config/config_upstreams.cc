@@ -134,7 +134,7 @@ UpstreamTls readUpstreamTls(const YAML::Node& node, ConfigContext& ctx) {
 
 void parseUpstream(const YAML::Node& node, ConfigContext& ctx, Config& config) {
   auto map = ctx.expectMap(node, "upstream",
-                           {"name", "endpoints", "load_balancing", "max_connections", "max_pending",
+                           {"name", "endpoints", "load_balancing", "protocol", "max_connections", "max_pending",
                             "keepalive", "health_check", "circuit_breaker", "retries", "tls"});
   if (!map) return;
   ctx.require(*map, {"name", "endpoints"});
@@ -151,6 +151,11 @@ void parseUpstream(const YAML::Node& node, ConfigContext& ctx, Config& config) {
     return ctx.oneOf<LoadBalancing>(n, {{"round_robin", LoadBalancing::RoundRobin},
                                         {"least_request", LoadBalancing::LeastRequest}});
   });
+  ctx.read(*map, "protocol", upstream.protocol, [&](const YAML::Node& n) {
+    return ctx.oneOf<UpstreamProtocol>(n, {{"http1", UpstreamProtocol::Http1},
+                                           {"h2", UpstreamProtocol::H2},
+                                           {"auto", UpstreamProtocol::Auto}});
+  });
   ctx.readUint(*map, "max_connections", upstream.max_connections, 1);
   ctx.readUint(*map, "max_pending", upstream.max_pending);
   ctx.read(*map, "keepalive", upstream.keepalive,
@@ -163,7 +168,12 @@ void parseUpstream(const YAML::Node& node, ConfigContext& ctx, Config& config) {
   if (const YAML::Node* breaker = map->find("circuit_breaker")) {
     upstream.circuit_breaker = parseCircuitBreaker(*breaker, ctx);
   }
-  if (const YAML::Node* tls = map->find("tls")) upstream.tls = parseUpstreamTls(*tls, ctx);
+  if (const YAML::Node* tls = map->find("tls")) {
+    upstream.tls = parseUpstreamTls(*tls, ctx);
+    upstream.tls->alpn = upstream.protocol == UpstreamProtocol::H2     ? AlpnOffer::H2
+                         : upstream.protocol == UpstreamProtocol::Auto ? AlpnOffer::H2OrHttp11
+                                                                       : AlpnOffer::Http11;
+  }
   config.upstreams.push_back(std::move(upstream));
 }
 

@@ -1,5 +1,7 @@
 #include "gateway/http1/response_parser.h"
 
+#include <algorithm>
+
 #include "gateway/http_util.h"
 
 namespace gw {
@@ -25,6 +27,13 @@ void ResponseParser::reset(size_t max_head_bytes) {
   parser_.data = this;
   head_.reset();
   headers_.clear();
+  if (trailer_bytes_ > 0) {  // rare: only after a response that had trailers
+    trailers_.clear();
+    trailer_arena_.reset();
+    trailer_name_.clear();
+    trailer_value_.clear();
+    trailer_bytes_ = 0;
+  }
   head_base_ = nullptr;
   max_head_bytes_ = max_head_bytes;
   scanned_ = 0;
@@ -94,6 +103,15 @@ bool ResponseParser::finishAtEof() {
 
 int ResponseParser::onHeaderField(llhttp_t* p, const char* at, size_t len) {
   ResponseParser* r = self(p);
+  if (r->head_done_) {  // a trailer field
+    r->trailer_bytes_ += len;
+    if (r->trailer_bytes_ > r->max_head_bytes_) {
+      r->verdict_ = Status::HeadTooLarge;
+      return -1;
+    }
+    r->trailer_name_.append(at, len);
+    return 0;
+  }
   r->head_.onField(r->head_base_, at, len);
   if (r->head_.fieldCount() <= kMaxResponseFields) return 0;
   r->verdict_ = Status::HeadTooLarge;
@@ -102,7 +120,38 @@ int ResponseParser::onHeaderField(llhttp_t* p, const char* at, size_t len) {
 
 int ResponseParser::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
   ResponseParser* r = self(p);
+  if (r->head_done_) {
+    r->trailer_bytes_ += len;
+    if (r->trailer_bytes_ > r->max_head_bytes_) {
+      r->verdict_ = Status::HeadTooLarge;
+      return -1;
+    }
+    r->trailer_value_.append(at, len);
+    return 0;
+  }
   r->head_.onValue(r->head_base_, at, len);
+  return 0;
+}
+
+int ResponseParser::onHeaderValueComplete(llhttp_t* p) {
+  ResponseParser* r = self(p);
+  if (!r->head_done_) return 0;
+  // Held to the head's rules: a value with a control character (a bare CR, NUL) is not
+  // one every parser reads alike; a field that frames or routes is not passed on.
+  std::string_view value = r->trailer_value_;
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  bool clean = std::none_of(value.begin(), value.end(), [](char c) {
+    return (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f;
+  });
+  if (!clean) {
+    r->verdict_ = Status::Malformed;
+    return -1;
+  }
+  if (forwardableTrailer(r->trailer_name_) && r->trailers_.size() < kMaxResponseFields) {
+    r->trailers_.add(r->trailer_name_, value);
+  }
+  r->trailer_name_.clear();
+  r->trailer_value_.clear();
   return 0;
 }
 
@@ -155,6 +204,7 @@ int ResponseParser::onMessageComplete(llhttp_t* p) {
   ResponseParser* r = self(p);
   if (!r->head_done_) return 0;                       // an interim response
   if (p->upgrade && p->status_code == 101) return 0;  // llhttp pauses for the upgrade next
+  if (!r->trailers_.empty()) r->sink_.onResponseTrailers(r->trailers_);
   r->complete_ = true;
   return HPE_PAUSED;
 }
@@ -168,6 +218,7 @@ const llhttp_settings_t& ResponseParser::settings() {
     s.on_headers_complete = onHeadersComplete;
     s.on_body = onBody;
     s.on_message_complete = onMessageComplete;
+    s.on_header_value_complete = onHeaderValueComplete;
     return s;
   }();
   return s;

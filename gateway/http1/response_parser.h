@@ -49,6 +49,9 @@ class ResponseParser {
     // False: stop here (the exchange was abandoned); parse() returns Stopped.
     virtual bool onResponseHead(UpstreamResponseHead& head) = 0;
     virtual void onResponseBody(const char* data, size_t len) = 0;
+    // A chunked body's trailer section, before the response completes; views valid
+    // during the call.
+    virtual void onResponseTrailers(HeaderList& trailers) = 0;
 
    protected:
     ~Sink() = default;
@@ -88,12 +91,18 @@ class ResponseParser {
   static int onHeadersComplete(llhttp_t* p);
   static int onBody(llhttp_t* p, const char* at, size_t len);
   static int onMessageComplete(llhttp_t* p);
+  static int onHeaderValueComplete(llhttp_t* p);
   static const llhttp_settings_t& settings();
 
   Sink& sink_;
   llhttp_t parser_{};
   HeadCollector head_;
   HeaderList headers_;
+  // Trailer fields arrive after the body, over any number of reads: copied as they come.
+  StringArena trailer_arena_;
+  HeaderList trailers_{&trailer_arena_};
+  std::string trailer_name_, trailer_value_;
+  size_t trailer_bytes_ = 0;
   const char* head_base_ = nullptr;  // the head's first byte, during its llhttp_execute
   size_t max_head_bytes_ = 0;
   size_t scanned_ = 0;  // head bytes already checked line by line

@@ -26,7 +26,7 @@ void Http1Request::recycle() {
   reject_status = 0;
   chunk_extension_bytes = 0;
   keep_alive = true;
-  http10 = expect_continue = chunked_response = response_flushed = false;
+  http10 = expect_continue = chunked_response = trailers_sent = response_flushed = false;
 }
 
 bool Http1ServerCodec::answersAfterEof() const {
@@ -326,8 +326,25 @@ void Http1ServerCodec::sendBody(const char* data, size_t len) {
   if (r.exchange.tunnel) conn_.armDeadline(DeadlineKind::Idle);  // either way
 }
 
+void Http1ServerCodec::sendTrailers(const HeaderList& trailers) {
+  // Only a chunked body has room for trailer fields (RFC 9112 §7.1.2); with a length they
+  // are dropped, as RFC 9110 §6.5 allows.
+  Http1Request& r = *req_;
+  if (!r.chunked_response || r.trailers_sent) return;
+  r.trailers_sent = true;
+  Buffer& o = r.output.out;
+  o.append("0\r\n", 3);
+  for (const Header& h : trailers) o.appendFieldLine(h.name, h.value);  // copied
+}
+
 void Http1ServerCodec::endResponse() {
-  if (req_->chunked_response) http1::appendLastChunk(req_->output.out);
+  Http1Request& r = *req_;
+  if (!r.chunked_response) return;
+  if (r.trailers_sent) {
+    r.output.out.append("\r\n", 2);
+  } else {
+    http1::appendLastChunk(r.output.out);
+  }
 }
 
 bool Http1ServerCodec::takeBackHead() {

@@ -49,6 +49,7 @@ struct Http1Request {
   bool http10 = false;
   bool expect_continue = false;
   bool chunked_response = false;
+  bool trailers_sent = false;  // the last chunk and trailer fields are queued
   bool response_flushed = false;  // the head was handed to the socket: it cannot be taken back
 };
 
@@ -86,6 +87,7 @@ class Http1ServerCodec final : public DownstreamStream {
   std::string_view protocol() const override;
   void sendHead(int status, const HeaderList& headers, bool length_known) override;
   void sendBody(const char* data, size_t len) override;
+  void sendTrailers(const HeaderList& trailers) override;
   void endResponse() override;
   void flush() override;
   bool takeBackHead() override;

@@ -45,7 +45,8 @@ void Http2Stream::recycle() {
   unconsumed = 0;
   reject_status = 0;
   headers_done = end_stream = head_ready = head_submitted = response_ended = false;
-  data_deferred = closed = body_paused = body_dirty = pump = end_after_response = false;
+  data_deferred = closed = body_paused = body_dirty = pump = end_after_response = has_trailers = false;
+  trailers.clear();
 }
 
 const DownstreamStream::Ip16& Http2Stream::peerIp16() const { return codec->connection().peerIp16(); }
@@ -66,22 +67,27 @@ void Http2Stream::wantPump() {
 void Http2Stream::sendHead(int status, const HeaderList& headers, bool) {
   // Copied now (the views die with the upstream's read), submitted at flush() so that a
   // head not yet flushed can still be taken back for a local reply.
-  StringArena& arena = exchange.arena;
   head.clear();
   status_text[0] = char('0' + status / 100 % 10);
   status_text[1] = char('0' + status / 10 % 10);
   status_text[2] = char('0' + status % 10);
   head.push_back(nv(":status", std::string_view(status_text, 3)));
-  for (const Header& h : headers) {
-    if (isHopByHopHeader(h.name)) continue;  // connection-specific: malformed in HTTP/2
-    char* name = arena.allocate(h.name.size());
-    for (size_t i = 0; i < h.name.size(); ++i) {
-      char c = h.name[i];
-      name[i] = c >= 'A' && c <= 'Z' ? char(c + 32) : c;
-    }
-    head.push_back(nv({name, h.name.size()}, arena.copy(h.value)));
-  }
+  appendFields(headers, head);
   head_ready = true;
+}
+
+void Http2Stream::appendFields(const HeaderList& fields, std::vector<nghttp2_nv>& to) {
+  StringArena& arena = exchange.arena;
+  for (const Header& h : fields) {
+    if (isHopByHopHeader(h.name)) continue;  // connection-specific: malformed in HTTP/2
+    to.push_back(nv(arena.copyLowerCase(h.name), arena.copy(h.value)));
+  }
+}
+
+void Http2Stream::sendTrailers(const HeaderList& fields) {
+  trailers.clear();
+  appendFields(fields, trailers);
+  has_trailers = !trailers.empty();
 }
 
 bool Http2Stream::takeBackHead() {
@@ -366,7 +372,7 @@ void Http2ServerCodec::flushStream(Http2Stream& s) {
   if (s.head_ready) {
     s.head_ready = false;
     s.head_submitted = true;
-    bool body = !(s.response_ended && s.out.empty());
+    bool body = !(s.response_ended && s.out.empty()) || s.has_trailers;
     nghttp2_data_provider provider{};
     provider.source.ptr = &s;
     provider.read_callback = http2_detail::readResponseData;

@@ -51,6 +51,7 @@ struct Http2Stream final : public DownstreamStream {
   Buffer out;        // response body not yet framed (views until flush() returns)
   Buffer held_body;  // request body the exchange cannot take yet (copied)
   std::vector<nghttp2_nv> head;  // the response head until submitted; arena-owned text
+  std::vector<nghttp2_nv> trailers;  // the response's trailers, sent after its body
   char status_text[4] = {};
   std::string_view method, scheme, authority, path;  // pseudo-headers, arena-owned
   uint64_t header_bytes = 0;  // as SETTINGS_MAX_HEADER_LIST_SIZE counts them
@@ -70,6 +71,7 @@ struct Http2Stream final : public DownstreamStream {
   bool body_dirty = false;      // body views went to the upstream during processInput()
   bool pump = false;            // held body or completion to hand on in afterEvent()
   bool end_after_response = false;
+  bool has_trailers = false;  // `trailers` go out when the body ends
 
   // DownstreamStream
   const Ip16& peerIp16() const override;
@@ -79,6 +81,7 @@ struct Http2Stream final : public DownstreamStream {
   std::string_view protocol() const override { return "HTTP/2"; }
   void sendHead(int status, const HeaderList& headers, bool length_known) override;
   void sendBody(const char* data, size_t len) override { out.appendExternal(data, len); }
+  void sendTrailers(const HeaderList& fields) override;
   void endResponse() override { response_ended = true; }
   void flush() override;
   bool takeBackHead() override;
@@ -99,6 +102,8 @@ struct Http2Stream final : public DownstreamStream {
 
  private:
   void wantPump();
+  // Fields as HTTP/2 wants them: lower-case names, no connection-specific field; copied.
+  void appendFields(const HeaderList& fields, std::vector<nghttp2_nv>& to);
 };
 
 class Http2ServerCodec {

@@ -68,7 +68,16 @@ struct Http2Callbacks {
       return NGHTTP2_ERR_DEFERRED;
     }
     *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (s->response_ended && n == s->out.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (s->response_ended && n == s->out.size()) {
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+      if (s->has_trailers) {
+        s->has_trailers = false;
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        if (nghttp2_submit_trailer(session, stream_id, s->trailers.data(), s->trailers.size()) != 0) {
+          return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+        }
+      }
+    }
     return ssize_t(n);
   }
 
@@ -112,11 +121,20 @@ struct Http2Callbacks {
       c.fail("header_list_flood", NGHTTP2_ENHANCE_YOUR_CALM);
       return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
-      return 0;  // trailers: not forwarded to HTTP/1.1 upstreams
-    }
+    if (frame->hd.type != NGHTTP2_HEADERS) return 0;
     auto* s = static_cast<Http2Stream*>(nghttp2_session_get_stream_user_data(session, frame->hd.stream_id));
     if (!s) return 0;
+    if (frame->headers.cat != NGHTTP2_HCAT_REQUEST) {
+      // Trailers go upstream with the body's end (SPEC §8), within the same list limit.
+      s->header_bytes += namelen + valuelen + 32;
+      Exchange& ex = s->exchange;
+      std::string_view n = view(name, namelen);
+      if (s->header_bytes <= c.settings_.max_header_list_bytes && ex.request_trailers.size() < 128 &&
+          forwardableTrailer(n)) {
+        ex.request_trailers.add(n, view(value, valuelen));
+      }
+      return 0;
+    }
     // RFC 9113 §6.5.2's measure: name, value and 32 bytes per field.
     s->header_bytes += namelen + valuelen + 32;
     if (s->header_bytes > c.settings_.max_header_list_bytes) {

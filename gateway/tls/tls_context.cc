@@ -512,7 +512,14 @@ std::shared_ptr<const TlsClientContext> TlsClientContext::build(const UpstreamTl
   SSL_CTX* ctx = self->ctx_;
   if (!ctx) return fail("cannot create a TLS context (" + takeOpensslError() + ")");
   if (std::string e = configureCommon(ctx, TLS1_2_VERSION); !e.empty()) return fail(e);
-  if (SSL_CTX_set_alpn_protos(ctx, kAlpnHttp11, sizeof kAlpnHttp11) != 0) {
+  static constexpr unsigned char kAlpnH2[] = {2, 'h', '2'};
+  const unsigned char* offer = config.alpn == AlpnOffer::H2           ? kAlpnH2
+                               : config.alpn == AlpnOffer::H2OrHttp11 ? kAlpnH2Http11
+                                                                      : kAlpnHttp11;
+  unsigned offer_len = config.alpn == AlpnOffer::H2           ? sizeof kAlpnH2
+                       : config.alpn == AlpnOffer::H2OrHttp11 ? sizeof kAlpnH2Http11
+                                                              : sizeof kAlpnHttp11;
+  if (SSL_CTX_set_alpn_protos(ctx, offer, offer_len) != 0) {
     return fail("cannot set ALPN (" + takeOpensslError() + ")");
   }
   if (!config.ca.empty()) {

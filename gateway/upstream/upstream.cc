@@ -1,9 +1,12 @@
 #include "gateway/upstream/upstream.h"
 
+#include <algorithm>
 #include <cassert>
 
+#include "gateway/http1/chunked.h"
 #include "gateway/metrics.h"
 #include "gateway/stream_write.h"
+#include "gateway/upstream/http2_client.h"
 #include "gateway/worker.h"
 
 namespace gw {
@@ -82,24 +85,46 @@ size_t UpstreamPool::pickEndpoint(size_t avoid, bool* trial) {
 }
 
 AcquireResult UpstreamPool::acquire(UpstreamHandler* handler, size_t avoid_endpoint,
-                                    UpstreamConnection** out, bool* trial) {
+                                    UpstreamStream** out, bool* trial) {
+  *trial = false;
+  if (config_.protocol == UpstreamProtocol::Http1 || (config_.protocol == UpstreamProtocol::Auto && !tls_)) {
+    return acquireHttp1(handler, avoid_endpoint, SIZE_MAX, out, trial);
+  }
+  size_t e = pickEndpoint(avoid_endpoint, trial);
+  if (e == SIZE_MAX) return AcquireResult::NoEndpoint;
+  if (!multiplexed(e)) return acquireHttp1(handler, avoid_endpoint, e, out, trial);
+  return acquireHttp2(handler, e, out, trial);
+}
+
+bool UpstreamPool::multiplexed(size_t endpoint) const {
+  return config_.protocol == UpstreamProtocol::H2 ||
+         (config_.protocol == UpstreamProtocol::Auto && tls_ && endpoints_[endpoint].speaks_h2);
+}
+
+AcquireResult UpstreamPool::wait(UpstreamHandler* handler) {
+  uint32_t pending = state_->pending.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (pending > config_.max_pending) {
+    state_->pending.fetch_sub(1, std::memory_order_relaxed);
+    return AcquireResult::Overflow;
+  }
+  waiters_.push_back({handler, worker_.nowMs()});
+  armWaitTimer(100);
+  return AcquireResult::Queued;
+}
+
+AcquireResult UpstreamPool::acquireHttp1(UpstreamHandler* handler, size_t avoid_endpoint, size_t picked,
+                                         UpstreamStream** out, bool* trial) {
   // Bulkhead: connections in use are counted across workers (idle pooled ones are not: a
   // worker cannot lend its idle connections to another); past max_connections a request
   // waits for one (up to max_pending of them), past both it is refused.
-  *trial = false;
   uint32_t busy = state_->connections.fetch_add(1, std::memory_order_relaxed) + 1;
   if (busy > config_.max_connections) {
     state_->connections.fetch_sub(1, std::memory_order_relaxed);
-    uint32_t pending = state_->pending.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (pending > config_.max_pending) {
-      state_->pending.fetch_sub(1, std::memory_order_relaxed);
-      return AcquireResult::Overflow;
-    }
-    waiters_.push_back({handler, worker_.nowMs()});
-    armWaitTimer(100);
-    return AcquireResult::Queued;
+    if (*trial) endpointState(picked).releaseTrial();
+    *trial = false;
+    return wait(handler);
   }
-  size_t e = pickEndpoint(avoid_endpoint, trial);
+  size_t e = picked != SIZE_MAX ? picked : pickEndpoint(avoid_endpoint, trial);
   if (e == SIZE_MAX) {
     state_->connections.fetch_sub(1, std::memory_order_relaxed);
     return AcquireResult::NoEndpoint;
@@ -124,6 +149,53 @@ AcquireResult UpstreamPool::acquire(UpstreamHandler* handler, size_t avoid_endpo
   *out = c;
   return AcquireResult::Connection;
 }
+
+UpstreamConnection* UpstreamPool::roomyConnection(size_t endpoint) const {
+  // The first with room: streams gather on few connections, as the upstream prefers.
+  for (UpstreamConnection* c : endpoints_[endpoint].multiplexed) {
+    if (c->state_ != UpstreamConnection::State::Closing && c->h2_->hasCapacity()) return c;
+  }
+  return nullptr;
+}
+
+bool UpstreamPool::anyRoom() const {
+  for (size_t e = 0; e < endpoints_.size(); ++e) {
+    if (endpoints_[e].idle || roomyConnection(e)) return true;
+  }
+  return false;
+}
+
+AcquireResult UpstreamPool::acquireHttp2(UpstreamHandler* handler, size_t e, UpstreamStream** out,
+                                         bool* trial) {
+  UpstreamConnection* c = roomyConnection(e);
+  if (!c) {
+    // A connection counts against max_connections for its whole life; streams waiting for
+    // room count against max_pending (SPEC §8).
+    uint32_t busy = state_->connections.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (busy > config_.max_connections) {
+      state_->connections.fetch_sub(1, std::memory_order_relaxed);
+      if (*trial) endpointState(e).releaseTrial();
+      *trial = false;
+      return wait(handler);
+    }
+    c = new UpstreamConnection(*this, e);
+    ++live_;
+    c->busy_ = true;
+    c->startHttp2();
+    endpoints_[e].multiplexed.push_back(c);
+    c->connect();
+  }
+  *out = c->h2_->open(handler);
+  return AcquireResult::Connection;
+}
+
+void UpstreamPool::becameHttp2(UpstreamConnection* c) {
+  endpoints_[c->endpoint_index_].multiplexed.push_back(c);
+}
+
+Http2UpstreamStream* UpstreamPool::acquireStream() { return free_streams_.acquire(); }
+
+void UpstreamPool::releaseStream(Http2UpstreamStream* s) { free_streams_.release(s); }
 
 void UpstreamPool::countRequest() { retry_budget_.countRequest(worker_.nowMs()); }
 
@@ -165,8 +237,8 @@ void UpstreamPool::onWaitTimer(uv_timer_t* t) noexcept {
     w.erase(w.begin());
     pool->state_->pending.fetch_sub(1, std::memory_order_relaxed);
   }
-  bool capacity = pool->state_->connections.load(std::memory_order_relaxed) < pool->config_.max_connections;
-  for (auto& e : pool->endpoints_) capacity |= e.idle != nullptr;
+  bool capacity = pool->state_->connections.load(std::memory_order_relaxed) < pool->config_.max_connections ||
+                  pool->anyRoom();
   UpstreamHandler* next = nullptr;
   if (capacity && !w.empty()) {
     next = w.front().handler;
@@ -203,6 +275,12 @@ void UpstreamPool::retire() {
       removeIdle(c);
       c->close();
     }
+    // HTTP/2 connections close once their last stream is done (streamsFreed).
+    std::vector<UpstreamConnection*> unused;
+    for (UpstreamConnection* c : ep.multiplexed) {
+      if (c->h2_->streams() == 0) unused.push_back(c);
+    }
+    for (UpstreamConnection* c : unused) c->close();
   }
 }
 
@@ -292,9 +370,102 @@ void UpstreamConnection::onConnected(int status) {
   flush();
 }
 
-void UpstreamConnection::expectResponse(uint64_t timeout_ms, bool head_request) {
-  response_.setHeadRequest(head_request);
-  response_timeout_ms_ = timeout_ms;
+void UpstreamConnection::sendHead(const UpstreamRequestHead& head) {
+  size_t before = out_.size();
+  // The head outlives every attempt: sent from where it is, and copied only if the kernel
+  // does not take it at once (flush() internalizes). An endpoint's Host is known only now.
+  out_.appendViews(*head.http1);
+  if (head.host_from_endpoint) {
+    out_.appendFieldLine("Host", endpoint().text);
+    out_.append("\r\n", 2);
+  }
+  request_head_bytes_ = out_.size() - before;
+  request_tail_bytes_ = 0;
+  chunked_request_ = head.chunked;
+  response_.setHeadRequest(head.head_request);
+  response_timeout_ms_ = head.response_timeout_ms;
+  if (!head.body) requestComplete();
+}
+
+void UpstreamConnection::sendBody(const char* data, size_t len) {
+  if (chunked_request_) {
+    http1::appendChunk(out_, data, len);
+  } else {
+    out_.appendExternal(data, len);
+  }
+}
+
+void UpstreamConnection::endRequest(const HeaderList* trailers) {
+  if (chunked_request_) {
+    size_t before = out_.size();
+    // Trailer fields go after the last chunk; a body with a Content-Length has nowhere
+    // to put them (RFC 9110 §6.5: they may be dropped).
+    out_.append("0\r\n", 3);
+    if (trailers) {
+      for (const Header& h : *trailers) out_.appendFieldLine(h.name, h.value);
+    }
+    out_.append("\r\n", 2);
+    request_tail_bytes_ = out_.size() - before;
+  }
+  requestComplete();
+}
+
+void UpstreamConnection::takeUnsentBody(Buffer& to) {
+  // The body without its head, and without the last chunk: the next attempt ends it.
+  out_.drain(std::min(request_head_bytes_, out_.size()));
+  to.moveFront(out_, out_.size() - std::min(request_tail_bytes_, out_.size()));
+  out_.clear();
+}
+
+void UpstreamConnection::release() { pool_.release(this); }
+
+size_t UpstreamConnection::maxResponseHeadBytes() const { return pool_.worker().limits().max_response_head_bytes; }
+
+uint64_t UpstreamConnection::nowMs() const { return uv_now(timer_.loop); }
+
+void UpstreamConnection::deadlineAt(uint64_t due_ms) {
+  // The earliest of the streams' deadlines: the timer then finds the others.
+  if (deadline_ms_ != 0 && deadline_ms_ <= due_ms) return;
+  uint64_t now = nowMs();
+  setDeadline(due_ms > now ? due_ms - now : 0);
+}
+
+void UpstreamConnection::startHttp2() { h2_ = std::make_unique<Http2ClientSession>(*this); }
+
+bool UpstreamConnection::onHandshake() {
+  bool h2 = tls_->info().alpn == "h2";
+  if (pool_.config().protocol == UpstreamProtocol::Auto) pool_.endpoints_[endpoint_index_].speaks_h2 = h2;
+  if (h2_ && !h2) {
+    // `h2` needs ALPN h2; under `auto` the endpoint changed its mind since the last
+    // handshake: its streams, never sent, go again over HTTP/1.1.
+    fail(pool_.config().protocol == UpstreamProtocol::Auto ? UpstreamError::Refused : UpstreamError::TlsFailed);
+    return false;
+  }
+  if (!h2_ && h2) {
+    // `auto`, first contact: the request queued here as HTTP/1.1 goes again, as HTTP/2, on
+    // this very connection (nothing of it was sent).
+    UpstreamHandler* h = handler_;
+    handler_ = nullptr;
+    startHttp2();
+    pool_.becameHttp2(this);
+    if (h) h->onUpstreamError(UpstreamError::Refused, false, false);
+    out_.clear();
+    if (state_ == State::Closing) return false;
+    if (h2_->streams() == 0) streamsFreed();
+  }
+  flush();
+  return state_ != State::Closing;
+}
+
+void UpstreamConnection::streamsFreed() {
+  pool_.wakeWaiter();
+  if (state_ == State::Closing || !h2_ || h2_->streams() > 0) return;
+  if (h2_->finished() || pool_.retired_) {
+    close();
+    return;
+  }
+  idle_since_ms_ = nowMs();
+  deadlineAt(idle_since_ms_ + uint64_t(pool_.config().keepalive.idle_timeout.count()));
 }
 
 void UpstreamConnection::requestComplete() {
@@ -319,8 +490,15 @@ void UpstreamConnection::flush() {
     out_.internalize();  // the caller's input block is about to be reused
     return;
   }
-  // TLS: the session queues plaintext until its handshake is done, then encrypts it.
-  if (tls_ && !out_.empty() && !tls_->encrypt(out_)) {
+  if (h2_ && !h2_->produce()) {
+    close();
+    return;
+  }
+  // TLS: the session queues plaintext until its handshake is done, then encrypts it; but
+  // where ALPN decides the protocol, nothing is queued before it has.
+  bool hold = tls_ && tls_->state() == TlsState::Handshaking && pool_.config().protocol != UpstreamProtocol::Http1;
+  if (hold) out_.internalize();
+  if (tls_ && !out_.empty() && !hold && !tls_->encrypt(out_)) {
     fail(UpstreamError::Reset);
     return;
   }
@@ -328,6 +506,7 @@ void UpstreamConnection::flush() {
                       onWriteCb)) {
     case WriteResult::Done:
       if (handler_) handler_->onUpstreamDrained();
+      if (h2_) h2_->notifyDrained();
       break;
     case WriteResult::Pending:
       // Until the request is complete the response timeout does not run, so an upstream
@@ -390,7 +569,7 @@ void UpstreamConnection::onAllocCb(uv_handle_t* h, size_t, uv_buf_t* buf) noexce
     buf->len = n;
     return;
   }
-  if (c->response_.headComplete() || c->large_responses_) c->in_.reserveBulk();
+  if (c->response_.headComplete() || c->large_responses_ || c->h2_) c->in_.reserveBulk();
   char* p = c->in_.writable(&n, c->inputLimit());
   buf->base = p;
   buf->len = p ? n : 0;
@@ -404,6 +583,11 @@ void UpstreamConnection::onRead(ssize_t nread) {
   if (state_ == State::Closing) return;
   if (nread == 0) {
     if (in_.length() == 0) in_.release();
+    return;
+  }
+  if (nread < 0 && h2_) {
+    // Streams cut short fail; a connection with none simply ends.
+    fail(UpstreamError::Reset);
     return;
   }
   if (nread < 0) {
@@ -430,7 +614,7 @@ void UpstreamConnection::onRead(ssize_t nread) {
       return;
     }
   }
-  if (state_ == State::Idle || !handler_) {
+  if (state_ == State::Idle || (!handler_ && !h2_)) {
     // Bytes nobody asked for: the connection is out of step; drop it.
     if (state_ == State::Idle) pool_.removeIdle(this);
     close();
@@ -452,24 +636,48 @@ void UpstreamConnection::onRead(ssize_t nread) {
         fail(response_.headComplete() || handshaken ? UpstreamError::Reset : UpstreamError::TlsFailed);
         return;
       }
+      // ALPN decides before anything is encrypted for the upstream.
+      if (!handshaken && tls_->state() == TlsState::Established && !onHandshake()) return;
       if (tls_->wantsWrite()) flush();  // handshake messages
       if (state_ == State::Closing) return;
       if (res.plaintext > 0) {
-        parseInput();
-        if (state_ == State::Closing || !handler_) return;
+        if (h2_) {
+          receiveHttp2();
+          if (state_ == State::Closing) return;
+        } else {
+          parseInput();
+          if (state_ == State::Closing || !handler_) return;
+        }
       }
       if (!res.sink_full) break;
-      if (in_.unconsumed() == in_.capacity() && !response_.headComplete()) {
+      if (!h2_ && in_.unconsumed() == in_.capacity() && !response_.headComplete()) {
         fail(UpstreamError::HeadTooLarge);  // parseInput() took nothing from a full block
         return;
       }
     }
-    if (tls_->peerClosed() && !response_.complete() && !endsAtEof()) fail(UpstreamError::Reset);
+    if (tls_->peerClosed() && (h2_ || (!response_.complete() && !endsAtEof()))) fail(UpstreamError::Reset);
     return;
   }
   in_.added(size_t(nread));
   response_bytes_ += uint64_t(nread);
-  parseInput();
+  if (h2_) {
+    receiveHttp2();
+  } else {
+    parseInput();
+  }
+}
+
+void UpstreamConnection::receiveHttp2() {
+  // Everything is consumed: nghttp2 keeps what it needs of a partial frame itself. Body
+  // bytes handed on are views into the block, valid until receive() returns.
+  if (!h2_->receive(in_.data() + in_.consumed(), in_.unconsumed())) {
+    close();
+    return;
+  }
+  if (state_ == State::Closing) return;
+  in_.consume(in_.unconsumed());
+  in_.compact();
+  if (h2_->finished()) close();
 }
 
 void UpstreamConnection::parseInput() {
@@ -552,6 +760,10 @@ bool UpstreamConnection::onResponseHead(UpstreamResponseHead& head) {
   return handler_ != nullptr;
 }
 
+void UpstreamConnection::onResponseTrailers(HeaderList& trailers) {
+  if (handler_) handler_->onUpstreamTrailers(trailers);
+}
+
 void UpstreamConnection::onResponseBody(const char* data, size_t len) {
   if (handler_) handler_->onUpstreamBody(data, len);
 }
@@ -586,6 +798,18 @@ void UpstreamConnection::onTimer() {
       fail(connect_failed_ ? UpstreamError::ConnectFailed : UpstreamError::ConnectTimeout);
       break;
     case State::Active:
+      if (h2_) {
+        h2_->onTimer(nowMs());
+        if (state_ == State::Active && h2_->streams() == 0) {
+          uint64_t idle_due = idle_since_ms_ + uint64_t(pool_.config().keepalive.idle_timeout.count());
+          if (nowMs() >= idle_due) {
+            close();
+          } else {
+            deadlineAt(idle_due);
+          }
+        }
+        break;
+      }
       fail(response_.headComplete() ? UpstreamError::Reset : UpstreamError::ResponseTimeout);
       break;
     case State::Idle:
@@ -611,6 +835,11 @@ void UpstreamConnection::becomeIdle() {
 }
 
 void UpstreamConnection::fail(UpstreamError e) {
+  if (h2_) {
+    h2_->failAll(e);
+    close();
+    return;
+  }
   UpstreamHandler* h = handler_;
   bool started = response_.headComplete();
   handler_ = nullptr;
@@ -628,6 +857,11 @@ void UpstreamConnection::close() {
   if (state_ == State::Closing) return;
   state_ = State::Closing;
   handler_ = nullptr;
+  if (h2_) {
+    h2_->failAll(UpstreamError::Reset);  // no stream is left waiting on a closed connection
+    auto& list = pool_.endpoints_[endpoint_index_].multiplexed;
+    list.erase(std::remove(list.begin(), list.end(), this), list.end());
+  }
   pool_.releaseBusy(this);
   uv_timer_stop(&timer_);
   pending_closes_ = 2;

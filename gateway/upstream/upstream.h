@@ -1,14 +1,14 @@
-// Connections to upstream endpoints and the per-worker keep-alive pool.
+// Connections to upstream endpoints and the per-worker pool.
 //
 // Contract:
 // - An UpstreamPool belongs to one worker and one configuration Generation; all its
 //   connections live on that worker's loop.
-// - acquire() hands out a connection that is either idle-and-connected (reused) or
-//   connecting; the caller writes its request into out() at once (it is sent when the
-//   connection is up) and gets the response through its UpstreamHandler.
-// - A connection with a handler calls exactly one terminal callback: onUpstreamComplete()
-//   or onUpstreamError(). After either, the handler MUST call release() (complete) or
-//   nothing (error: the connection closes itself) and MUST NOT touch it again.
+// - acquire() hands out an UpstreamStream (upstream_stream.h): over HTTP/1.1 a connection
+//   that is either idle-and-connected (reused) or connecting; over HTTP/2 a stream on a
+//   connection with room for one more (the upstream's SETTINGS_MAX_CONCURRENT_STREAMS), or
+//   on a new one. The caller queues its request at once (sent when the connection is up).
+// - The bulkhead counts connections in use (an HTTP/2 connection for its whole life) and
+//   requests waiting for one (max_connections, max_pending).
 #pragma once
 
 #include <llhttp.h>
@@ -24,77 +24,61 @@
 #include "gateway/http1/response_parser.h"
 #include "gateway/upstream/retry_budget.h"
 #include "gateway/tls/tls_session.h"
+#include "gateway/upstream/upstream_stream.h"
+#include "gateway/free_list.h"
 
 namespace gw {
 
 class Worker;
 class UpstreamPool;
-
-enum class UpstreamError {
-  // The two connect errors leave out() as it was queued: nothing reached the upstream.
-  ConnectFailed,    // refused, unreachable
-  ConnectTimeout,
-  TlsFailed,        // the TLS handshake failed (e.g. a certificate not trusted): connected,
-                    // but not to an upstream we can talk to
-  ResponseTimeout,  // no response head within the timeout
-  Reset,            // closed or reset before a complete response
-  BadResponse,      // not a response every HTTP/1.1 parser reads the same way
-  HeadTooLarge,     // no complete head within limits.max_response_header_bytes
-};
-
-class UpstreamHandler {
- public:
-  virtual ~UpstreamHandler() = default;
-  virtual void onUpstreamHead(UpstreamResponseHead& head) = 0;
-  virtual void onUpstreamBody(const char* data, size_t len) = 0;
-  // The response is complete. The connection can be released now.
-  virtual void onUpstreamComplete() = 0;
-  // After each read was parsed: bytes handed to onUpstreamBody() are valid until return.
-  virtual void onUpstreamReadDone() = 0;
-  // Terminal. `reused`: the connection came from the pool (the request may be retried
-  // if nothing of the response arrived).
-  virtual void onUpstreamError(UpstreamError e, bool response_started, bool reused) = 0;
-  // The request bytes queued in out() fell below the low watermark.
-  virtual void onUpstreamDrained() = 0;
-  // A request queued by acquire() (bulkhead full) may try again; or, with `expired`, it
-  // waited longer than the connect timeout.
-  virtual void onUpstreamAvailable(bool expired) = 0;
-  // After a 101 the connection is a byte tunnel: raw bytes from the upstream, valid until
-  // onUpstreamReadDone() returns. Its end is reported as onUpstreamError(Reset, true, ..).
-  virtual void onUpstreamTunnelData(const char* data, size_t len) = 0;
-};
+class Http2ClientSession;
+struct Http2UpstreamStream;
 
 enum class AcquireResult {
-  Connection,  // *out is set
+  Connection,  // *out is set (a connection or an HTTP/2 stream)
   Queued,      // onUpstreamAvailable() follows
   NoEndpoint,  // every endpoint unhealthy or its breaker open: 503 at once
   Overflow,    // max_connections and max_pending both reached: 503 at once
 };
 
-class UpstreamConnection final : private ResponseParser::Sink {
+class UpstreamConnection final : public UpstreamStream, private ResponseParser::Sink {
  public:
-  Buffer& out() { return out_; }
+  // --- UpstreamStream: over HTTP/1.1 the connection is its request's stream ---
+  UpstreamProtocolUsed protocol() const override { return UpstreamProtocolUsed::Http1; }
+  void sendHead(const UpstreamRequestHead& head) override;
+  void sendBody(const char* data, size_t len) override;
+  void endRequest(const HeaderList* trailers) override;
   // Sends what is in out(); safe to call while connecting (sent once connected).
-  void flush();
-  // Before the request is queued: its response timeout, and whether it is a HEAD.
-  void expectResponse(uint64_t timeout_ms, bool head_request);
-  // The whole request (head and body) is queued: the response timeout runs from now (from
-  // the connect if still connecting). A client slow to send its body is not the upstream's
-  // fault, so the timer must not run while the body arrives.
-  void requestComplete();
-  void pauseReading();
-  void resumeReading();
-  bool reused() const { return reused_; }
+  void flush() override;
   // Request bytes not yet on the wire (encrypted ones included).
-  size_t pendingBytes() const { return out_.size() + (tls_ ? tls_->output().size() : 0); }
-  const SocketAddress& endpoint() const;
-  size_t endpointIndex() const { return endpoint_index_; }
+  size_t pendingBytes() const override { return out_.size() + (tls_ ? tls_->output().size() : 0); }
+  void takeUnsentBody(Buffer& to) override;
+  void resendBody(Buffer& from) override { out_.moveFrom(from); }
+  void pauseReading() override;
+  void resumeReading() override;
+  bool reused() const override { return reused_; }
+  const SocketAddress& endpoint() const override;
+  size_t endpointIndex() const override { return endpoint_index_; }
+  void release() override;
   // Detaches the handler and closes (the downstream went away or gave up).
-  void abort();
+  void abort() override;
+
+  // --- the transport, for an HTTP/2 session on it ---
+  Buffer& out() { return out_; }
+  bool outputFull() const { return pendingBytes() >= kOutputHighWatermark; }
+  size_t maxResponseHeadBytes() const;
+  uint64_t nowMs() const;
+  // A stream's deadline: the connection's timer fires no later than `due_ms` (loop time).
+  void deadlineAt(uint64_t due_ms);
+  UpstreamPool& pool() { return pool_; }
+  // Streams were freed: room for waiting requests, or the connection may go idle.
+  void streamsFreed();
 
  private:
   friend class UpstreamPool;
   enum class State { Connecting, Idle, Active, Closing };
+  // An HTTP/2 session stops framing output above this (resumed once written).
+  static constexpr size_t kOutputHighWatermark = 256 * 1024;
 
   UpstreamConnection(UpstreamPool& pool, size_t endpoint_index);
   void connect();
@@ -115,6 +99,12 @@ class UpstreamConnection final : private ResponseParser::Sink {
   void clearDeadline() { deadline_ms_ = 0; }
   void fail(UpstreamError e);
   void becomeIdle();
+  // After the TLS handshake: what ALPN chose decides the protocol (SPEC §8).
+  bool onHandshake();
+  void startHttp2();
+  void receiveHttp2();
+  // An HTTP/2 connection with no stream: closes after the keep-alive idle timeout.
+  void idleHttp2();
 
   static void onConnectCb(uv_connect_t* req, int status) noexcept;
   static void onAllocCb(uv_handle_t* h, size_t hint, uv_buf_t* buf) noexcept;
@@ -123,14 +113,17 @@ class UpstreamConnection final : private ResponseParser::Sink {
   static void onTimerCb(uv_timer_t* t) noexcept;
   static void onCloseCb(uv_handle_t* h) noexcept;
   void armResponseTimer();
+  void requestComplete();
 
   bool onResponseHead(UpstreamResponseHead& head) override;
   void onResponseBody(const char* data, size_t len) override;
+  void onResponseTrailers(HeaderList& trailers) override;
   void startTunnel();
   void completeResponse();
   bool endsAtEof();
   size_t inputLimit() const;
 
+  std::unique_ptr<Http2ClientSession> h2_;  // speaks HTTP/2
   uv_tcp_t tcp_{};
   uv_timer_t timer_{};
   uint64_t deadline_ms_ = 0;   // loop time the current deadline falls due; 0: none
@@ -151,6 +144,9 @@ class UpstreamConnection final : private ResponseParser::Sink {
   bool read_paused_ = false;
   bool reused_ = false;
   bool keep_alive_ = true;
+  bool chunked_request_ = false;  // the request body is framed chunked
+  size_t request_head_bytes_ = 0;  // the head at the front of out_ (takeUnsentBody)
+  size_t request_tail_bytes_ = 0;  // the last chunk and trailers at its end
   bool tunnel_ = false;  // switched protocols: bytes pass through unparsed
   bool busy_ = false;    // counted in the upstream's connections in use (bulkhead)
   // The previous response did not fit one slice: read the next in bulk from its first
@@ -180,7 +176,7 @@ class UpstreamPool {
   // `avoid_endpoint` when another qualifies (a retry goes elsewhere), and gives a pooled
   // connection to it or opens one. A failed connect is reported through the handler.
   // `*trial` tells the caller it carries a half-open breaker's trial request.
-  AcquireResult acquire(UpstreamHandler* handler, size_t avoid_endpoint, UpstreamConnection** out,
+  AcquireResult acquire(UpstreamHandler* handler, size_t avoid_endpoint, UpstreamStream** out,
                         bool* trial);
   // Withdraws a handler queued by acquire().
   void cancelWait(UpstreamHandler* handler);
@@ -196,6 +192,9 @@ class UpstreamPool {
   // Gives a connection whose response is complete back to the pool (or closes it when it
   // cannot be reused or the pool is full).
   void release(UpstreamConnection* c);
+  // HTTP/2 streams, pooled per worker like the connections' request objects.
+  Http2UpstreamStream* acquireStream();
+  void releaseStream(Http2UpstreamStream* s);
   // Closes idle connections and makes later releases close theirs.
   void retire();
   const UpstreamConfig& config() const { return config_; }
@@ -204,6 +203,19 @@ class UpstreamPool {
 
  private:
   friend class UpstreamConnection;
+  // `picked`: the endpoint chosen already, or SIZE_MAX.
+  AcquireResult acquireHttp1(UpstreamHandler* handler, size_t avoid_endpoint, size_t picked,
+                             UpstreamStream** out, bool* trial);
+  AcquireResult acquireHttp2(UpstreamHandler* handler, size_t endpoint, UpstreamStream** out,
+                             bool* trial);
+  // Over the bulkhead: the request waits (Queued) or is refused (Overflow).
+  AcquireResult wait(UpstreamHandler* handler);
+  // Whether an endpoint's requests go over HTTP/2: `h2`, or `auto` once ALPN said so.
+  bool multiplexed(size_t endpoint) const;
+  // An HTTP/2 connection to `endpoint` with room for another stream, or null.
+  UpstreamConnection* roomyConnection(size_t endpoint) const;
+  bool anyRoom() const;
+  void becameHttp2(UpstreamConnection* c);
   void pushIdle(UpstreamConnection* c);
   void removeIdle(UpstreamConnection* c);
   void connectionClosed();
@@ -221,6 +233,8 @@ class UpstreamPool {
     uint32_t idle_count = 0;
     uint32_t active = 0;
     uint16_t label = 0;  // metrics::labelId(address)
+    bool speaks_h2 = false;  // `auto`: ALPN chose h2 on this endpoint's last handshake
+    std::vector<UpstreamConnection*> multiplexed;  // its HTTP/2 connections
   };
   std::vector<Endpoint> endpoints_;
   std::shared_ptr<UpstreamState> state_;
@@ -235,6 +249,7 @@ class UpstreamPool {
   std::vector<Waiter> waiters_;  // FIFO; short
   uv_timer_t* wait_timer_ = nullptr;
   RetryBudget retry_budget_;
+  FreeList<Http2UpstreamStream> free_streams_{256};
 };
 
 }  // namespace gw

@@ -56,6 +56,7 @@ bool isTokenChar(unsigned char c) {
 struct Outcome {
   int status = 0;
   std::vector<std::pair<std::string, std::string>> fields;
+  std::vector<std::pair<std::string, std::string>> trailers;
   BodyFraming framing = BodyFraming::None;
   uint64_t content_length = 0;
   std::string body;
@@ -87,6 +88,17 @@ class Recorder final : public ResponseParser::Sink {
   void onResponseBody(const char* data, size_t len) override {
     check(out_.status != 0, "body before the head");
     out_.body.append(data, len);
+  }
+  void onResponseTrailers(HeaderList& trailers) override {
+    check(out_.status != 0, "trailers before the head");
+    check(out_.framing == BodyFraming::Chunked, "trailers without a chunked body");
+    for (const Header& h : trailers) {
+      check(!h.name.empty(), "empty trailer name");
+      for (unsigned char c : h.name) check(isTokenChar(c), "trailer name is not a token");
+      for (unsigned char c : h.value) check(c >= 0x20 || c == '\t', "control character in a trailer value");
+      check(forwardableTrailer(h.name), "a framing or routing field passed as a trailer");
+      out_.trailers.emplace_back(h.name, h.value);
+    }
   }
 
  private:
@@ -170,6 +182,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   check(whole.status == split.status && whole.fields == split.fields, "the head depends on the split");
+  check(whole.trailers == split.trailers, "the trailers depend on the split");
   check(whole.end == split.end && whole.eof_complete == split.eof_complete, "the outcome depends on the split");
   check(whole.body == split.body, "the body depends on the split");
   return 0;
