@@ -489,7 +489,7 @@ void Exchange::onUpstreamError(UpstreamError e, bool response_began, bool reused
   countBadResponse(e, response_began);
   // An upstream never reached has none of the body: what it queued goes to the next attempt.
   bool never_reached = e == UpstreamError::ConnectFailed || e == UpstreamError::ConnectTimeout;
-  bool connect_failure = never_reached || e == UpstreamError::TlsFailed;
+  bool connect_failure = never_reached || e == UpstreamError::TlsFailed || e == UpstreamError::NoHttp2;
   if (!response_began &&
       retryPossible(connect_failure && upstreamPool().config().retries.on_connect_failure,
                     never_reached && failed)) {
@@ -511,6 +511,9 @@ void Exchange::onUpstreamError(UpstreamError e, bool response_began, bool reused
       break;
     case UpstreamError::TlsFailed:
       reject(502, "Upstream TLS handshake failed");
+      break;
+    case UpstreamError::NoHttp2:
+      reject(502, "Upstream did not agree to HTTP/2 (ALPN)");
       break;
     case UpstreamError::ResponseTimeout:
       reject(504, "Upstream response timeout");

@@ -6,6 +6,7 @@
 #include <llhttp.h>
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -71,5 +72,36 @@ inline void HeadCollector::toHeaders(const char* base, HeaderList& out) const {
     out.addRef(view(base, name), v);
   }
 }
+
+// Collects a chunked body's trailer section (RFC 9112 §7.1.2) from llhttp's field
+// callbacks, which come after the body, over any number of reads: each field is copied
+// into the list's arena once complete. Held to the head's rules: at most `max_bytes` in
+// all, no control character in a value; fields that frame, route or are hop-by-hop are
+// not kept (forwardableTrailer).
+class TrailerCollector {
+ public:
+  enum class Result { Ok, TooLarge, Malformed };
+
+  void reset() {
+    name_.clear();
+    value_.clear();
+    bytes_ = 0;
+  }
+  bool seen() const { return bytes_ > 0; }
+  Result onName(const char* at, size_t len, size_t max_bytes) { return add(name_, at, len, max_bytes); }
+  Result onValue(const char* at, size_t len, size_t max_bytes) { return add(value_, at, len, max_bytes); }
+  Result onFieldComplete(HeaderList& into, size_t max_fields);
+
+ private:
+  Result add(std::string& to, const char* at, size_t len, size_t max_bytes) {
+    bytes_ += len;
+    if (bytes_ > max_bytes) return Result::TooLarge;
+    to.append(at, len);
+    return Result::Ok;
+  }
+
+  std::string name_, value_;
+  size_t bytes_ = 0;
+};
 
 }  // namespace gw

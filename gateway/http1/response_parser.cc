@@ -27,12 +27,10 @@ void ResponseParser::reset(size_t max_head_bytes) {
   parser_.data = this;
   head_.reset();
   headers_.clear();
-  if (trailer_bytes_ > 0) {  // rare: only after a response that had trailers
+  if (trailer_.seen()) {  // rare: only after a response that had trailers
     trailers_.clear();
     trailer_arena_.reset();
-    trailer_name_.clear();
-    trailer_value_.clear();
-    trailer_bytes_ = 0;
+    trailer_.reset();
   }
   head_base_ = nullptr;
   max_head_bytes_ = max_head_bytes;
@@ -103,15 +101,7 @@ bool ResponseParser::finishAtEof() {
 
 int ResponseParser::onHeaderField(llhttp_t* p, const char* at, size_t len) {
   ResponseParser* r = self(p);
-  if (r->head_done_) {  // a trailer field
-    r->trailer_bytes_ += len;
-    if (r->trailer_bytes_ > r->max_head_bytes_) {
-      r->verdict_ = Status::HeadTooLarge;
-      return -1;
-    }
-    r->trailer_name_.append(at, len);
-    return 0;
-  }
+  if (r->head_done_) return r->trailerResult(r->trailer_.onName(at, len, r->max_head_bytes_));
   r->head_.onField(r->head_base_, at, len);
   if (r->head_.fieldCount() <= kMaxResponseFields) return 0;
   r->verdict_ = Status::HeadTooLarge;
@@ -120,15 +110,7 @@ int ResponseParser::onHeaderField(llhttp_t* p, const char* at, size_t len) {
 
 int ResponseParser::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
   ResponseParser* r = self(p);
-  if (r->head_done_) {
-    r->trailer_bytes_ += len;
-    if (r->trailer_bytes_ > r->max_head_bytes_) {
-      r->verdict_ = Status::HeadTooLarge;
-      return -1;
-    }
-    r->trailer_value_.append(at, len);
-    return 0;
-  }
+  if (r->head_done_) return r->trailerResult(r->trailer_.onValue(at, len, r->max_head_bytes_));
   r->head_.onValue(r->head_base_, at, len);
   return 0;
 }
@@ -136,23 +118,13 @@ int ResponseParser::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
 int ResponseParser::onHeaderValueComplete(llhttp_t* p) {
   ResponseParser* r = self(p);
   if (!r->head_done_) return 0;
-  // Held to the head's rules: a value with a control character (a bare CR, NUL) is not
-  // one every parser reads alike; a field that frames or routes is not passed on.
-  std::string_view value = r->trailer_value_;
-  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
-  bool clean = std::none_of(value.begin(), value.end(), [](char c) {
-    return (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f;
-  });
-  if (!clean) {
-    r->verdict_ = Status::Malformed;
-    return -1;
-  }
-  if (forwardableTrailer(r->trailer_name_) && r->trailers_.size() < kMaxResponseFields) {
-    r->trailers_.add(r->trailer_name_, value);
-  }
-  r->trailer_name_.clear();
-  r->trailer_value_.clear();
-  return 0;
+  return r->trailerResult(r->trailer_.onFieldComplete(r->trailers_, kMaxResponseFields));
+}
+
+int ResponseParser::trailerResult(TrailerCollector::Result result) {
+  if (result == TrailerCollector::Result::Ok) return 0;
+  verdict_ = result == TrailerCollector::Result::TooLarge ? Status::HeadTooLarge : Status::Malformed;
+  return -1;
 }
 
 int ResponseParser::onHeadersComplete(llhttp_t* p) {

@@ -92,6 +92,7 @@ class ResponseParser {
   static int onBody(llhttp_t* p, const char* at, size_t len);
   static int onMessageComplete(llhttp_t* p);
   static int onHeaderValueComplete(llhttp_t* p);
+  int trailerResult(TrailerCollector::Result result);
   static const llhttp_settings_t& settings();
 
   Sink& sink_;
@@ -101,8 +102,7 @@ class ResponseParser {
   // Trailer fields arrive after the body, over any number of reads: copied as they come.
   StringArena trailer_arena_;
   HeaderList trailers_{&trailer_arena_};
-  std::string trailer_name_, trailer_value_;
-  size_t trailer_bytes_ = 0;
+  TrailerCollector trailer_;
   const char* head_base_ = nullptr;  // the head's first byte, during its llhttp_execute
   size_t max_head_bytes_ = 0;
   size_t scanned_ = 0;  // head bytes already checked line by line

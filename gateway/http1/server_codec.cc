@@ -20,6 +20,7 @@ Http1ServerCodec* fromParser(llhttp_t* p) { return static_cast<Http1ServerCodec*
 void Http1Request::recycle() {
   exchange.reset();
   head.reset();
+  if (trailer.seen()) trailer.reset();
   output.out.clear();
   output.writing_bytes = 0;
   parsed = 0;
@@ -133,6 +134,7 @@ int Http1ServerCodec::onUrl(llhttp_t* p, const char* at, size_t len) {
 
 int Http1ServerCodec::onHeaderField(llhttp_t* p, const char* at, size_t len) {
   auto* c = fromParser(p);
+  if (c->req_->exchange.head_complete) return c->onTrailer(c->req_->trailer.onName(at, len, c->maxTrailerBytes()));
   c->req_->head.onField(c->headBase(), at, len);
   if (c->req_->head.fieldCount() > kMaxRequestHeaders) {
     c->req_->reject_status = 431;
@@ -143,8 +145,26 @@ int Http1ServerCodec::onHeaderField(llhttp_t* p, const char* at, size_t len) {
 
 int Http1ServerCodec::onHeaderValue(llhttp_t* p, const char* at, size_t len) {
   auto* c = fromParser(p);
+  if (c->req_->exchange.head_complete) return c->onTrailer(c->req_->trailer.onValue(at, len, c->maxTrailerBytes()));
   c->req_->head.onValue(c->headBase(), at, len);
   return 0;
+}
+
+int Http1ServerCodec::onHeaderValueComplete(llhttp_t* p) {
+  auto* c = fromParser(p);
+  Http1Request& r = *c->req_;
+  if (!r.exchange.head_complete) return 0;
+  return c->onTrailer(r.trailer.onFieldComplete(r.exchange.request_trailers, kMaxRequestHeaders));
+}
+
+size_t Http1ServerCodec::maxTrailerBytes() const { return conn_.worker().limits().max_head_bytes; }
+
+int Http1ServerCodec::onTrailer(TrailerCollector::Result result) {
+  // The chunked body's trailer section (forwarded upstream with the body's end), held to
+  // the head's limits.
+  if (result == TrailerCollector::Result::Ok) return 0;
+  req_->reject_status = result == TrailerCollector::Result::TooLarge ? 431 : 400;
+  return HPE_USER;
 }
 
 int Http1ServerCodec::onHeadersCompleteCb(llhttp_t* p) { return fromParser(p)->onHeadersComplete(); }
@@ -278,6 +298,7 @@ const llhttp_settings_t& Http1ServerCodec::parserSettings() {
     s.on_url = onUrl;
     s.on_header_field = onHeaderField;
     s.on_header_value = onHeaderValue;
+    s.on_header_value_complete = onHeaderValueComplete;
     s.on_headers_complete = onHeadersCompleteCb;
     s.on_body = onBody;
     s.on_message_complete = onMessageComplete;

@@ -41,6 +41,7 @@ struct Http1Request {
   Exchange exchange;
   llhttp_t parser{};
   HeadCollector head;
+  TrailerCollector trailer;  // the chunked body's trailer section
   OutputSlot output;  // to the client
   size_t parsed = 0;      // head bytes parsed so far (they stay unconsumed in the block)
   int reject_status = 0;  // set by parser callbacks that refuse the request
@@ -119,6 +120,9 @@ class Http1ServerCodec final : public DownstreamStream {
   static int onUrl(llhttp_t* p, const char* at, size_t len);
   static int onHeaderField(llhttp_t* p, const char* at, size_t len);
   static int onHeaderValue(llhttp_t* p, const char* at, size_t len);
+  static int onHeaderValueComplete(llhttp_t* p);
+  int onTrailer(TrailerCollector::Result result);
+  size_t maxTrailerBytes() const;
   static int onHeadersCompleteCb(llhttp_t* p);
   static int onBody(llhttp_t* p, const char* at, size_t len);
   static int onMessageComplete(llhttp_t* p);

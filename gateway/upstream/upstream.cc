@@ -438,7 +438,7 @@ bool UpstreamConnection::onHandshake() {
   if (h2_ && !h2) {
     // `h2` needs ALPN h2; under `auto` the endpoint changed its mind since the last
     // handshake: its streams, never sent, go again over HTTP/1.1.
-    fail(pool_.config().protocol == UpstreamProtocol::Auto ? UpstreamError::Refused : UpstreamError::TlsFailed);
+    fail(pool_.config().protocol == UpstreamProtocol::Auto ? UpstreamError::Refused : UpstreamError::NoHttp2);
     return false;
   }
   if (!h2_ && h2) {

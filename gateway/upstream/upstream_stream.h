@@ -29,6 +29,7 @@ enum class UpstreamError {
   ConnectTimeout,
   TlsFailed,        // the TLS handshake failed (e.g. a certificate not trusted): connected,
                     // but not to an upstream we can talk to
+  NoHttp2,          // `protocol: h2` over TLS, and ALPN did not choose h2
   ResponseTimeout,  // no response head within the timeout
   Reset,            // closed or reset before a complete response
   Refused,          // HTTP/2: the upstream refused the stream unprocessed (REFUSED_STREAM, or
