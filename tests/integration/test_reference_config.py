@@ -74,3 +74,24 @@ def test_reference_yaml_with_spec_10_tracing_checks_ok(tmp_path):
     line_no = variant[:variant.index("sampler: {ratio")].count("\n") + 1
     assert f"variant.yaml:{line_no}:" in result.stdout and "sampler ratio" in result.stdout, \
         result.stdout
+
+
+def test_reference_yaml_with_spec_8_protocol_checks_ok(tmp_path):
+    # SPEC §8 has landed: the upstream's commented `protocol:` line is accepted with each of
+    # its values, and a value outside them is refused at that line.
+    reference_workdir(tmp_path)
+    text = reference_yaml().read_text()
+    commented = "    # protocol: http1"
+    assert commented in text
+    path = tmp_path / "variant.yaml"
+    for value in ("http1", "h2", "auto"):
+        path.write_text(text.replace(commented, "    protocol: " + value + "  "))
+        result = subprocess.run([GATEWAY, "--check", "-c", str(path)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (value, result.stdout + result.stderr)
+    path.write_text(text.replace(commented, "    protocol: h3   "))
+    result = subprocess.run([GATEWAY, "--check", "-c", str(path)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    line_no = text[:text.index(commented)].count("\n") + 1
+    assert f"variant.yaml:{line_no}:" in result.stdout and "h3" in result.stdout, result.stdout
