@@ -238,6 +238,7 @@ void Exchange::startUpstream() {
   h.head_request = head_method;
   h.response_timeout_ms = timeout;
   up->sendHead(h);
+  if (upstream != up) return;  // an HTTP/2 session that could not take the stream failed it
   if (!held_body_.empty()) up->resendBody(held_body_);  // what an attempt that never got there took
   if (body && request_complete) up->endRequest(&request_trailers);
   up->flush();
