@@ -777,6 +777,7 @@ case_rate_limit() {
 # tracing on but nothing sampled (ids, the sampling decision and the traceparent header
 # only). The exporter thread's CPU is the gateway process's: it counts. The postcheck reads
 # the traced gateway's counters: spans exported, none dropped, or the figure means nothing.
+# With GATEWAY_BEFORE, that binary runs traced too (gateway-traced-before, base gateway).
 case_tracing() {
   CASE_DESC="tracing off, on at ratio 1.0 (spans exported over OTLP/HTTP), on at ratio 0"
   CASE_DIRECT=0
@@ -790,6 +791,14 @@ case_tracing() {
   take_port
   gateway_config "$1/gateway-traced.yaml" "$port" "$TRACED_ADMIN_PORT"
   add_target gateway-traced gateway "$1/gateway-traced.yaml" "$port" "$CASE_PATH" gateway
+  TRACED_BEFORE_ADMIN_PORT=""
+  if [[ -n $GATEWAY_BEFORE ]]; then  # the older binary, traced the same way, in the same run
+    take_port; TRACED_BEFORE_ADMIN_PORT=$port
+    take_port
+    gateway_config "$1/gateway-traced-before.yaml" "$port" "$TRACED_BEFORE_ADMIN_PORT"
+    add_target gateway-traced-before gateway_before "$1/gateway-traced-before.yaml" "$port" \
+      "$CASE_PATH" gateway
+  fi
   GW_TOP_EXTRA="tracing:
   sampler: {ratio: 0}
   $otlp"
@@ -798,14 +807,19 @@ case_tracing() {
 }
 
 tracing_postcheck() {
-  local metrics exported dropped
+  local metrics exported dropped name admin
   sleep 2   # the last partial batch (max_delay 1s)
-  metrics=$(curl -s --max-time 5 "http://127.0.0.1:$TRACED_ADMIN_PORT/metrics" || true)
-  exported=$(awk '$1 == "gateway_tracing_spans_exported_total" {print $2}' <<<"$metrics")
-  dropped=$(awk '/^gateway_tracing_spans_dropped_total/ {s += $2} END {print s + 0}' <<<"$metrics")
-  log "  gateway-traced: ${exported:-?} spans exported, $dropped dropped"
-  [[ ${exported:-0} != 0 && $dropped == 0 ]] ||
-    echo "tracing: the traced gateway exported ${exported:-no} spans and dropped $dropped" >>"$notes"
+  for name in gateway-traced gateway-traced-before; do
+    admin=$TRACED_ADMIN_PORT
+    [[ $name == gateway-traced ]] || admin=$TRACED_BEFORE_ADMIN_PORT
+    [[ -n $admin ]] || continue
+    metrics=$(curl -s --max-time 5 "http://127.0.0.1:$admin/metrics" || true)
+    exported=$(awk '$1 == "gateway_tracing_spans_exported_total" {print $2}' <<<"$metrics")
+    dropped=$(awk '/^gateway_tracing_spans_dropped_total/ {s += $2} END {print s + 0}' <<<"$metrics")
+    log "  $name: ${exported:-?} spans exported, $dropped dropped"
+    [[ ${exported:-0} != 0 && $dropped == 0 ]] ||
+      echo "tracing: $name exported ${exported:-no} spans and dropped $dropped" >>"$notes"
+  done
 }
 
 # ------------------------------------------------------------------ running

@@ -39,6 +39,7 @@ class PlainTransport final : public Transport {
  public:
   bool start(std::string&, std::string&) override { return true; }
   bool ready() const override { return true; }
+  bool plain() const override { return true; }
   bool wrap(std::string_view plain, std::string& to_socket, std::string&) override {
     to_socket.append(plain);
     return true;
@@ -179,59 +180,72 @@ std::unique_ptr<Transport> makeTransport(const HttpUrl& url, std::string* error)
   return std::make_unique<TlsTransport>(std::move(context), endpoint);
 }
 
+// A connection and the request in flight on it. One-shot fetches (startHttpRequest) own
+// their request and free themselves after it; kept-alive connections (openHttpConnection)
+// serve request after request until closeHttpConnection().
 class HttpFetch {
  public:
-  HttpFetch(uv_loop_t* loop, HttpUrl url, HttpRequest request, size_t max_body, HttpDone done,
-            std::unique_ptr<Transport> transport)
-      : loop_(loop),
-        url_(std::move(url)),
-        request_(std::move(request)),
-        max_body_(max_body),
-        done_(std::move(done)),
-        transport_(std::move(transport)) {
-    llhttp_init(&parser_, HTTP_RESPONSE, &settings());
-    parser_.data = this;
-  }
-
-  // `done` never runs before begin() has returned: failures found here are reported
-  // from the timer, so the caller never sees its callback re-entered.
-  void begin(uint64_t timeout_ms, std::string transport_error) {
+  HttpFetch(uv_loop_t* loop, HttpUrl url, size_t max_body, bool keep_alive)
+      : loop_(loop), url_(std::move(url)), max_body_(max_body), keep_alive_(keep_alive) {
     uv_timer_init(loop_, &timer_);
     timer_.data = this;
     ++open_handles_;
-    if (!transport_) {
-      failSoon(std::move(transport_error));
-      return;
-    }
-    uv_timer_start(&timer_, onTimeout, timeout_ms, 0);
-    sockaddr_storage ss{};
-    auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
-    auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    // An address literal needs no resolver (nor a trip through libuv's thread pool).
-    if (uv_ip4_addr(url_.host.c_str(), url_.port, s4) == 0 ||
-        uv_ip6_addr(url_.host.c_str(), url_.port, s6) == 0) {
-      addrs_.push_back(ss);
-      connectNext();
-      return;
-    }
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    resolve_.data = this;
-    std::string service = std::to_string(url_.port);
-    int rc =
-        uv_getaddrinfo(loop_, &resolve_, onResolved, url_.host.c_str(), service.c_str(), &hints);
-    if (rc != 0) {
-      failSoon(std::string("cannot resolve ") + url_.host + ": " + uv_strerror(rc));
-      return;
-    }
-    resolving_ = true;
   }
 
+  void send(std::string_view method, const HttpHeaders& headers, std::string_view body,
+            uint64_t timeout_ms, HttpDone done) {
+    if (released_ || active_) return;  // one request at a time (the callers never do this)
+    active_ = true;
+    sending_ = true;
+    done_ = std::move(done);
+    llhttp_init(&parser_, HTTP_RESPONSE, &settings());
+    parser_.data = this;
+    complete_ = too_large_ = in_value_ = no_reuse_ = request_sent_ = false;
+    field_.clear();
+    result_ = HttpResult();
+    timeout_error_ = "no complete response in time";
+    head_.clear();
+    head_.append(method).append(" ").append(url_.target).append(" HTTP/1.1\r\nHost: ");
+    head_.append(url_.authority).append("\r\nUser-Agent: gateway/" GATEWAY_VERSION "\r\n");
+    if (!keep_alive_) head_ += "Connection: close\r\n";
+    for (const auto& [name, value] : headers) head_.append(name).append(": ").append(value) += "\r\n";
+    if (method != "GET") head_.append("Content-Length: ").append(std::to_string(body.size())) += "\r\n";
+    head_ += "\r\n";
+    body_ = body;
+    uv_timer_start(&timer_, onTimeout, timeout_ms, 0);
+    if (connected_) {
+      sendRequestIfReady();
+    } else if (!tcp_open_ && !resolving_) {
+      startConnection();
+    }  // else a connection is on its way up or down: onResolved / onConnect / onClosed go on
+    sending_ = false;
+  }
+
+  // The request in flight ends without `done`; the connection goes with it.
   void cancel() {
     done_ = nullptr;
     finish("cancelled");
   }
+
+  // The owner lets go: nothing more is sent or called back; freed once the handles close.
+  void release() {
+    if (released_) return;
+    released_ = true;
+    cancel();
+    closeTcp();
+    if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&timer_))) {
+      uv_timer_stop(&timer_);
+      uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
+    }
+    if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_));
+    maybeDelete();
+  }
+
+  uint64_t connects() const { return connects_; }
+
+  // A one-shot fetch keeps its request's body here and frees itself after `done`.
+  std::string owned_body;
+  bool one_shot = false;
 
  private:
   struct Write {
@@ -297,10 +311,48 @@ class HttpFetch {
     return HPE_PAUSED;
   }
 
+  // A new connection for the request in flight: a new transport (a TLS session is one
+  // connection's), the addresses resolved anew.
+  void startConnection() {
+    std::string error;
+    transport_ = makeTransport(url_, &error);
+    if (!transport_) {
+      finish(std::move(error));
+      return;
+    }
+    addrs_.clear();
+    next_addr_ = 0;
+    connect_error_ = "no address";
+    sockaddr_storage ss{};
+    auto* s4 = reinterpret_cast<sockaddr_in*>(&ss);
+    auto* s6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    // An address literal needs no resolver (nor a trip through libuv's thread pool).
+    if (uv_ip4_addr(url_.host.c_str(), url_.port, s4) == 0 ||
+        uv_ip6_addr(url_.host.c_str(), url_.port, s6) == 0) {
+      addrs_.push_back(ss);
+      connecting_ = true;
+      connectNext();
+      return;
+    }
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    resolve_.data = this;
+    std::string service = std::to_string(url_.port);
+    int rc =
+        uv_getaddrinfo(loop_, &resolve_, onResolved, url_.host.c_str(), service.c_str(), &hints);
+    if (rc != 0) {
+      finish(std::string("cannot resolve ") + url_.host + ": " + uv_strerror(rc));
+      return;
+    }
+    resolving_ = true;
+  }
+
+  // A resolution outlives a request that timed out; the next request uses its answer.
   static void onResolved(uv_getaddrinfo_t* req, int status, addrinfo* res) noexcept {
     auto* self = static_cast<HttpFetch*>(req->data);
     self->resolving_ = false;
-    if (!self->finished_) {
+    if (self->active_ && !self->released_ && !self->tcp_open_) {
       for (addrinfo* a = res; status == 0 && a; a = a->ai_next) {
         sockaddr_storage ss{};
         std::memcpy(&ss, a->ai_addr, std::min<size_t>(a->ai_addrlen, sizeof ss));
@@ -310,6 +362,7 @@ class HttpFetch {
         self->finish("cannot resolve " + self->url_.host + ": " +
                      (status != 0 ? uv_strerror(status) : "no address"));
       } else {
+        self->connecting_ = true;
         self->connectNext();
       }
     }
@@ -337,12 +390,19 @@ class HttpFetch {
 
   static void onConnect(uv_connect_t* req, int status) noexcept {
     auto* self = static_cast<HttpFetch*>(req->data);
-    if (status == UV_ECANCELED || self->finished_) return;
+    if (status == UV_ECANCELED || self->closing_) return;
     if (status < 0) {
       self->connect_error_ = uv_strerror(status);
       self->closeTcp();  // its close callback tries the next address
       return;
     }
+    if (!self->active_) {  // cannot happen: a request that ends closes what it opened
+      self->closeTcp();
+      return;
+    }
+    self->connecting_ = false;
+    self->connected_ = true;
+    ++self->connects_;
     std::string out, error;
     if (!self->transport_->start(out, error)) {
       self->finish(error);
@@ -354,34 +414,36 @@ class HttpFetch {
   }
 
   void sendRequestIfReady() {
-    if (request_sent_ || finished_ || !transport_->ready()) return;
+    if (!active_ || request_sent_ || !connected_ || !transport_->ready()) return;
     request_sent_ = true;
-    std::string request = request_.method + " " + url_.target + " HTTP/1.1\r\nHost: " +
-                          url_.authority + "\r\nUser-Agent: gateway/" GATEWAY_VERSION
-                          "\r\nConnection: close\r\n";
-    for (const auto& [name, value] : request_.headers) request += name + ": " + value + "\r\n";
-    if (request_.method != "GET") request += "Content-Length: " + std::to_string(request_.body.size()) + "\r\n";
-    request += "\r\n";
-    request += request_.body;
-    request_.body = std::string();  // the batch is not kept twice while the answer is awaited
+    if (transport_->plain()) {
+      send(std::move(head_), body_);  // the body from the caller's memory
+      head_ = std::string();
+      return;
+    }
     std::string out, error;
-    if (!transport_->wrap(request, out, error)) {
+    if (!transport_->wrap(head_, out, error) ||
+        (!body_.empty() && !transport_->wrap(body_, out, error))) {
       finish(error);
       return;
     }
     send(std::move(out));
   }
 
-  void send(std::string bytes) {
+  // `bytes`, then `tail` (which must outlive the write or the connection).
+  void send(std::string bytes, std::string_view tail = {}) {
     auto* w = new Write{{}, std::move(bytes), this};
     w->req.data = w;
-    uv_buf_t buf = uv_buf_init(w->bytes.data(), unsigned(w->bytes.size()));
+    uv_buf_t bufs[2] = {uv_buf_init(w->bytes.data(), unsigned(w->bytes.size())),
+                        uv_buf_init(const_cast<char*>(tail.data()), unsigned(tail.size()))};
     ++writes_;
-    int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), &buf, 1, onWrite);
+    int rc = uv_write(&w->req, reinterpret_cast<uv_stream_t*>(&tcp_), bufs, tail.empty() ? 1 : 2,
+                      onWrite);
     if (rc != 0) {
       --writes_;
       delete w;
-      finish(std::string("cannot send the request: ") + uv_strerror(rc));
+      if (active_) finish(std::string("cannot send the request: ") + uv_strerror(rc));
+      else closeTcp();
     }
   }
 
@@ -390,8 +452,9 @@ class HttpFetch {
     HttpFetch* self = w->self;
     delete w;
     --self->writes_;
-    if (status < 0 && status != UV_ECANCELED && !self->finished_) {
-      self->finish(std::string("cannot send the request: ") + uv_strerror(status));
+    if (status < 0 && status != UV_ECANCELED) {
+      if (self->active_) self->finish(std::string("cannot send the request: ") + uv_strerror(status));
+      else self->closeTcp();
     }
     self->maybeDelete();
   }
@@ -403,9 +466,14 @@ class HttpFetch {
 
   static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) noexcept {
     auto* self = static_cast<HttpFetch*>(s->data);
-    if (self->finished_) return;
+    if (nread == 0 || self->closing_) return;
+    if (!self->active_) {
+      self->readWhileIdle(nread, buf);
+      return;
+    }
     if (nread == UV_EOF) {
       llhttp_finish(&self->parser_);
+      self->no_reuse_ = true;
       self->finish(self->complete_ ? "" : "the connection closed before the response ended");
       return;
     }
@@ -423,9 +491,32 @@ class HttpFetch {
     if (!plain.empty()) self->feed(plain);
   }
 
+  // A kept connection between requests: the server closing it (an idle timeout) is seen
+  // here, so that the next request opens a new one instead of failing on this one. TLS
+  // records without application data (a TLS 1.3 session ticket) are taken; a byte of HTTP
+  // that no request asked for ends the connection.
+  void readWhileIdle(ssize_t nread, const uv_buf_t* buf) {
+    if (nread < 0) {
+      closeTcp();
+      return;
+    }
+    std::string plain, back, error;
+    if (!transport_->unwrap(std::string_view(buf->base, size_t(nread)), plain, back, error) ||
+        !plain.empty()) {
+      closeTcp();
+      return;
+    }
+    if (!back.empty()) send(std::move(back));
+  }
+
   void feed(std::string_view plain) {
     llhttp_errno_t err = llhttp_execute(&parser_, plain.data(), plain.size());
     if (complete_) {
+      // Bytes after the response: not an answer to anything sent, so not a connection
+      // to send on again.
+      if (err != HPE_PAUSED || llhttp_get_error_pos(&parser_) != plain.data() + plain.size()) {
+        no_reuse_ = true;
+      }
       finish("");
     } else if (err != HPE_OK) {
       finish(too_large_ ? "response body over " + std::to_string(max_body_) + " bytes"
@@ -433,39 +524,41 @@ class HttpFetch {
     }
   }
 
-  void failSoon(std::string error) {
-    timeout_error_ = std::move(error);
-    uv_timer_start(&timer_, onTimeout, 0, 0);
-  }
-
   static void onTimeout(uv_timer_t* t) noexcept {
     auto* self = static_cast<HttpFetch*>(t->data);
     self->finish(self->timeout_error_);
   }
 
+  // Ends the request in flight: the connection is kept only after a complete response
+  // that allows it, with nothing of the request still being written.
   void finish(std::string error) {
-    if (finished_) return;
-    finished_ = true;
-    result_.error = std::move(error);
-    if (result_.error.empty()) {
-      result_.status = llhttp_get_status_code(&parser_);
-    } else {
-      result_.status = 0;
+    if (!active_) return;
+    if (sending_) {  // `done` never runs inside send(): from the timer instead
+      timeout_error_ = std::move(error);
+      uv_timer_start(&timer_, onTimeout, 0, 0);
+      return;
     }
-    if (open_handles_ > 0 && !uv_is_closing(reinterpret_cast<uv_handle_t*>(&timer_))) {
-      uv_timer_stop(&timer_);
-      uv_close(reinterpret_cast<uv_handle_t*>(&timer_), onClosed);
-    }
-    closeTcp();
-    if (resolving_) uv_cancel(reinterpret_cast<uv_req_t*>(&resolve_));
+    active_ = false;
+    connecting_ = false;
+    uv_timer_stop(&timer_);
+    HttpResult result = std::move(result_);
+    result_ = HttpResult();
+    result.error = std::move(error);
+    result.status = result.error.empty() ? llhttp_get_status_code(&parser_) : 0;
+    bool keep = result.error.empty() && keep_alive_ && !no_reuse_ && writes_ == 0 &&
+                llhttp_should_keep_alive(&parser_);
+    if (!keep) closeTcp();
+    body_ = {};
     HttpDone done = std::move(done_);
     done_ = nullptr;
-    if (done) done(std::move(result_));
-    maybeDelete();
+    if (done) done(std::move(result));  // may send the next request on this connection
+    if (one_shot) release();
   }
 
   void closeTcp() {
-    if (!tcp_open_ || uv_is_closing(reinterpret_cast<uv_handle_t*>(&tcp_))) return;
+    connected_ = false;
+    if (!tcp_open_ || closing_) return;
+    closing_ = true;
     uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
     uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), onClosed);
   }
@@ -475,8 +568,12 @@ class HttpFetch {
     --self->open_handles_;
     if (h == reinterpret_cast<uv_handle_t*>(&self->tcp_)) {
       self->tcp_open_ = false;
-      if (!self->finished_) {
-        self->connectNext();
+      self->closing_ = false;
+      // A connection attempt that failed: the next address. An old connection closed
+      // while a request waited for it to go: a new connection.
+      if (self->active_ && !self->released_) {
+        if (self->connecting_) self->connectNext();
+        else if (!self->resolving_) self->startConnection();
         return;
       }
     }
@@ -484,7 +581,7 @@ class HttpFetch {
   }
 
   void maybeDelete() {
-    if (finished_ && open_handles_ == 0 && !resolving_ && writes_ == 0) delete this;
+    if (released_ && open_handles_ == 0 && !resolving_ && writes_ == 0) delete this;
   }
 
   static constexpr std::string_view kRetryAfterName = "retry-after";
@@ -492,9 +589,9 @@ class HttpFetch {
 
   uv_loop_t* loop_;
   HttpUrl url_;
-  HttpRequest request_;
   size_t max_body_;
-  HttpDone done_;
+  bool keep_alive_;
+  // The connection.
   std::unique_ptr<Transport> transport_;
   uv_timer_t timer_{};
   uv_tcp_t tcp_{};
@@ -503,16 +600,27 @@ class HttpFetch {
   std::vector<sockaddr_storage> addrs_;
   size_t next_addr_ = 0;
   std::string connect_error_ = "no address";
-  std::string timeout_error_ = "no complete response in time";
+  uint64_t connects_ = 0;
   int open_handles_ = 0;
   int writes_ = 0;
-  bool tcp_open_ = false;
+  bool tcp_open_ = false;    // tcp_ is initialised and its close callback has not run
+  bool closing_ = false;     // uv_close(tcp_) has been called
+  bool connecting_ = false;  // trying addrs_ in turn
+  bool connected_ = false;   // connected, not closing: requests may be sent
   bool resolving_ = false;
-  bool finished_ = false;
+  bool released_ = false;
+  // The request in flight.
+  bool active_ = false;
+  bool sending_ = false;  // inside send()
   bool request_sent_ = false;
   bool complete_ = false;
   bool too_large_ = false;
+  bool no_reuse_ = false;  // the response ended the connection (EOF, extra bytes)
   bool in_value_ = false;
+  HttpDone done_;
+  std::string head_;
+  std::string_view body_;
+  std::string timeout_error_;
   std::string field_;  // the header name being read, while it may be Retry-After
   llhttp_t parser_{};
   HttpResult result_;
@@ -521,11 +629,10 @@ class HttpFetch {
 
 HttpFetch* startHttpRequest(uv_loop_t* loop, const HttpUrl& url, HttpRequest request,
                             uint64_t timeout_ms, size_t max_body, HttpDone done) {
-  std::string error;
-  std::unique_ptr<Transport> transport = makeTransport(url, &error);
-  auto* fetch = new HttpFetch(loop, url, std::move(request), max_body, std::move(done),
-                              std::move(transport));
-  fetch->begin(timeout_ms, std::move(error));
+  auto* fetch = new HttpFetch(loop, url, max_body, false);
+  fetch->one_shot = true;
+  fetch->owned_body = std::move(request.body);
+  fetch->send(request.method, request.headers, fetch->owned_body, timeout_ms, std::move(done));
   return fetch;
 }
 
@@ -537,7 +644,24 @@ HttpFetch* startHttpGet(uv_loop_t* loop, const HttpUrl& url, uint64_t timeout_ms
 }
 
 void cancelHttpGet(HttpFetch* fetch) {
-  if (fetch) fetch->cancel();
+  if (fetch) fetch->release();
 }
+
+HttpFetch* openHttpConnection(uv_loop_t* loop, const HttpUrl& url, size_t max_body) {
+  return new HttpFetch(loop, url, max_body, true);
+}
+
+void sendHttpRequest(HttpFetch* connection, std::string_view method, const HttpHeaders& headers,
+                     std::string_view body, uint64_t timeout_ms, HttpDone done) {
+  connection->send(method, headers, body, timeout_ms, std::move(done));
+}
+
+void cancelHttpRequest(HttpFetch* connection) { connection->cancel(); }
+
+void closeHttpConnection(HttpFetch* connection) {
+  if (connection) connection->release();
+}
+
+uint64_t httpConnectionsOpened(const HttpFetch* connection) { return connection->connects(); }
 
 }  // namespace gw::jwt

@@ -1,7 +1,9 @@
 #include "gateway/tracing/exporter.h"
 
 #include <openssl/crypto.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <algorithm>
@@ -50,8 +52,14 @@ class Thread {
  public:
   explicit Thread(size_t queue) : queue_(queue), rng_(std::random_device{}()) {
     uv_loop_init(&loop_);
-    uv_async_init(&loop_, &wake_, onWake);
+    // Not a uv_async_t: its receiving side spins (pause, then sched_yield) until the
+    // sender's uv_async_send() has returned, and a worker woken out of that call on the
+    // exporter's CPU (the same CPU when the process is pinned to one) keeps it spinning
+    // for a slice. A plain eventfd has no such handshake.
+    wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    uv_poll_init(&loop_, &wake_, wake_fd_);
     wake_.data = this;
+    uv_poll_start(&wake_, UV_READABLE, onWake);
     uv_timer_init(&loop_, &tick_);
     tick_.data = this;
     uv_timer_init(&loop_, &retry_);
@@ -66,7 +74,7 @@ class Thread {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return;
     pending_config_ = std::move(config);
-    uv_async_send(&wake_);
+    signal();
   }
 
   void submit(std::string& span) {
@@ -80,7 +88,7 @@ class Thread {
     // (a wake per span then would be a syscall per request).
     if (waiting == batch_size_.load(std::memory_order_relaxed)) {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (!stopping_) uv_async_send(&wake_);
+      if (!stopping_) signal();
     }
   }
 
@@ -89,14 +97,28 @@ class Thread {
       std::lock_guard<std::mutex> lock(mutex_);
       if (stopping_) return;
       stopping_ = true;
-      uv_async_send(&wake_);
+      signal();
     }
     thread_.join();
     uv_loop_close(&loop_);
+    close(wake_fd_);
   }
 
  private:
-  static void onWake(uv_async_t* h) noexcept { static_cast<Thread*>(h->data)->wake(); }
+  // Under mutex_, so that no worker writes to the eventfd once stop() has begun.
+  void signal() {
+    uint64_t one = 1;
+    ssize_t n = write(wake_fd_, &one, sizeof one);
+    (void)n;  // EAGAIN: the counter is full, the exporter is woken anyway
+  }
+
+  static void onWake(uv_poll_t* h, int, int) noexcept {
+    auto* self = static_cast<Thread*>(h->data);
+    uint64_t count;
+    ssize_t n = read(self->wake_fd_, &count, sizeof count);
+    (void)n;
+    self->wake();
+  }
   static void onTick(uv_timer_t* t) noexcept { static_cast<Thread*>(t->data)->pump(true); }
   static void onRetry(uv_timer_t* t) noexcept {
     auto* self = static_cast<Thread*>(t->data);
@@ -148,8 +170,10 @@ class Thread {
   }
 
   void endFinalFlush() {
-    if (inflight_) jwt::cancelHttpGet(inflight_);
-    inflight_ = nullptr;
+    if (inflight_) jwt::cancelHttpRequest(connection_);
+    inflight_ = false;
+    jwt::closeHttpConnection(connection_);
+    connection_ = nullptr;
     if (!uv_is_closing(reinterpret_cast<uv_handle_t*>(&retry_))) {
       uv_close(reinterpret_cast<uv_handle_t*>(&retry_), nullptr);
     }
@@ -160,6 +184,8 @@ class Thread {
     auto url = jwt::parseHttpUrl(config->endpoint, &why);
     if (!url) return;  // the loader checked it
     url_ = std::move(*url);
+    headers_ = config->headers;
+    headers_.emplace_back("Content-Type", "application/x-protobuf");
     if (size_t dropped = queue_.resize(config->queue)) {
       metrics::process().add(metrics::Id::TracingSpansDropped, {labels().queue_full, 0, 0},
                              int64_t(dropped));
@@ -182,20 +208,26 @@ class Thread {
     transmit();
   }
 
+  // The batch goes from body_ (kept for a retry) over the connection kept to the
+  // collector: one TCP (and TLS) handshake for as long as the collector keeps it open,
+  // not one a batch. A reload that names another endpoint gets a new connection here.
   void transmit() {
     ++attempt_;
-    jwt::HttpRequest request;
-    request.method = "POST";
-    request.headers = config_->headers;
-    request.headers.emplace_back("Content-Type", "application/x-protobuf");
-    request.body = body_;  // kept for a retry
-    inflight_ =
-        jwt::startHttpRequest(&loop_, url_, std::move(request), uint64_t(config_->timeout.count()),
-                              kMaxResponseBytes, [this](jwt::HttpResult&& r) { done(r); });
+    if (connection_ && connection_endpoint_ != config_->endpoint) {
+      jwt::closeHttpConnection(connection_);
+      connection_ = nullptr;
+    }
+    if (!connection_) {
+      connection_ = jwt::openHttpConnection(&loop_, url_, kMaxResponseBytes);
+      connection_endpoint_ = config_->endpoint;
+    }
+    inflight_ = true;
+    jwt::sendHttpRequest(connection_, "POST", headers_, body_, uint64_t(config_->timeout.count()),
+                         [this](jwt::HttpResult&& r) { done(r); });
   }
 
   void done(const jwt::HttpResult& r) {
-    inflight_ = nullptr;
+    inflight_ = false;
     metrics::MetricStore& m = metrics::process();
     if (flushing_) {
       bool ok = r.status >= 200 && r.status < 300;
@@ -248,7 +280,8 @@ class Thread {
   SpanQueue queue_;
   std::atomic<size_t> batch_size_{SIZE_MAX};
   uv_loop_t loop_{};
-  uv_async_t wake_{};
+  int wake_fd_ = -1;
+  uv_poll_t wake_{};
   uv_timer_t tick_{};
   uv_timer_t retry_{};
   std::thread thread_;
@@ -258,13 +291,16 @@ class Thread {
   // Loop thread only.
   std::shared_ptr<const TracingConfig> config_;
   jwt::HttpUrl url_;
+  jwt::HttpHeaders headers_;  // the configuration's, and Content-Type
+  jwt::HttpFetch* connection_ = nullptr;
+  std::string connection_endpoint_;
   std::string body_;  // the batch being sent
   size_t batch_spans_ = 0;
   uint32_t attempt_ = 0;
   bool retrying_ = false;
   bool flushing_ = false;  // stopping: the last batches are on their way
   bool failing_ = false;
-  jwt::HttpFetch* inflight_ = nullptr;
+  bool inflight_ = false;
   std::minstd_rand rng_;
 };
 

@@ -1,8 +1,8 @@
 // The process's OTLP/HTTP span exporter: a thread with a libuv loop of its own that takes
 // spans from the bounded SpanQueue in batches and POSTs them to the collector.
 //
-// Why a thread and not the workers' loops: an export is a connection, a 100 KiB body and
-// a wait of up to otlp.timeout; on a worker that is latency for its requests, and N
+// Why a thread and not the workers' loops: an export is a few hundred KiB of body and a
+// wait of up to otlp.timeout; on a worker that is latency for its requests, and N
 // workers would mean N half-empty batches. The workers' only cost is encoding a sampled
 // span and one short lock to queue it.
 //
@@ -13,7 +13,8 @@
 //   (the workers' configurations say so) and lets the queued ones go out.
 // - submit() from any worker: never blocks on the network; a full queue drops the span
 //   and counts it in gateway_tracing_spans_dropped_total{reason="queue_full"}.
-// - One export in flight at a time. 429, 502, 503, 504, a connection failure or a timeout
+// - One export in flight at a time, over one connection kept to the collector from batch
+//   to batch (opened again when the collector closes it or a request fails). 429, 502, 503, 504, a connection failure or a timeout
 //   are retried (Retry-After honoured, else exponential backoff) up to kMaxAttempts;
 //   spans of a batch given up are counted dropped (reason="export_failed"). While a batch
 //   waits, new spans wait in the queue: memory is the queue's and one batch's, whatever

@@ -1,5 +1,8 @@
 #include "gateway/tracing/otlp.h"
 
+#include <cassert>
+#include <cstring>
+
 #include "gateway/tracing/protobuf_writer.h"
 
 #ifndef GATEWAY_VERSION
@@ -51,41 +54,136 @@ void appendAttribute(ProtoWriter& w, uint32_t field_number, const Attribute& a) 
   w.endMessage(kv);
 }
 
+// The span is written in two passes: its messages' sizes first, then every byte forward
+// through a raw cursor into space resized once. The worker encodes a span per sampled
+// request; ProtoWriter's appends (a capacity check each, a length widened by an insert
+// when a message passes 127 bytes, as a span always does) cost it twice as much.
+size_t varintSize(uint64_t v) { return ProtoWriter::varintSize(v); }
+size_t lengthField(uint32_t field_number, size_t n) {
+  return varintSize(uint64_t(field_number) << 3) + varintSize(n) + n;
+}
+
+// The sizes of an attribute's AnyValue and KeyValue messages.
+struct AttributeSize {
+  size_t value, key_value;
+};
+AttributeSize attributeSize(const Attribute& a) {
+  AttributeSize s;
+  s.value = a.is_int ? 1 + varintSize(uint64_t(a.integer))
+                     : lengthField(field::kAnyValueString, cut(a.text).size());
+  s.key_value = lengthField(field::kKeyValueKey, a.key.size()) +
+                lengthField(field::kKeyValueValue, s.value);
+  return s;
+}
+
+size_t eventSize(const SpanEvent& e) {
+  size_t n = 1 + 8 + lengthField(field::kEventName, e.name.size());
+  for (size_t j = 0; j < e.attribute_count; ++j) {
+    n += lengthField(field::kEventAttributes, attributeSize(e.attributes[j]).key_value);
+  }
+  return n;
+}
+
+size_t statusSize(const SpanRecord& s) {
+  size_t n = 1 + varintSize(kStatusCodeError);
+  if (!s.status_message.empty()) n += lengthField(field::kStatusMessage, cut(s.status_message).size());
+  return n;
+}
+
+size_t spanSize(const SpanRecord& s) {
+  size_t n = lengthField(field::kSpanTraceId, 16) + lengthField(field::kSpanSpanId, 8);
+  if (!s.trace_state.empty()) n += lengthField(field::kSpanTraceState, cut(s.trace_state).size());
+  if (s.parent_span_id) n += lengthField(field::kSpanParentSpanId, 8);
+  n += lengthField(field::kSpanName, cut(s.name).size());
+  n += 1 + varintSize(kSpanKindServer) + 2 * (1 + 8);
+  for (size_t i = 0; i < s.attribute_count; ++i) {
+    n += lengthField(field::kSpanAttributes, attributeSize(s.attributes[i]).key_value);
+  }
+  for (size_t i = 0; i < s.event_count; ++i) n += lengthField(field::kSpanEvents, eventSize(s.events[i]));
+  if (s.error) n += lengthField(field::kSpanStatus, statusSize(s));
+  return n + varintSize(uint64_t(field::kSpanFlags) << 3) + 4;
+}
+
+// Writes forward from `p`; the caller made the room.
+struct Cursor {
+  char* p;
+
+  void varint(uint64_t v) {
+    while (v >= 0x80) {
+      *p++ = char(uint8_t(v) | 0x80);
+      v >>= 7;
+    }
+    *p++ = char(v);
+  }
+  void tag(uint32_t field_number, uint32_t wire_type) {
+    varint(uint64_t(field_number) << 3 | wire_type);
+  }
+  void length(uint32_t field_number, size_t n) {
+    tag(field_number, 2);
+    varint(n);
+  }
+  void bytes(uint32_t field_number, const void* data, size_t n) {
+    length(field_number, n);
+    std::memcpy(p, data, n);
+    p += n;
+  }
+  void bytes(uint32_t field_number, std::string_view v) { bytes(field_number, v.data(), v.size()); }
+  void fixed64(uint32_t field_number, uint64_t v) {
+    tag(field_number, 1);
+    for (int i = 0; i < 8; ++i) *p++ = char(uint8_t(v >> (8 * i)));  // little-endian
+  }
+  void fixed32(uint32_t field_number, uint32_t v) {
+    tag(field_number, 5);
+    for (int i = 0; i < 4; ++i) *p++ = char(uint8_t(v >> (8 * i)));
+  }
+  void attribute(uint32_t field_number, const Attribute& a) {
+    AttributeSize s = attributeSize(a);
+    length(field_number, s.key_value);
+    bytes(field::kKeyValueKey, a.key);
+    length(field::kKeyValueValue, s.value);
+    if (a.is_int) {
+      tag(field::kAnyValueInt, 0);
+      varint(uint64_t(a.integer));
+    } else {
+      bytes(field::kAnyValueString, cut(a.text));
+    }
+  }
+};
+
 }  // namespace
 
 void appendSpanField(std::string& out, const SpanRecord& s) {
-  ProtoWriter w(out);
-  size_t span = w.beginMessage(field::kScopeSpansSpans);
+  size_t body = spanSize(s);
+  size_t start = out.size();
+  out.resize(start + lengthField(field::kScopeSpansSpans, body));
+  Cursor w{out.data() + start};
+  w.length(field::kScopeSpansSpans, body);
   w.bytes(field::kSpanTraceId, s.trace_id, 16);
   w.bytes(field::kSpanSpanId, s.span_id, 8);
   if (!s.trace_state.empty()) w.bytes(field::kSpanTraceState, cut(s.trace_state));
   if (s.parent_span_id) w.bytes(field::kSpanParentSpanId, s.parent_span_id, 8);
   w.bytes(field::kSpanName, cut(s.name));
-  w.varint(field::kSpanKind, kSpanKindServer);
+  w.tag(field::kSpanKind, 0);
+  w.varint(kSpanKindServer);
   w.fixed64(field::kSpanStart, s.start_unix_ns);
   w.fixed64(field::kSpanEnd, s.end_unix_ns);
-  for (size_t i = 0; i < s.attribute_count; ++i) {
-    appendAttribute(w, field::kSpanAttributes, s.attributes[i]);
-  }
+  for (size_t i = 0; i < s.attribute_count; ++i) w.attribute(field::kSpanAttributes, s.attributes[i]);
   for (size_t i = 0; i < s.event_count; ++i) {
     const SpanEvent& e = s.events[i];
-    size_t event = w.beginMessage(field::kSpanEvents);
+    w.length(field::kSpanEvents, eventSize(e));
     w.fixed64(field::kEventTime, e.time_unix_ns);
     w.bytes(field::kEventName, e.name);
-    for (size_t j = 0; j < e.attribute_count; ++j) {
-      appendAttribute(w, field::kEventAttributes, e.attributes[j]);
-    }
-    w.endMessage(event);
+    for (size_t j = 0; j < e.attribute_count; ++j) w.attribute(field::kEventAttributes, e.attributes[j]);
   }
   if (s.error) {
-    size_t status = w.beginMessage(field::kSpanStatus);
+    w.length(field::kSpanStatus, statusSize(s));
     if (!s.status_message.empty()) w.bytes(field::kStatusMessage, cut(s.status_message));
-    w.varint(field::kStatusCode, kStatusCodeError);
-    w.endMessage(status);
+    w.tag(field::kStatusCode, 0);
+    w.varint(kStatusCodeError);
   }
   w.fixed32(field::kSpanFlags,
             s.trace_flags | kFlagHasIsRemote | (s.parent_span_id ? kFlagIsRemote : 0));
-  w.endMessage(span);
+  assert(w.p == out.data() + out.size());
 }
 
 ExportEnvelope beginExportRequest(std::string& body, std::string_view service_name) {

@@ -88,24 +88,39 @@ def compile_otlp(directory: Path):
 class Collector:
     """POST /v1/traces: each body decoded strictly (ParseFromString, every field known)
     and kept with its arrival time. `answers`: (status, headers) for the next requests,
-    then 200; `delay`: seconds before answering."""
+    then 200; `delay`: seconds before answering. HTTP/1.1 connections are kept (their
+    number is `connections`) unless `closes` says otherwise for the next requests, one
+    entry each: None (kept), "close" (answered, then closed without a word), "header"
+    (answered with `Connection: close`), "drop" (closed without an answer, not kept in
+    `posts`)."""
 
-    def __init__(self, otlp, answers=(), delay=0.0, tls=None):
+    def __init__(self, otlp, answers=(), delay=0.0, tls=None, closes=()):
         self.otlp = otlp
         self.answers = list(answers)
         self.delay = delay
+        self.closes = list(closes)
         self.posts = []  # (time, path, headers, ExportTraceServiceRequest)
+        self.connections = 0
         self.lock = threading.Lock()
         collector = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self):
+                super().setup()
+                with collector.lock:
+                    collector.connections += 1
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 request = collector.otlp.ExportTraceServiceRequest()
                 request.ParseFromString(body)
                 with collector.lock:
+                    close = collector.closes.pop(0) if collector.closes else None
+                    if close == "drop":
+                        self.close_connection = True
+                        return
                     collector.posts.append((time.monotonic(), self.path, dict(self.headers), request))
                     status, headers = collector.answers.pop(0) if collector.answers else (200, {})
                 if collector.delay:
@@ -115,7 +130,11 @@ class Collector:
                     self.send_header(k, v)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
+                if close == "header":
+                    self.send_header("Connection", "close")
                 self.end_headers()
+                if close:
+                    self.close_connection = True
 
             def log_message(self, *args):
                 pass

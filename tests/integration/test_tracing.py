@@ -302,6 +302,43 @@ def test_retry_after_from_the_collector_is_honoured(upstream, gateway_factory, c
     assert prom.total(samples, "gateway_tracing_spans_dropped_total") == 0
 
 
+def batch_of_five(gw, col, posts):
+    """Five requests (one full batch of max_spans=5), then waits for its post."""
+    for _ in range(5):
+        assert get(gw, "/x").status == 200
+    wait_until(lambda: len(col.posts) >= posts, timeout=10, what=f"post {posts}")
+    prom.wait_value(gw, "gateway_tracing_spans_exported_total", 5 * posts)
+
+
+def test_one_collector_connection_serves_batch_after_batch(upstream, gateway_factory, collector_factory):
+    col = collector_factory()
+    gw = gateway_factory(config(upstream, tracing=tracing(col.endpoint, ratio=1.0, max_spans=5,
+                                                          max_delay="1h")))
+    for n in range(1, 5):
+        batch_of_five(gw, col, n)
+    assert len({s.span_id for s in col.spans()}) == 20
+    assert col.connections == 1
+    assert all(headers.get("Connection") is None for _, _, headers, _ in col.posts)
+
+
+def test_a_collector_closing_the_connection_loses_no_span(upstream, gateway_factory, collector_factory):
+    # Batch 1 is answered and its connection closed (seen while idle), batch 2 is answered
+    # with Connection: close, batch 3's connection is closed with no answer (a failure the
+    # exporter retries on a new connection), batch 4 goes on the connection of the retry.
+    col = collector_factory(closes=["close", "header", "drop"])
+    gw = gateway_factory(config(upstream, tracing=tracing(col.endpoint, ratio=1.0, max_spans=5,
+                                                          max_delay="1h")))
+    for n in range(1, 5):
+        batch_of_five(gw, col, n)
+        time.sleep(0.2)  # the collector's FIN reaches the exporter before the next batch
+    assert len({s.span_id for s in col.spans()}) == 20
+    assert col.connections == 4
+    samples = prom.scrape(gw)
+    assert prom.value(samples, "gateway_tracing_export_requests_total", result="retry") == 1
+    assert prom.value(samples, "gateway_tracing_export_requests_total", result="success") == 4
+    assert prom.total(samples, "gateway_tracing_spans_dropped_total") == 0
+
+
 def latencies(gw, n, path="/x"):
     c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
     out = []
@@ -422,6 +459,11 @@ def test_an_https_collector_is_verified(trusted, certs, upstream, gateway_factor
     assert get(gw, "/x", {"traceparent": f"00-{TRACE}-{PARENT}-01"}).status == 200
     if trusted:
         col.span_of(TRACE)
+        # Batch after batch (max_delay 100ms) over the one TLS connection.
+        for n in (2, 3):
+            assert get(gw, "/x").status == 200
+            wait_until(lambda: len(col.posts) >= n, timeout=10, what=f"post {n}")
+        assert col.connections == 1
         return
     # Refused before any byte of a span left: retried, then given up and counted.
     prom.wait_value(gw, "gateway_tracing_spans_dropped_total", 1, timeout=30, reason="export_failed")

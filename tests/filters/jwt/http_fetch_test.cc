@@ -152,3 +152,123 @@ TEST_F(HttpFetchTest, CancelMeansNoCallback) {
 
 }  // namespace
 }  // namespace gw::jwt
+
+namespace gw::jwt {
+namespace {
+
+// The trace exporter's way: one connection kept for request after request.
+class HttpConnectionTest : public HttpFetchTest {
+ protected:
+  HttpConnectionTest() {
+    url_ = *parseHttpUrl(server_.url("/v1/traces"), nullptr);
+    connection_ = openHttpConnection(&loop_, url_, 1000);
+  }
+  ~HttpConnectionTest() override {
+    closeHttpConnection(connection_);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+  }
+
+  HttpResult post(std::string_view body, uint64_t timeout_ms = 3000) {
+    HttpResult out;
+    bool finished = false;
+    sendHttpRequest(connection_, "POST", {{"Content-Type", "application/x-protobuf"}}, body,
+                    timeout_ms, [&](HttpResult&& r) {
+                      out = std::move(r);
+                      finished = true;
+                    });
+    while (!finished) uv_run(&loop_, UV_RUN_ONCE);
+    return out;
+  }
+
+  HttpUrl url_;
+  HttpFetch* connection_ = nullptr;
+};
+
+TEST_F(HttpConnectionTest, OneConnectionServesRequestAfterRequest) {
+  server_.setKeepAlive(100);
+  server_.setRaw("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  for (int i = 0; i < 5; ++i) {
+    std::string body(100000 + i, char('a' + i));
+    HttpResult r = post(body);
+    EXPECT_EQ(r.error, "");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, "ok");
+    std::string request = server_.lastRequest();
+    EXPECT_THAT(request, testing::StartsWith("POST /v1/traces HTTP/1.1\r\n"));
+    EXPECT_THAT(request, HasSubstr("\r\nContent-Length: " + std::to_string(body.size()) + "\r\n"));
+    EXPECT_THAT(request, testing::Not(HasSubstr("Connection:")));
+    EXPECT_THAT(request, testing::EndsWith("\r\n\r\n" + body));
+  }
+  EXPECT_EQ(server_.requests(), 5);
+  EXPECT_EQ(server_.connections(), 1);
+  EXPECT_EQ(httpConnectionsOpened(connection_), 1u);
+}
+
+TEST_F(HttpConnectionTest, AConnectionTheServerClosedIsReplaced) {
+  // Closed after each answer, without saying so: seen while idle, replaced at the next
+  // request; then closed by `Connection: close`, and by bytes that answer nothing.
+  server_.setRaw("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(post("x").status, 200);
+    for (int spin = 0; spin < 25; ++spin) {  // the server's FIN, read while idle
+      uv_run(&loop_, UV_RUN_NOWAIT);
+      usleep(2000);
+    }
+  }
+  server_.setKeepAlive(100);
+  server_.setRaw("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(post("x").status, 200);
+  EXPECT_EQ(post("x").status, 200);
+  server_.setRaw("HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(post("x").status, 204);
+  EXPECT_EQ(post("x").status, 204);
+  EXPECT_EQ(server_.requests(), 7);
+  EXPECT_EQ(server_.connections(), 7);
+  EXPECT_EQ(httpConnectionsOpened(connection_), 7u);
+}
+
+TEST_F(HttpConnectionTest, AFailedRequestLeavesTheConnectionUsable) {
+  server_.setKeepAlive(100);
+  server_.setSilent();
+  HttpResult r = post("x", 200);
+  EXPECT_THAT(r.error, HasSubstr("in time"));
+  EXPECT_EQ(r.status, 0);
+  server_.setRaw("HTTP/1.1 503 Busy\r\nRetry-After: 3\r\nContent-Length: 0\r\n\r\n");
+  r = post("x");
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.retry_after, "3");
+  EXPECT_EQ(post("x").status, 503);
+  EXPECT_EQ(server_.connections(), 2);  // the timed-out one, then one for both 503s
+}
+
+TEST_F(HttpConnectionTest, ARefusedConnectionIsTriedAgainAtTheNextRequest) {
+  int port;
+  {
+    test_util::TestHttpServer closed;
+    port = closed.port();
+  }
+  closeHttpConnection(connection_);
+  auto refused = parseHttpUrl("http://127.0.0.1:" + std::to_string(port) + "/", nullptr);
+  connection_ = openHttpConnection(&loop_, *refused, 1000);
+  EXPECT_THAT(post("x").error, HasSubstr("cannot connect"));
+  EXPECT_THAT(post("x").error, HasSubstr("cannot connect"));
+  EXPECT_EQ(httpConnectionsOpened(connection_), 0u);
+}
+
+TEST_F(HttpConnectionTest, CancelAndCloseMeanNoCallback) {
+  server_.setKeepAlive(100);
+  server_.setSilent();
+  int calls = 0;
+  sendHttpRequest(connection_, "POST", {}, "x", 5000, [&](HttpResult&&) { ++calls; });
+  uv_run(&loop_, UV_RUN_NOWAIT);
+  cancelHttpRequest(connection_);
+  sendHttpRequest(connection_, "POST", {}, "y", 5000, [&](HttpResult&&) { ++calls; });
+  uv_run(&loop_, UV_RUN_NOWAIT);
+  closeHttpConnection(connection_);
+  connection_ = nullptr;
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  EXPECT_EQ(calls, 0);
+}
+
+}  // namespace
+}  // namespace gw::jwt
