@@ -63,6 +63,15 @@ test counts is what it sent):
     check_health(target, service="", timeout=5, **channel_kw) -> str
                                          one Health/Check: the status name, or the
                                          grpc.StatusCode name of a failed call
+
+The gateway in front (a config for gateway_factory):
+
+    grpc_gateway_config(endpoints, *, certs=None, upstream=None, routes=None, **top) -> str
+        one upstream `grpc` (protocol: h2) over `endpoints` (GrpcUpstreams or "host:port"),
+        `upstream` merged into its block (e.g. {"tls": {"ca": ...}, "health_check": ...});
+        one listener: h2c, or TLS (ALPN h2 and http/1.1) with certs/server.crt when `certs`
+        (grpc_certs) is given; `routes` default to one route "grpc" for every path;
+        other top-level keys as harness.gateway_config takes them
 """
 
 from __future__ import annotations
@@ -83,7 +92,7 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from harness import PDEATHSIG_PREFIX, SOURCE_DIR, kill_and_reap
+from harness import PDEATHSIG_PREFIX, SOURCE_DIR, gateway_config, kill_and_reap
 
 HERE = Path(__file__).resolve().parent
 PROTO_DIR = HERE / "protos"
@@ -336,3 +345,23 @@ def check_health(target, service: str = "", timeout: float = 5.0, **channel_kw) 
         except grpc.RpcError as e:
             return e.code().name
     return protos().health.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+# ------------------------------------------------------------------------------ gateway
+
+
+def grpc_gateway_config(endpoints, *, certs=None, upstream=None, routes=None, **top) -> str:
+    eps = [e if isinstance(e, str) else e.address for e in endpoints]
+    cfg = gateway_config(
+        upstreams={"grpc": {"endpoints": eps, "protocol": "h2", **(upstream or {})}},
+        routes=routes or [{"name": "grpc", "match": {"path_prefix": "/"}, "upstream": "grpc"}],
+        **top)
+    listener = {"name": "grpc", "address": "127.0.0.1:@PORT@"}
+    if certs:
+        listener["tls"] = {"certificates": [{"cert": str(Path(certs) / "server.crt"),
+                                             "key": str(Path(certs) / "server.key")}]}
+    else:
+        listener["h2c"] = True
+    cfg["listeners"] = [listener]
+    cfg["admin"] = {"address": "127.0.0.1:@ADMIN_PORT@"}
+    return json.dumps(cfg, indent=2) + "\n"  # a text config: the harness fills in the ports
