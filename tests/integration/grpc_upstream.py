@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """A gRPC upstream for the integration tests: grpcio's server in a process of its own, so
 that a test can kill it, stop it or restart it on its port like any real service.
 Normally started through grpc_support.GrpcUpstream; runnable by hand too:
