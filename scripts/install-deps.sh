@@ -11,7 +11,7 @@ build_pkgs=(build-essential cmake pkg-config libuv1-dev node-llhttp libssl-dev l
   libfmt-dev libre2-dev libhiredis-dev libyaml-cpp-dev nlohmann-json3-dev libgtest-dev
   libgmock-dev libbenchmark-dev libnghttp2-dev python3 curl openssl ca-certificates)
 test_pkgs=(redis-server redis-tools python3-pytest python3-jwt python3-cryptography python3-yaml python3-protobuf protobuf-compiler prometheus
-  testssl.sh chromium python3-h2 nghttp2-client)
+  testssl.sh chromium python3-h2 nghttp2-client python3-grpcio python3-grpc-tools)
 bench_pkgs=(nginx haproxy wrk apache2-utils redis-server nghttp2-client)
 fuzz_pkgs=(clang-14 libclang-rt-14-dev)
 

@@ -140,8 +140,14 @@ struct KeepaliveConfig {
   Millis idle_timeout{30000};
 };
 
+// http: GET `path`, healthy on 2xx/3xx. grpc: grpc.health.v1.Health/Check over h2c for
+// `service` (empty: the server as a whole), healthy on SERVING.
+enum class HealthCheckType { Http, Grpc };
+
 struct HealthCheckConfig {
+  HealthCheckType type = HealthCheckType::Http;
   std::string path = "/healthz";
+  std::string service;
   Millis interval{5000};
   Millis timeout{1000};
   uint32_t unhealthy_threshold = 3;

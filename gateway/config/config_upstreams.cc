@@ -1,5 +1,8 @@
 // The sections about what the gateway connects to: upstreams and the rate-limit store.
 #include "gateway/config/config_sections.h"
+
+#include <algorithm>
+
 #include "gateway/tls/tls_context.h"
 
 namespace gw::config_detail {
@@ -16,12 +19,30 @@ std::optional<KeepaliveConfig> parseKeepalive(const YAML::Node& node, ConfigCont
   return keepalive;
 }
 
+// The longest grpc health `service` name accepted: real ones are package.Service names; the
+// bound keeps the check's request small.
+constexpr size_t kMaxHealthServiceName = 1024;
+
 std::optional<HealthCheckConfig> parseHealthCheck(const YAML::Node& node, ConfigContext& ctx) {
-  auto map =
-      ctx.expectMap(node, "health_check",
-                    {"path", "interval", "timeout", "unhealthy_threshold", "healthy_threshold"});
+  auto map = ctx.expectMap(node, "health_check",
+                           {"type", "path", "service", "interval", "timeout",
+                            "unhealthy_threshold", "healthy_threshold"});
   if (!map) return std::nullopt;
   HealthCheckConfig check;
+  ctx.read(*map, "type", check.type, [&](const YAML::Node& n) {
+    return ctx.oneOf<HealthCheckType>(n, {{"http", HealthCheckType::Http},
+                                          {"grpc", HealthCheckType::Grpc}});
+  });
+  // A key of the other kind would be ignored, so it is refused: whoever wrote it expected
+  // it to matter.
+  if (const YAML::Node* path = map->find("path"); path && check.type == HealthCheckType::Grpc) {
+    ctx.error(*path, "health_check path is for type: http; a grpc check always calls "
+                     "/grpc.health.v1.Health/Check (name the service with `service`)");
+  }
+  if (const YAML::Node* service = map->find("service");
+      service && check.type == HealthCheckType::Http) {
+    ctx.error(*service, "health_check service is for type: grpc");
+  }
   ctx.read(*map, "path", check.path, [&](const YAML::Node& n) -> std::optional<std::string> {
     auto path = ctx.string(n);
     if (path && (path->empty() || (*path)[0] != '/' || !isSafeHeaderValue(*path) ||
@@ -30,6 +51,19 @@ std::optional<HealthCheckConfig> parseHealthCheck(const YAML::Node& node, Config
       return std::nullopt;
     }
     return path;
+  });
+  ctx.read(*map, "service", check.service, [&](const YAML::Node& n) -> std::optional<std::string> {
+    auto service = ctx.string(n);
+    // Printable ASCII: a proto3 string must be UTF-8 (servers reject the request
+    // otherwise), and real names are ASCII identifiers and dots.
+    bool printable = service && std::all_of(service->begin(), service->end(),
+                                            [](char c) { return c > ' ' && c < 0x7f; });
+    if (service && (service->size() > kMaxHealthServiceName || !printable)) {
+      ctx.error(n, "health_check service must be at most " + std::to_string(kMaxHealthServiceName) +
+                       " printable ASCII characters without spaces, got " + quoteValue(*service));
+      return std::nullopt;
+    }
+    return service;
   });
   bool interval_ok = ctx.readDuration(*map, "interval", check.interval, kAtLeastOneMs);
   bool timeout_ok = ctx.readDuration(*map, "timeout", check.timeout, kAtLeastOneMs);

@@ -1,6 +1,11 @@
 #include "gateway/upstream/health_checker.h"
 
+#include <nghttp2/nghttp2.h>
+
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <utility>
 
@@ -8,8 +13,230 @@
 #include "gateway/http_util.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
+#include "gateway/upstream/grpc_health.h"
 
 namespace gw {
+
+namespace {
+
+// A check stops reading past this many bytes: an endpoint cannot make a probe hold more.
+constexpr size_t kMaxCheckBytes = 16 * 1024;
+
+enum class Verdict { Pending, Healthy, Unhealthy };
+
+// What one kind of check says on a fresh connection and how it judges the answer. The
+// Probe owns the connection, the deadline and the thresholds; a Conversation sees bytes.
+class Conversation {
+ public:
+  virtual ~Conversation() = default;
+  // A new attempt: `out` gets the first bytes to send.
+  virtual void begin(std::string& out) = 0;
+  // Bytes received; `out` gets whatever must be sent in reply.
+  virtual Verdict receive(const char* data, size_t n, std::string& out) = 0;
+  // The peer closed the connection, or reading failed.
+  virtual bool healthyAtEof() = 0;
+  // The attempt is over (either way): free what it held until the next one.
+  virtual void end() {}
+};
+
+// GET path over HTTP/1.1: healthy on a 2xx or 3xx status line.
+class HttpConversation final : public Conversation {
+ public:
+  HttpConversation(const std::string& path, const std::string& host)
+      : request_("GET " + path + " HTTP/1.1\r\nHost: " + host +
+                 "\r\nUser-Agent: gateway-health-check\r\nConnection: close\r\n\r\n") {}
+
+  void begin(std::string& out) override {
+    head_len_ = 0;
+    out = request_;
+  }
+
+  Verdict receive(const char* data, size_t n, std::string&) override {
+    size_t take = std::min(n, sizeof head_ - head_len_);
+    std::memcpy(head_ + head_len_, data, take);
+    head_len_ += take;
+    // The status line's start is all it takes: "HTTP/1.1 200".
+    if (head_len_ < sizeof head_) return Verdict::Pending;
+    return healthyAtEof() ? Verdict::Healthy : Verdict::Unhealthy;
+  }
+
+  bool healthyAtEof() override {
+    if (head_len_ < sizeof head_ || std::memcmp(head_, "HTTP/1.", 7) != 0) return false;
+    int status = (head_[9] - '0') * 100 + (head_[10] - '0') * 10 + (head_[11] - '0');
+    return status >= 200 && status < 400;
+  }
+
+ private:
+  std::string request_;
+  char head_[12];
+  size_t head_len_ = 0;
+};
+
+// grpc.health.v1.Health/Check over HTTP/2 with prior knowledge (h2c), nghttp2 in client
+// mode on memory buffers: healthy on :status 200, grpc-status 0 and a response message
+// saying SERVING.
+class GrpcConversation final : public Conversation {
+ public:
+  GrpcConversation(std::string authority, std::string_view service)
+      : authority_(std::move(authority)), request_(grpc_health::encodeRequest(service)) {
+    nghttp2_session_callbacks_new(&callbacks_);
+    nghttp2_session_callbacks_set_on_header_callback(callbacks_, onHeader);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks_, onData);
+    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks_, onStreamClose);
+  }
+  ~GrpcConversation() override {
+    end();
+    nghttp2_session_callbacks_del(callbacks_);
+  }
+
+  void begin(std::string& out) override {
+    end();
+    http_status_ = 0;
+    grpc_status_.clear();
+    response_.clear();
+    response_too_long_ = closed_ = reset_ = false;
+    request_sent_ = 0;
+    if (nghttp2_session_client_new(&session_, callbacks_, this) != 0) return;
+    // The answer is a few bytes: a small window keeps a misbehaving server's DATA small.
+    const nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+                                               {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 16384}};
+    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings));
+    auto nv = [](std::string_view name, std::string_view value) {
+      return nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                        reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(),
+                        value.size(), NGHTTP2_NV_FLAG_NONE};
+    };
+    const nghttp2_nv headers[] = {nv(":method", "POST"),
+                                  nv(":scheme", "http"),
+                                  nv(":path", "/grpc.health.v1.Health/Check"),
+                                  nv(":authority", authority_),
+                                  nv("content-type", "application/grpc"),
+                                  nv("te", "trailers"),
+                                  nv("user-agent", "gateway-health-check")};
+    nghttp2_data_provider body{};
+    body.source.ptr = this;
+    body.read_callback = readRequest;
+    stream_id_ = nghttp2_submit_request(session_, nullptr, headers, std::size(headers), &body, this);
+    flush(out);
+  }
+
+  Verdict receive(const char* data, size_t n, std::string& out) override {
+    if (!session_ ||
+        nghttp2_session_mem_recv(session_, reinterpret_cast<const uint8_t*>(data), n) < 0 ||
+        !flush(out)) {
+      return Verdict::Unhealthy;
+    }
+    if (closed_) return healthyAtEof() ? Verdict::Healthy : Verdict::Unhealthy;
+    // A GOAWAY, say, leaves nothing more to wait for.
+    if (!nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
+      return Verdict::Unhealthy;
+    }
+    return Verdict::Pending;
+  }
+
+  bool healthyAtEof() override {
+    if (!closed_ || reset_ || response_too_long_ || http_status_ != 200 || grpc_status_ != "0") {
+      return false;
+    }
+    return grpc_health::decodeResponse(response_) == grpc_health::kServing;
+  }
+
+  void end() override {
+    if (session_) nghttp2_session_del(session_);
+    session_ = nullptr;
+  }
+
+ private:
+  static GrpcConversation* self(void* user_data) { return static_cast<GrpcConversation*>(user_data); }
+
+  // What nghttp2 has to send (preface, SETTINGS and their ACKs, the request), appended.
+  bool flush(std::string& out) {
+    for (;;) {
+      const uint8_t* data = nullptr;
+      ssize_t n = nghttp2_session_mem_send(session_, &data);
+      if (n < 0) return false;
+      if (n == 0) return true;
+      out.append(reinterpret_cast<const char*>(data), size_t(n));
+    }
+  }
+
+  static ssize_t readRequest(nghttp2_session*, int32_t, uint8_t* buf, size_t length,
+                             uint32_t* flags, nghttp2_data_source*, void* user_data) {
+    auto* c = self(user_data);
+    size_t n = std::min(length, c->request_.size() - c->request_sent_);
+    std::memcpy(buf, c->request_.data() + c->request_sent_, n);
+    c->request_sent_ += n;
+    if (c->request_sent_ == c->request_.size()) *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return ssize_t(n);
+  }
+
+  // Headers and trailers alike: a trailers-only answer carries grpc-status in its headers.
+  static int onHeader(nghttp2_session*, const nghttp2_frame* frame, const uint8_t* name,
+                      size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
+                      void* user_data) {
+    auto* c = self(user_data);
+    if (frame->hd.stream_id != c->stream_id_) return 0;
+    std::string_view n(reinterpret_cast<const char*>(name), namelen);
+    std::string_view v(reinterpret_cast<const char*>(value), valuelen);
+    if (n == ":status") {
+      c->http_status_ = v.size() == 3 ? std::atoi(std::string(v).c_str()) : 0;
+    } else if (n == "grpc-status") {
+      // Only "0" counts; a longer value need not be kept to know it is not that.
+      c->grpc_status_ = v.size() <= 3 ? std::string(v) : "?";
+    }
+    return 0;
+  }
+
+  static int onData(nghttp2_session*, uint8_t, int32_t stream_id, const uint8_t* data,
+                    size_t len, void* user_data) {
+    auto* c = self(user_data);
+    if (stream_id != c->stream_id_) return 0;
+    if (c->response_.size() + len > grpc_health::kMaxResponseBody) {
+      c->response_too_long_ = true;
+    } else {
+      c->response_.append(reinterpret_cast<const char*>(data), len);
+    }
+    return 0;
+  }
+
+  static int onStreamClose(nghttp2_session*, int32_t stream_id, uint32_t error_code,
+                           void* user_data) {
+    auto* c = self(user_data);
+    if (stream_id != c->stream_id_) return 0;
+    c->closed_ = true;
+    c->reset_ = error_code != NGHTTP2_NO_ERROR;
+    return 0;
+  }
+
+  std::string authority_;
+  std::string request_;  // the framed HealthCheckRequest, the same for every attempt
+  nghttp2_session_callbacks* callbacks_ = nullptr;
+  nghttp2_session* session_ = nullptr;  // per attempt
+  int32_t stream_id_ = -1;
+  size_t request_sent_ = 0;
+  int http_status_ = 0;
+  std::string grpc_status_;
+  std::string response_;
+  bool response_too_long_ = false;
+  bool closed_ = false;
+  bool reset_ = false;
+};
+
+std::unique_ptr<Conversation> conversationFor(const HealthCheckConfig& check,
+                                              const SocketAddress& address) {
+  if (check.type == HealthCheckType::Grpc) {
+    return std::make_unique<GrpcConversation>(address.text, check.service);
+  }
+  return std::make_unique<HttpConversation>(check.path, address.text);
+}
+
+// A write owns its bytes until libuv is done with them (a close cancels it: same callback).
+struct PendingWrite {
+  uv_write_t req{};
+  std::string data;
+};
+
+}  // namespace
 
 struct HealthChecker::Probe {
   uv_loop_t* loop;
@@ -18,15 +245,14 @@ struct HealthChecker::Probe {
   SocketAddress address;
   uint16_t upstream_label = 0;
   uint16_t endpoint_label = 0;
-  std::string request;
+  std::unique_ptr<Conversation> conversation;
 
   uv_timer_t interval{};
   uv_timer_t deadline{};
   uv_tcp_t* tcp = nullptr;  // per attempt; freed in its close callback
   uv_connect_t connect_req{};
-  uv_write_t write_req{};
-  char response[64];
-  size_t response_len = 0;
+  char read_buf[4096];
+  size_t received = 0;
   int64_t started_us = 0;
   bool stopping = false;
   int open_handles = 2;
@@ -34,7 +260,7 @@ struct HealthChecker::Probe {
   Probe(uv_loop_t* l, const HealthCheckConfig& c, std::shared_ptr<EndpointState> s,
         const SocketAddress& a, uint16_t upstream, uint16_t endpoint)
       : loop(l), check(c), state(std::move(s)), address(a), upstream_label(upstream),
-        endpoint_label(endpoint) {}
+        endpoint_label(endpoint), conversation(conversationFor(c, a)) {}
 
   static int64_t nowUs() {
     timespec ts;
@@ -46,8 +272,6 @@ struct HealthChecker::Probe {
     uv_timer_init(loop, &interval);
     uv_timer_init(loop, &deadline);
     interval.data = deadline.data = this;
-    request = "GET " + check.path + " HTTP/1.1\r\nHost: " + address.text +
-              "\r\nUser-Agent: gateway-health-check\r\nConnection: close\r\n\r\n";
     // The first check runs at once, so a dead endpoint is known within one timeout.
     uv_timer_start(&interval, [](uv_timer_t* t) { static_cast<Probe*>(t->data)->attempt(); }, 0,
                    uint64_t(check.interval.count()));
@@ -59,7 +283,7 @@ struct HealthChecker::Probe {
     uv_tcp_init(loop, tcp);
     tcp->data = this;
     connect_req.data = this;
-    response_len = 0;
+    received = 0;
     started_us = nowUs();
     uv_timer_start(&deadline, [](uv_timer_t* t) { static_cast<Probe*>(t->data)->finish(false); },
                    uint64_t(check.timeout.count()), 0);
@@ -76,33 +300,41 @@ struct HealthChecker::Probe {
 
   void onConnected() {
     if (!tcp) return;
-    uv_buf_t buf = uv_buf_init(request.data(), unsigned(request.size()));
-    write_req.data = this;
-    uv_write(&write_req, reinterpret_cast<uv_stream_t*>(tcp), &buf, 1, [](uv_write_t*, int) {});
+    std::string out;
+    conversation->begin(out);
+    send(std::move(out));
     uv_read_start(
         reinterpret_cast<uv_stream_t*>(tcp),
         [](uv_handle_t* h, size_t, uv_buf_t* b) {
           auto* p = static_cast<Probe*>(h->data);
-          b->base = p->response + p->response_len;
-          b->len = sizeof p->response - p->response_len;
+          *b = uv_buf_init(p->read_buf, sizeof p->read_buf);
         },
-        [](uv_stream_t* s, ssize_t n, const uv_buf_t*) {
+        [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
           auto* p = static_cast<Probe*>(s->data);
-          if (n < 0) return p->finish(p->statusOk());
-          p->response_len += size_t(n);
-          // The status line is all we need: "HTTP/1.1 200".
-          if (p->response_len >= 12 || p->response_len == sizeof p->response) p->finish(p->statusOk());
+          if (n < 0) return p->finish(p->conversation->healthyAtEof());
+          p->received += size_t(n);
+          if (p->received > kMaxCheckBytes) return p->finish(false);
+          std::string out;
+          Verdict v = p->conversation->receive(b->base, size_t(n), out);
+          p->send(std::move(out));
+          if (v != Verdict::Pending) p->finish(v == Verdict::Healthy);
         });
   }
 
-  bool statusOk() const {
-    if (response_len < 12 || std::memcmp(response, "HTTP/1.", 7) != 0) return false;
-    int status = (response[9] - '0') * 100 + (response[10] - '0') * 10 + (response[11] - '0');
-    return status >= 200 && status < 400;
+  void send(std::string data) {
+    if (data.empty() || !tcp) return;
+    auto* w = new PendingWrite{{}, std::move(data)};
+    w->req.data = w;
+    uv_buf_t buf = uv_buf_init(w->data.data(), unsigned(w->data.size()));
+    if (uv_write(&w->req, reinterpret_cast<uv_stream_t*>(tcp), &buf, 1,
+                 [](uv_write_t* r, int) { delete static_cast<PendingWrite*>(r->data); }) != 0) {
+      delete w;
+    }
   }
 
   void finish(bool ok) {
     uv_timer_stop(&deadline);
+    conversation->end();
     if (tcp) {
       uv_close(reinterpret_cast<uv_handle_t*>(tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
       tcp = nullptr;

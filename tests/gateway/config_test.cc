@@ -87,6 +87,8 @@ TEST(ConfigLoaderTest, ReferenceConfigurationLoads) {
   EXPECT_EQ(api.keepalive.idle_timeout, Millis(30000));
   ASSERT_TRUE(api.health_check.has_value());
   EXPECT_EQ(api.health_check->path, "/healthz");
+  EXPECT_EQ(api.health_check->type, HealthCheckType::Http);
+  EXPECT_EQ(api.health_check->service, "");
   ASSERT_TRUE(api.circuit_breaker.has_value());
   EXPECT_EQ(api.circuit_breaker->open_for, Millis(30000));
   EXPECT_EQ(api.retries.attempts, 2u);

@@ -246,6 +246,7 @@ COMPANIONS = {
     "rate_limit_store.redis.tls.key": {"cert": "conf/tls/client.crt"},
     "rate_limit_store.redis.sentinel.master": {"addresses": ["127.0.0.1:26379"]},
     "rate_limit_store.redis.sentinel.addresses": {"master": "gw"},
+    "upstreams[].health_check.service": {"type": "grpc"},
 }
 EXCLUDES = {"jwt_providers[].jwks_uri": ["jwks_file"]}
 
