@@ -114,7 +114,9 @@ chmod 755 "$work"   # nginx workers run as nobody
 mkdir -p "$work/logs" "$work/www"
 started=()          # every PID this script started; the EXIT trap stops them
 notes=$work/notes   # anomalies to report at the end
+checks=$work/checks # what a case's checks found, reported at the end
 : >"$notes"
+: >"$checks"
 
 # PID and its descendants, depth first (an nginx master and its workers).
 tree_pids() {
@@ -235,14 +237,20 @@ take_port; NGINX_PORT=$port
 take_port; HAPROXY_PORT=$port
 take_port; FORWARD_PORT=$port
 
-head -c "$LARGE_BYTES" /dev/zero | tr '\0' 'x' >"$work/www/16k"
-cat >"$work/upstream.conf" <<EOF
+# upstream_nginx NAME PORT PATH [CURL_ARG...]: starts an upstream nginx (one process on
+# LOAD_CPUS, no access log, keep-alive for as long as a run lasts) with the server {}
+# blocks read from standard input and waits for a 200 on PORT/PATH; sets started_pid.
+upstream_nginx() {
+  local name=$1
+  shift
+  {
+    cat <<EOF
 daemon off;
 master_process off;
 worker_processes 1;
 worker_rlimit_nofile $NOFILE;
-pid $work/upstream.pid;
-error_log $work/logs/upstream-error.log warn;
+pid $work/$name.pid;
+error_log $work/logs/$name-error.log warn;
 events { worker_connections $NOFILE; }
 http {
   access_log off;
@@ -251,6 +259,16 @@ http {
   keepalive_timeout 300s;
   sendfile on;
   open_file_cache max=16 inactive=300s;
+EOF
+    cat
+    echo "}"
+  } >"$work/$name.conf"
+  start "$name" "$LOAD_CPUS" nginx -p "$work" -e "$work/logs/$name-error.log" -c "$work/$name.conf"
+  wait_ready "$started_pid" "$@" || die "$name nginx did not start: $(cat "$work/logs/$name"*)"
+}
+
+head -c "$LARGE_BYTES" /dev/zero | tr '\0' 'x' >"$work/www/16k"
+upstream_nginx upstream "$UP_PORT" /small <<EOF
   server {
     listen 127.0.0.1:$UP_PORT backlog=4096;
     root $work/www;
@@ -259,11 +277,8 @@ http {
     location = /1g { }
     location = /v1/traces { return 200; }   # the tracing case's collector: takes, drops
   }
-}
 EOF
-start upstream "$LOAD_CPUS" nginx -p "$work" -e "$work/logs/upstream-error.log" -c "$work/upstream.conf"
 UP_PID=$started_pid
-wait_ready "$UP_PID" "$UP_PORT" /small || die "upstream nginx did not start: $(cat "$work/logs/upstream"*)"
 
 # ------------------------------------------------------------------ proxy configs
 # A case sets CASE_* and the hooks below, writes its configs into its directory and
@@ -274,7 +289,7 @@ reset_case() {
   CASE_DESC="" CASE_PATH=/small CASE_BODY_BYTES=$SMALL_BYTES
   CASE_WORKERS=1 CASE_CPUS=$PROXY_CPUS CASE_DIRECT=1
   CASE_SCHEME=http          # https: the proxies terminate TLS (see tls_hooks)
-  CASE_WRK_ARGS=()          # extra wrk arguments, e.g. (-H "Connection: close")
+  CASE_WRK_ARGS=()          # extra wrk (or h2load) arguments, e.g. (-H "Connection: close")
   CASE_CURL_ARGS=()         # extra curl arguments of the pre-run check, e.g. (-H "Authorization: ...")
   CASE_TOOL=wrk             # or ab: ApacheBench, a new connection and session per request;
                             # or h2load: HTTP/2 (nghttp2-client), h2c or ALPN h2 by the URL's scheme
@@ -283,9 +298,11 @@ reset_case() {
   CASE_AUX_PID=-            # a server the case started (redis-server): its CPU is reported too
   CASE_PRECHECK=""          # a function run once the targets answer (e.g. a 401 without a token)
   CASE_POSTCHECK=""         # a function run after the last run, before the proxies stop
+  CASE_UP_PORT=$UP_PORT     # the upstream of the proxies, the forward floor and the direct row
   GW_LISTENER_EXTRA=""      # YAML under the gateway's listener, indented 4 spaces
   GW_TOP_EXTRA=""           # top-level YAML (jwt_providers:, rate_limit_store:)
   GW_LIMITS_EXTRA=""        # YAML under limits:, indented 2 spaces
+  GW_UPSTREAM_EXTRA=""      # YAML under the upstream, indented 4 spaces (protocol: h2)
   GW_ROUTES=""              # YAML under routes: (default: one route / to the upstream)
   NGINX_LISTEN_EXTRA=""     # parameters of nginx's listen directive (" ssl")
   NGINX_SERVER_EXTRA=""     # directives in nginx's server {}
@@ -293,8 +310,10 @@ reset_case() {
   GW_FILTERS=""             # YAML under default_filters:, indented 2 spaces
   NGINX_HTTP_EXTRA=""       # directives in http {}
   NGINX_LOCATION_EXTRA=""   # directives in the proxied location
+  NGINX_PASS=proxy          # the proxied location's module: proxy (HTTP/1.1 keep-alive) or grpc
   HAPROXY_GLOBAL_EXTRA=""   # lines in global
   HAPROXY_FRONTEND_EXTRA="" # lines in the frontend
+  HAPROXY_SERVER_EXTRA=""   # parameters of HAProxy's server line (" proto h2")
   target_names=()
   declare -gA target_proxy=() target_conf=() target_port=() target_path=() target_base=()
   declare -gA target_expect=()
@@ -339,8 +358,9 @@ timeouts:
   drain: 2s
 upstreams:
   - name: upstream
-    endpoints: [127.0.0.1:$UP_PORT]
+    endpoints: [127.0.0.1:$CASE_UP_PORT]
     keepalive: {max_idle: $CASE_UP_IDLE, idle_timeout: 60s}
+$GW_UPSTREAM_EXTRA
 $GW_TOP_EXTRA
 default_filters:
 ${GW_FILTERS:-"  {}"}
@@ -350,10 +370,18 @@ EOF
 }
 
 # nginx_config DIR PORT: DIR/nginx.conf, with its pid file and temp paths in DIR.
-# nginx's production settings for a proxy: upstream keepalive, HTTP/1.1 upstream; it
-# forwards the same X-Forwarded-* headers the gateway sets.
+# nginx's production settings for a proxy: upstream keepalive, HTTP/1.1 upstream (or, with
+# NGINX_PASS=grpc, grpc_pass: HTTP/2 to the upstream, one stream per connection at a time);
+# it forwards the same X-Forwarded-* headers the gateway sets.
 nginx_config() {
-  local dir=$1
+  local dir=$1 pass
+  case $NGINX_PASS in
+    proxy) pass="      proxy_pass http://upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";" ;;
+    grpc) pass="      grpc_pass grpc://upstream;" ;;
+    *) die "NGINX_PASS=$NGINX_PASS: proxy or grpc" ;;
+  esac
   mkdir -p "$dir"
   cat >"$dir/nginx.conf" <<EOF
 daemon off;
@@ -373,7 +401,7 @@ http {
   uwsgi_temp_path $dir/tmp-uwsgi;
   scgi_temp_path $dir/tmp-scgi;
   upstream upstream {
-    server 127.0.0.1:$UP_PORT;
+    server 127.0.0.1:$CASE_UP_PORT;
     keepalive $CASE_UP_IDLE;
     keepalive_requests 10000000;
     keepalive_timeout 60s;
@@ -383,13 +411,11 @@ $NGINX_HTTP_EXTRA
     listen 127.0.0.1:$2$NGINX_LISTEN_EXTRA backlog=4096;
 $NGINX_SERVER_EXTRA
     location / {
-      proxy_pass http://upstream;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$http_host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
+$pass
+      ${NGINX_PASS}_set_header Host \$http_host;
+      ${NGINX_PASS}_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      ${NGINX_PASS}_set_header X-Forwarded-Proto \$scheme;
+      ${NGINX_PASS}_set_header X-Forwarded-Host \$host;
 $NGINX_LOCATION_EXTRA
     }
   }
@@ -423,7 +449,7 @@ frontend bench
 $HAPROXY_FRONTEND_EXTRA
   default_backend upstream
 backend upstream
-  server upstream 127.0.0.1:$UP_PORT
+  server upstream 127.0.0.1:$CASE_UP_PORT$HAPROXY_SERVER_EXTRA
 EOF
 }
 
@@ -431,7 +457,7 @@ EOF
 # per proxy of PROXIES (plus the upstream itself when CASE_DIRECT=1).
 write_configs() {
   local dir=$1 proxy
-  [[ $CASE_DIRECT == 0 ]] || add_target direct direct - "$UP_PORT" "$CASE_PATH"
+  [[ $CASE_DIRECT == 0 ]] || add_target direct direct - "$CASE_UP_PORT" "$CASE_PATH"
   for proxy in $PROXIES; do
     case $proxy in
       gateway) gateway_config "$dir/gateway.yaml" "$GW_PORT" "$GW_ADMIN_PORT"
@@ -579,13 +605,17 @@ h2_hooks() {
 # Cleartext HTTP/2 with prior knowledge (h2load's default for http:// URLs): the
 # gateway's listener with h2c: true (HTTP/1.1 and h2c on one port), nginx 1.22's
 # "listen ... http2" without ssl (h2c prior knowledge only), HAProxy's "bind ... proto h2".
-case_h2c_small() {
-  CASE_DESC="h2c (HTTP/2 prior knowledge, h2load -c$H2_CONNECTIONS -m$H2_STREAMS), ${SMALL_BYTES}-byte response"
+h2c_hooks() {
   h2_hooks
   CASE_CURL_ARGS=(--http2-prior-knowledge)
   GW_LISTENER_EXTRA="    h2c: true"
   NGINX_LISTEN_EXTRA=" http2"
   HAPROXY_BIND_EXTRA=" proto h2"
+}
+
+case_h2c_small() {
+  CASE_DESC="h2c (HTTP/2 prior knowledge, h2load -c$H2_CONNECTIONS -m$H2_STREAMS), ${SMALL_BYTES}-byte response"
+  h2c_hooks
   write_configs "$1"
 }
 
@@ -824,7 +854,7 @@ run_wrk() {  # URL OUTPUT [SECONDS]
     [[ $2 == /dev/null ]] || log_args=(--log-file="$2.requests")
     pinned "$LOAD_CPUS" timeout $((seconds + 30)) \
       h2load -t "$THREADS" -c "$H2_CONNECTIONS" -m "$H2_STREAMS" -D "$seconds" "${log_args[@]}" \
-      "$1" >"$2" 2>&1
+      "${CASE_WRK_ARGS[@]}" "$1" >"$2" 2>&1
     return
   fi
   if [[ $CASE_TOOL == ab ]]; then
@@ -847,7 +877,7 @@ start_proxy() {
     gateway_before) start "$name" "$CASE_CPUS" "$work/gateway_before" -c "$conf" ;;
     nginx) start "$name" "$CASE_CPUS" nginx -p "$(dirname "$conf")" -e "$(dirname "$conf")/nginx-error.log" -c "$conf" ;;
     haproxy) start "$name" "$CASE_CPUS" haproxy -f "$conf" -db ;;
-    forward) start "$name" "$CASE_CPUS" "$work/l4_forward" "$port" "$UP_PORT" ;;
+    forward) start "$name" "$CASE_CPUS" "$work/l4_forward" "$port" "$CASE_UP_PORT" ;;
     *) die "unknown proxy $proxy" ;;
   esac
   proxy_pid=$started_pid
@@ -979,6 +1009,7 @@ run_case() {
     done
   done
   [[ -z $CASE_POSTCHECK ]] || "$CASE_POSTCHECK"
+  [[ $CASE_TOOL != h2load ]] || h2load_cases+=" $case"
   for ((i = 0; i < ${#pids[@]}; i += 2)); do stop_proxy "${pids[i]}" "${pids[i + 1]}"; done
   [[ $CASE_AUX_PID == - ]] || stop "$CASE_AUX_PID"
 }
@@ -1011,7 +1042,7 @@ memory_case() {
 # nginx would buffer both bodies in temp files by default: it is told to stream them, as an
 # operator would for large transfers (proxy_buffering off, proxy_request_buffering off).
 stream_case() {
-  local dir=$work/stream target direction row sink_pid sink_port url upstream_port=$UP_PORT
+  local dir=$work/stream target direction row sink_pid sink_port url
   [[ -e $work/www/1g ]] || truncate -s "$STREAM_BYTES" "$work/www/1g"   # sparse: no disk
   # Once straight from the upstream first: the first reader of the file pays for filling
   # the page cache, which would otherwise count against whichever proxy goes first.
@@ -1022,8 +1053,8 @@ stream_case() {
   printf 'proxy\tdirection\tbytes\tseconds\trss_before\trss_peak\n' >"$work/stream.tsv"
   log "[stream] $((STREAM_BYTES >> 20)) MiB download and upload through each proxy"
   for direction in download upload; do
-    [[ $direction == download ]] || UP_PORT=$sink_port   # the proxies' upstream is now the sink
     reset_case
+    [[ $direction == download ]] || CASE_UP_PORT=$sink_port   # the proxies' upstream is now the sink
     CASE_DIRECT=0
     GW_LIMITS_EXTRA="  max_body_bytes: $((STREAM_BYTES * 2))"
     NGINX_LOCATION_EXTRA="      client_max_body_size 0;
@@ -1050,7 +1081,6 @@ stream_case() {
       stop_proxy "$target-stream-$direction" "$proxy_pid"
     done
   done
-  UP_PORT=$upstream_port
   stop "$sink_pid"
 }
 
@@ -1063,6 +1093,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 revision=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
 log "compare.sh: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, $REPEATS runs per proxy;" \
   "proxy on CPU $PROXY_CPUS, wrk + upstream on CPU $LOAD_CPUS; temp dir $work"
+h2load_cases=""
 for case in $CASES; do run_case "$case"; done
 if [[ $MEMORY == 1 ]]; then memory_case; fi
 if [[ $STREAM == 1 ]]; then stream_case; fi
@@ -1077,8 +1108,8 @@ echo "# load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadav
 if [[ " $CASES " == *" https_full_handshakes "* ]]; then
   echo "# https_full_handshakes: ab -q -r -s 5 -t $DURATION -c $CONNECTIONS (a new connection and TLS session per request), pinned like wrk"
 fi
-if [[ " $CASES " == *" h2c_small "* || " $CASES " == *" h2_tls_small "* ]]; then
-  echo "# h2c_small, h2_tls_small: h2load -t$THREADS -c$H2_CONNECTIONS -m$H2_STREAMS -D $DURATION" \
+if [[ -n $h2load_cases ]]; then
+  echo "#$h2load_cases: h2load -t$THREADS -c$H2_CONNECTIONS -m$H2_STREAMS -D $DURATION" \
     "($((H2_CONNECTIONS * H2_STREAMS)) streams in flight), pinned like wrk; p50/p99 from its --log-file"
 fi
 echo
@@ -1090,6 +1121,11 @@ fi
 if [[ -f $work/stream.tsv ]]; then
   echo
   python3 "$helper" stream-table "$work/stream.tsv"
+fi
+if [[ -s $checks ]]; then
+  echo
+  echo "Checks:"
+  sed 's/^/  /' "$checks"
 fi
 if [[ -s $notes ]]; then
   echo
