@@ -10,6 +10,9 @@
 #                                       the TLS cases only (~4 min)
 #   CASES="h2c_small h2_tls_small" MEMORY=0 STREAM=0 bench/compare.sh
 #                                       the HTTP/2 cases only (h2load; not in the default CASES)
+#   CASES="grpc_h2c grpc_h2c_http1" MEMORY=0 STREAM=0 bench/compare.sh
+#                                       gRPC-like calls to an HTTP/2 and to an HTTP/1.1 upstream
+#                                       (h2load; not in the default CASES)
 #
 # Settings (environment):
 #   DURATION=10 REPEATS=3 CONNECTIONS=50 THREADS=1   wrk, the same for every proxy
@@ -19,6 +22,7 @@
 #          https_keepalive https_handshakes https_full_handshakes tracing"
 #                                                    see the case_* functions; also (not by
 #                                                    default): h2c_small h2_tls_small
+#                                                    grpc_h2c grpc_h2c_http1
 #   H2_CONNECTIONS=10 H2_STREAMS=10                  h2load -c, -m (streams in flight per
 #                                                    connection) of the HTTP/2 cases
 #   JWT_ALG=ES256 JWT_USERS=1000                     the jwt case's tokens
@@ -635,6 +639,133 @@ case_h2_tls_small() {
   write_configs "$1"
 }
 
+# gRPC-like unary calls (SPEC §8), h2c from h2load to the proxy as in h2c_small: every call
+# is a POST of GRPC_PATH with a 10-byte body (a 5-byte message behind gRPC's 5-byte prefix)
+# and the headers of a gRPC request. The upstream is a second nginx, grpc_upstream below:
+# the same server {} on an h2c port (prior knowledge only: nginx 1.22's "listen ... http2"
+# without ssl takes no HTTP/1.1 there, so a 2xx through it was carried over HTTP/2) and an
+# HTTP/1.1 port. It answers what a unary call returns: 200, content-type application/grpc,
+# a 12-byte length-prefixed message, and the trailer grpc-status: 0 (add_trailer; over
+# HTTP/1.1 that makes nginx answer chunked, the trailer in the chunked trailer section).
+# Like a gRPC server, it answers once it has read the whole request: nginx's "return"
+# answers before the body has arrived, and a frame for that stream follows its END_STREAM
+# (most likely the RST_STREAM NO_ERROR of a server that answered early); nginx's
+# grpc_pass, which has put the connection back in its pool by then, logs "upstream sent
+# frame for unknown stream" and answers 502 (13 of 16,000 calls in a smoke run). So mirror_request_body reads the body first (into a subrequest that does
+# nothing), the static module's 404 (a missing file, cached by open_file_cache) goes to
+# the named location that answers.
+GRPC_PATH=/bench.Echo/Say
+GRPC_REPLY_BYTES=12
+GRPC_HEADERS=(-H "content-type: application/grpc" -H "te: trailers")   # curl's, h2load's and nghttp's -H
+GRPC_REQUEST=$work/grpc-request.bin
+printf '\x00\x00\x00\x00\x05hello' >"$GRPC_REQUEST"
+
+# Starts the case's gRPC upstream on LOAD_CPUS (beside h2load, like the other upstream);
+# it is the case's auxiliary server: its CPU per call is reported, and run_case stops it.
+# Sets GRPC_H2_PORT and GRPC_H1_PORT.
+grpc_upstream() {
+  take_port; GRPC_H2_PORT=$port
+  take_port; GRPC_H1_PORT=$port
+  {
+    cat <<EOF
+  server {
+    listen 127.0.0.1:$GRPC_H2_PORT http2 backlog=4096;
+    listen 127.0.0.1:$GRPC_H1_PORT backlog=4096;
+    location = $GRPC_PATH {
+      mirror /read-body;
+      mirror_request_body on;
+      root $work/www;
+      log_not_found off;
+      open_file_cache_errors on;
+      error_page 404 =200 @reply;
+    }
+    location = /read-body { internal; return 204; }
+    location @reply {
+      default_type application/grpc;
+      add_trailer grpc-status 0 always;
+EOF
+    printf '      return 200 "\x00\x00\x00\x00\x07goodbye";\n'   # nginx takes the NULs as they are
+    printf '    }\n  }\n'
+  } >"$work/grpc-upstream.servers"
+  upstream_nginx "grpc-upstream-$port" "$GRPC_H2_PORT" "$GRPC_PATH" http --http2-prior-knowledge \
+    --data-binary "@$GRPC_REQUEST" "${GRPC_HEADERS[@]}" <"$work/grpc-upstream.servers"
+  CASE_AUX_PID=$started_pid
+}
+
+grpc_hooks() {
+  h2c_hooks
+  grpc_upstream
+  CASE_PATH=$GRPC_PATH CASE_BODY_BYTES=$GRPC_REPLY_BYTES
+  CASE_WRK_ARGS=(-d "$GRPC_REQUEST" "${GRPC_HEADERS[@]}")
+  CASE_CURL_ARGS+=(--data-binary "@$GRPC_REQUEST" "${GRPC_HEADERS[@]}")
+  CASE_PRECHECK=grpc_precheck CASE_POSTCHECK=grpc_postcheck
+}
+
+# To an HTTP/2 upstream: the gateway's upstream with protocol: h2 (prior knowledge, many
+# streams on one connection), nginx's grpc_pass (HTTP/2, but one stream per upstream
+# connection at a time: the keepalive pool holds as many connections as calls in flight),
+# HAProxy's "server ... proto h2" (multiplexed). The upstream speaks h2c, so the forward
+# floor and a direct row (h2load against the upstream itself) sit beside them.
+case_grpc_h2c() {
+  CASE_DESC="gRPC-like unary calls (h2c POST, h2load -c$H2_CONNECTIONS -m$H2_STREAMS), HTTP/2 upstream"
+  grpc_hooks
+  CASE_UP_PORT=$GRPC_H2_PORT CASE_DIRECT=1
+  GW_UPSTREAM_EXTRA="    protocol: h2"
+  NGINX_PASS=grpc
+  HAPROXY_SERVER_EXTRA=" proto h2"
+  write_configs "$1"
+  forward_target "$1"
+}
+
+# The same calls to the same upstream over HTTP/1.1 keep-alive: each proxy's usual upstream
+# settings (gateway protocol: http1, the default; nginx proxy_pass with HTTP/1.1
+# keep-alive; HAProxy's plain server line). Real gRPC needs HTTP/2 end to end; this is the
+# figure beside it. nginx's proxy module does not pass the upstream's trailers on.
+case_grpc_h2c_http1() {
+  CASE_DESC="the same gRPC-like calls, HTTP/1.1 keep-alive upstream (the reply chunked, its trailer in the chunked trailer)"
+  grpc_hooks
+  CASE_UP_PORT=$GRPC_H1_PORT
+  write_configs "$1"
+}
+
+# One call through each target with nghttp: does the upstream's grpc-status trailer reach
+# the client? Over an HTTP/2 upstream it must (else an anomaly); either way it is listed.
+# (This and grpc_postcheck read run_case's locals case and pid_of.)
+grpc_precheck() {
+  local target out got
+  for target in "${target_names[@]}"; do
+    out=$(nghttp -nv -d "$GRPC_REQUEST" "${GRPC_HEADERS[@]}" \
+      "http://127.0.0.1:${target_port[$target]}$CASE_PATH" 2>&1 | tr -d '\0' || true)
+    got=none
+    grep -q '^\[.*\] recv (stream_id=[0-9]*) grpc-status: 0$' <<<"$out" && got="grpc-status: 0"
+    echo "$case/$target: trailer from the upstream: $got" >>"$checks"
+    if [[ $got == none && $CASE_UP_PORT == "${GRPC_H2_PORT:-}" ]]; then
+      echo "$case/$target: no grpc-status trailer in the answer to an nghttp call" >>"$notes"
+    fi
+  done
+}
+
+# The upstream connections each proxy holds (ss), counted 1 s into a 2-second load of its
+# own (after a run, a proxy that served one call per connection has closed those whose
+# calls h2load abandoned when it stopped): many calls on few connections over HTTP/2, one
+# connection per call in flight over HTTP/1.1 and with nginx's grpc_pass.
+grpc_postcheck() {
+  local target pid n load line=""
+  for target in "${target_names[@]}"; do
+    [[ ${target_proxy[$target]} != direct && -n ${pid_of[$target]:-} ]] || continue
+    run_wrk "http://127.0.0.1:${target_port[$target]}$CASE_PATH" /dev/null 2 &
+    load=$!
+    sleep 1
+    n=0
+    for pid in $(tree_pids "${pid_of[$target]}"); do
+      n=$((n + $(ss -Htnp state established "( dport = :$CASE_UP_PORT )" | grep -c "pid=$pid," || true)))
+    done
+    wait "$load" || true
+    line+=" $target $n,"
+  done
+  echo "$case: upstream connections in use under load:${line%,}" >>"$checks"
+}
+
 # The default filter chain of a security gateway against its nearest equivalents: the
 # gateway's request_id, security_headers, cors, body_limit and a client_ip rate limit
 # that never refuses; nginx with the same headers (add_header), $request_id, limit_req
@@ -1111,6 +1242,10 @@ fi
 if [[ -n $h2load_cases ]]; then
   echo "#$h2load_cases: h2load -t$THREADS -c$H2_CONNECTIONS -m$H2_STREAMS -D $DURATION" \
     "($((H2_CONNECTIONS * H2_STREAMS)) streams in flight), pinned like wrk; p50/p99 from its --log-file"
+fi
+if [[ $h2load_cases == *grpc_* ]]; then
+  echo "# grpc_*: POST $GRPC_PATH, h2load -d (10 bytes: a 5-byte message behind gRPC's prefix) ${GRPC_HEADERS[*]};" \
+    "upstream: a second nginx on CPU $LOAD_CPUS, 200 + $GRPC_REPLY_BYTES bytes + trailer grpc-status: 0 (aux = its CPU)"
 fi
 echo
 [[ $(wc -l <"$results") -lt 2 ]] || python3 "$helper" table --clk-tck "$CLK_TCK" "$results"

@@ -412,8 +412,8 @@ def table(path, clk_tck):
                          f"{s['cpu_us']:.1f} us CPU per request ({s['cpu_us'] - s['sys_us']:.1f} in "
                          f"user space); x nginx of forward is the most any proxy could reach here")
         if "aux_us" in s:
-            notes.append(f"{case}/{proxy}: the case's auxiliary server (e.g. redis-server) "
-                         f"spent {s['aux_us']:.1f} us CPU per request")
+            notes.append(f"{case}/{proxy}: the case's auxiliary server (redis-server, or the "
+                         f"gRPC cases' upstream) spent {s['aux_us']:.1f} us CPU per request")
     # workers 2 vs 1: the same path and proxy, different worker counts
     for (case, proxy), s in summary.items():
         if s["workers"] == "1" or proxy == "direct":
