@@ -10,6 +10,9 @@
 #                                       the TLS cases only (~4 min)
 #   CASES="h2c_small h2_tls_small" MEMORY=0 STREAM=0 bench/compare.sh
 #                                       the HTTP/2 cases only (h2load; not in the default CASES)
+#   CASES="grpc_h2c grpc_h2c_http1" MEMORY=0 STREAM=0 bench/compare.sh
+#                                       gRPC-like calls to an HTTP/2 and to an HTTP/1.1 upstream
+#                                       (h2load; not in the default CASES)
 #
 # Settings (environment):
 #   DURATION=10 REPEATS=3 CONNECTIONS=50 THREADS=1   wrk, the same for every proxy
@@ -19,6 +22,7 @@
 #          https_keepalive https_handshakes https_full_handshakes tracing"
 #                                                    see the case_* functions; also (not by
 #                                                    default): h2c_small h2_tls_small
+#                                                    grpc_h2c grpc_h2c_http1
 #   H2_CONNECTIONS=10 H2_STREAMS=10                  h2load -c, -m (streams in flight per
 #                                                    connection) of the HTTP/2 cases
 #   JWT_ALG=ES256 JWT_USERS=1000                     the jwt case's tokens
@@ -114,7 +118,9 @@ chmod 755 "$work"   # nginx workers run as nobody
 mkdir -p "$work/logs" "$work/www"
 started=()          # every PID this script started; the EXIT trap stops them
 notes=$work/notes   # anomalies to report at the end
+checks=$work/checks # what a case's checks found, reported at the end
 : >"$notes"
+: >"$checks"
 
 # PID and its descendants, depth first (an nginx master and its workers).
 tree_pids() {
@@ -235,14 +241,20 @@ take_port; NGINX_PORT=$port
 take_port; HAPROXY_PORT=$port
 take_port; FORWARD_PORT=$port
 
-head -c "$LARGE_BYTES" /dev/zero | tr '\0' 'x' >"$work/www/16k"
-cat >"$work/upstream.conf" <<EOF
+# upstream_nginx NAME PORT PATH [CURL_ARG...]: starts an upstream nginx (one process on
+# LOAD_CPUS, no access log, keep-alive for as long as a run lasts) with the server {}
+# blocks read from standard input and waits for a 200 on PORT/PATH; sets started_pid.
+upstream_nginx() {
+  local name=$1
+  shift
+  {
+    cat <<EOF
 daemon off;
 master_process off;
 worker_processes 1;
 worker_rlimit_nofile $NOFILE;
-pid $work/upstream.pid;
-error_log $work/logs/upstream-error.log warn;
+pid $work/$name.pid;
+error_log $work/logs/$name-error.log warn;
 events { worker_connections $NOFILE; }
 http {
   access_log off;
@@ -251,6 +263,16 @@ http {
   keepalive_timeout 300s;
   sendfile on;
   open_file_cache max=16 inactive=300s;
+EOF
+    cat
+    echo "}"
+  } >"$work/$name.conf"
+  start "$name" "$LOAD_CPUS" nginx -p "$work" -e "$work/logs/$name-error.log" -c "$work/$name.conf"
+  wait_ready "$started_pid" "$@" || die "$name nginx did not start: $(cat "$work/logs/$name"*)"
+}
+
+head -c "$LARGE_BYTES" /dev/zero | tr '\0' 'x' >"$work/www/16k"
+upstream_nginx upstream "$UP_PORT" /small <<EOF
   server {
     listen 127.0.0.1:$UP_PORT backlog=4096;
     root $work/www;
@@ -259,11 +281,8 @@ http {
     location = /1g { }
     location = /v1/traces { return 200; }   # the tracing case's collector: takes, drops
   }
-}
 EOF
-start upstream "$LOAD_CPUS" nginx -p "$work" -e "$work/logs/upstream-error.log" -c "$work/upstream.conf"
 UP_PID=$started_pid
-wait_ready "$UP_PID" "$UP_PORT" /small || die "upstream nginx did not start: $(cat "$work/logs/upstream"*)"
 
 # ------------------------------------------------------------------ proxy configs
 # A case sets CASE_* and the hooks below, writes its configs into its directory and
@@ -274,7 +293,7 @@ reset_case() {
   CASE_DESC="" CASE_PATH=/small CASE_BODY_BYTES=$SMALL_BYTES
   CASE_WORKERS=1 CASE_CPUS=$PROXY_CPUS CASE_DIRECT=1
   CASE_SCHEME=http          # https: the proxies terminate TLS (see tls_hooks)
-  CASE_WRK_ARGS=()          # extra wrk arguments, e.g. (-H "Connection: close")
+  CASE_WRK_ARGS=()          # extra wrk (or h2load) arguments, e.g. (-H "Connection: close")
   CASE_CURL_ARGS=()         # extra curl arguments of the pre-run check, e.g. (-H "Authorization: ...")
   CASE_TOOL=wrk             # or ab: ApacheBench, a new connection and session per request;
                             # or h2load: HTTP/2 (nghttp2-client), h2c or ALPN h2 by the URL's scheme
@@ -283,9 +302,11 @@ reset_case() {
   CASE_AUX_PID=-            # a server the case started (redis-server): its CPU is reported too
   CASE_PRECHECK=""          # a function run once the targets answer (e.g. a 401 without a token)
   CASE_POSTCHECK=""         # a function run after the last run, before the proxies stop
+  CASE_UP_PORT=$UP_PORT     # the upstream of the proxies, the forward floor and the direct row
   GW_LISTENER_EXTRA=""      # YAML under the gateway's listener, indented 4 spaces
   GW_TOP_EXTRA=""           # top-level YAML (jwt_providers:, rate_limit_store:)
   GW_LIMITS_EXTRA=""        # YAML under limits:, indented 2 spaces
+  GW_UPSTREAM_EXTRA=""      # YAML under the upstream, indented 4 spaces (protocol: h2)
   GW_ROUTES=""              # YAML under routes: (default: one route / to the upstream)
   NGINX_LISTEN_EXTRA=""     # parameters of nginx's listen directive (" ssl")
   NGINX_SERVER_EXTRA=""     # directives in nginx's server {}
@@ -293,8 +314,10 @@ reset_case() {
   GW_FILTERS=""             # YAML under default_filters:, indented 2 spaces
   NGINX_HTTP_EXTRA=""       # directives in http {}
   NGINX_LOCATION_EXTRA=""   # directives in the proxied location
+  NGINX_PASS=proxy          # the proxied location's module: proxy (HTTP/1.1 keep-alive) or grpc
   HAPROXY_GLOBAL_EXTRA=""   # lines in global
   HAPROXY_FRONTEND_EXTRA="" # lines in the frontend
+  HAPROXY_SERVER_EXTRA=""   # parameters of HAProxy's server line (" proto h2")
   target_names=()
   declare -gA target_proxy=() target_conf=() target_port=() target_path=() target_base=()
   declare -gA target_expect=()
@@ -339,8 +362,9 @@ timeouts:
   drain: 2s
 upstreams:
   - name: upstream
-    endpoints: [127.0.0.1:$UP_PORT]
+    endpoints: [127.0.0.1:$CASE_UP_PORT]
     keepalive: {max_idle: $CASE_UP_IDLE, idle_timeout: 60s}
+$GW_UPSTREAM_EXTRA
 $GW_TOP_EXTRA
 default_filters:
 ${GW_FILTERS:-"  {}"}
@@ -350,10 +374,18 @@ EOF
 }
 
 # nginx_config DIR PORT: DIR/nginx.conf, with its pid file and temp paths in DIR.
-# nginx's production settings for a proxy: upstream keepalive, HTTP/1.1 upstream; it
-# forwards the same X-Forwarded-* headers the gateway sets.
+# nginx's production settings for a proxy: upstream keepalive, HTTP/1.1 upstream (or, with
+# NGINX_PASS=grpc, grpc_pass: HTTP/2 to the upstream, one stream per connection at a time);
+# it forwards the same X-Forwarded-* headers the gateway sets.
 nginx_config() {
-  local dir=$1
+  local dir=$1 pass
+  case $NGINX_PASS in
+    proxy) pass="      proxy_pass http://upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";" ;;
+    grpc) pass="      grpc_pass grpc://upstream;" ;;
+    *) die "NGINX_PASS=$NGINX_PASS: proxy or grpc" ;;
+  esac
   mkdir -p "$dir"
   cat >"$dir/nginx.conf" <<EOF
 daemon off;
@@ -373,7 +405,7 @@ http {
   uwsgi_temp_path $dir/tmp-uwsgi;
   scgi_temp_path $dir/tmp-scgi;
   upstream upstream {
-    server 127.0.0.1:$UP_PORT;
+    server 127.0.0.1:$CASE_UP_PORT;
     keepalive $CASE_UP_IDLE;
     keepalive_requests 10000000;
     keepalive_timeout 60s;
@@ -383,13 +415,11 @@ $NGINX_HTTP_EXTRA
     listen 127.0.0.1:$2$NGINX_LISTEN_EXTRA backlog=4096;
 $NGINX_SERVER_EXTRA
     location / {
-      proxy_pass http://upstream;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$http_host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
+$pass
+      ${NGINX_PASS}_set_header Host \$http_host;
+      ${NGINX_PASS}_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      ${NGINX_PASS}_set_header X-Forwarded-Proto \$scheme;
+      ${NGINX_PASS}_set_header X-Forwarded-Host \$host;
 $NGINX_LOCATION_EXTRA
     }
   }
@@ -423,7 +453,7 @@ frontend bench
 $HAPROXY_FRONTEND_EXTRA
   default_backend upstream
 backend upstream
-  server upstream 127.0.0.1:$UP_PORT
+  server upstream 127.0.0.1:$CASE_UP_PORT$HAPROXY_SERVER_EXTRA
 EOF
 }
 
@@ -431,7 +461,7 @@ EOF
 # per proxy of PROXIES (plus the upstream itself when CASE_DIRECT=1).
 write_configs() {
   local dir=$1 proxy
-  [[ $CASE_DIRECT == 0 ]] || add_target direct direct - "$UP_PORT" "$CASE_PATH"
+  [[ $CASE_DIRECT == 0 ]] || add_target direct direct - "$CASE_UP_PORT" "$CASE_PATH"
   for proxy in $PROXIES; do
     case $proxy in
       gateway) gateway_config "$dir/gateway.yaml" "$GW_PORT" "$GW_ADMIN_PORT"
@@ -579,13 +609,17 @@ h2_hooks() {
 # Cleartext HTTP/2 with prior knowledge (h2load's default for http:// URLs): the
 # gateway's listener with h2c: true (HTTP/1.1 and h2c on one port), nginx 1.22's
 # "listen ... http2" without ssl (h2c prior knowledge only), HAProxy's "bind ... proto h2".
-case_h2c_small() {
-  CASE_DESC="h2c (HTTP/2 prior knowledge, h2load -c$H2_CONNECTIONS -m$H2_STREAMS), ${SMALL_BYTES}-byte response"
+h2c_hooks() {
   h2_hooks
   CASE_CURL_ARGS=(--http2-prior-knowledge)
   GW_LISTENER_EXTRA="    h2c: true"
   NGINX_LISTEN_EXTRA=" http2"
   HAPROXY_BIND_EXTRA=" proto h2"
+}
+
+case_h2c_small() {
+  CASE_DESC="h2c (HTTP/2 prior knowledge, h2load -c$H2_CONNECTIONS -m$H2_STREAMS), ${SMALL_BYTES}-byte response"
+  h2c_hooks
   write_configs "$1"
 }
 
@@ -603,6 +637,133 @@ case_h2_tls_small() {
   NGINX_LISTEN_EXTRA=" ssl http2"
   HAPROXY_BIND_EXTRA=${HAPROXY_BIND_EXTRA/alpn http\/1.1/alpn h2,http/1.1}
   write_configs "$1"
+}
+
+# gRPC-like unary calls (SPEC §8), h2c from h2load to the proxy as in h2c_small: every call
+# is a POST of GRPC_PATH with a 10-byte body (a 5-byte message behind gRPC's 5-byte prefix)
+# and the headers of a gRPC request. The upstream is a second nginx, grpc_upstream below:
+# the same server {} on an h2c port (prior knowledge only: nginx 1.22's "listen ... http2"
+# without ssl takes no HTTP/1.1 there, so a 2xx through it was carried over HTTP/2) and an
+# HTTP/1.1 port. It answers what a unary call returns: 200, content-type application/grpc,
+# a 12-byte length-prefixed message, and the trailer grpc-status: 0 (add_trailer; over
+# HTTP/1.1 that makes nginx answer chunked, the trailer in the chunked trailer section).
+# Like a gRPC server, it answers once it has read the whole request: nginx's "return"
+# answers before the body has arrived, and a frame for that stream follows its END_STREAM
+# (most likely the RST_STREAM NO_ERROR of a server that answered early); nginx's
+# grpc_pass, which has put the connection back in its pool by then, logs "upstream sent
+# frame for unknown stream" and answers 502 (13 of 16,000 calls in a smoke run). So mirror_request_body reads the body first (into a subrequest that does
+# nothing), the static module's 404 (a missing file, cached by open_file_cache) goes to
+# the named location that answers.
+GRPC_PATH=/bench.Echo/Say
+GRPC_REPLY_BYTES=12
+GRPC_HEADERS=(-H "content-type: application/grpc" -H "te: trailers")   # curl's, h2load's and nghttp's -H
+GRPC_REQUEST=$work/grpc-request.bin
+printf '\x00\x00\x00\x00\x05hello' >"$GRPC_REQUEST"
+
+# Starts the case's gRPC upstream on LOAD_CPUS (beside h2load, like the other upstream);
+# it is the case's auxiliary server: its CPU per call is reported, and run_case stops it.
+# Sets GRPC_H2_PORT and GRPC_H1_PORT.
+grpc_upstream() {
+  take_port; GRPC_H2_PORT=$port
+  take_port; GRPC_H1_PORT=$port
+  {
+    cat <<EOF
+  server {
+    listen 127.0.0.1:$GRPC_H2_PORT http2 backlog=4096;
+    listen 127.0.0.1:$GRPC_H1_PORT backlog=4096;
+    location = $GRPC_PATH {
+      mirror /read-body;
+      mirror_request_body on;
+      root $work/www;
+      log_not_found off;
+      open_file_cache_errors on;
+      error_page 404 =200 @reply;
+    }
+    location = /read-body { internal; return 204; }
+    location @reply {
+      default_type application/grpc;
+      add_trailer grpc-status 0 always;
+EOF
+    printf '      return 200 "\x00\x00\x00\x00\x07goodbye";\n'   # nginx takes the NULs as they are
+    printf '    }\n  }\n'
+  } >"$work/grpc-upstream.servers"
+  upstream_nginx "grpc-upstream-$port" "$GRPC_H2_PORT" "$GRPC_PATH" http --http2-prior-knowledge \
+    --data-binary "@$GRPC_REQUEST" "${GRPC_HEADERS[@]}" <"$work/grpc-upstream.servers"
+  CASE_AUX_PID=$started_pid
+}
+
+grpc_hooks() {
+  h2c_hooks
+  grpc_upstream
+  CASE_PATH=$GRPC_PATH CASE_BODY_BYTES=$GRPC_REPLY_BYTES
+  CASE_WRK_ARGS=(-d "$GRPC_REQUEST" "${GRPC_HEADERS[@]}")
+  CASE_CURL_ARGS+=(--data-binary "@$GRPC_REQUEST" "${GRPC_HEADERS[@]}")
+  CASE_PRECHECK=grpc_precheck CASE_POSTCHECK=grpc_postcheck
+}
+
+# To an HTTP/2 upstream: the gateway's upstream with protocol: h2 (prior knowledge, many
+# streams on one connection), nginx's grpc_pass (HTTP/2, but one stream per upstream
+# connection at a time: the keepalive pool holds as many connections as calls in flight),
+# HAProxy's "server ... proto h2" (multiplexed). The upstream speaks h2c, so the forward
+# floor and a direct row (h2load against the upstream itself) sit beside them.
+case_grpc_h2c() {
+  CASE_DESC="gRPC-like unary calls (h2c POST, h2load -c$H2_CONNECTIONS -m$H2_STREAMS), HTTP/2 upstream"
+  grpc_hooks
+  CASE_UP_PORT=$GRPC_H2_PORT CASE_DIRECT=1
+  GW_UPSTREAM_EXTRA="    protocol: h2"
+  NGINX_PASS=grpc
+  HAPROXY_SERVER_EXTRA=" proto h2"
+  write_configs "$1"
+  forward_target "$1"
+}
+
+# The same calls to the same upstream over HTTP/1.1 keep-alive: each proxy's usual upstream
+# settings (gateway protocol: http1, the default; nginx proxy_pass with HTTP/1.1
+# keep-alive; HAProxy's plain server line). Real gRPC needs HTTP/2 end to end; this is the
+# figure beside it. nginx's proxy module does not pass the upstream's trailers on.
+case_grpc_h2c_http1() {
+  CASE_DESC="the same gRPC-like calls, HTTP/1.1 keep-alive upstream (the reply chunked, its trailer in the chunked trailer)"
+  grpc_hooks
+  CASE_UP_PORT=$GRPC_H1_PORT
+  write_configs "$1"
+}
+
+# One call through each target with nghttp: does the upstream's grpc-status trailer reach
+# the client? Over an HTTP/2 upstream it must (else an anomaly); either way it is listed.
+# (This and grpc_postcheck read run_case's locals case and pid_of.)
+grpc_precheck() {
+  local target out got
+  for target in "${target_names[@]}"; do
+    out=$(nghttp -nv -d "$GRPC_REQUEST" "${GRPC_HEADERS[@]}" \
+      "http://127.0.0.1:${target_port[$target]}$CASE_PATH" 2>&1 | tr -d '\0' || true)
+    got=none
+    grep -q '^\[.*\] recv (stream_id=[0-9]*) grpc-status: 0$' <<<"$out" && got="grpc-status: 0"
+    echo "$case/$target: trailer from the upstream: $got" >>"$checks"
+    if [[ $got == none && $CASE_UP_PORT == "${GRPC_H2_PORT:-}" ]]; then
+      echo "$case/$target: no grpc-status trailer in the answer to an nghttp call" >>"$notes"
+    fi
+  done
+}
+
+# The upstream connections each proxy holds (ss), counted 1 s into a 2-second load of its
+# own (after a run, a proxy that served one call per connection has closed those whose
+# calls h2load abandoned when it stopped): many calls on few connections over HTTP/2, one
+# connection per call in flight over HTTP/1.1 and with nginx's grpc_pass.
+grpc_postcheck() {
+  local target pid n load line=""
+  for target in "${target_names[@]}"; do
+    [[ ${target_proxy[$target]} != direct && -n ${pid_of[$target]:-} ]] || continue
+    run_wrk "http://127.0.0.1:${target_port[$target]}$CASE_PATH" /dev/null 2 &
+    load=$!
+    sleep 1
+    n=0
+    for pid in $(tree_pids "${pid_of[$target]}"); do
+      n=$((n + $(ss -Htnp state established "( dport = :$CASE_UP_PORT )" | grep -c "pid=$pid," || true)))
+    done
+    wait "$load" || true
+    line+=" $target $n,"
+  done
+  echo "$case: upstream connections in use under load:${line%,}" >>"$checks"
 }
 
 # The default filter chain of a security gateway against its nearest equivalents: the
@@ -838,7 +999,7 @@ run_wrk() {  # URL OUTPUT [SECONDS]
     [[ $2 == /dev/null ]] || log_args=(--log-file="$2.requests")
     pinned "$LOAD_CPUS" timeout $((seconds + 30)) \
       h2load -t "$THREADS" -c "$H2_CONNECTIONS" -m "$H2_STREAMS" -D "$seconds" "${log_args[@]}" \
-      "$1" >"$2" 2>&1
+      "${CASE_WRK_ARGS[@]}" "$1" >"$2" 2>&1
     return
   fi
   if [[ $CASE_TOOL == ab ]]; then
@@ -861,7 +1022,7 @@ start_proxy() {
     gateway_before) start "$name" "$CASE_CPUS" "$work/gateway_before" -c "$conf" ;;
     nginx) start "$name" "$CASE_CPUS" nginx -p "$(dirname "$conf")" -e "$(dirname "$conf")/nginx-error.log" -c "$conf" ;;
     haproxy) start "$name" "$CASE_CPUS" haproxy -f "$conf" -db ;;
-    forward) start "$name" "$CASE_CPUS" "$work/l4_forward" "$port" "$UP_PORT" ;;
+    forward) start "$name" "$CASE_CPUS" "$work/l4_forward" "$port" "$CASE_UP_PORT" ;;
     *) die "unknown proxy $proxy" ;;
   esac
   proxy_pid=$started_pid
@@ -993,6 +1154,7 @@ run_case() {
     done
   done
   [[ -z $CASE_POSTCHECK ]] || "$CASE_POSTCHECK"
+  [[ $CASE_TOOL != h2load ]] || h2load_cases+=" $case"
   for ((i = 0; i < ${#pids[@]}; i += 2)); do stop_proxy "${pids[i]}" "${pids[i + 1]}"; done
   [[ $CASE_AUX_PID == - ]] || stop "$CASE_AUX_PID"
 }
@@ -1025,7 +1187,7 @@ memory_case() {
 # nginx would buffer both bodies in temp files by default: it is told to stream them, as an
 # operator would for large transfers (proxy_buffering off, proxy_request_buffering off).
 stream_case() {
-  local dir=$work/stream target direction row sink_pid sink_port url upstream_port=$UP_PORT
+  local dir=$work/stream target direction row sink_pid sink_port url
   [[ -e $work/www/1g ]] || truncate -s "$STREAM_BYTES" "$work/www/1g"   # sparse: no disk
   # Once straight from the upstream first: the first reader of the file pays for filling
   # the page cache, which would otherwise count against whichever proxy goes first.
@@ -1036,8 +1198,8 @@ stream_case() {
   printf 'proxy\tdirection\tbytes\tseconds\trss_before\trss_peak\n' >"$work/stream.tsv"
   log "[stream] $((STREAM_BYTES >> 20)) MiB download and upload through each proxy"
   for direction in download upload; do
-    [[ $direction == download ]] || UP_PORT=$sink_port   # the proxies' upstream is now the sink
     reset_case
+    [[ $direction == download ]] || CASE_UP_PORT=$sink_port   # the proxies' upstream is now the sink
     CASE_DIRECT=0
     GW_LIMITS_EXTRA="  max_body_bytes: $((STREAM_BYTES * 2))"
     NGINX_LOCATION_EXTRA="      client_max_body_size 0;
@@ -1064,7 +1226,6 @@ stream_case() {
       stop_proxy "$target-stream-$direction" "$proxy_pid"
     done
   done
-  UP_PORT=$upstream_port
   stop "$sink_pid"
 }
 
@@ -1077,6 +1238,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 revision=$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)
 log "compare.sh: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, $REPEATS runs per proxy;" \
   "proxy on CPU $PROXY_CPUS, wrk + upstream on CPU $LOAD_CPUS; temp dir $work"
+h2load_cases=""
 for case in $CASES; do run_case "$case"; done
 if [[ $MEMORY == 1 ]]; then memory_case; fi
 if [[ $STREAM == 1 ]]; then stream_case; fi
@@ -1091,9 +1253,13 @@ echo "# load average before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadav
 if [[ " $CASES " == *" https_full_handshakes "* ]]; then
   echo "# https_full_handshakes: ab -q -r -s 5 -t $DURATION -c $CONNECTIONS (a new connection and TLS session per request), pinned like wrk"
 fi
-if [[ " $CASES " == *" h2c_small "* || " $CASES " == *" h2_tls_small "* ]]; then
-  echo "# h2c_small, h2_tls_small: h2load -t$THREADS -c$H2_CONNECTIONS -m$H2_STREAMS -D $DURATION" \
+if [[ -n $h2load_cases ]]; then
+  echo "#$h2load_cases: h2load -t$THREADS -c$H2_CONNECTIONS -m$H2_STREAMS -D $DURATION" \
     "($((H2_CONNECTIONS * H2_STREAMS)) streams in flight), pinned like wrk; p50/p99 from its --log-file"
+fi
+if [[ $h2load_cases == *grpc_* ]]; then
+  echo "# grpc_*: POST $GRPC_PATH, h2load -d (10 bytes: a 5-byte message behind gRPC's prefix) ${GRPC_HEADERS[*]};" \
+    "upstream: a second nginx on CPU $LOAD_CPUS, 200 + $GRPC_REPLY_BYTES bytes + trailer grpc-status: 0 (aux = its CPU)"
 fi
 echo
 [[ $(wc -l <"$results") -lt 2 ]] || python3 "$helper" table --clk-tck "$CLK_TCK" "$results"
@@ -1104,6 +1270,11 @@ fi
 if [[ -f $work/stream.tsv ]]; then
   echo
   python3 "$helper" stream-table "$work/stream.tsv"
+fi
+if [[ -s $checks ]]; then
+  echo
+  echo "Checks:"
+  sed 's/^/  /' "$checks"
 fi
 if [[ -s $notes ]]; then
   echo
