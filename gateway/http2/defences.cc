@@ -39,8 +39,9 @@ bool Http2ServerCodec::overBudget(uint32_t& count, uint64_t limit) {
   if (now - budget_window_ms_ >= 1000) {
     budget_window_ms_ = now;
     data_frames_sent_before_ = data_frames_sent_;
+    streams_opened_before_ = streams_opened_;
     resets_ = settings_frames_ = pings_ = priorities_ = window_updates_ = empty_data_ = refused_ = 0;
-    data_frames_sent_ = 0;
+    data_frames_sent_ = streams_opened_ = 0;
   }
   return ++count > limit;
 }

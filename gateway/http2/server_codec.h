@@ -153,6 +153,7 @@ class Http2ServerCodec {
   // WINDOW_UPDATE, empty DATA, resets).
   bool overBudget(uint32_t& count, uint64_t limit);
   uint64_t dataFramesSentRecently() const { return uint64_t(data_frames_sent_) + data_frames_sent_before_; }
+  uint64_t streamsOpenedRecently() const { return uint64_t(streams_opened_) + streams_opened_before_; }
   void armTimer();
   void onTimer();
 
@@ -174,6 +175,9 @@ class Http2ServerCodec {
   // DATA frames sent in this window and the one before: acknowledgements (WINDOW_UPDATE,
   // gRPC's BDP pings) of a burst at a window's end arrive in the next one.
   uint32_t data_frames_sent_ = 0, data_frames_sent_before_ = 0;
+  // Streams opened likewise: a client may raise each new stream's window at once (gRPC's
+  // clients do, 200 calls at a time).
+  uint32_t streams_opened_ = 0, streams_opened_before_ = 0;
   uint64_t block_bytes_ = 0;  // decoded bytes of the header block being received
   bool settings_sent_ = false;
   bool send_again_ = false;

@@ -21,6 +21,7 @@ constexpr uint32_t kMaxEmptyDataPerSecond = 100;
 // many; one that sends them with nothing to acknowledge is only making work.
 constexpr uint32_t kFreeWindowUpdatesPerSecond = 200;
 constexpr uint32_t kWindowUpdatesPerDataFrame = 4;
+constexpr uint32_t kWindowUpdatesPerStream = 2;
 
 std::string_view view(const uint8_t* p, size_t n) { return {reinterpret_cast<const char*>(p), n}; }
 
@@ -105,6 +106,7 @@ struct Http2Callbacks {
     if (c.streams_) c.streams_->prev = s;
     c.streams_ = s;
     ++c.open_streams_;
+    ++c.streams_opened_;
     c.ever_opened_ = true;
     nghttp2_session_set_stream_user_data(session, s->id, s);
     s->exchange.begin(*s, w);
@@ -219,7 +221,8 @@ struct Http2Callbacks {
         return 0;
       case NGHTTP2_WINDOW_UPDATE:
         if (c.overBudget(c.window_updates_,
-                         kFreeWindowUpdatesPerSecond + c.dataFramesSentRecently() * kWindowUpdatesPerDataFrame)) {
+                         kFreeWindowUpdatesPerSecond + c.dataFramesSentRecently() * kWindowUpdatesPerDataFrame +
+                             c.streamsOpenedRecently() * kWindowUpdatesPerStream)) {
           c.fail("window_update_flood", NGHTTP2_ENHANCE_YOUR_CALM);
         }
         return 0;
