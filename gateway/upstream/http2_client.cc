@@ -106,7 +106,14 @@ struct Http2ClientCallbacks {
     }
     std::string_view n = view(name, namelen), v = view(value, valuelen);
     if (n == ":status") {
-      s->status = (v[0] - '0') * 100 + (v[1] - '0') * 10 + (v[2] - '0');  // nghttp2 checked it
+      // nghttp2 checked for three digits (and not 101), no more: "050" is a final response
+      // to it, whose DATA would reach the client before any head. The HTTP/1.1 parser's
+      // range (100-599) applies.
+      s->status = (v[0] - '0') * 100 + (v[1] - '0') * 10 + (v[2] - '0');
+      if (s->status < 100 || s->status > 599) {
+        s->malformed = true;
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // resets the stream
+      }
       return 0;
     }
     s->fields.add(n, v);
@@ -208,7 +215,7 @@ void Http2UpstreamStream::recycle() {
   head_bytes = deadline_ms = timeout_ms = 0;
   unconsumed = 0;
   reused_connection = head_received = request_ended = has_trailers = data_deferred = false;
-  paused = read_done_due = complete_due = response_ended = too_large = closed = false;
+  paused = read_done_due = complete_due = response_ended = too_large = malformed = closed = false;
   next = prev = nullptr;
 }
 
@@ -441,10 +448,10 @@ void Http2ClientSession::closed(Http2UpstreamStream& s, uint32_t error_code) {
   UpstreamHandler* h = s.handler;
   if (!h || s.response_ended) return;  // a complete response is reported as such
   s.handler = nullptr;
-  UpstreamError e = s.too_large                            ? UpstreamError::HeadTooLarge
-                    : error_code == NGHTTP2_REFUSED_STREAM ? UpstreamError::Refused
-                    : error_code == NGHTTP2_PROTOCOL_ERROR ? UpstreamError::BadResponse
-                                                           : UpstreamError::Reset;
+  UpstreamError e = s.too_large                                           ? UpstreamError::HeadTooLarge
+                    : s.malformed || error_code == NGHTTP2_PROTOCOL_ERROR ? UpstreamError::BadResponse
+                    : error_code == NGHTTP2_REFUSED_STREAM                ? UpstreamError::Refused
+                                                                          : UpstreamError::Reset;
   h->onUpstreamError(e, s.head_received, s.reused_connection);
 }
 

@@ -68,6 +68,7 @@ struct Http2UpstreamStream final : public UpstreamStream {
   bool complete_due = false;      // END_STREAM arrived: complete after the read
   bool response_ended = false;    // END_STREAM arrived
   bool too_large = false;
+  bool malformed = false;         // a response nghttp2 let through that the gateway refuses
   bool closed = false;            // nghttp2 is done with it
   Http2UpstreamStream* next = nullptr;  // the session's streams
   Http2UpstreamStream* prev = nullptr;
