@@ -505,6 +505,12 @@ void Http2ClientSession::onTimer(uint64_t now_ms) {
   sweep();
 }
 
+void Http2ClientSession::restartDeadlines() {
+  for (Http2UpstreamStream* s = list_; s; s = s->next) {
+    if (s->handler && s->deadline_ms != 0) armDeadline(*s, s->timeout_ms);
+  }
+}
+
 bool Http2ClientSession::finished() const {
   if (failed_) return true;
   if (streams_ > 0) return false;

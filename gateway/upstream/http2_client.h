@@ -101,6 +101,9 @@ class Http2ClientSession {
   void failAll(UpstreamError e);
   // The connection's timer fired: fails the streams whose response timeout passed.
   void onTimer(uint64_t now_ms);
+  // Connected: the streams' response timeouts run from now (the connect deadline ran
+  // until then).
+  void restartDeadlines();
   // Nothing more will be exchanged: the connection may close.
   bool finished() const;
 
@@ -118,7 +121,6 @@ class Http2ClientSession {
   void streamEnded(Http2UpstreamStream& s);
   void closed(Http2UpstreamStream& s, uint32_t error_code);
   void sweep();
-  void scheduleTimer();
   Http2UpstreamStream* streamOf(int32_t id);
 
   UpstreamConnection& conn_;

@@ -363,6 +363,7 @@ void UpstreamConnection::onConnected(int status) {
   state_ = State::Active;
   startRead();
   if (response_timeout_pending_) armResponseTimer();
+  if (h2_) h2_->restartDeadlines();
   if (tls_ && !tls_->start()) {
     fail(UpstreamError::TlsFailed);
     return;
@@ -424,7 +425,10 @@ size_t UpstreamConnection::maxResponseHeadBytes() const { return pool_.worker().
 uint64_t UpstreamConnection::nowMs() const { return uv_now(timer_.loop); }
 
 void UpstreamConnection::deadlineAt(uint64_t due_ms) {
-  // The earliest of the streams' deadlines: the timer then finds the others.
+  // The earliest of the streams' deadlines: the timer then finds the others. While
+  // connecting the connect timeout rules (onTimer fails the connection then), and the
+  // streams' deadlines start over once connected, as HTTP/1.1's response timeout does.
+  if (state_ == State::Connecting) return;
   if (deadline_ms_ != 0 && deadline_ms_ <= due_ms) return;
   uint64_t now = nowMs();
   setDeadline(due_ms > now ? due_ms - now : 0);
