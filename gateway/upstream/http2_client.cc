@@ -57,9 +57,7 @@ struct Http2ClientCallbacks {
     if (c.outputFull()) return NGHTTP2_ERR_WOULDBLOCK;
     c.out().append(framehd, 9);
     c.out().moveFront(s->out, length);
-    if (s->handler && !s->request_ended && s->timeout_ms) {
-      session(user).armDeadline(*s, s->timeout_ms);  // the upstream takes the body: progress
-    }
+    session(user).bodyProgress(*s);
     return 0;
   }
 
@@ -266,6 +264,9 @@ void Http2UpstreamStream::flush() {
   if (data_deferred && (!out.empty() || request_ended)) session->resumeData(*this);
   session->flushSoon();
   out.internalize();  // what nghttp2 did not frame yet outlives the caller's views
+  // Body bytes the upstream did not take at once (its window is closed): it has the
+  // response timeout to take them.
+  if (deadline_ms == 0 && !out.empty()) session->bodyProgress(*this);
 }
 
 void Http2UpstreamStream::resumeReading() {
@@ -356,6 +357,18 @@ void Http2ClientSession::consume(Http2UpstreamStream& s) {
   }
   nghttp2_session_consume_stream(session_, s.id, s.unconsumed);
   s.unconsumed = 0;
+}
+
+void Http2ClientSession::bodyProgress(Http2UpstreamStream& s) {
+  // Before the request ends the response timeout does not run; it bounds instead each wait
+  // for the upstream to take more of the body (as over HTTP/1.1). Once all of it is taken,
+  // waiting for more is the client's doing (timeouts.body_read), not the upstream's.
+  if (!s.handler || s.request_ended || s.head_received || s.timeout_ms == 0) return;
+  if (s.out.empty()) {
+    s.deadline_ms = 0;
+  } else {
+    armDeadline(s, s.timeout_ms);
+  }
 }
 
 void Http2ClientSession::armDeadline(Http2UpstreamStream& s, uint64_t timeout_ms) {

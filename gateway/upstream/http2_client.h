@@ -113,6 +113,8 @@ class Http2ClientSession {
   void consume(Http2UpstreamStream& s);
   void detach(Http2UpstreamStream& s);
   void armDeadline(Http2UpstreamStream& s, uint64_t timeout_ms);
+  // Body bytes were framed, or queued: the stream's upload deadline follows.
+  void bodyProgress(Http2UpstreamStream& s);
 
  private:
   friend struct Http2ClientCallbacks;
