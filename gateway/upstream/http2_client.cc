@@ -394,6 +394,13 @@ bool Http2ClientSession::receive(const char* data, size_t len) {
     flush_wanted_ = false;
     conn_.flush();
   }
+  if (!failed_ && !nghttp2_session_want_read(session_) && !nghttp2_session_want_write(session_)) {
+    // A connection error nghttp2 handled itself (a bad frame: it sent GOAWAY and ignores
+    // the rest) returns no error from mem_recv, and closes no stream: those in flight
+    // would wait for their timeout on a connection that will never answer.
+    failAll(UpstreamError::BadResponse);
+    return false;
+  }
   sweep();
   return !failed_;
 }
