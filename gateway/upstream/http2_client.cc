@@ -57,6 +57,7 @@ struct Http2ClientCallbacks {
     if (c.outputFull()) return NGHTTP2_ERR_WOULDBLOCK;
     c.out().append(framehd, 9);
     c.out().moveFront(s->out, length);
+    if (length > 0) s->body_sent = true;
     session(user).bodyProgress(*s);
     return 0;
   }
@@ -212,7 +213,7 @@ void Http2UpstreamStream::recycle() {
   status = 0;
   head_bytes = deadline_ms = timeout_ms = 0;
   unconsumed = 0;
-  reused_connection = head_received = request_ended = has_trailers = data_deferred = false;
+  reused_connection = head_received = request_ended = has_trailers = data_deferred = body_sent = false;
   paused = read_done_due = complete_due = response_ended = too_large = malformed = closed = false;
   next = prev = nullptr;
 }
@@ -470,7 +471,7 @@ void Http2ClientSession::closed(Http2UpstreamStream& s, uint32_t error_code) {
   s.handler = nullptr;
   UpstreamError e = s.too_large                                           ? UpstreamError::HeadTooLarge
                     : s.malformed || error_code == NGHTTP2_PROTOCOL_ERROR ? UpstreamError::BadResponse
-                    : error_code == NGHTTP2_REFUSED_STREAM                ? UpstreamError::Refused
+                    : error_code == NGHTTP2_REFUSED_STREAM                ? refusal(s)
                                                                           : UpstreamError::Reset;
   h->onUpstreamError(e, s.head_received, s.reused_connection);
 }
@@ -490,6 +491,12 @@ void Http2ClientSession::detach(Http2UpstreamStream& s) {
   sweep();
 }
 
+UpstreamError Http2ClientSession::refusal(const Http2UpstreamStream& s) {
+  // Sending a refused request again is safe, but the body bytes that went out are gone
+  // (moved to the wire): a new attempt would send the body without its beginning.
+  return s.body_sent ? UpstreamError::Reset : UpstreamError::Refused;
+}
+
 void Http2ClientSession::failAll(UpstreamError e) {
   failed_ = true;
   ++depth_;
@@ -497,7 +504,7 @@ void Http2ClientSession::failAll(UpstreamError e) {
     UpstreamHandler* h = s->handler;
     if (!h) continue;
     s->handler = nullptr;
-    h->onUpstreamError(e, s->head_received, s->reused_connection);
+    h->onUpstreamError(e == UpstreamError::Refused ? refusal(*s) : e, s->head_received, s->reused_connection);
   }
   --depth_;
   sweep();

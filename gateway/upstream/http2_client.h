@@ -61,6 +61,7 @@ struct Http2UpstreamStream final : public UpstreamStream {
   bool reused_connection = false;
   bool head_received = false;     // a final response head reached the handler
   bool request_ended = false;
+  bool body_sent = false;         // body bytes went to the wire: a refusal cannot be retried
   bool has_trailers = false;      // `nv` holds request trailers to submit at the body's end
   bool data_deferred = false;     // the body's data source waits for more of `out`
   bool paused = false;
@@ -122,6 +123,8 @@ class Http2ClientSession {
   void deliverReads();
   void streamEnded(Http2UpstreamStream& s);
   void closed(Http2UpstreamStream& s, uint32_t error_code);
+  // A refused stream's error: Refused, unless it can no longer be sent again whole.
+  static UpstreamError refusal(const Http2UpstreamStream& s);
   void sweep();
   Http2UpstreamStream* streamOf(int32_t id);
 

@@ -409,14 +409,15 @@ def test_an_answer_before_the_upload_ends(gateway_factory, h2up):
     still_serves(gw, up, same_connection=True)
 
 
-def test_a_refused_stream_whose_body_was_partly_sent_is_not_resent_truncated(gateway_factory, h2up):
-    """REFUSED_STREAM after some body went out: the gateway no longer has those bytes, so
-    sending the request again would send a body without its beginning. It must fail instead
-    (or send it whole)."""
+@pytest.mark.parametrize("how", ["refuse_after_body", "goaway_after_body"])
+def test_a_refused_stream_whose_body_was_partly_sent_is_not_resent_truncated(gateway_factory, h2up, how):
+    """REFUSED_STREAM (or a GOAWAY below the stream) after some body went out: the gateway
+    no longer has those bytes, so sending the request again would send a body without its
+    beginning. It must fail instead (or send it whole)."""
     up = h2up()
     gw = gateway_factory(config(up, timeouts={"body_read": "30s"}))
     with Client(gw.port, timeout=10) as c:
-        c.send(b"POST /p?refuse_after_body=1&once=1 HTTP/1.1\r\nHost: example.test\r\n"
+        c.send(f"POST /p?{how}=1&once=1 HTTP/1.1\r\nHost: example.test\r\n".encode() +
                b"Transfer-Encoding: chunked\r\n\r\n" + b"3e8\r\n" + b"1" * 1000 + b"\r\n")
         up.wait_requests(1, pred=lambda q: q.path == "/p" and q.body)
         time.sleep(0.3)
