@@ -325,7 +325,7 @@ Http2UpstreamStream* Http2ClientSession::open(UpstreamHandler* handler) {
   Http2UpstreamStream* s = conn_.pool().acquireStream();
   s->session = this;
   s->handler = handler;
-  s->reused_connection = conn_.reused();
+  s->reused_connection = served_ || conn_.reused();
   s->next = list_;
   if (list_) list_->prev = s;
   list_ = s;
@@ -430,6 +430,7 @@ void Http2ClientSession::deliverReads() {
 void Http2ClientSession::streamEnded(Http2UpstreamStream& s) {
   s.deadline_ms = 0;
   s.response_ended = true;
+  served_ = true;
   if (s.read_done_due) {
     s.complete_due = true;  // after the read's body bytes were flushed
     return;

@@ -138,6 +138,9 @@ class Http2ClientSession {
   bool flush_wanted_ = false;
   bool goaway_ = false;
   bool failed_ = false;
+  // A response came over it: a later close before any answer may be the upstream ending a
+  // connection it thought idle, and an idempotent request may go once more (reused()).
+  bool served_ = false;
 };
 
 }  // namespace gw
