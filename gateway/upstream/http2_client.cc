@@ -115,6 +115,9 @@ struct Http2ClientCallbacks {
       }
       return 0;
     }
+    // An interim head's fields are dropped: kept, every one of an unbounded series of them
+    // would stay in the stream's arena until its end.
+    if (!s->head_received && s->status < 200) return 0;
     s->fields.add(n, v);
     return 0;
   }
