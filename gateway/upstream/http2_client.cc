@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "gateway/http_util.h"
 #include "gateway/upstream/upstream.h"
 #include "gateway/worker.h"
 
@@ -118,6 +119,8 @@ struct Http2ClientCallbacks {
     // An interim head's fields are dropped: kept, every one of an unbounded series of them
     // would stay in the stream's arena until its end.
     if (!s->head_received && s->status < 200) return 0;
+    // Trailers pass the filter an HTTP/1.1 upstream's do (no set-cookie, content-type...).
+    if (s->head_received && !forwardableTrailer(n)) return 0;
     s->fields.add(n, v);
     return 0;
   }
