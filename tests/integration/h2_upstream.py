@@ -293,7 +293,12 @@ class _Conn:
                 now = time.monotonic()
                 for t in [t for t in self.timers if t[0] <= now]:
                     self.timers.remove(t)
-                    t[1]()
+                    try:
+                        t[1]()
+                    except h2.exceptions.StreamClosedError:
+                        pass  # the gateway reset it meanwhile
+                if self.closed:
+                    break
                 r, _, _ = select.select([self.sock], [], [], 0.02)
                 if not r:
                     continue
@@ -312,7 +317,7 @@ class _Conn:
                         break
                 if not self.closed:
                     self.pump_out()
-        except OSError:
+        except (OSError, ValueError):  # closed by stop() from another thread
             pass
         finally:
             self.close()
