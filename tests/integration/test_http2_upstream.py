@@ -244,8 +244,8 @@ def test_goaway_at_the_stream_answers_it_and_the_gateway_closes_the_connection(g
     r = get(gw, "/g?goaway=above&goaway_keep=1")
     assert r.status == 200 and r.json()["conn"] == 0, r
     wait_until(lambda: up.open_connections() == 0, timeout=5, what="the gateway closed the connection")
-    r, took = timed_get(gw, "/next")
-    assert r.status == 200 and r.json()["conn"] == 1 and took < 1, (r, took)
+    r = get(gw, "/next")  # not a 503 after waiting for the slot
+    assert r.status == 200 and r.json()["conn"] == 1, r
 
 
 # ------------------------------------------------------------------ resets and closes
@@ -255,7 +255,7 @@ def test_rst_stream_before_the_head_is_502(gateway_factory, h2up):
     up = h2up()
     gw = gateway_factory(config(up))
     r, took = timed_get(gw, f"/r?rst={INTERNAL_ERROR}")
-    assert r.status == 502 and took < 1, (r, took)
+    assert r.status == 502 and took < 0.9, (r, took)  # not the response timeout (1s)
     still_serves(gw, up, same_connection=True)
 
 
@@ -286,7 +286,7 @@ def test_the_upstream_closing_with_streams_in_flight(gateway_factory, h2up):
     up = h2up()
     gw = gateway_factory(config(up))
     r, took = timed_get(gw, "/c?close=1")
-    assert r.status == 502 and took < 1, (r, took)
+    assert r.status == 502 and took < 0.9, (r, took)
     # a pooled connection closed under a GET: sent once more on a fresh one
     assert get(gw, "/warm").status == 200
     r = get(gw, "/c2?close=1&once=1")
@@ -380,7 +380,7 @@ def test_a_stalled_download_stalls_only_its_stream(gateway_factory, h2up):
         rss = gw.rss_kib()
         for _ in range(5):
             r, took = timed_get(gw, "/other")
-            assert r.status == 200 and took < 1, (r, took)
+            assert r.status == 200 and took < 3, (r, took)  # not held behind the stalled stream
         assert up.accepted == 1
         if not is_sanitized_build():
             assert gw.rss_kib() - rss < 8 * 1024
@@ -458,7 +458,7 @@ def test_max_concurrent_streams_max_connections_and_max_pending(gateway_factory,
         t.join(20)
     assert results["a"][0].status == 200 and results["b"][0].status == 200, results
     assert results["c"][0].status == 200, results
-    assert results["d"][0].status == 503 and results["d"][1] < 0.5, results
+    assert results["d"][0].status == 503 and results["d"][1] < 1, results  # at once, not queued
     assert up.accepted == 2, up.accepted
     assert up.max_open == 1, up.max_open
     still_serves(gw, up)
