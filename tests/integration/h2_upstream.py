@@ -13,7 +13,7 @@ the HTTP/1.1 upstream's (upstream.py):
   (none)            200, a JSON echo ({"path", "method", "body_len", "conn", "stream"})
                     after the request's END_STREAM
   size=N            N bytes of b"x" instead of the echo, as the stream window allows
-  cl=1              with a content-length
+  cl=1              with a content-length (cl=N: content-length N, whatever the body)
   trailers=1        trailers after the body: grpc-status: 0, x-trailer: yes
   trailer=N:V       one more trailer field (repeatable, not validated)
   hdr=N:V           one more response field (repeatable, not validated)
@@ -171,6 +171,8 @@ class _Conn:
         headers = [(":status", q.get("status", "200")), ("content-type", "application/json")]
         if q.get("cl") == "1":
             headers.append(("content-length", str(len(body))))
+        elif "cl" in q:
+            headers.append(("content-length", q["cl"]))  # a lie
         for i in range(int(q.get("head_bytes", "0")) // 1000):
             headers.append((f"x-pad-{i}", "p" * 1000))
         for h in req.query_all("hdr"):
