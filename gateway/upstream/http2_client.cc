@@ -471,6 +471,7 @@ void Http2ClientSession::notifyDrained() {
 
 void Http2ClientSession::closed(Http2UpstreamStream& s, uint32_t error_code) {
   s.closed = true;
+  sweep_due_ = true;
   s.deadline_ms = 0;
   nghttp2_session_set_stream_user_data(session_, s.id, nullptr);
   UpstreamHandler* h = s.handler;
@@ -485,6 +486,7 @@ void Http2ClientSession::closed(Http2UpstreamStream& s, uint32_t error_code) {
 
 void Http2ClientSession::detach(Http2UpstreamStream& s) {
   s.handler = nullptr;
+  sweep_due_ = true;
   s.deadline_ms = 0;
   // Done both ways, the stream closes by itself; else the exchange gave up on it (CANCEL)
   // or the response ended while the upstream still expects body bytes (NO_ERROR, RFC 9113
@@ -506,6 +508,7 @@ UpstreamError Http2ClientSession::refusal(const Http2UpstreamStream& s) {
 
 void Http2ClientSession::failAll(UpstreamError e) {
   failed_ = true;
+  sweep_due_ = true;
   ++depth_;
   for (Http2UpstreamStream* s = list_; s; s = s->next) {
     UpstreamHandler* h = s->handler;
@@ -529,6 +532,7 @@ void Http2ClientSession::onTimer(uint64_t now_ms) {
     UpstreamHandler* h = s->handler;
     s->handler = nullptr;
     s->deadline_ms = 0;
+    sweep_due_ = true;
     if (!s->closed && s->id >= 0) nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
     h->onUpstreamError(s->head_received ? UpstreamError::Reset : UpstreamError::ResponseTimeout,
                        s->head_received, s->reused_connection);
@@ -552,7 +556,9 @@ bool Http2ClientSession::finished() const {
 }
 
 void Http2ClientSession::sweep() {
-  if (depth_ > 0) return;
+  // Called after every read and write: the walk over the streams only when one may be done.
+  if (depth_ > 0 || !sweep_due_) return;
+  sweep_due_ = false;
   bool freed = false;
   for (Http2UpstreamStream* s = list_; s;) {
     Http2UpstreamStream* next = s->next;

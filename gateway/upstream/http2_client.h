@@ -136,6 +136,7 @@ class Http2ClientSession {
   int depth_ = 0;       // streams are not freed while a loop over them or a callback runs
   int in_nghttp2_ = 0;  // inside nghttp2: sending waits until it returns
   bool flush_wanted_ = false;
+  bool sweep_due_ = false;  // a stream lost its handler or closed since the last sweep
   bool goaway_ = false;
   bool failed_ = false;
   // A response came over it: a later close before any answer may be the upstream ending a
