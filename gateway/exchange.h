@@ -194,10 +194,9 @@ class Exchange final : public UpstreamHandler, public RequestDriver {
   HeaderList upstream_fields_{&arena};
   UpstreamRequestHead upstream_request_;
   bool host_from_endpoint_ = false;
-  // Body bytes an attempt that never reached its upstream had queued, framed for its
-  // protocol, for the next attempt.
+  // Body bytes an attempt that never reached its upstream had queued (unframed), for the
+  // next attempt, whatever protocol it speaks.
   Buffer held_body_;
-  UpstreamProtocolUsed held_protocol_ = UpstreamProtocolUsed::Http1;
   uint64_t grpc_timeout_ms_ = 0;  // the client's grpc-timeout; 0: none
   int refused_status_ = 0;  // a gRPC refusal's HTTP-equivalent status (its own is 200)
   bool waiting_upstream_ = false;  // queued by the upstream bulkhead

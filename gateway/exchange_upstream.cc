@@ -203,16 +203,12 @@ void Exchange::startUpstream() {
       return;
   }
   bool body = request_framing != BodyFraming::None;
-  // An HTTP/2 upstream has no Upgrade (RFC 9113 §8.6); a chunked body held from an
-  // HTTP/1.1 attempt cannot go over HTTP/2 as it is framed (`auto` changing its mind).
-  bool unusable = (upgrade && up->protocol() == UpstreamProtocolUsed::H2) ||
-                  (!held_body_.empty() && held_protocol_ != up->protocol() &&
-                   request_framing == BodyFraming::Chunked);
-  if (unusable) {
+  // An HTTP/2 upstream has no Upgrade (RFC 9113 §8.6).
+  if (upgrade && up->protocol() == UpstreamProtocolUsed::H2) {
     size_t e = up->endpointIndex();
     up->abort();
     if (trial) pool.endpointState(e).releaseTrial();
-    reject(502, upgrade ? "Upstream speaks HTTP/2: no protocol upgrade" : "Upstream protocol changed mid-request");
+    reject(502, "Upstream speaks HTTP/2: no protocol upgrade");
     return;
   }
   upstream = up;
@@ -471,7 +467,12 @@ void Exchange::onUpstreamError(UpstreamError e, bool response_began, bool reused
     startUpstream();
     return;
   }
-  if (e == UpstreamError::Refused && !response_began && refusals_ < 2 && failed) {
+  // The body bytes an attempt that never reached its upstream had queued, unframed, for the
+  // next attempt (false: some went out, or cannot be told apart).
+  auto holdUnsentBody = [&] {
+    return request_framing == BodyFraming::None || failed->takeUnsentBody(held_body_);
+  };
+  if (e == UpstreamError::Refused && !response_began && refusals_ < 2 && failed && holdUnsentBody()) {
     // Refused unprocessed (RFC 9113 §8.7: safe to send again, whatever the method), or
     // `auto` found HTTP/2 on a connection that had the request queued as HTTP/1.1: not the
     // endpoint's fault, and not one of the configured retries. Sent again from the retry
@@ -479,10 +480,6 @@ void Exchange::onUpstreamError(UpstreamError e, bool response_began, bool reused
     ++refusals_;
     endAttempt(false);
     --attempts_;
-    if (request_framing != BodyFraming::None) {
-      held_protocol_ = failed->protocol();
-      failed->takeUnsentBody(held_body_);
-    }
     scheduleRetry(/*backoff=*/false);
     return;
   }
@@ -493,11 +490,7 @@ void Exchange::onUpstreamError(UpstreamError e, bool response_began, bool reused
   bool connect_failure = never_reached || e == UpstreamError::TlsFailed || e == UpstreamError::NoHttp2;
   if (!response_began &&
       retryPossible(connect_failure && upstreamPool().config().retries.on_connect_failure,
-                    never_reached && failed)) {
-    if (request_framing != BodyFraming::None) {
-      held_protocol_ = failed->protocol();
-      failed->takeUnsentBody(held_body_);
-    }
+                    never_reached && failed && holdUnsentBody())) {
     scheduleRetry();
     return;
   }

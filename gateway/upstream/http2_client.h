@@ -36,7 +36,10 @@ struct Http2UpstreamStream final : public UpstreamStream {
   void endRequest(const HeaderList* trailers) override;
   void flush() override;
   size_t pendingBytes() const override { return out.size(); }
-  void takeUnsentBody(Buffer& to) override { to.moveFrom(out); }
+  bool takeUnsentBody(Buffer& to) override {
+    to.moveFrom(out);
+    return !body_sent;
+  }
   void resendBody(Buffer& from) override { out.moveFrom(from); }
   void pauseReading() override { paused = true; }
   void resumeReading() override;

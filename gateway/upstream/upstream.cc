@@ -1,6 +1,7 @@
 #include "gateway/upstream/upstream.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cassert>
 
 #include "gateway/http1/chunked.h"
@@ -383,6 +384,8 @@ void UpstreamConnection::sendHead(const UpstreamRequestHead& head) {
   request_head_bytes_ = out_.size() - before;
   request_tail_bytes_ = 0;
   chunked_request_ = head.chunked;
+  unsent_chunks_.clear();
+  chunks_unsent_ = head.chunked;
   response_.setHeadRequest(head.head_request);
   response_timeout_ms_ = head.response_timeout_ms;
   if (!head.body) requestComplete();
@@ -390,6 +393,7 @@ void UpstreamConnection::sendHead(const UpstreamRequestHead& head) {
 
 void UpstreamConnection::sendBody(const char* data, size_t len) {
   if (chunked_request_) {
+    if (chunks_unsent_) unsent_chunks_.push_back(uint32_t(len));
     http1::appendChunk(out_, data, len);
   } else {
     out_.appendExternal(data, len);
@@ -411,11 +415,40 @@ void UpstreamConnection::endRequest(const HeaderList* trailers) {
   requestComplete();
 }
 
-void UpstreamConnection::takeUnsentBody(Buffer& to) {
-  // The body without its head, and without the last chunk: the next attempt ends it.
+bool UpstreamConnection::takeUnsentBody(Buffer& to) {
+  // The body without its head and without the last chunk and trailers; chunked, without
+  // its framing (the next attempt may speak HTTP/2).
   out_.drain(std::min(request_head_bytes_, out_.size()));
-  to.moveFront(out_, out_.size() - std::min(request_tail_bytes_, out_.size()));
+  size_t body = out_.size() - std::min(request_tail_bytes_, out_.size());
+  bool whole = true;
+  if (!chunked_request_) {
+    to.moveFront(out_, body);
+  } else if (!chunks_unsent_) {
+    whole = false;
+  } else {
+    for (uint32_t len : unsent_chunks_) {
+      char hex[16];
+      out_.drain(size_t(std::snprintf(hex, sizeof hex, "%x", len)) + 2);
+      to.moveFront(out_, len);
+      out_.drain(2);
+    }
+  }
   out_.clear();
+  unsent_chunks_.clear();
+  return whole;
+}
+
+void UpstreamConnection::resendBody(Buffer& from) {
+  if (from.empty()) return;
+  if (!chunked_request_) {
+    out_.moveFrom(from);
+    return;
+  }
+  if (chunks_unsent_) unsent_chunks_.push_back(uint32_t(from.size()));
+  out_.appendHex(from.size());
+  out_.append("\r\n", 2);
+  out_.moveFrom(from);
+  out_.append("\r\n", 2);
 }
 
 void UpstreamConnection::release() { pool_.release(this); }
@@ -502,6 +535,10 @@ void UpstreamConnection::flush() {
   // where ALPN decides the protocol, nothing is queued before it has.
   bool hold = tls_ && tls_->state() == TlsState::Handshaking && pool_.config().protocol != UpstreamProtocol::Http1;
   if (hold) out_.internalize();
+  if (!hold && !out_.empty() && chunks_unsent_) {
+    chunks_unsent_ = false;  // the request starts going out: it cannot be taken back
+    unsent_chunks_.clear();
+  }
   if (tls_ && !out_.empty() && !hold && !tls_->encrypt(out_)) {
     fail(UpstreamError::Reset);
     return;

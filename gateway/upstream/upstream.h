@@ -52,8 +52,8 @@ class UpstreamConnection final : public UpstreamStream, private ResponseParser::
   void flush() override;
   // Request bytes not yet on the wire (encrypted ones included).
   size_t pendingBytes() const override { return out_.size() + (tls_ ? tls_->output().size() : 0); }
-  void takeUnsentBody(Buffer& to) override;
-  void resendBody(Buffer& from) override { out_.moveFrom(from); }
+  bool takeUnsentBody(Buffer& to) override;
+  void resendBody(Buffer& from) override;
   void pauseReading() override;
   void resumeReading() override;
   bool reused() const override { return reused_; }
@@ -147,6 +147,10 @@ class UpstreamConnection final : public UpstreamStream, private ResponseParser::
   bool chunked_request_ = false;  // the request body is framed chunked
   size_t request_head_bytes_ = 0;  // the head at the front of out_ (takeUnsentBody)
   size_t request_tail_bytes_ = 0;  // the last chunk and trailers at its end
+  // The chunks queued while nothing of the request has gone out, so that a request that
+  // never got there can be taken back unframed (takeUnsentBody).
+  std::vector<uint32_t> unsent_chunks_;
+  bool chunks_unsent_ = false;
   bool tunnel_ = false;  // switched protocols: bytes pass through unparsed
   bool busy_ = false;    // counted in the upstream's connections in use (bulkhead)
   // The previous response did not fit one slice: read the next in bulk from its first

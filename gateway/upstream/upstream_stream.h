@@ -95,10 +95,11 @@ class UpstreamStream {
   virtual void flush() = 0;
   // Request bytes not yet on the wire.
   virtual size_t pendingBytes() const = 0;
-  // After ConnectFailed/ConnectTimeout/Refused: the body bytes queued (not the head), as
-  // this protocol framed them, for the next attempt over the same protocol...
-  virtual void takeUnsentBody(Buffer& to) = 0;
-  // ... which queues them after its head.
+  // After ConnectFailed/ConnectTimeout/Refused: moves the body bytes queued (not the head,
+  // not any framing) to `to`, for the next attempt, whatever its protocol. False when some
+  // already went out: the body cannot be sent again whole.
+  virtual bool takeUnsentBody(Buffer& to) = 0;
+  // The next attempt queues them after its head, framed as its protocol frames a body.
   virtual void resendBody(Buffer& from) = 0;
   virtual void pauseReading() = 0;
   virtual void resumeReading() = 0;

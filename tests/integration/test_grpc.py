@@ -294,3 +294,18 @@ def test_the_upstreams_stream_limit_and_the_bulkhead(gateway_factory, grpc_upstr
     assert outcomes.count(grpc.StatusCode.UNAVAILABLE) == 3, outcomes
     assert elapsed > 1.0  # three waves of at most two calls of 400 ms
     assert len(up.peers("/echo.Echo/Unary")) == 1
+
+
+def test_auto_speaks_http2_where_alpn_chooses_it(gateway_factory, grpc_upstream_factory, grpc_certs,
+                                                 tmp_path):
+    # `auto` over TLS: the upstream chooses h2. The first call, queued as HTTP/1.1 while the
+    # handshake ran, goes again as HTTP/2 on that same connection; the next calls share it.
+    up = grpc_upstream(grpc_upstream_factory, "tls", grpc_certs)
+    gw = start(gateway_factory, up, "tls", grpc_certs, tmp_path, upstream={"protocol": "auto"}, workers=1)
+    with channel(gw, "tls", grpc_certs) as ch:
+        stub = gs.echo_stub(ch)
+        for i in range(5):
+            reply, call = stub.Unary.with_call(msg(str(i), b"p" * 3000), timeout=10)
+            assert reply.text == str(i) and reply.bytes == 3000
+            assert gs.metadata(call.trailing_metadata())["x-trailer"] == "ok"
+    assert len(up.peers("/echo.Echo/Unary")) == 1

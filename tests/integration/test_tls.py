@@ -692,6 +692,24 @@ def test_upstream_tls(gateway_factory, tls_upstream_factory, certs):
         assert c.request("GET", "/good/again", host="localhost").status == 200
 
 
+def test_upstream_protocol_follows_alpn(gateway_factory, tls_upstream_factory, certs):
+    # SPEC §8: `auto` speaks what the endpoint's ALPN answer says (this upstream answers
+    # none: HTTP/1.1, bodies and keep-alive included); `h2` needs h2 and says so.
+    up = tls_upstream_factory("tls-up", certs.upstream_pair)
+    ca = str(certs.upstream_ca)
+    upstreams = {"auto": {"endpoints": [up], "tls": {"ca": ca}, "protocol": "auto"},
+                 "h2": {"endpoints": [up], "tls": {"ca": ca}, "protocol": "h2"}}
+    routes = [{"name": n, "match": {"path_prefix": f"/{n}/"}, "upstream": n} for n in upstreams]
+    gw = gateway_factory(gateway_config(upstreams=upstreams, routes=routes))
+    with Client(gw.port) as c:
+        for i in range(3):
+            r = c.request("POST", f"/auto/{i}", host="localhost", body=b"b" * 70_000)
+            assert r.status == 200 and r.json()["body_len"] == 70_000, r
+        r = c.request("GET", "/h2/x", host="localhost")
+        assert r.status == 502 and "HTTP/2" in r.json()["message"], r
+    assert [q.version for q in up.wait_requests(3)] == ["HTTP/1.1"] * 3
+
+
 def _read_until_closed(sock: socket.socket, timeout: float, what: str = ""):
     """Reads until EOF or reset; returns what came and when the close was seen."""
     sock.settimeout(timeout)
