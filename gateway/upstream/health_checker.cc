@@ -1,6 +1,7 @@
 #include "gateway/upstream/health_checker.h"
 
 #include <nghttp2/nghttp2.h>
+#include <sys/uio.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -10,22 +11,28 @@
 #include <utility>
 
 #include "gateway/admin/health.h"
+#include "gateway/buffer.h"
 #include "gateway/http_util.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
+#include "gateway/tls/tls_context.h"
+#include "gateway/tls/tls_session.h"
 #include "gateway/upstream/grpc_health.h"
 
 namespace gw {
 
 namespace {
 
-// A check stops reading past this many bytes: an endpoint cannot make a probe hold more.
+// A check stops reading past this many bytes (of plaintext, over TLS: the handshake is
+// bounded by OpenSSL's own limits and the deadline): an endpoint cannot make a probe hold
+// more.
 constexpr size_t kMaxCheckBytes = 16 * 1024;
 
 enum class Verdict { Pending, Healthy, Unhealthy };
 
 // What one kind of check says on a fresh connection and how it judges the answer. The
-// Probe owns the connection, the deadline and the thresholds; a Conversation sees bytes.
+// Probe owns the connection (TLS included), the deadline and the thresholds; a
+// Conversation sees plaintext bytes.
 class Conversation {
  public:
   virtual ~Conversation() = default;
@@ -72,13 +79,14 @@ class HttpConversation final : public Conversation {
   size_t head_len_ = 0;
 };
 
-// grpc.health.v1.Health/Check over HTTP/2 with prior knowledge (h2c), nghttp2 in client
-// mode on memory buffers: healthy on :status 200, grpc-status 0 and a response message
-// saying SERVING.
+// grpc.health.v1.Health/Check over HTTP/2 (with prior knowledge, or after ALPN h2 over
+// TLS), nghttp2 in client mode on memory buffers: healthy on :status 200, grpc-status 0
+// and a response message saying SERVING.
 class GrpcConversation final : public Conversation {
  public:
-  GrpcConversation(std::string authority, std::string_view service)
-      : authority_(std::move(authority)), request_(grpc_health::encodeRequest(service)) {
+  GrpcConversation(std::string authority, std::string_view service, bool tls)
+      : authority_(std::move(authority)), scheme_(tls ? "https" : "http"),
+        request_(grpc_health::encodeRequest(service)) {
     nghttp2_session_callbacks_new(&callbacks_);
     nghttp2_session_callbacks_set_on_header_callback(callbacks_, onHeader);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks_, onData);
@@ -107,7 +115,7 @@ class GrpcConversation final : public Conversation {
                         value.size(), NGHTTP2_NV_FLAG_NONE};
     };
     const nghttp2_nv headers[] = {nv(":method", "POST"),
-                                  nv(":scheme", "http"),
+                                  nv(":scheme", scheme_),
                                   nv(":path", "/grpc.health.v1.Health/Check"),
                                   nv(":authority", authority_),
                                   nv("content-type", "application/grpc"),
@@ -209,6 +217,7 @@ class GrpcConversation final : public Conversation {
   }
 
   std::string authority_;
+  std::string_view scheme_;
   std::string request_;  // the framed HealthCheckRequest, the same for every attempt
   nghttp2_session_callbacks* callbacks_ = nullptr;
   nghttp2_session* session_ = nullptr;  // per attempt
@@ -223,9 +232,9 @@ class GrpcConversation final : public Conversation {
 };
 
 std::unique_ptr<Conversation> conversationFor(const HealthCheckConfig& check,
-                                              const SocketAddress& address) {
+                                              const SocketAddress& address, bool tls) {
   if (check.type == HealthCheckType::Grpc) {
-    return std::make_unique<GrpcConversation>(address.text, check.service);
+    return std::make_unique<GrpcConversation>(address.text, check.service, tls);
   }
   return std::make_unique<HttpConversation>(check.path, address.text);
 }
@@ -238,6 +247,16 @@ struct PendingWrite {
 
 }  // namespace
 
+// How a probe reaches the endpoints of one upstream: plain TCP, or TLS as the upstream's
+// own connections speak it (same trust, sni, verification, client certificate) with the
+// ALPN the check's conversation needs. Built once per configuration, shared by the
+// upstream's probes.
+struct ProbeTls {
+  bool enabled = false;
+  std::shared_ptr<const TlsClientContext> context;  // null when enabled: it failed to build
+  bool needs_h2 = false;  // gRPC: an endpoint that does not choose h2 cannot be checked
+};
+
 struct HealthChecker::Probe {
   uv_loop_t* loop;
   HealthCheckConfig check;
@@ -245,22 +264,33 @@ struct HealthChecker::Probe {
   SocketAddress address;
   uint16_t upstream_label = 0;
   uint16_t endpoint_label = 0;
+  ProbeTls tls_config;
   std::unique_ptr<Conversation> conversation;
 
   uv_timer_t interval{};
   uv_timer_t deadline{};
   uv_tcp_t* tcp = nullptr;  // per attempt; freed in its close callback
   uv_connect_t connect_req{};
+  // Per attempt, freed by finish(): idle probes of many TLS endpoints keep no OpenSSL state.
+  std::unique_ptr<TlsSession> tls;
+  InputBlock plaintext;  // what TLS decrypted, until the conversation took it
   char read_buf[4096];
   size_t received = 0;
   int64_t started_us = 0;
+  // The conversation began on this attempt: until then its verdict at EOF is a previous
+  // attempt's.
+  bool talking = false;
+  // A TLS failure is usually a configuration problem that repeats on every check: it is
+  // logged once until the endpoint is healthy again.
+  bool tls_failure_logged = false;
   bool stopping = false;
   int open_handles = 2;
 
   Probe(uv_loop_t* l, const HealthCheckConfig& c, std::shared_ptr<EndpointState> s,
-        const SocketAddress& a, uint16_t upstream, uint16_t endpoint)
+        const SocketAddress& a, uint16_t upstream, uint16_t endpoint, ProbeTls t)
       : loop(l), check(c), state(std::move(s)), address(a), upstream_label(upstream),
-        endpoint_label(endpoint), conversation(conversationFor(c, a)) {}
+        endpoint_label(endpoint), tls_config(std::move(t)),
+        conversation(conversationFor(c, a, tls_config.enabled)) {}
 
   static int64_t nowUs() {
     timespec ts;
@@ -284,7 +314,9 @@ struct HealthChecker::Probe {
     tcp->data = this;
     connect_req.data = this;
     received = 0;
+    talking = false;
     started_us = nowUs();
+    // The deadline covers the connect, the TLS handshake and the conversation alike.
     uv_timer_start(&deadline, [](uv_timer_t* t) { static_cast<Probe*>(t->data)->finish(false); },
                    uint64_t(check.timeout.count()), 0);
     if (uv_tcp_connect(&connect_req, tcp, address.sa(), [](uv_connect_t* req, int status) {
@@ -300,9 +332,6 @@ struct HealthChecker::Probe {
 
   void onConnected() {
     if (!tcp) return;
-    std::string out;
-    conversation->begin(out);
-    send(std::move(out));
     uv_read_start(
         reinterpret_cast<uv_stream_t*>(tcp),
         [](uv_handle_t* h, size_t, uv_buf_t* b) {
@@ -311,18 +340,98 @@ struct HealthChecker::Probe {
         },
         [](uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
           auto* p = static_cast<Probe*>(s->data);
-          if (n < 0) return p->finish(p->conversation->healthyAtEof());
-          p->received += size_t(n);
-          if (p->received > kMaxCheckBytes) return p->finish(false);
-          std::string out;
-          Verdict v = p->conversation->receive(b->base, size_t(n), out);
-          p->send(std::move(out));
-          if (v != Verdict::Pending) p->finish(v == Verdict::Healthy);
+          if (n < 0) return p->finish(p->talking && p->conversation->healthyAtEof());
+          if (p->tls) return p->receiveTls(b->base, size_t(n));
+          p->deliver(b->base, size_t(n));
         });
+    if (!tls_config.enabled) return talk();
+    if (!tls_config.context) return tlsFailed("no TLS context (see the configuration error)");
+    tls = std::make_unique<TlsSession>(tls_config.context, address.text);
+    if (!tls->start()) return tlsFailed(tls->error());
+    write();
   }
 
+  // The conversation starts once the connection can carry it: at connect, or once the
+  // TLS handshake settled the protocol.
+  void talk() {
+    talking = true;
+    std::string out;
+    conversation->begin(out);
+    send(std::move(out));
+  }
+
+  void receiveTls(const char* data, size_t n) {
+    bool handshaken = tls->state() != TlsState::Handshaking;
+    TlsFeedResult res = tls->feed(data, n, plaintext, kMaxCheckBytes);
+    if (tls->state() == TlsState::Error) {
+      // A failure on an established session is the endpoint cutting the answer short.
+      return handshaken ? finish(false) : tlsFailed(tls->error());
+    }
+    write();  // handshake messages
+    if (!tcp) return;
+    if (res.handshake_done) {
+      if (tls_config.needs_h2 && tls->info().alpn != "h2") {
+        return tlsFailed("the endpoint did not choose ALPN h2, which gRPC needs");
+      }
+      talk();
+      if (!tcp) return;
+    }
+    // Everything decrypted is handed over at once, so a full block means the answer went
+    // past the bound.
+    if (res.sink_full) return finish(false);
+    if (plaintext.unconsumed() > 0) {
+      size_t len = plaintext.unconsumed();
+      const char* text = plaintext.data() + plaintext.consumed();
+      if (!deliver(text, len)) return;  // finished: the block is gone
+      plaintext.consume(len);
+      plaintext.compact();
+    }
+    if (tls->peerClosed()) finish(talking && conversation->healthyAtEof());
+  }
+
+  // Plaintext from the endpoint to the conversation. False once the check is over.
+  bool deliver(const char* data, size_t n) {
+    received += n;
+    if (received > kMaxCheckBytes || !talking) {
+      finish(false);
+      return false;
+    }
+    std::string out;
+    Verdict v = conversation->receive(data, n, out);
+    send(std::move(out));
+    if (!tcp) return false;
+    if (v == Verdict::Pending) return true;
+    finish(v == Verdict::Healthy);
+    return false;
+  }
+
+  // Plaintext from the conversation to the endpoint.
   void send(std::string data) {
     if (data.empty() || !tcp) return;
+    if (!tls) return write(std::move(data));
+    iovec iov{data.data(), data.size()};
+    if (!tls->encrypt(&iov, 1)) return finish(false);
+    write();
+  }
+
+  // Bytes for the socket: `data`, else what the TLS session has to send.
+  void write(std::string data = {}) {
+    if (!tcp) return;
+    if (tls) {
+      Buffer& out = tls->output();
+      data.reserve(data.size() + out.size());
+      iovec iov[16];
+      while (!out.empty()) {
+        size_t count = out.peek(iov, std::size(iov));
+        size_t taken = 0;
+        for (size_t i = 0; i < count; ++i) {
+          data.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+          taken += iov[i].iov_len;
+        }
+        out.drain(taken);
+      }
+    }
+    if (data.empty()) return;
     auto* w = new PendingWrite{{}, std::move(data)};
     w->req.data = w;
     uv_buf_t buf = uv_buf_init(w->data.data(), unsigned(w->data.size()));
@@ -332,15 +441,29 @@ struct HealthChecker::Probe {
     }
   }
 
-  void finish(bool ok) {
-    uv_timer_stop(&deadline);
+  void tlsFailed(std::string_view error) {
+    if (!tls_failure_logged) {
+      tls_failure_logged = true;
+      log::warn("upstream health check TLS failure",
+                {{"upstream", state->upstream}, {"endpoint", state->address}, {"error", error}});
+    }
+    finish(false);
+  }
+
+  void closeAttempt() {
     conversation->end();
+    tls.reset();
+    plaintext.release();
     if (tcp) {
       uv_close(reinterpret_cast<uv_handle_t*>(tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
       tcp = nullptr;
-    } else {
-      return;  // already finished (timeout and failure racing)
     }
+  }
+
+  void finish(bool ok) {
+    uv_timer_stop(&deadline);
+    if (!tcp) return;  // already finished (timeout and failure racing)
+    closeAttempt();
     if (stopping) return;
     state->last_checked_ms.store(int64_t(wallClockMs()), std::memory_order_relaxed);
     state->last_latency_us.store(ok ? nowUs() - started_us : -1, std::memory_order_relaxed);
@@ -349,6 +472,7 @@ struct HealthChecker::Probe {
       uint32_t n = state->check_successes.fetch_add(1) + 1;
       if (!state->healthy.load() && n >= check.healthy_threshold) {
         state->healthy.store(true);
+        tls_failure_logged = false;
         log::info("upstream endpoint healthy", {{"upstream", state->upstream}, {"endpoint", state->address}});
       }
     } else {
@@ -365,10 +489,7 @@ struct HealthChecker::Probe {
 
   void stop() {
     stopping = true;
-    if (tcp) {
-      uv_close(reinterpret_cast<uv_handle_t*>(tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-      tcp = nullptr;
-    }
+    closeAttempt();
     auto closed = [](uv_handle_t* h) {
       auto* p = static_cast<Probe*>(h->data);
       if (--p->open_handles == 0) delete p;
@@ -389,6 +510,22 @@ void HealthChecker::configure(const Config& config) {
   stop();
   for (const UpstreamConfig& u : config.upstreams) {
     auto state = upstreamState(u);
+    ProbeTls tls;
+    if (u.health_check && u.tls) {
+      tls.enabled = true;
+      tls.needs_h2 = u.health_check->type == HealthCheckType::Grpc;
+      // The upstream's own context may offer another ALPN (`protocol: auto`), and a check
+      // must not find out which protocol it speaks: it knows.
+      UpstreamTls settings = *u.tls;
+      settings.alpn = tls.needs_h2 ? AlpnOffer::H2 : AlpnOffer::Http11;
+      std::string error;
+      tls.context = TlsClientContext::build(settings, &error);
+      // The loader built the same block a moment ago, so this is a file changed since:
+      // the checks fail (and say so) rather than fall back to plaintext.
+      if (!tls.context) {
+        log::error("cannot set up TLS for health checks", {{"upstream", u.name}, {"error", error}});
+      }
+    }
     for (size_t i = 0; i < u.endpoints.size(); ++i) {
       uint16_t endpoint_label = metrics::labelId(u.endpoints[i].text);
       if (!u.health_check) {
@@ -399,7 +536,7 @@ void HealthChecker::configure(const Config& config) {
         continue;
       }
       auto* p = new Probe(loop_, *u.health_check, state->endpoints[i], u.endpoints[i],
-                          u.metrics_label, endpoint_label);
+                          u.metrics_label, endpoint_label, tls);
       p->start();
       probes_.push_back(p);
     }

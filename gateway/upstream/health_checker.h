@@ -1,5 +1,6 @@
 // Active health checks of upstream endpoints (`upstreams[].health_check`): HTTP GETs, or
-// grpc.health.v1.Health/Check calls over h2c (`type: grpc`). They run on the main thread's
+// grpc.health.v1.Health/Check calls over HTTP/2 (`type: grpc`), over TLS when the upstream
+// has `tls` (as its connections are made), else plain TCP. They run on the main thread's
 // loop: one probe per endpoint per interval, whatever the number of workers. Results go
 // to the shared EndpointState (workers stop sending traffic to an unhealthy endpoint), to
 // gateway_upstream_endpoint_healthy, and to /health.
