@@ -23,7 +23,7 @@ import time
 import pytest
 
 from browser import CHROMIUM, Browser
-from harness import gateway_config
+from harness import gateway_config, wait_until
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,
@@ -199,9 +199,13 @@ def test_browser_lets_through_exactly_what_the_cors_config_allows(gateway_factor
     # Simple requests are sent whatever the answer; the browser only hides it.
     assert ("GET", "/other/simple") in seen and ("GET", "/star/with-cookies") in seen, seen
 
-    # The gateway's side: the preflights it answered.
-    log = gw.wait_access_log(1)
-    preflights = {e["path"]: e["status"] for e in gw.access_log() if e["method"] == "OPTIONS"}
+    # The gateway's side: the preflights it answered. The access log is written
+    # asynchronously: wait for the four lines rather than read it once (CI saw one missing).
+    def answered():
+        return {e["path"]: e["status"] for e in gw.access_log() if e["method"] == "OPTIONS"}
+    wait_until(lambda: len(answered()) >= 4, timeout=10, what=f"four preflights logged: {answered()}")
+    log = gw.access_log()
+    preflights = answered()
     assert preflights.get("/cred/put") == 204, preflights
     assert preflights.get("/cred/put-with-cookies") == 204, preflights
     assert preflights.get("/cred/badheader") == 403, preflights
