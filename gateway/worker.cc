@@ -151,15 +151,14 @@ void Worker::join() {
 
 template <typename Fill>
 void Worker::post(Fill&& fill) {
-  bool ready;
-  {
-    std::lock_guard<std::mutex> lock(mailbox_mutex_);
-    fill();
-    ready = async_ready_;
-  }
+  // Sent under the lock: a worker that closed its handle (it stopped, or is stopping)
+  // must not be woken, and uv_async_send() on a closed handle aborts the process (the
+  // drain timeout posted a stop to a worker that had already finished draining).
+  std::lock_guard<std::mutex> lock(mailbox_mutex_);
+  fill();
   // A signal right after start can come before this worker's thread has set up its loop:
   // its handle does not exist yet, and init() wakes the loop for what was posted.
-  if (ready) uv_async_send(&async_);
+  if (async_ready_) uv_async_send(&async_);
 }
 
 void Worker::postRuntime(std::shared_ptr<const Runtime> runtime) {
@@ -431,6 +430,10 @@ void Worker::closeAll() {
     }
   }
   for (auto& [key, state] : filter_states_) state->shutdown();
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mutex_);
+    async_ready_ = false;
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&housekeeping_), nullptr);

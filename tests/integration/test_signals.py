@@ -89,3 +89,23 @@ def test_sigterm_stops_accepting(gw, upstream):
     finally:
         c.close()
     assert [q.path for q in upstream.snapshot()] == ["/slow"]
+
+
+def test_drain_timeout_with_one_worker_already_done_exits_0(gateway_factory, upstream):
+    # Two workers; one request outlives timeouts.drain on whichever worker took it, while
+    # the other worker finishes draining at once. The drain timeout then tells every
+    # worker to stop: waking the one that had already closed its loop aborted the process
+    # (exit -6 with nothing on stderr).
+    gw = gateway_factory(simple_config(upstream, workers=2, timeouts={"drain": "1s",
+                                                                      "upstream_response": "30s"}))
+    c = Client(gw.port)
+    try:
+        c.send(b"GET /slow?delay=5000 HTTP/1.1\r\nHost: example.test\r\n\r\n")
+        upstream.wait_requests(1)
+        t0 = time.monotonic()
+        gw.signal(signal.SIGTERM)
+        assert gw.wait_exit(20) == 0, gw.app_log_text()
+        assert time.monotonic() - t0 < 4, "ended by the drain timeout, not by the request"
+        assert "drain timeout" in gw.app_log_text()
+    finally:
+        c.close()
