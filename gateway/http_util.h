@@ -69,6 +69,12 @@ void forEachToken(std::string_view value, F&& f) {
   }
 }
 
+// RFC 9110 §5.6.2's tchar: what a field name is made of.
+inline bool isFieldNameChar(unsigned char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c != 0 && std::string_view("!#$%&'*+-.^_`|~").find(char(c)) != std::string_view::npos);
+}
+
 // A trailer field that may be forwarded: not one that frames, routes or is hop-by-hop
 // (RFC 9110 §6.5.1), and not a pseudo-header.
 bool forwardableTrailer(std::string_view name);

@@ -14,7 +14,12 @@ TrailerCollector::Result TrailerCollector::onFieldComplete(HeaderList& into, siz
   bool clean = std::none_of(value.begin(), value.end(), [](char c) {
     return (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f;
   });
-  if (!clean) return Result::Malformed;
+  // llhttp lets some malformed names through in a trailer section ("Name :"), where the
+  // head's checks (headIsUnambiguous) do not run: the name must be a token.
+  bool token = !name_.empty() && std::all_of(name_.begin(), name_.end(), [](char c) {
+    return isFieldNameChar(static_cast<unsigned char>(c));
+  });
+  if (!clean || !token) return Result::Malformed;
   if (forwardableTrailer(name_) && into.size() < max_fields) into.add(name_, value);
   name_.clear();
   value_.clear();
