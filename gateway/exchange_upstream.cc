@@ -3,7 +3,7 @@
 // retries with their budget and backoff, the circuit breaker's bookkeeping, and the
 // upstream's response relayed to the stream.
 #include <algorithm>
-#include <cstdio>
+#include <charconv>
 #include <cstring>
 
 #include "gateway/client_ip.h"
@@ -16,6 +16,46 @@
 namespace gw {
 
 namespace {
+
+// What both upstream protocols make of the client's fields: Content-Length and Expect go
+// (the gateway frames the body itself), the X-Forwarded-* fields are set aside to be
+// written again (a trusted proxy's Proto and Host kept), the rest goes to `field` in order,
+// Host included: each protocol places it its own way.
+struct ForwardedFields {
+  std::string_view proto, host;  // a trusted proxy's X-Forwarded-Proto and -Host
+  size_t for_bytes = 0;          // X-Forwarded-For's values, each with its ", "
+};
+
+template <class Field>
+ForwardedFields forwardFields(const HeaderList& headers, bool trusted_peer, Field&& field) {
+  ForwardedFields fwd;
+  for (const Header& h : headers) {
+    std::string_view n = h.name;
+    if (equalsIgnoreCase(n, "content-length") || equalsIgnoreCase(n, "expect")) continue;
+    if (equalsIgnoreCase(n, "x-forwarded-for")) {
+      if (!h.value.empty()) fwd.for_bytes += h.value.size() + 2;
+      continue;
+    }
+    if (equalsIgnoreCase(n, "x-forwarded-proto")) {
+      if (trusted_peer) fwd.proto = h.value;
+      continue;
+    }
+    if (equalsIgnoreCase(n, "x-forwarded-host")) {
+      if (trusted_peer) fwd.host = h.value;
+      continue;
+    }
+    field(n, h.value);
+  }
+  return fwd;
+}
+
+// Every X-Forwarded-For value, in order (RFC 9110 §5.3: one list); the peer follows.
+template <class Value>
+void forEachForwardedFor(const HeaderList& headers, Value&& value) {
+  for (const Header& h : headers) {
+    if (equalsIgnoreCase(h.name, "x-forwarded-for") && !h.value.empty()) value(h.value);
+  }
+}
 
 bool isIdempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
@@ -64,47 +104,29 @@ void Exchange::buildHttp2Fields() {
   }
   f.addRef(":path", {path, path_len});
   bool trusted_peer = isTrusted(ctx.config->trusted_proxies, stream_->peerIp16());
-  std::string_view xfp, xfh;
-  size_t xff_len = ctx.peer_ip.size();
-  for (const Header& h : headers) {
-    std::string_view n = h.name;
-    if (equalsIgnoreCase(n, "host") || equalsIgnoreCase(n, "content-length") ||
-        equalsIgnoreCase(n, "expect") || isHopByHopHeader(n)) {
-      continue;
-    }
-    if (equalsIgnoreCase(n, "x-forwarded-for")) {
-      if (!h.value.empty()) xff_len += h.value.size() + 2;
-      continue;
-    }
-    if (equalsIgnoreCase(n, "x-forwarded-proto")) {
-      if (trusted_peer) xfp = h.value;
-      continue;
-    }
-    if (equalsIgnoreCase(n, "x-forwarded-host")) {
-      if (trusted_peer) xfh = h.value;
-      continue;
-    }
-    f.addRef(arena.copyLowerCase(n), arena.copy(h.value));
-  }
-  // One X-Forwarded-For: every field kept, in order (RFC 9110 §5.3), then the peer.
+  ForwardedFields fwd = forwardFields(headers, trusted_peer, [&](std::string_view n, std::string_view v) {
+    if (equalsIgnoreCase(n, "host") || isHopByHopHeader(n)) return;  // :authority; RFC 9113 §8.2.2
+    f.addRef(arena.copyLowerCase(n), arena.copy(v));
+  });
+  size_t xff_len = fwd.for_bytes + ctx.peer_ip.size();
   char* xff = arena.allocate(xff_len);
   size_t at = 0;
-  for (const Header& h : headers) {
-    if (!equalsIgnoreCase(h.name, "x-forwarded-for") || h.value.empty()) continue;
-    std::memcpy(xff + at, h.value.data(), h.value.size());
-    at += h.value.size();
-    std::memcpy(xff + at, ", ", 2);
-    at += 2;
-  }
+  forEachForwardedFor(headers, [&](std::string_view v) {
+    std::memcpy(xff + at, v.data(), v.size());
+    std::memcpy(xff + at + v.size(), ", ", 2);
+    at += v.size() + 2;
+  });
   std::memcpy(xff + at, ctx.peer_ip.data(), ctx.peer_ip.size());
   f.addRef("x-forwarded-for", {xff, xff_len});
-  f.addRef("x-forwarded-proto", !xfp.empty() ? arena.copy(xfp) : (ctx.tls ? "https" : "http"));
-  if (!xfh.empty() || !ctx.host.empty()) f.addRef("x-forwarded-host", arena.copy(!xfh.empty() ? xfh : ctx.host));
+  f.addRef("x-forwarded-proto", !fwd.proto.empty() ? arena.copy(fwd.proto) : (ctx.tls ? "https" : "http"));
+  if (!fwd.host.empty() || !ctx.host.empty()) {
+    f.addRef("x-forwarded-host", arena.copy(!fwd.host.empty() ? fwd.host : ctx.host));
+  }
   if (grpc) f.addRef("te", "trailers");
   if (request_framing == BodyFraming::ContentLength) {
-    char* digits = arena.allocate(20);
-    size_t n = size_t(std::snprintf(digits, 21, "%llu", static_cast<unsigned long long>(content_length)));
-    f.addRef("content-length", {digits, n});
+    char* digits = arena.allocate(20);  // a uint64's digits, no terminator
+    auto end = std::to_chars(digits, digits + 20, content_length).ptr;
+    f.addRef("content-length", {digits, size_t(end - digits)});
   }
 }
 
@@ -126,32 +148,15 @@ void Exchange::serializeUpstreamHead() {
   }
   o.append(" HTTP/1.1\r\n", 11);
   bool has_host = false;
-  std::string_view xfp, xfh;
-  bool has_xff = false;
   bool trusted_peer = isTrusted(ctx.config->trusted_proxies, stream_->peerIp16());
-  for (const Header& h : headers) {
-    std::string_view n = h.name;
-    if (equalsIgnoreCase(n, "content-length") || equalsIgnoreCase(n, "expect")) continue;
-    if (equalsIgnoreCase(n, "x-forwarded-for")) {
-      has_xff = true;  // every field is kept, in order (RFC 9110 §5.3: one list)
-      continue;
-    }
-    if (equalsIgnoreCase(n, "x-forwarded-proto")) {
-      if (trusted_peer) xfp = h.value;
-      continue;
-    }
-    if (equalsIgnoreCase(n, "x-forwarded-host")) {
-      if (trusted_peer) xfh = h.value;
-      continue;
-    }
+  ForwardedFields fwd = forwardFields(headers, trusted_peer, [&](std::string_view n, std::string_view v) {
     if (equalsIgnoreCase(n, "host")) {
       has_host = true;
       // absolute-form: the authority wins over the Host header (RFC 9112 §3.2.2)
-      o.appendFieldLine(n, ctx.host);
-      continue;
+      v = ctx.host;
     }
-    o.appendFieldLine(n, h.value);
-  }
+    o.appendFieldLine(n, v);
+  });
   if (!has_host) {
     if (ctx.host.empty()) {
       host_from_endpoint_ = true;  // known per attempt
@@ -160,17 +165,18 @@ void Exchange::serializeUpstreamHead() {
     }
   }
   o.append("X-Forwarded-For: ");
-  if (has_xff) {
-    for (const Header& h : headers) {
-      if (!equalsIgnoreCase(h.name, "x-forwarded-for") || h.value.empty()) continue;
-      o.append(h.value);
+  if (fwd.for_bytes > 0) {
+    forEachForwardedFor(headers, [&](std::string_view v) {
+      o.append(v);
       o.append(", ", 2);
-    }
+    });
   }
   o.append(ctx.peer_ip);
   o.append("\r\n", 2);
-  o.appendFieldLine("X-Forwarded-Proto", !xfp.empty() ? xfp : (ctx.tls ? "https" : "http"));
-  if (!xfh.empty() || !ctx.host.empty()) o.appendFieldLine("X-Forwarded-Host", !xfh.empty() ? xfh : ctx.host);
+  o.appendFieldLine("X-Forwarded-Proto", !fwd.proto.empty() ? fwd.proto : (ctx.tls ? "https" : "http"));
+  if (!fwd.host.empty() || !ctx.host.empty()) {
+    o.appendFieldLine("X-Forwarded-Host", !fwd.host.empty() ? fwd.host : ctx.host);
+  }
   if (upgrade) {
     o.append("Connection: Upgrade\r\n");
     o.appendFieldLine("Upgrade", upgrade_value);

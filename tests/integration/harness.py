@@ -381,6 +381,13 @@ def admin_get(gw: Gateway, path: str, timeout: float = 5.0):
         return e.code, e.read()
 
 
+def health_endpoint(gw: Gateway, address: str, upstream: str = "up") -> dict:
+    """The endpoint's entry in the admin /health document's upstream check."""
+    doc = json.loads(admin_get(gw, "/health")[1])
+    [e] = [e for e in doc["checks"]["upstream:" + upstream]["endpoints"] if e["address"] == address]
+    return e
+
+
 def open_paths(gw: Gateway) -> set[str]:
     """What the gateway's file descriptors point at (/proc/PID/fd), e.g. to see that a log
     file was closed."""

@@ -137,3 +137,14 @@ def wait_value(gw, name: str, expected, timeout: float = 10.0, **labels):
         if time.monotonic() > deadline:
             raise AssertionError(f"{name}{labels} = {got} after {timeout}s, expected {expected}")
         time.sleep(0.05)
+
+
+def endpoint_healthy(gw, endpoint: str, upstream: str = "up"):
+    """gateway_upstream_endpoint_healthy of one endpoint (None when absent)."""
+    return value(scrape(gw), "gateway_upstream_endpoint_healthy", upstream=upstream, endpoint=endpoint)
+
+
+def wait_endpoint_healthy(gw, endpoint: str, expected, timeout: float = 5.0, upstream: str = "up"):
+    """Polls until the endpoint's health gauge is `expected`."""
+    return wait_value(gw, "gateway_upstream_endpoint_healthy", expected, timeout=timeout,
+                      upstream=upstream, endpoint=endpoint)

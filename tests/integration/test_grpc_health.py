@@ -20,7 +20,7 @@ import pytest
 import grpc_support as gs
 import prom
 from grpc_support import grpc_upstream_factory  # noqa: F401 (fixture)
-from harness import admin_get, gateway_config, run_gateway_cli, wait_until
+from harness import admin_get, health_endpoint, gateway_config, run_gateway_cli, wait_until
 from upstream import Upstream
 
 CHECK = "/grpc.health.v1.Health/Check"
@@ -37,20 +37,9 @@ def start(gateway_factory, endpoints, **check):
     return gateway_factory(cfg)
 
 
-def gauge(gw, endpoint):
-    return prom.value(prom.scrape(gw), "gateway_upstream_endpoint_healthy", upstream="up",
-                      endpoint=endpoint)
-
-
-def wait_gauge(gw, endpoint, expected, timeout=5.0):
-    prom.wait_value(gw, "gateway_upstream_endpoint_healthy", expected, timeout=timeout,
-                    upstream="up", endpoint=endpoint)
-
-
-def entry(gw, address):
-    doc = json.loads(admin_get(gw, "/health")[1])
-    [e] = [e for e in doc["checks"]["upstream:up"]["endpoints"] if e["address"] == address]
-    return e
+gauge = prom.endpoint_healthy
+wait_gauge = prom.wait_endpoint_healthy
+entry = health_endpoint
 
 
 def test_serving_is_healthy_and_not_serving_unhealthy_after_the_threshold(gateway_factory,

@@ -4,7 +4,7 @@ offering ALPN http/1.1 for HTTP checks and h2 for gRPC ones. Real handshakes: Py
 module behind the harness's HTTP upstream (test_tls.TlsUpstream) and the grpcio upstream
 with a certificate. Health is read from gateway_upstream_endpoint_healthy and /health."""
 
-import json
+import functools
 import socket
 import threading
 import time
@@ -14,9 +14,8 @@ import pytest
 import grpc_support as gs
 import prom
 from grpc_support import grpc_certs, grpc_upstream_factory  # noqa: F401 (fixtures)
-from harness import admin_get, gateway_config
+from harness import gateway_config, health_endpoint
 from test_tls import TlsUpstream
-from upstream import Upstream
 from client import Client
 
 GRPC_CHECK = "/grpc.health.v1.Health/Check"
@@ -27,20 +26,9 @@ CHECK = {"interval": "300ms", "timeout": "250ms", "unhealthy_threshold": 2,
 ROUTE = [{"name": "r", "match": {"path_prefix": "/"}, "upstream": "up"}]
 
 
-def gauge(gw, endpoint):
-    return prom.value(prom.scrape(gw), "gateway_upstream_endpoint_healthy", upstream="up",
-                      endpoint=endpoint)
-
-
-def wait_gauge(gw, endpoint, expected, timeout=8.0):
-    prom.wait_value(gw, "gateway_upstream_endpoint_healthy", expected, timeout=timeout,
-                    upstream="up", endpoint=endpoint)
-
-
-def entry(gw, address):
-    doc = json.loads(admin_get(gw, "/health")[1])
-    [e] = [e for e in doc["checks"]["upstream:up"]["endpoints"] if e["address"] == address]
-    return e
+gauge = prom.endpoint_healthy
+wait_gauge = functools.partial(prom.wait_endpoint_healthy, timeout=8.0)  # TLS handshakes too
+entry = health_endpoint
 
 
 def wait_checked_ok(gw, address, timeout=8.0):

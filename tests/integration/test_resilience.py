@@ -41,14 +41,8 @@ def get(gw, target, method="GET", body=b"", timeout=10.0):
         return r, time.monotonic() - t
 
 
-def healthy_gauge(gw, endpoint):
-    return prom.value(prom.scrape(gw), "gateway_upstream_endpoint_healthy",
-                      upstream="up", endpoint=endpoint)
-
-
-def wait_gauge(gw, endpoint, expected, timeout=5.0):
-    prom.wait_value(gw, "gateway_upstream_endpoint_healthy", expected, timeout=timeout,
-                    upstream="up", endpoint=endpoint)
+healthy_gauge = prom.endpoint_healthy
+wait_gauge = prom.wait_endpoint_healthy
 
 
 def health(gw):
